@@ -1,0 +1,111 @@
+"""Mounting `RouteSpec`s: one endpoint per path that dispatches on the method, authenticates (unless the
+route is public), checks the route's permission, applies the rate limit, then calls the handler."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route, Router
+from starlette.types import Receive, Scope, Send
+
+from rampart.access.actor import Actor
+from rampart.auth.sessions import Authenticator
+from rampart.errors import MethodNotAllowed, NotFound, RateLimited
+from rampart.lib.ratelimit import Decision, RateLimiter
+from rampart.lib.rates import Rate
+from rampart.resources.endpoints import Call, RouteSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The rate limiter and the rate of each route class."""
+
+    limiter: RateLimiter
+    rates: dict[str, Rate]
+
+
+class Endpoint:
+    """All methods of one path template."""
+
+    def __init__(self, path: str, specs: list[RouteSpec], auth: Authenticator, limits: Limits) -> None:
+        self.path = path
+        self.specs = {spec.method: spec for spec in specs}
+        if "GET" in self.specs and "HEAD" not in self.specs:
+            self.specs["HEAD"] = self.specs["GET"]
+        self.allow = sorted(m for m in self.specs if m != "HEAD")
+        self.auth = auth
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["rampart.route"] = self.path
+        spec = self.specs.get(scope["method"])
+        if spec is None:
+            raise MethodNotAllowed(f"{scope['method']} is not allowed here.", allow=self.allow)
+        request = Request(scope, receive)
+        actor: Actor | None = None
+        if not spec.public:
+            actor = await self.auth.authenticate(request.headers.get("authorization"))
+            scope["rampart.user_id"] = str(actor.user_id)
+            if spec.permission is not None:
+                actor.require(spec.permission)
+        decision = await self._limit(spec, actor, scope)
+        call = Call(
+            request=request,
+            actor=actor,
+            request_id=scope["rampart.request_id"],
+            body=scope.get("rampart.body", b""),
+        )
+        response = await spec.handler(call)
+        if decision is not None:
+            response.headers.update(_limit_headers(decision))
+        await response(scope, receive, send)
+
+    async def _limit(self, spec: RouteSpec, actor: Actor | None, scope: Scope) -> Decision | None:
+        rate = self.limits.rates.get(spec.rate_class)
+        if rate is None:
+            return None
+        client = scope.get("client")
+        ip = client[0] if client else "unknown"
+        # Auth token routes are limited per client IP; everything else per user, or per IP when anonymous.
+        who = f"u:{actor.user_id}" if actor is not None and spec.rate_class != "auth" else f"ip:{ip}"
+        decision = await self.limits.limiter.hit(f"{spec.rate_class}:{who}", rate)
+        if not decision.allowed:
+            raise RateLimited(
+                "Too many requests; slow down.",
+                retry_after=decision.retry_after,
+                limit=decision.limit,
+                remaining=decision.remaining,
+                reset_after=decision.reset_after,
+            )
+        return decision
+
+
+def _limit_headers(decision: Decision) -> dict[str, str]:
+    return {
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(max(0, math.ceil(decision.reset_after))),
+    }
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    raise NotFound("No such route.")
+
+
+def build_router(
+    specs: Iterable[RouteSpec], *, auth: Authenticator, limits: Limits, extra: Iterable[BaseRoute] = ()
+) -> Router:
+    """A Starlette router with one Route per path template (methods dispatched by `Endpoint`)."""
+    by_path: dict[str, list[RouteSpec]] = defaultdict(list)
+    for spec in specs:
+        if any(s.method == spec.method for s in by_path[spec.path]):
+            raise ValueError(f"route {spec.method} {spec.path} is declared twice")
+        by_path[spec.path].append(spec)
+    routes: list[BaseRoute] = list(extra)
+    for path, group in by_path.items():
+        routes.append(Route(path, Endpoint(path, group, auth, limits)))
+    return Router(routes=routes, default=_not_found)

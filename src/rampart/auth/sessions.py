@@ -1,0 +1,196 @@
+"""Server-side sessions: every token pair belongs to one, and revoking it ends its tokens within 1 s.
+
+Each worker keeps a tiny cache of session state for at most `cache_ttl` (≤ 1 s) seconds, so the check on
+every request costs a dictionary lookup most of the time and a single indexed query otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from rampart.access.actor import Actor, Roles
+from rampart.auth.tokens import TokenIssuer
+from rampart.db.pool import Database
+from rampart.errors import Unauthorized
+from rampart.lib.ids import new_id
+
+
+def define_sessions_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "sessions",
+        metadata,
+        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column(
+            "user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("refresh_token_hash", sa.Text(), nullable=True),
+        sa.Column(
+            "impersonator_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("users.id", ondelete="SET NULL"),
+            nullable=True,
+        ),
+        sa.Column("user_agent", sa.Text(), nullable=True),
+        sa.Column("ip", sa.Text(), nullable=True),
+        sa.Column(
+            "created_at",
+            pg.TIMESTAMP(timezone=True, precision=3),
+            nullable=False,
+            server_default=sa.text("now()"),
+        ),
+        sa.Column("last_used_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
+        sa.Column("expires_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=False),
+        sa.Column("revoked_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
+        sa.Index("sessions_user_active_idx", "user_id", postgresql_where=sa.text("revoked_at IS NULL")),
+        sa.Index("sessions_refresh_idx", "refresh_token_hash", unique=True),
+    )
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    session_id: uuid.UUID
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
+
+
+async def open_session(
+    conn: asyncpg.Connection,
+    tokens: TokenIssuer,
+    *,
+    user_id: uuid.UUID,
+    role: str,
+    session_ttl: int,
+    impersonator_id: uuid.UUID | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+) -> TokenPair:
+    """Create a session row and its token pair; the refresh token is stored only as a hash."""
+    session_id = new_id()
+    refresh = secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO sessions (id, user_id, refresh_token_hash, impersonator_id, user_agent, ip, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
+        session_id,
+        user_id,
+        hash_refresh_token(refresh),
+        impersonator_id,
+        (user_agent or "")[:300] or None,
+        ip,
+        float(session_ttl),
+    )
+    access = tokens.issue(user_id=user_id, session_id=session_id, role=role)
+    return TokenPair(session_id, access, refresh, tokens.ttl)
+
+
+async def revoke_user_sessions(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
+    )
+
+
+async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", session_id
+    )
+
+
+_LOAD = (
+    "SELECT s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id"
+    " WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled"
+)
+
+
+class Authenticator:
+    """Turns an `Authorization` header into an Actor: verified token, live session, enabled user."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        tokens: TokenIssuer,
+        roles: Roles,
+        cache_ttl: float = 1.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        self._db = db
+        self._tokens = tokens
+        self._roles = roles
+        self._ttl = min(cache_ttl, 1.0)  # the revocation bound of API.md
+        self._max = max_entries
+        self._cache: dict[uuid.UUID, tuple[float, tuple[uuid.UUID, str] | None]] = {}
+        self._inflight: dict[uuid.UUID, asyncio.Future[tuple[uuid.UUID, str] | None]] = {}
+
+    async def authenticate(self, header: str | None) -> Actor:
+        if not header:
+            raise Unauthorized("Missing bearer token.")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Missing bearer token.")
+        claims = self._tokens.verify(token.strip())
+        state = await self._state(claims.session_id)
+        if state is None or state[0] != claims.user_id:
+            raise Unauthorized("The session has ended.", token_present=True)
+        role = state[1]
+        return Actor(claims.user_id, role, claims.session_id, self._roles.permissions(role))
+
+    def forget(self, session_id: uuid.UUID | None = None) -> None:
+        """Drop cached state (one session, or all): used when this worker revokes something itself."""
+        if session_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(session_id, None)
+
+    async def _state(self, sid: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+        now = time.monotonic()
+        hit = self._cache.get(sid)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pending = self._inflight.get(sid)
+        if pending is not None:  # concurrent requests of one session share one query
+            return await asyncio.shield(pending)
+        future: asyncio.Future[tuple[uuid.UUID, str] | None] = asyncio.get_running_loop().create_future()
+        self._inflight[sid] = future
+        try:
+            row = await self._db.fetchrow(_LOAD, sid)
+            state = (row["user_id"], row["role"]) if row else None
+            if len(self._cache) >= self._max:
+                self._evict(now)
+            self._cache[sid] = (time.monotonic() + self._ttl, state)
+            future.set_result(state)
+            return state
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._inflight[sid]
+
+    def _evict(self, now: float) -> None:
+        expired = [k for k, (until, _) in self._cache.items() if until <= now]
+        for key in expired:
+            del self._cache[key]
+        if len(self._cache) >= self._max:
+            self._cache.clear()

@@ -1,0 +1,68 @@
+"""Access tokens: short-lived HS256 JWTs naming a user and a server-side session."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from rampart.errors import Unauthorized
+from rampart.lib.ids import new_id, parse_uuid
+
+ALGORITHM = "HS256"
+_REQUIRED = ["iss", "aud", "sub", "sid", "iat", "exp", "jti"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    role: str
+    expires_at: int
+
+
+class TokenIssuer:
+    """Issues and verifies access tokens; only HS256 is accepted (never `none`, never another alg)."""
+
+    def __init__(self, *, secret: str, issuer: str, audience: str, ttl: int) -> None:
+        self._secret = secret
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+
+    def issue(self, *, user_id: uuid.UUID, session_id: uuid.UUID, role: str) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(user_id),
+            "sid": str(session_id),
+            "role": role,
+            "iat": now,
+            "exp": now + self.ttl,
+            "jti": str(new_id()),
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Claims:
+        """The token's claims, or Unauthorized (never says which check failed: that helps attackers)."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=self.issuer,
+                audience=self.audience,
+                options={"require": _REQUIRED},
+                leeway=5,
+            )
+        except jwt.PyJWTError:
+            raise Unauthorized("The access token is invalid or expired.", token_present=True) from None
+        user_id = parse_uuid(claims["sub"]) if isinstance(claims["sub"], str) else None
+        session_id = parse_uuid(claims["sid"]) if isinstance(claims["sid"], str) else None
+        if user_id is None or session_id is None:
+            raise Unauthorized("The access token is invalid or expired.", token_present=True)
+        return Claims(user_id, session_id, str(claims.get("role", "")), int(claims["exp"]))

@@ -1,0 +1,172 @@
+"""The `rampart` command: serve, migrate, makemigrations, users, tokens, config."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from pydantic import SecretStr, ValidationError
+
+from rampart.config import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        ]
+        raise click.ClickException("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def _database(settings: Settings) -> tuple[Settings, Any]:
+    """Settings with a database URL: the configured one, or a started embedded server (returned to stop)."""
+    if settings.database_url is not None:
+        return settings, None
+    from rampart.db.embedded import EmbeddedPostgres, default_data_dir
+
+    data_dir = Path(settings.data_dir) if settings.data_dir else default_data_dir(project_dir=Path.cwd())
+    try:
+        server = EmbeddedPostgres(data_dir)
+        dsn = server.start()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"rampart: using the embedded PostgreSQL in {data_dir}", err=True)
+    os.environ["RAMPART_DATABASE_URL"] = dsn  # worker processes inherit it
+    return settings.model_copy(update={"database_url": SecretStr(dsn)}), server
+
+
+@click.group()
+@click.version_option(package_name="rampart")
+def main() -> None:
+    """Rampart: a resource-oriented HTTP API on PostgreSQL."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option("--reload", is_flag=True, help="Restart on code changes (development).")
+@click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply migrations first.")
+def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> None:
+    """Run the HTTP server."""
+    import uvicorn
+
+    from rampart.db.migrate import upgrade
+
+    settings, server = _database(_settings())
+    try:
+        assert settings.database_url is not None
+        if migrate:
+            upgrade(settings.database_url.get_secret_value())
+        if workers > 1 and settings.redis_url is None:
+            click.echo(
+                f"rampart: {workers} workers without RAMPART_REDIS_URL: rate limits are per worker "
+                "(each worker allows the full limit)",
+                err=True,
+            )
+        uvicorn.run(
+            "rampart.asgi:create",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            reload=reload,
+            access_log=False,
+            server_header=False,
+            date_header=True,
+            log_config=None,
+            proxy_headers=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending migrations (safe to run from several processes at once)."""
+    from rampart.db.migrate import upgrade
+
+    settings, server = _database(_settings())
+    try:
+        assert settings.database_url is not None
+        upgrade(settings.database_url.get_secret_value())
+        click.echo("migrations: up to date", err=True)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command()
+@click.option("-m", "--message", required=True)
+def makemigrations(message: str) -> None:
+    """Generate a migration from the declared resources (review it before committing)."""
+    from rampart.db.migrate import make_migration, upgrade
+
+    settings, server = _database(_settings())
+    try:
+        assert settings.database_url is not None
+        upgrade(settings.database_url.get_secret_value())
+        make_migration(settings.database_url.get_secret_value(), message)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command("config")
+def show_config() -> None:
+    """Print the effective settings, secrets masked."""
+    click.echo(orjson.dumps(_settings().masked(), option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--name", default="")
+@click.option("--role", default="user", show_default=True)
+def users_create(email: str, name: str, role: str) -> None:
+    """Create a user (or report that the email is taken)."""
+    from rampart.clitasks import create_user
+
+    settings, server = _database(_settings())
+    try:
+        row = asyncio.run(create_user(settings, email=email, name=name, role=role))
+        click.echo(orjson.dumps(row).decode())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.group()
+def tokens() -> None:
+    """Issue tokens."""
+
+
+@tokens.command("issue")
+@click.option("--email", required=True)
+def tokens_issue(email: str) -> None:
+    """Open a session for the user and print only its access token."""
+    from rampart.clitasks import issue_token
+
+    settings, server = _database(_settings())
+    try:
+        sys.stdout.write(asyncio.run(issue_token(settings, email=email)) + "\n")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

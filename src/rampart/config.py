@@ -1,0 +1,106 @@
+"""Configuration: one Settings class read from `RAMPART_*` environment variables and `.env`.
+
+Library code never reads this module: `create_app(settings)` and the CLI pass values down as arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_JWT_SECRET = "dev-insecure-secret-change-me-please-0000"  # noqa: S105 - refused in production
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
+    "admin": [
+        "users:manage",
+        "users:impersonate",
+        "resources:read_any",
+        "resources:write_any",
+        "projects:create",
+        "tasks:write",
+        "events:read_any",
+    ],
+    "user": ["projects:create", "tasks:write"],
+}
+
+
+class Settings(BaseSettings):
+    """Every setting Rampart reads. Names are `RAMPART_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAMPART_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
+    jwt_issuer: str = "rampart"
+    jwt_audience: str = "rampart-api"
+    access_token_ttl: int = Field(default=900, ge=30, le=86_400)
+    session_ttl: int = Field(default=30 * 86_400, ge=60)
+    session_cache_ttl: float = Field(default=1.0, ge=0.0, le=1.0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit: str = "600/minute"
+    rate_limit_auth: str = "20/minute"
+    body_limit: int = Field(default=1_048_576, ge=1024)
+    request_timeout: float = Field(default=10.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    access_log: bool = True
+    log_format: Literal["json", "text", "auto"] = "auto"
+    log_level: str = "INFO"
+    role_permissions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS))
+    data_dir: str | None = None
+    app: str = "rampart.apps.tasks.resources:declare"
+    public_url: str = "http://127.0.0.1:8000"
+    oidc_issuer: str = "https://accounts.google.com"
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    webhooks_allow_private_networks: bool = False
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("rate_limit", "rate_limit_auth")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        from rampart.lib.rates import parse_rate
+
+        parse_rate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_weak_secret_in_production(self) -> Settings:
+        if self.env == "production":
+            secret = self.jwt_secret.get_secret_value()
+            if secret == DEFAULT_JWT_SECRET or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
+                raise ValueError(
+                    "RAMPART_JWT_SECRET must be set to a random value of at least "
+                    f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production "
+                    "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as printable values, secrets replaced by '********'."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "********" if value.get_secret_value() else ""
+            else:
+                out[name] = value
+        return out

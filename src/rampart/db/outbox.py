@@ -1,0 +1,84 @@
+"""The event outbox: every change writes its event row in the same transaction as the change.
+
+Delivery (dispatcher, audit API, live stream, webhooks) is built on top of this table by
+`rampart.events`; this module only defines the table and the insert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from rampart.lib.ids import new_id
+
+
+def define_events_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "events",
+        metadata,
+        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column("type", sa.Text(), nullable=False),
+        sa.Column("resource", sa.Text(), nullable=False),
+        sa.Column("resource_id", sa.Text(), nullable=False),
+        sa.Column("actor_id", pg.UUID(as_uuid=True), nullable=True),
+        sa.Column("occurred_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=False),
+        sa.Column("data", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("changes", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("request_id", sa.Text(), nullable=True),
+        sa.Column("delivered_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
+        sa.Index("events_resource_idx", "resource", "id"),
+        sa.Index("events_resource_id_idx", "resource_id"),
+        sa.Index("events_undelivered_idx", "id", postgresql_where=sa.text("delivered_at IS NULL")),
+    )
+
+
+_INSERT = (
+    "INSERT INTO events (id, type, resource, resource_id, actor_id, occurred_at, data, changes, request_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)"
+)
+
+
+async def write_event(
+    conn: asyncpg.Connection,
+    *,
+    resource: str,
+    action: str,
+    resource_id: str,
+    actor_id: uuid.UUID | None,
+    data: dict[str, Any],
+    changes: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Insert one event row on `conn` (inside the caller's transaction) and return the event."""
+    event_id = new_id()
+    now = dt.datetime.now(dt.UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the column keeps milliseconds
+    event: dict[str, Any] = {
+        "id": str(event_id),
+        "type": f"{resource}.{action}",
+        "resource": resource,
+        "resource_id": resource_id,
+        "actor_id": str(actor_id) if actor_id else None,
+        "occurred_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": data,
+        "changes": changes or {},
+    }
+    await conn.execute(
+        _INSERT,
+        event_id,
+        event["type"],
+        resource,
+        resource_id,
+        actor_id,
+        now,
+        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode(),
+        orjson.dumps(event["changes"], option=orjson.OPT_NON_STR_KEYS).decode(),
+        request_id,
+    )
+    return event

@@ -1,0 +1,156 @@
+"""The connection pool of one worker process, and transactions with nested savepoints.
+
+Every failure to reach the database becomes `ServiceUnavailable` (503), never a hang: acquiring a
+connection waits at most `acquire_timeout`, and connecting at most `connect_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from rampart.errors import RequestTimeout, ServiceUnavailable
+
+log = logging.getLogger("rampart.db")
+
+# Errors that mean "the database is not reachable right now", as opposed to a bad statement.
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.ConnectionFailureError,
+)
+
+_current: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
+    "rampart_db_connection", default=None
+)
+
+
+class Database:
+    """An asyncpg pool created lazily, so the service starts (and reports 503) while the database is down."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_size: int = 10,
+        acquire_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = None,
+        application_name: str = "rampart",
+    ) -> None:
+        self._dsn = dsn
+        self._max_size = max_size
+        self._acquire_timeout = acquire_timeout
+        self._connect_timeout = connect_timeout
+        self._settings = {"application_name": application_name}
+        if statement_timeout is not None:
+            # A backstop: the request timeout cancels the statement first; this bounds work nobody awaits.
+            self._settings["statement_timeout"] = str(int(statement_timeout * 1000))
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def pool(self) -> asyncpg.Pool | None:
+        return self._pool
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._lock:
+            if self._pool is None:
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=0,
+                        max_size=self._max_size,
+                        timeout=self._connect_timeout,
+                        server_settings=self._settings,
+                        max_inactive_connection_lifetime=300,
+                    )
+                except _UNAVAILABLE as exc:
+                    raise ServiceUnavailable("The database is unavailable.") from exc
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """The connection of the enclosing transaction, or one from the pool for this block."""
+        current = _current.get()
+        if current is not None:
+            yield current
+            return
+        pool = await self._ensure_pool()
+        try:
+            conn = await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailable("The service is overloaded: no database connection was free.") from exc
+        except _UNAVAILABLE as exc:
+            raise ServiceUnavailable("The database is unavailable.") from exc
+        try:
+            yield conn
+        except _UNAVAILABLE as exc:
+            raise ServiceUnavailable("The database is unavailable.") from exc
+        except asyncpg.QueryCanceledError as exc:
+            raise RequestTimeout("The database statement took too long and was cancelled.") from exc
+        finally:
+            try:
+                await pool.release(conn)
+            except Exception:  # a broken connection is dropped by the pool; nothing to tell the caller
+                log.debug("releasing a broken connection", exc_info=True)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """`async with db.transaction() as conn:`; nested blocks become savepoints."""
+        async with self.connection() as conn:
+            token = _current.set(conn)
+            try:
+                async with conn.transaction():
+                    yield conn
+            finally:
+                _current.reset(token)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self.connection() as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
+            return row
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        async with self.connection() as conn:
+            status: str = await conn.execute(sql, *args)
+            return status
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        async with self.connection() as conn:
+            await conn.executemany(sql, args)
+
+    def stats(self) -> dict[str, int]:
+        """Pool size, in use and idle, for metrics and health."""
+        if self._pool is None:
+            return {"size": 0, "in_use": 0, "idle": 0, "max": self._max_size}
+        size = self._pool.get_size()
+        idle = self._pool.get_idle_size()
+        return {"size": size, "in_use": size - idle, "idle": idle, "max": self._max_size}

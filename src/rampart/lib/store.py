@@ -1,0 +1,147 @@
+"""Key-value store behind one Protocol: a bounded in-process store and a Redis-backed one."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import redis.asyncio
+
+# SCAN COUNT hint and UNLINK batch size: big enough to keep round trips few, small enough that
+# no single command blocks Redis noticeably.
+_BATCH = 500
+
+# Characters that are special in Redis glob patterns (MATCH); a prefix must match literally.
+_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+
+
+class Store(Protocol):
+    """Bytes in, bytes out, with optional expiry.
+
+    A ttl (seconds) of None keeps the value until deleted or evicted; a ttl <= 0 means the value is
+    already expired, so set() removes the key.
+    """
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def delete_prefix(self, prefix: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """Per-process store with LRU eviction beyond `max_entries`; expiry is checked on read."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        # key -> (value, monotonic deadline or None). OrderedDict order doubles as the LRU order,
+        # which keeps get/set/delete O(1).
+        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the value, or None when absent or expired."""
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        value, deadline = entry
+        if deadline is not None and deadline <= time.monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Store the value, evicting the least recently used entry when full."""
+        if ttl is not None and ttl <= 0:
+            self._data.pop(key, None)
+            return
+        # Monotonic, so a wall-clock jump neither expires everything nor keeps values forever.
+        deadline = None if ttl is None else time.monotonic() + ttl
+        self._data[key] = (value, deadline)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max_entries:
+            self._data.popitem(last=False)
+
+    async def delete(self, *keys: str) -> None:
+        """Remove the keys; absent keys are ignored."""
+        for key in keys:
+            self._data.pop(key, None)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Remove every key starting with `prefix` (O(n): a full scan, as with Redis)."""
+        for key in [k for k in self._data if k.startswith(prefix)]:
+            del self._data[key]
+
+    async def close(self) -> None:
+        """Drop all entries."""
+        self._data.clear()
+
+    def __len__(self) -> int:
+        """Number of entries held, expired ones not yet read included."""
+        return len(self._data)
+
+
+class RedisStore:
+    """Store in Redis, every key under `namespace`, shared by all workers and instances.
+
+    The client must return bytes (decode_responses=False). The caller owns the client: close()
+    leaves it open, because the same pool usually serves the rate limiter and other users too.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, *, namespace: str = "rampart:") -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("RedisStore needs a client with decode_responses=False: values are bytes")
+        self._client = client
+        self._namespace = namespace
+
+    def _key(self, key: str) -> str:
+        return self._namespace + key
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the value, or None when absent or expired."""
+        value = await self._client.get(self._key(key))
+        if isinstance(value, str):  # only if the client's pool was reconfigured after __init__
+            raise TypeError("RedisStore got str from Redis: the client must use decode_responses=False")
+        return value
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Store the value; a ttl becomes a millisecond PX expiry, rounded up so it never expires early."""
+        if ttl is None:
+            await self._client.set(self._key(key), value)
+        elif ttl <= 0:
+            await self._client.unlink(self._key(key))
+        else:
+            await self._client.set(self._key(key), value, px=max(1, math.ceil(ttl * 1000)))
+
+    async def delete(self, *keys: str) -> None:
+        """Remove the keys; absent keys are ignored."""
+        if keys:
+            # UNLINK frees large values in the background instead of blocking the server.
+            await self._client.unlink(*(self._key(k) for k in keys))
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Remove every key starting with `prefix`, with SCAN + batched UNLINK.
+
+        KEYS would block Redis for the whole keyspace walk; SCAN works in small steps.
+        """
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", self._key(prefix)) + "*"
+        batch: list[bytes] = []
+        async for key in self._client.scan_iter(match=pattern, count=_BATCH):
+            batch.append(key)
+            if len(batch) >= _BATCH:
+                await self._client.unlink(*batch)
+                batch = []
+        if batch:
+            await self._client.unlink(*batch)
+
+    async def close(self) -> None:
+        """Nothing to release: the client belongs to the caller (see the class docstring)."""

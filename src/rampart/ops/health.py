@@ -1,0 +1,44 @@
+"""Liveness and readiness: `/health/ready` names the dependency that fails."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+Check = Callable[[], Awaitable[str | None]]  # None when healthy, else a short public reason
+
+
+def health_routes(checks: dict[str, Check]) -> list[BaseRoute]:
+    async def live(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def ready(request: Request) -> Response:
+        results: dict[str, str] = {}
+        failed: list[dict[str, str]] = []
+        for name, check in checks.items():
+            try:
+                problem = await check()
+            except Exception:
+                problem = "unreachable"
+            results[name] = "ok" if problem is None else problem
+            if problem is not None:
+                failed.append({"field": name, "code": "unhealthy", "message": problem})
+        if failed:
+            body = {
+                "type": "about:blank",
+                "title": "Not ready",
+                "status": 503,
+                "code": "not_ready",
+                "detail": "Failing: " + ", ".join(f["field"] for f in failed),
+                "errors": failed,
+                "checks": results,
+                "request_id": request.scope.get("rampart.request_id"),
+            }
+            return Response(orjson.dumps(body), status_code=503, media_type="application/problem+json")
+        return Response(orjson.dumps({"status": "ok", "checks": results}), media_type="application/json")
+
+    return [Route("/health/live", live, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]

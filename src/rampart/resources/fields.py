@@ -1,0 +1,279 @@
+"""Field types of the resource framework: how a value is checked, parsed from a query, stored and shown.
+
+A field type knows its PostgreSQL type, its JSON Schema, the filter operators that make sense for it,
+how to check a JSON value strictly (`"3"` is not an integer) and how to parse a query-string value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from rampart.lib.ids import parse_uuid
+
+ALL_COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# RFC 3339 with a mandatory offset; fromisoformat alone would also take naive times.
+_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
+_TS_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+
+
+class FieldInvalid(Exception):
+    """A value does not fit its field; `code` is the stable machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class FieldType:
+    """Base of all field types."""
+
+    pg_type = "text"
+    operators: tuple[str, ...] = ("eq", "ne", "in")
+
+    def check(self, value: Any) -> Any:
+        """Check a JSON value (already parsed) and return the value to store."""
+        raise NotImplementedError
+
+    def parse(self, text: str) -> Any:
+        """Parse a query-string or cursor value into the value bound to SQL."""
+        return self.check(text)
+
+    def select(self, column: str) -> str:
+        """The SQL expression that reads the column in its JSON-ready form."""
+        return column
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of a value, for OpenAPI."""
+        raise NotImplementedError
+
+    def to_json(self, value: Any) -> Any:
+        """A stored Python value (as bound to SQL) in its JSON form, as `select` would give it."""
+        return value
+
+
+class Text(FieldType):
+    def __init__(
+        self,
+        *,
+        min_length: int = 0,
+        max_length: int = 10_000,
+        pattern: str | None = None,
+        strip: bool = False,
+        lower: bool = False,
+    ) -> None:
+        self.min_length = min_length
+        self.max_length = max_length
+        self.pattern = re.compile(pattern) if pattern else None
+        self.strip = strip
+        self.lower = lower
+        self.operators = ("eq", "ne", "in", "contains")
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise FieldInvalid("invalid_type", "Must be a string.")
+        if "\x00" in value:
+            raise FieldInvalid("invalid_characters", "Must not contain NUL characters.")
+        if self.strip:
+            value = value.strip()
+        if self.lower:
+            value = value.lower()
+        if len(value) < self.min_length:
+            code = "required" if not value else "too_short"
+            raise FieldInvalid(code, f"Must be at least {self.min_length} characters long.")
+        if len(value) > self.max_length:
+            raise FieldInvalid("too_long", f"Must be at most {self.max_length} characters long.")
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise FieldInvalid("invalid_format", "Has an invalid format.")
+        return value
+
+    def parse(self, text: str) -> Any:
+        if "\x00" in text:
+            raise FieldInvalid("invalid_characters", "Must not contain NUL characters.")
+        return text
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        return sa.Text()
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
+        if self.min_length:
+            out["minLength"] = self.min_length
+        if self.pattern is not None:
+            out["pattern"] = self.pattern.pattern
+        return out
+
+
+class Integer(FieldType):
+    pg_type = "integer"
+
+    def __init__(self, *, minimum: int = -(2**31), maximum: int = 2**31 - 1, small: bool = False) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.small = small
+        self.pg_type = "smallint" if small else "integer"
+        self.operators = ALL_COMPARISONS
+
+    def check(self, value: Any) -> Any:
+        # bool is an int subclass in Python; JSON true is not a number.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldInvalid("invalid_type", "Must be an integer.")
+        if value < self.minimum:
+            raise FieldInvalid("too_small", f"Must be at least {self.minimum}.")
+        if value > self.maximum:
+            raise FieldInvalid("too_large", f"Must be at most {self.maximum}.")
+        return value
+
+    def parse(self, text: str) -> Any:
+        if not re.fullmatch(r"-?\d{1,10}", text):
+            raise FieldInvalid("invalid_value", "Must be an integer.")
+        number = int(text)
+        if not -(2**31) <= number < 2**31:
+            raise FieldInvalid("invalid_value", "Is out of range.")
+        return number
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        return sa.SmallInteger() if self.small else sa.Integer()
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+
+
+class Boolean(FieldType):
+    pg_type = "boolean"
+    operators = ("eq", "ne")
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise FieldInvalid("invalid_type", "Must be true or false.")
+        return value
+
+    def parse(self, text: str) -> Any:
+        if text not in ("true", "false"):
+            raise FieldInvalid("invalid_value", "Must be true or false.")
+        return text == "true"
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        return sa.Boolean()
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
+
+
+class Choice(FieldType):
+    def __init__(self, values: Sequence[str]) -> None:
+        self.values = tuple(values)
+        self.operators = ("eq", "ne", "in")
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, str) or value not in self.values:
+            raise FieldInvalid("invalid_choice", f"Must be one of: {', '.join(self.values)}.")
+        return value
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        return sa.Text()
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.values)}
+
+
+class Date(FieldType):
+    pg_type = "date"
+    operators = ("eq", "ne", "gt", "gte", "lt", "lte")
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
+            raise FieldInvalid("invalid_date", "Must be a date (YYYY-MM-DD).")
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise FieldInvalid("invalid_date", "Must be a date (YYYY-MM-DD).") from None
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        return sa.Date()
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "format": "date"}
+
+
+class Timestamp(FieldType):
+    """Timestamps are stored with millisecond precision and shown as RFC 3339 UTC (`...Z`)."""
+
+    pg_type = "timestamptz"
+    operators = ("gt", "gte", "lt", "lte")
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, str) or not _TIMESTAMP_RE.fullmatch(value):
+            raise FieldInvalid("invalid_timestamp", "Must be an RFC 3339 timestamp with a time zone.")
+        try:
+            return dt.datetime.fromisoformat(value.replace("z", "Z"))
+        except ValueError:
+            raise FieldInvalid("invalid_timestamp", "Must be an RFC 3339 timestamp.") from None
+
+    def select(self, column: str) -> str:
+        # Formatting in PostgreSQL keeps per-row Python work out of the hot path.
+        return f"to_char({column} AT TIME ZONE 'UTC', '{_TS_FORMAT}')"
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        return pg.TIMESTAMP(timezone=True, precision=3)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "format": "date-time"}
+
+    def to_json(self, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return value
+
+
+class Id(FieldType):
+    """A UUID: primary keys and references. Shown as its canonical text."""
+
+    pg_type = "uuid"
+    operators = ("eq", "ne", "in")
+
+    def check(self, value: Any) -> Any:
+        parsed = parse_uuid(value) if isinstance(value, str) else None
+        if parsed is None:
+            raise FieldInvalid("invalid_id", "Must be a UUID.")
+        return parsed
+
+    def select(self, column: str) -> str:
+        return f"{column}::text"
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        return pg.UUID(as_uuid=True)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "format": "uuid"}
+
+    def to_json(self, value: Any) -> Any:
+        return str(value) if isinstance(value, uuid.UUID) else value
+
+
+class Reference(Id):
+    """A UUID that must name a row of another resource the caller may see (or write, with `must="write"`).
+
+    A reference the caller may not see is reported exactly like one that does not exist.
+    """
+
+    def __init__(self, target: str, *, must: Any = "see", on_delete: str = "CASCADE") -> None:
+        # `must` is "see", "write", "exist" or a row predicate on the target (see spec.Predicate).
+        if not callable(must) and must not in ("see", "write", "exist"):
+            raise ValueError("Reference(must=...) is 'see', 'write', 'exist' or a predicate")
+        if on_delete not in ("CASCADE", "SET NULL", "RESTRICT"):
+            raise ValueError("Reference(on_delete=...) is CASCADE, SET NULL or RESTRICT")
+        self.target = target
+        self.must = must
+        self.on_delete = on_delete

@@ -1,0 +1,452 @@
+"""The generic resource manager: list, get, create, update and delete for any declared resource.
+
+It applies, in this order: validation (strict types, no mass assignment), visibility (SQL predicates, so
+lists and counts filter in the database), write permission, optimistic concurrency, the subclass hooks,
+and the event row written in the same transaction as the change. The in-process bus hears of the event
+after commit. Subclass it and override the hooks to add business logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from rampart.access.actor import Actor
+from rampart.db.outbox import write_event
+from rampart.db.pool import Database
+from rampart.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from rampart.lib.bus import EventBus
+from rampart.resources.conditional import if_match_fails
+from rampart.resources.fields import FieldInvalid, Reference
+from rampart.resources.query import CursorCodec, ListQuery, filter_sql, keyset_sql, parse_list_query
+from rampart.resources.spec import Binder, Resource
+from rampart.resources.validation import validate_create, validate_update
+
+log = logging.getLogger("rampart.resources")
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a manager call knows about its caller."""
+
+    actor: Actor
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Row]
+    next_cursor: str | None
+    limit: int
+    total: int | None
+
+
+class ResourceManager:
+    """Owns every query of one resource. Override the hooks; call `super()` is not needed."""
+
+    alias = "t"
+
+    def __init__(
+        self,
+        resource: Resource,
+        *,
+        db: Database,
+        bus: EventBus,
+        cursors: CursorCodec,
+        managers: Mapping[str, ResourceManager],
+    ) -> None:
+        self.resource = resource
+        self.db = db
+        self.bus = bus
+        self.cursors = cursors
+        self.managers = managers  # every manager by resource name, to check references and parents
+        fields = resource.all_fields
+        self._columns = tuple(fields)
+        self._select = {n: f"{fields[n].type.select(f'{self.alias}.{n}')} AS {n}" for n in fields}
+        self._select_all = ", ".join(self._select.values())
+        self._from = f"{resource.table} {self.alias}"
+        self._sort_keys = {n: f"{fields[n].type.select(f'{self.alias}.{n}')} AS _k_{n}" for n in fields}
+
+    # ----- hooks ---------------------------------------------------------------------------------------
+    async def before_create(self, ctx: Context, conn: asyncpg.Connection, data: dict[str, Any]) -> None:
+        """Runs in the transaction before the insert; may change `data` or raise a domain error."""
+
+    async def after_create(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
+        """Runs in the transaction after the insert."""
+
+    async def before_update(
+        self, ctx: Context, conn: asyncpg.Connection, current: Row, changes: dict[str, Any]
+    ) -> None:
+        """Runs in the transaction before the update; may change `changes` or raise."""
+
+    async def after_update(self, ctx: Context, conn: asyncpg.Connection, row: Row, before: Row) -> None:
+        """Runs in the transaction after the update."""
+
+    async def before_delete(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
+        """Runs in the transaction before the delete."""
+
+    async def after_delete(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
+        """Runs in the transaction after the delete."""
+
+    # ----- predicates ----------------------------------------------------------------------------------
+    def visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
+        """The condition for rows `actor` may see, or None when all are visible."""
+        policy = self.resource.policy
+        if actor.can(policy.bypass_read):
+            return None
+        conds = []
+        if self.resource.parent is not None:
+            parent = self.managers[self.resource.parent.resource]
+            inner = parent.visible_sql(actor, "par", bind)
+            if inner is not None:
+                conds.append(
+                    f"EXISTS (SELECT 1 FROM {parent.resource.table} par"
+                    f" WHERE par.id = {alias}.{self.resource.parent.field} AND {inner})"
+                )
+        if policy.visible is not None:
+            own = policy.visible(actor, alias, bind)
+            if own is not None:
+                conds.append(own)
+        if policy.visible is None and self.resource.parent is None:
+            return "FALSE"  # a resource with no visibility rule is visible only to bypassing roles
+        return " AND ".join(f"({c})" for c in conds) if conds else None
+
+    def writable_sql(self, actor: Actor, alias: str, bind: Binder, *, delete: bool = False) -> str | None:
+        policy = self.resource.policy
+        if actor.can(policy.bypass_write):
+            return None
+        predicate = (policy.deletable or policy.writable) if delete else policy.writable
+        if self.resource.parent is not None and predicate is None:
+            parent = self.managers[self.resource.parent.resource]
+            inner = parent.manage_sql(actor, "par", bind, manage=self.resource.parent.manage)
+            if inner is None:
+                return None
+            return (
+                f"EXISTS (SELECT 1 FROM {parent.resource.table} par"
+                f" WHERE par.id = {alias}.{self.resource.parent.field} AND {inner})"
+            )
+        if predicate is None:
+            return "FALSE"
+        return predicate(actor, alias, bind)
+
+    def manage_sql(self, actor: Actor, alias: str, bind: Binder, *, manage: Any = None) -> str | None:
+        """The condition for changing this row's children: `manage` if given, else the write policy."""
+        if actor.can(self.resource.policy.bypass_write):
+            return None
+        if manage is not None:
+            result: str | None = manage(actor, alias, bind)
+            return result
+        return self.writable_sql(actor, alias, bind)
+
+    # ----- reads ---------------------------------------------------------------------------------------
+    def _select_list(self, names: tuple[str, ...] | None) -> str:
+        return self._select_all if names is None else ", ".join(self._select[n] for n in names)
+
+    async def list(self, ctx: Context, params: Any, *, parent_id: uuid.UUID | None = None) -> Page:
+        """A page of visible rows; `params` is the request's query (see `rampart.resources.query`)."""
+        query = parse_list_query(self.resource, params, self.cursors)
+        if parent_id is not None:
+            await self.require_parent(ctx, parent_id)
+        bind = Binder()
+        where = filter_sql(self.resource, self.alias, query.filters, bind)
+        if parent_id is not None and self.resource.parent is not None:
+            where.append(f"{self.alias}.{self.resource.parent.field} = {bind(parent_id)}")
+        visible = self.visible_sql(ctx.actor, self.alias, bind)
+        if visible is not None:
+            where.append(visible)
+        count_where, count_params = list(where), list(bind.params)
+        if query.after is not None:
+            where.append(keyset_sql(self.alias, query.sort, query.after, bind))
+        sql = self._list_sql(query, where)
+        async with self.db.connection() as conn:
+            records = await conn.fetch(sql, *bind.params)
+            total = None
+            if query.include_total:
+                count_sql = f"SELECT count(*) FROM {self._from}" + _where(count_where)
+                total = await conn.fetchval(count_sql, *count_params)
+        rows = [dict(r) for r in records]
+        next_cursor = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            last = rows[-1]
+            next_cursor = self.cursors.encode(query.sort_key, (last.pop(f"_k_{n}") for n, _ in query.sort))
+        for row in rows:
+            for name, _ in query.sort:
+                row.pop(f"_k_{name}", None)
+        return Page(rows, next_cursor, query.limit, total)
+
+    def _list_sql(self, query: ListQuery, where: list[str]) -> str:
+        keys = ", ".join(self._sort_keys[n] for n, _ in query.sort)
+        order = ", ".join(f"{self.alias}.{n} {'DESC' if d else 'ASC'}" for n, d in query.sort)
+        return (
+            f"SELECT {self._select_list(query.fields)}, {keys} FROM {self._from}"
+            f"{_where(where)} ORDER BY {order} LIMIT {query.limit + 1}"
+        )
+
+    async def get(self, ctx: Context, key: Any, *, parent_id: uuid.UUID | None = None) -> Row:
+        """One visible row by its key, or NotFound."""
+        bind = Binder()
+        where = self._key_where(key, parent_id, bind)
+        visible = self.visible_sql(ctx.actor, self.alias, bind)
+        if visible is not None:
+            where.append(visible)
+        row = await self.db.fetchrow(
+            f"SELECT {self._select_all} FROM {self._from}{_where(where)}", *bind.params
+        )
+        if row is None:
+            if parent_id is not None:
+                await self.require_parent(ctx, parent_id)
+            raise self.not_found()
+        return dict(row)
+
+    def _key_where(self, key: Any, parent_id: uuid.UUID | None, bind: Binder) -> list[str]:
+        where = [f"{self.alias}.{self.resource.key} = {bind(key)}"]
+        if parent_id is not None and self.resource.parent is not None:
+            where.append(f"{self.alias}.{self.resource.parent.field} = {bind(parent_id)}")
+        return where
+
+    def not_found(self) -> NotFound:
+        return NotFound(f"No such {self.resource.name} item.")
+
+    async def require_parent(
+        self, ctx: Context, parent_id: uuid.UUID, *, manage: bool = False, conn: Any = None
+    ) -> None:
+        """NotFound unless the parent row is visible; Forbidden when `manage` and it may not be changed."""
+        assert self.resource.parent is not None
+        parent = self.managers[self.resource.parent.resource]
+        bind = Binder()
+        visible = parent.visible_sql(ctx.actor, "par", bind) or "TRUE"
+        manageable = "TRUE"
+        if manage:
+            manageable = (
+                parent.manage_sql(ctx.actor, "par", bind, manage=self.resource.parent.manage) or "TRUE"
+            )
+        sql = (
+            f"SELECT {manageable} AS ok FROM {parent.resource.table} par"
+            f" WHERE par.id = {bind(parent_id)} AND {visible}"
+        )
+        row = await (conn.fetchrow(sql, *bind.params) if conn else self.db.fetchrow(sql, *bind.params))
+        if row is None:
+            raise parent.not_found()
+        if not row["ok"]:
+            raise Forbidden(
+                f"You may not change the {self.resource.name} of this {parent.resource.name} item."
+            )
+
+    # ----- writes --------------------------------------------------------------------------------------
+    async def create(self, ctx: Context, body: Any, *, parent_id: uuid.UUID | None = None) -> Row:
+        """Validate and insert a row; returns it as clients see it."""
+        if self.resource.policy.create_permission:
+            ctx.actor.require(self.resource.policy.create_permission)
+        data = validate_create(self.resource, body, parent_set=parent_id is not None)
+        if parent_id is not None and self.resource.parent is not None:
+            data[self.resource.parent.field] = parent_id
+        data["id"] = data.get("id") or _new_key()
+        if self.resource.owner_field:
+            data[self.resource.owner_field] = ctx.actor.user_id
+        async with self.db.transaction() as conn:
+            if parent_id is not None:
+                await self.require_parent(ctx, parent_id, manage=True, conn=conn)
+            await self.before_create(ctx, conn, data)
+            await self.check_references(ctx, conn, data)
+            names = list(data)
+            bind = Binder()
+            values = ", ".join(bind(data[n]) for n in names)
+            sql = (
+                f"INSERT INTO {self.resource.table} AS {self.alias} ({', '.join(names)}) VALUES ({values})"
+                f" RETURNING {self._select_all}"
+            )
+            row = dict(await self._write(conn, sql, bind.params))
+            await self.after_create(ctx, conn, row)
+            event = await self._event(ctx, conn, "created", row)
+        await self.bus.emit(event, request_id=ctx.request_id)
+        return row
+
+    async def update(
+        self,
+        ctx: Context,
+        key: Any,
+        body: Any,
+        *,
+        if_match: str | None = None,
+        parent_id: uuid.UUID | None = None,
+    ) -> Row:
+        """Apply a partial update; `version` goes up by one when anything changed."""
+        if self.resource.policy.write_permission:
+            ctx.actor.require(self.resource.policy.write_permission)
+        data = validate_update(self.resource, body)
+        async with self.db.transaction() as conn:
+            current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=False)
+            fields = self.resource.all_fields
+            changes = {n: v for n, v in data.items() if fields[n].type.to_json(v) != current[n]}
+            await self.before_update(ctx, conn, current, changes)
+            if not changes:
+                return current
+            await self.check_references(ctx, conn, changes)
+            bind = Binder()
+            sets = [f"{n} = {bind(v)}" for n, v in changes.items()]
+            sql = (
+                f"UPDATE {self.resource.table} AS {self.alias} SET {', '.join(sets)},"
+                f" version = {self.alias}.version + 1, updated_at = now()"
+                f" WHERE {self.alias}.id = {bind(current_id(current))} RETURNING {self._select_all}"
+            )
+            row = dict(await self._write(conn, sql, bind.params))
+            await self.after_update(ctx, conn, row, current)
+            diff = {n: {"from": current[n], "to": row[n]} for n in changes}
+            event = await self._event(ctx, conn, "updated", row, diff)
+        await self.bus.emit(event, request_id=ctx.request_id)
+        return row
+
+    async def delete(
+        self, ctx: Context, key: Any, *, if_match: str | None = None, parent_id: uuid.UUID | None = None
+    ) -> Row:
+        """Delete a row the caller may delete; returns the row as it was."""
+        if self.resource.policy.write_permission:
+            ctx.actor.require(self.resource.policy.write_permission)
+        async with self.db.transaction() as conn:
+            current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=True)
+            await self.before_delete(ctx, conn, current)
+            await conn.execute(f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current))
+            await self.after_delete(ctx, conn, current)
+            event = await self._event(ctx, conn, "deleted", current)
+        await self.bus.emit(event, request_id=ctx.request_id)
+        return current
+
+    async def _lock_for_write(
+        self,
+        ctx: Context,
+        conn: asyncpg.Connection,
+        key: Any,
+        parent_id: uuid.UUID | None,
+        if_match: str | None,
+        *,
+        delete: bool,
+    ) -> Row:
+        # One round trip answers "does it exist", "may the caller see it" and "may the caller change it".
+        bind = Binder()
+        where = self._key_where(key, parent_id, bind)
+        visible = self.visible_sql(ctx.actor, self.alias, bind) or "TRUE"
+        writable = self.writable_sql(ctx.actor, self.alias, bind, delete=delete) or "TRUE"
+        sql = (
+            f"SELECT {self._select_all}, ({visible}) AS _visible, ({writable}) AS _writable"
+            f" FROM {self._from}{_where(where)} FOR UPDATE OF {self.alias}"
+        )
+        record = await conn.fetchrow(sql, *bind.params)
+        if record is None or not record["_visible"]:
+            if parent_id is not None:
+                await self.require_parent(ctx, parent_id, conn=conn)
+            raise self.not_found()
+        if not record["_writable"]:
+            raise Forbidden(f"You may not change this {self.resource.name} item.")
+        row = dict(record)
+        del row["_visible"], row["_writable"]
+        if if_match_fails(if_match, row["version"]):
+            raise PreconditionFailed(f"The {self.resource.name} item has changed since you fetched it.")
+        return row
+
+    async def check_references(self, ctx: Context, conn: asyncpg.Connection, data: Mapping[str, Any]) -> None:
+        """422 on each reference that names a row the caller may not see (or use) as if it did not exist."""
+        errors = []
+        for name, value in data.items():
+            field_type = self.resource.all_fields[name].type
+            if value is None or not isinstance(field_type, Reference) or name == self.resource.owner_field:
+                continue
+            if self.resource.parent is not None and name == self.resource.parent.field:
+                continue  # checked by require_parent
+            target = self.managers[field_type.target]
+            bind = Binder()
+            cond: str | None
+            if field_type.must == "exist":
+                cond = None
+            elif field_type.must == "see":
+                cond = target.visible_sql(ctx.actor, "r", bind)
+            elif field_type.must == "write":
+                cond = target.writable_sql(ctx.actor, "r", bind)
+            else:
+                bypass = ctx.actor.can(target.resource.policy.bypass_write)
+                cond = None if bypass else field_type.must(ctx.actor, "r", bind)
+            sql = f"SELECT 1 FROM {target.resource.table} r WHERE r.id = {bind(value)}" + (
+                f" AND {cond}" if cond else ""
+            )
+            if await conn.fetchval(sql, *bind.params) is None:
+                errors.append(
+                    FieldError(name, "not_found", f"No such {target.resource.name} item, or not yours.")
+                )
+        if errors:
+            raise ValidationFailed(errors)
+
+    async def _write(self, conn: asyncpg.Connection, sql: str, params: list[Any]) -> asyncpg.Record:
+        try:
+            async with conn.transaction():  # a savepoint, so a constraint error leaves the transaction usable
+                record: asyncpg.Record = await conn.fetchrow(sql, *params)
+                return record
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(_unique_message(self.resource.name, exc)) from exc
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise ValidationFailed(
+                [FieldError(_fk_field(exc), "not_found", "The referenced item is gone.")]
+            ) from exc
+        except (asyncpg.CheckViolationError, asyncpg.NotNullViolationError) as exc:
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        getattr(exc, "column_name", None) or "body",
+                        "invalid",
+                        "The value breaks a constraint.",
+                    )
+                ]
+            ) from exc
+
+    async def _event(
+        self,
+        ctx: Context,
+        conn: asyncpg.Connection,
+        action: str,
+        row: Row,
+        changes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return await write_event(
+            conn,
+            resource=self.resource.name,
+            action=action,
+            resource_id=str(row["id"]),
+            actor_id=ctx.actor.user_id,
+            data=row,
+            changes=changes,
+            request_id=ctx.request_id,
+        )
+
+
+def current_id(row: Row) -> uuid.UUID:
+    return uuid.UUID(str(row["id"]))
+
+
+def _new_key() -> uuid.UUID:
+    from rampart.lib.ids import new_id
+
+    return new_id()
+
+
+def _where(conds: list[str]) -> str:
+    return (" WHERE " + " AND ".join(conds)) if conds else ""
+
+
+def _unique_message(resource: str, exc: asyncpg.UniqueViolationError) -> str:
+    return f"A {resource} item with the same unique values already exists."
+
+
+def _fk_field(exc: asyncpg.ForeignKeyViolationError) -> str:
+    detail = getattr(exc, "detail", "") or ""
+    # PostgreSQL says 'Key (project_id)=(...) is not present in table ...': the column name is ours.
+    if detail.startswith("Key (") and ")=" in detail:
+        return detail[5 : detail.index(")=")]
+    return "body"
+
+
+__all__ = ["Context", "FieldInvalid", "Page", "ResourceManager"]

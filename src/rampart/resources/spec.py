@@ -1,0 +1,177 @@
+"""Declaring a resource: its fields, who may see and change it, and how it is listed.
+
+A `Resource` is pure data. From it the framework derives the table (for migrations), the routes, the
+validation, the OpenAPI description and the events; see `docs/guide/resources.md`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rampart.resources.fields import FieldType, Id, Integer, Reference, Timestamp
+
+if TYPE_CHECKING:
+    from rampart.access.actor import Actor
+    from rampart.resources.manager import ResourceManager
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MISSING: Any = object()
+SERVER_FIELDS = ("id", "created_at", "updated_at", "version")
+
+
+class Binder:
+    """Collects bound parameters: `bind(value)` returns the placeholder (`$3`) that stands for it."""
+
+    __slots__ = ("params",)
+
+    def __init__(self, params: list[Any] | None = None) -> None:
+        self.params: list[Any] = params if params is not None else []
+
+    def __call__(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+
+# A row predicate: given the actor, the table alias and a binder, the SQL condition (values bound, never
+# inlined), or None when every row qualifies.
+Predicate = Callable[["Actor", str, Binder], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One column of a resource, as clients see it."""
+
+    type: FieldType
+    required: bool = False
+    default: Any = MISSING
+    nullable: bool = False
+    filter: bool | Sequence[str] = False
+    sort: bool = False
+    read_only: bool = False
+    immutable: bool = False
+    index: bool = False
+    unique: bool = False
+    description: str = ""
+
+    @property
+    def operators(self) -> tuple[str, ...]:
+        if self.filter is False:
+            return ()
+        ops = self.type.operators if self.filter is True else tuple(self.filter)
+        return (*ops, "is") if self.nullable and "is" not in ops else tuple(ops)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Who may see, change and delete rows, as SQL predicates, and which permission creating needs.
+
+    `visible` filters every read (lists and counts filter in the database). `writable` decides updates
+    and, unless `deletable` is given, deletes. Actors holding `bypass_read`/`bypass_write` skip them.
+    """
+
+    visible: Predicate | None = None
+    writable: Predicate | None = None
+    deletable: Predicate | None = None
+    create_permission: str | None = None
+    write_permission: str | None = None
+    read_permission: str | None = None
+    bypass_read: str = "resources:read_any"
+    bypass_write: str = "resources:write_any"
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """A nested collection: `/parents/{parent_id}/<name>`; rows belong to one parent row.
+
+    Reading needs the parent visible; changing needs the parent `writable` by its policy (or `manage`,
+    a predicate on the parent table, when given).
+    """
+
+    resource: str
+    field: str
+    manage: Predicate | None = None
+
+
+@dataclass(slots=True)
+class Resource:
+    """A resource declared once; see the module docstring."""
+
+    name: str
+    fields: dict[str, Field]
+    policy: Policy = field(default_factory=Policy)
+    table: str = ""
+    path: str = ""
+    owner_field: str | None = "owner_id"
+    permission: str | None = None  # every route of the resource needs it (403 otherwise)
+    default_sort: str = "-created_at"
+    indexes: Sequence[Sequence[str]] = ()
+    unique_together: Sequence[Sequence[str]] = ()
+    parent: Parent | None = None
+    key: str = "id"
+    operations: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
+    manager: type[ResourceManager] | None = None
+    description: str = ""
+    all_fields: dict[str, Field] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.table = self.table or self.name
+        self.path = self.path or self.name
+        for name in (self.name, self.table, *self.fields):
+            if not _NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid resource, table or field name")
+        reserved = set(SERVER_FIELDS) & set(self.fields)
+        if reserved:
+            raise ValueError(f"{self.name}: fields {sorted(reserved)} are provided by the framework")
+        server: dict[str, Field] = {"id": Field(Id(), read_only=True, filter=("eq", "in"), sort=True)}
+        declared = dict(self.fields)
+        if self.owner_field and self.owner_field not in declared:
+            declared[self.owner_field] = Field(
+                Reference("users", must="exist"), read_only=True, filter=("eq", "in"), index=True
+            )
+        self.all_fields = {
+            **server,
+            **declared,
+            "created_at": Field(Timestamp(), read_only=True, filter=True, sort=True),
+            "updated_at": Field(Timestamp(), read_only=True, filter=True, sort=True),
+            "version": Field(Integer(minimum=1), read_only=True),
+        }
+        if self.parent and self.parent.field not in self.all_fields:
+            raise ValueError(f"{self.name}: parent field {self.parent.field!r} is not declared")
+        if self.key not in self.all_fields:
+            raise ValueError(f"{self.name}: key {self.key!r} is not a field")
+        for name, spec in self.all_fields.items():
+            if spec.sort and spec.nullable:
+                raise ValueError(f"{self.name}.{name}: a nullable field cannot be sortable (keyset cursors)")
+        for name in self.default_sort.split(","):
+            if not self.all_fields.get(name.lstrip("-"), Field(Id())).sort:
+                raise ValueError(f"{self.name}: default sort {name!r} is not a sortable field")
+
+    @property
+    def writable_fields(self) -> dict[str, Field]:
+        """Fields a client may set on create."""
+        return {n: f for n, f in self.all_fields.items() if not f.read_only}
+
+
+class Registry:
+    """The one explicit list of declared resources (no registration by import side effect)."""
+
+    def __init__(self) -> None:
+        self._resources: dict[str, Resource] = {}
+
+    def add(self, resource: Resource) -> Resource:
+        if resource.name in self._resources:
+            raise ValueError(f"resource {resource.name!r} is declared twice")
+        self._resources[resource.name] = resource
+        return resource
+
+    def get(self, name: str) -> Resource:
+        return self._resources[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._resources.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._resources

@@ -1,0 +1,52 @@
+"""The table of a resource, as SQLAlchemy metadata: what migrations are generated from."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from rampart.resources.fields import Choice, Integer, Reference, Text
+from rampart.resources.spec import Resource
+
+
+def define_table(resource: Resource, metadata: sa.MetaData, *, tables: dict[str, str]) -> sa.Table:
+    """`tables` maps resource names to table names, to resolve references."""
+    columns: list[sa.SchemaItem] = []
+    for name, field in resource.all_fields.items():
+        ftype = field.type
+        args: list[sa.SchemaItem] = []
+        if isinstance(ftype, Reference):
+            args.append(sa.ForeignKey(f"{tables[ftype.target]}.id", ondelete=ftype.on_delete))
+        kwargs: dict[str, object] = {"nullable": field.nullable}
+        if name == "id":
+            kwargs = {"primary_key": True}
+        elif name in ("created_at", "updated_at"):
+            kwargs["server_default"] = sa.text("now()")
+        elif name == "version":
+            kwargs["server_default"] = sa.text("1")
+        column = sa.Column(name, ftype.sa_type(), *args, **kwargs)  # type: ignore[call-overload]
+        columns.append(column)
+        if isinstance(ftype, Choice):
+            values = ", ".join("'" + v.replace("'", "''") + "'" for v in ftype.values)
+            columns.append(sa.CheckConstraint(f"{name} IN ({values})", name=f"{resource.table}_{name}_check"))
+        elif isinstance(ftype, Integer) and name != "version":
+            columns.append(
+                sa.CheckConstraint(
+                    f"{name} BETWEEN {ftype.minimum} AND {ftype.maximum}",
+                    name=f"{resource.table}_{name}_range",
+                )
+            )
+        elif isinstance(ftype, Text):
+            columns.append(
+                sa.CheckConstraint(
+                    f"char_length({name}) <= {ftype.max_length}", name=f"{resource.table}_{name}_length"
+                )
+            )
+        if field.unique:
+            columns.append(sa.Index(f"{resource.table}_{name}_key", name, unique=True))
+        elif field.index or (isinstance(ftype, Reference) and name != "id"):
+            columns.append(sa.Index(f"{resource.table}_{name}_idx", name))
+    for cols in resource.indexes:
+        columns.append(sa.Index(f"{resource.table}_{'_'.join(cols)}_idx", *cols))
+    for cols in resource.unique_together:
+        columns.append(sa.UniqueConstraint(*cols, name=f"{resource.table}_{'_'.join(cols)}_key"))
+    return sa.Table(resource.table, metadata, *columns)
