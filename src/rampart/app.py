@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from rampart.api.router import Limits, build_router
 from rampart.auth.routes import auth_routes
 from rampart.auth.sessions import Authenticator
 from rampart.auth.tokens import TokenIssuer
-from rampart.auth.users import users_resource
 from rampart.config import Settings
 from rampart.db.migrate import pending_migrations
 from rampart.db.pool import Database
@@ -32,7 +30,8 @@ from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
-from rampart.resources.spec import Registry, Resource
+from rampart.resources.spec import Registry
+from rampart.schema import declared_resources
 
 log = logging.getLogger("rampart")
 
@@ -83,13 +82,6 @@ class Rampart:
         await self.services.db.close()
         if self.services.redis is not None:
             await self.services.redis.aclose()
-
-
-def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
-    """The users resource plus the resources of the configured app (`RAMPART_APP`, module:function)."""
-    module_name, _, func = settings.app.partition(":")
-    declare = getattr(importlib.import_module(module_name), func or "declare")
-    return [users_resource(roles.names), *declare()]
 
 
 def create_app(settings: Settings) -> Rampart:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+
 import sqlalchemy as sa
 
+from rampart.access.actor import Roles
 from rampart.auth.sessions import define_sessions_table
+from rampart.auth.users import users_resource
 from rampart.config import Settings
 from rampart.db.outbox import define_events_table
-from rampart.resources.spec import Registry
+from rampart.resources.spec import Registry, Resource
 from rampart.resources.tables import define_table
 
 
-def build_metadata(settings: Settings | None = None) -> sa.MetaData:
-    from rampart.access.actor import Roles
-    from rampart.app import declared_resources
+def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
+    """The users resource plus the resources of the configured app (`RAMPART_APP`, module:function)."""
+    module_name, _, func = settings.app.partition(":")
+    declare = getattr(importlib.import_module(module_name), func or "declare")
+    resources: list[Resource] = [users_resource(roles.names), *declare()]
+    return resources
 
+
+def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     settings = settings or Settings(database_url=None)
     metadata = sa.MetaData()
     registry = Registry()

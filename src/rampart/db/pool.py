@@ -11,7 +11,7 @@ import contextvars
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -96,20 +96,20 @@ class Database:
             return
         pool = await self._ensure_pool()
         try:
-            conn = await pool.acquire(timeout=self._acquire_timeout)
+            proxy = await pool.acquire(timeout=self._acquire_timeout)
         except TimeoutError as exc:
             raise ServiceUnavailable("The service is overloaded: no database connection was free.") from exc
         except _UNAVAILABLE as exc:
             raise ServiceUnavailable("The database is unavailable.") from exc
         try:
-            yield conn
+            yield cast(asyncpg.Connection, proxy)
         except _UNAVAILABLE as exc:
             raise ServiceUnavailable("The database is unavailable.") from exc
         except asyncpg.QueryCanceledError as exc:
             raise RequestTimeout("The database statement took too long and was cancelled.") from exc
         finally:
             try:
-                await pool.release(conn)
+                await pool.release(proxy)
             except Exception:  # a broken connection is dropped by the pool; nothing to tell the caller
                 log.debug("releasing a broken connection", exc_info=True)
 

@@ -37,7 +37,7 @@ class Metrics:
     def __init__(self, *, pool_stats: Callable[[], dict[str, int]]) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self.registry.register(_PoolCollector(pool_stats))  # type: ignore[arg-type]
+        self.registry.register(_PoolCollector(pool_stats))
         self.requests = Counter(
             "rampart_http_requests_total",
             "HTTP requests",

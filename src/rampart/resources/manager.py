@@ -8,9 +8,10 @@ after commit. Subclass it and override the hooks to add business logic.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,7 +182,7 @@ class ResourceManager:
                 row.pop(f"_k_{name}", None)
         return Page(rows, next_cursor, query.limit, total)
 
-    def _list_sql(self, query: ListQuery, where: list[str]) -> str:
+    def _list_sql(self, query: ListQuery, where: Sequence[str]) -> str:
         keys = ", ".join(self._sort_keys[n] for n, _ in query.sort)
         order = ", ".join(f"{self.alias}.{n} {'DESC' if d else 'ASC'}" for n, d in query.sort)
         return (
@@ -205,7 +206,7 @@ class ResourceManager:
             raise self.not_found()
         return dict(row)
 
-    def _key_where(self, key: Any, parent_id: uuid.UUID | None, bind: Binder) -> list[str]:
+    def _key_where(self, key: Any, parent_id: uuid.UUID | None, bind: Binder) -> builtins.list[str]:
         where = [f"{self.alias}.{self.resource.key} = {bind(key)}"]
         if parent_id is not None and self.resource.parent is not None:
             where.append(f"{self.alias}.{self.resource.parent.field} = {bind(parent_id)}")
@@ -381,10 +382,11 @@ class ResourceManager:
         if errors:
             raise ValidationFailed(errors)
 
-    async def _write(self, conn: asyncpg.Connection, sql: str, params: list[Any]) -> asyncpg.Record:
+    async def _write(self, conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> asyncpg.Record:
         try:
             async with conn.transaction():  # a savepoint, so a constraint error leaves the transaction usable
-                record: asyncpg.Record = await conn.fetchrow(sql, *params)
+                record: asyncpg.Record | None = await conn.fetchrow(sql, *params)
+                assert record is not None  # INSERT/UPDATE ... RETURNING of a locked row
                 return record
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(_unique_message(self.resource.name, exc)) from exc
@@ -433,7 +435,7 @@ def _new_key() -> uuid.UUID:
     return new_id()
 
 
-def _where(conds: list[str]) -> str:
+def _where(conds: Sequence[str]) -> str:
     return (" WHERE " + " AND ".join(conds)) if conds else ""
 
 

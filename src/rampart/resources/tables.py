@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.sql.schema import SchemaItem
 
 from rampart.resources.fields import Choice, Integer, Reference, Text
 from rampart.resources.spec import Resource
 
+_SERVER_DEFAULTS = {"created_at": sa.text("now()"), "updated_at": sa.text("now()"), "version": sa.text("1")}
+
 
 def define_table(resource: Resource, metadata: sa.MetaData, *, tables: dict[str, str]) -> sa.Table:
     """`tables` maps resource names to table names, to resolve references."""
-    columns: list[sa.SchemaItem] = []
+    columns: list[SchemaItem] = []
     for name, field in resource.all_fields.items():
         ftype = field.type
-        args: list[sa.SchemaItem] = []
+        args: list[SchemaItem] = []
         if isinstance(ftype, Reference):
             args.append(sa.ForeignKey(f"{tables[ftype.target]}.id", ondelete=ftype.on_delete))
-        kwargs: dict[str, object] = {"nullable": field.nullable}
-        if name == "id":
-            kwargs = {"primary_key": True}
-        elif name in ("created_at", "updated_at"):
-            kwargs["server_default"] = sa.text("now()")
-        elif name == "version":
-            kwargs["server_default"] = sa.text("1")
-        column = sa.Column(name, ftype.sa_type(), *args, **kwargs)  # type: ignore[call-overload]
+        column = sa.Column(
+            name,
+            ftype.sa_type(),
+            *args,
+            primary_key=name == "id",
+            nullable=field.nullable and name != "id",
+            server_default=_SERVER_DEFAULTS.get(name),
+        )
         columns.append(column)
         if isinstance(ftype, Choice):
             values = ", ".join("'" + v.replace("'", "''") + "'" for v in ftype.values)

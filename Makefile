@@ -1,0 +1,43 @@
+# Rampart: every developer and CI run the same targets.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint typecheck contracts pytest bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/rampart: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/rampart  ## Create .venv and install Rampart with its dev tools
+
+run: install  ## Serve the demo app on http://127.0.0.1:8000 (embedded PostgreSQL unless RAMPART_DATABASE_URL is set)
+	$(BIN)/rampart serve --host 127.0.0.1 --port 8000
+
+lint: install  ## ruff (lint and format check)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install  ## mypy --strict on src/
+	$(BIN)/mypy src
+
+contracts: install  ## import-direction contract (lib -> db -> domains -> api)
+	$(BIN)/lint-imports
+
+pytest: install  ## the test suite only
+	$(BIN)/pytest -q
+
+test: lint typecheck contracts pytest  ## Everything CI runs
+
+bench: install  ## Benchmark against the Express reference (see bench/README.md)
+	$(BIN)/python bench/compare.py
+
+clean:  ## Remove caches (keeps .venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
