@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,12 @@ def _database(settings: Settings) -> tuple[Settings, Any]:
     return settings.model_copy(update={"database_url": SecretStr(dsn)}), server
 
 
+def _exit_on_signal(signum: int, server: Any) -> None:
+    if server is not None:
+        server.stop()
+    os._exit(128 + signum)
+
+
 @click.group()
 @click.version_option(package_name="rampart")
 def main() -> None:
@@ -71,6 +78,9 @@ def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> No
                 "(each worker allows the full limit)",
                 err=True,
             )
+        # uvicorn re-raises SIGTERM once it has shut down gracefully; stop the embedded database then,
+        # or the process would die leaving it running.
+        signal.signal(signal.SIGTERM, lambda signum, frame: _exit_on_signal(signum, server))
         uvicorn.run(
             "rampart.asgi:create",
             factory=True,

@@ -96,6 +96,8 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         return empty_response(204)
 
     path_params = _path_parameters(res.parent is not None, res.key)
+    # A route-level permission (e.g. users:manage) answers 403 to callers whose role lacks it, reads included.
+    read_errors = (400, 401, 403, 404, 429) if res.permission else (400, 401, 404, 429)
     schema_ref = item_schema(res)
     routes = []
     if "list" in ops:
@@ -110,7 +112,7 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
                 summary=f"List visible {res.name}",
                 openapi={
                     "parameters": path_params[:-1] + list_parameters(res),
-                    "responses": {"200": _list_response(schema_ref), **problem_responses(400, 401, 404, 429)},
+                    "responses": {"200": _list_response(schema_ref), **problem_responses(*read_errors)},
                 },
             )
         )
@@ -149,7 +151,7 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
                     "responses": {
                         "200": _item_response(schema_ref, "The item"),
                         "304": {"description": "Not modified"},
-                        **problem_responses(401, 404, 429),
+                        **problem_responses(*read_errors[1:]),
                     },
                 },
             )
