@@ -17,11 +17,11 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ADMIN_EMAIL = "admin@bench.local"
@@ -61,7 +61,8 @@ def run_cli(cmd: list[str], *, env: dict[str, str], cwd: Path | None = None, tim
     except subprocess.TimeoutExpired as exc:
         raise ServerError(f"{' '.join(cmd)} did not finish within {timeout:.0f} s") from exc
     if proc.returncode != 0:
-        raise ServerError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}{proc.stdout[-1000:]}")
+        output = proc.stderr[-3000:] + proc.stdout[-1000:]
+        raise ServerError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output}")
     return proc.stdout
 
 
@@ -188,14 +189,12 @@ class Server:
                 raise ServerError(f"{self.name} exited with {self.proc.returncode} while starting; "
                                   f"log {self.log_path}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.base_url}/health/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
-            except (urllib.error.URLError, OSError) as exc:
-                last = str(exc)
+                resp = httpx.get(f"{self.base_url}/health/ready", timeout=2.0)
+                if resp.status_code == 200:
+                    return
+                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
             time.sleep(0.25)
         raise ServerError(f"{self.name} not ready after {timeout:.0f} s ({last}); "
                           f"log {self.log_path}:\n{self.log_tail()}")

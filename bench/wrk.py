@@ -26,7 +26,8 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("get", "get.lua", "GET /api/v1/tasks/{id}", 200),
-        Scenario("list", "list.lua", "GET /api/v1/tasks?status=todo&priority[gte]=2&sort=-priority&limit=20", 200),
+        Scenario("list", "list.lua",
+                 "GET /api/v1/tasks?status=todo&priority[gte]=2&sort=-priority&limit=20", 200),
         Scenario("patch", "patch.lua", 'PATCH /api/v1/tasks/{id} {"priority": n}', 200),
         Scenario("create", "create.lua", "POST /api/v1/tasks", 201, unit="tasks/s"),
     )

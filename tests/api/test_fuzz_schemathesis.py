@@ -39,7 +39,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 # ~19 operations x 2 callers x 2 id variants: this keeps the whole run well under a minute.
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 80
 
 
 @dataclass
