@@ -24,7 +24,7 @@ from rampart.db.pool import Database
 from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from rampart.lib.rates import parse_rate
-from rampart.ops.health import health_routes
+from rampart.ops.health import OPERATIONS_PATHS, health_routes
 from rampart.ops.metrics import Metrics
 from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
@@ -156,7 +156,7 @@ def create_app(settings: Settings) -> Rampart:
             return None
 
         checks["redis"] = check_redis
-    spec = build_spec(specs, title="Rampart", version=__version__, extra_paths={})
+    spec = build_spec(specs, title="Rampart", version=__version__, extra_paths=dict(OPERATIONS_PATHS))
     extra = [*health_routes(checks), *metrics.routes(), *docs_routes(spec)]
     rates = {"api": parse_rate(settings.rate_limit), "auth": parse_rate(settings.rate_limit_auth)}
     router = build_router(specs, auth=services.authenticator, limits=Limits(limiter, rates), extra=extra)

@@ -23,7 +23,7 @@ from rampart.lib.ids import new_id
 log = logging.getLogger("rampart.request")
 access_log = logging.getLogger("rampart.access")
 
-_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
+_REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: `$` would allow "\n"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 _DOCS_CSP = (
@@ -71,7 +71,7 @@ class Pipeline:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         incoming = headers.get(b"x-request-id")
-        request_id = incoming.decode() if incoming and _REQUEST_ID_RE.match(incoming) else str(new_id())
+        request_id = incoming.decode() if incoming and _REQUEST_ID_RE.fullmatch(incoming) else str(new_id())
         scope["rampart.request_id"] = request_id
         origin = headers.get(b"origin")
         cors = origin is not None and origin in self.origins

@@ -36,6 +36,18 @@ _current: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.Contex
 )
 
 
+async def _light_reset(conn: asyncpg.Connection) -> None:
+    """Reset a connection on release without asyncpg's default round trip (`RESET ALL; UNLISTEN *; ...`).
+
+    Pooled connections never change session state: settings are fixed at connect (`server_settings`),
+    listeners use dedicated connections, advisory locks are transaction-scoped. That leaves an
+    interrupted transaction (a cancelled request) as the only thing to undo. Saves one round trip per
+    request (~11% of a GET's time in a py-spy profile).
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class Database:
     """An asyncpg pool created lazily, so the service starts (and reports 503) while the database is down."""
 
@@ -58,6 +70,7 @@ class Database:
             # A backstop: the request timeout cancels the statement first; this bounds work nobody awaits.
             self._settings["statement_timeout"] = str(int(statement_timeout * 1000))
         self._pool: asyncpg.Pool | None = None
+        self._waiting = 0
         self._lock = asyncio.Lock()
 
     @property
@@ -77,6 +90,7 @@ class Database:
                         timeout=self._connect_timeout,
                         server_settings=self._settings,
                         max_inactive_connection_lifetime=300,
+                        reset=_light_reset,
                     )
                 except _UNAVAILABLE as exc:
                     raise ServiceUnavailable("The database is unavailable.") from exc
@@ -95,12 +109,15 @@ class Database:
             yield current
             return
         pool = await self._ensure_pool()
+        self._waiting += 1
         try:
             proxy = await pool.acquire(timeout=self._acquire_timeout)
         except TimeoutError as exc:
             raise ServiceUnavailable("The service is overloaded: no database connection was free.") from exc
         except _UNAVAILABLE as exc:
             raise ServiceUnavailable("The database is unavailable.") from exc
+        finally:
+            self._waiting -= 1
         try:
             yield cast(asyncpg.Connection, proxy)
         except _UNAVAILABLE as exc:
@@ -148,9 +165,9 @@ class Database:
             await conn.executemany(sql, args)
 
     def stats(self) -> dict[str, int]:
-        """Pool size, in use and idle, for metrics and health."""
+        """Pool size, in use, idle and callers waiting for a connection, for metrics and health."""
         if self._pool is None:
-            return {"size": 0, "in_use": 0, "idle": 0, "max": self._max_size}
+            return {"size": 0, "in_use": 0, "idle": 0, "waiting": self._waiting, "max": self._max_size}
         size = self._pool.get_size()
         idle = self._pool.get_idle_size()
-        return {"size": size, "in_use": size - idle, "idle": idle, "max": self._max_size}
+        return {"size": size, "in_use": size - idle, "idle": idle, "waiting": self._waiting, "max": self._max_size}

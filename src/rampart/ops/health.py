@@ -42,3 +42,30 @@ def health_routes(checks: dict[str, Check]) -> list[BaseRoute]:
         return Response(orjson.dumps({"status": "ok", "checks": results}), media_type="application/json")
 
     return [Route("/health/live", live, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
+
+
+def _public(summary: str, media: str, description: str, *, problem: bool = False) -> dict[str, object]:
+    responses: dict[str, object] = {"200": {"description": description, "content": {media: {"schema": {}}}}}
+    if problem:
+        responses["503"] = {
+            "description": "A dependency is down",
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": summary.lower().replace(" ", "_"),
+            "security": [],
+            "tags": ["operations"],
+            "responses": responses,
+        }
+    }
+
+
+OPERATIONS_PATHS: dict[str, object] = {
+    "/health/live": _public("Liveness", "application/json", "The process runs"),
+    "/health/ready": _public("Readiness", "application/json", "Every dependency is ready", problem=True),
+    "/metrics": _public("Metrics", "text/plain", "Prometheus text format"),
+    "/openapi.json": _public("OpenAPI document", "application/json", "This document"),
+    "/docs": _public("API docs", "text/html", "Swagger UI, served without a CDN"),
+}
