@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import random
 import re
@@ -105,6 +106,19 @@ async def count_tasks(url: str) -> int:
         await conn.close()
 
 
+async def free_connections(url: str) -> int:
+    """Client connections PostgreSQL can still accept (other servers and tests share it)."""
+    conn = await asyncpg.connect(url)
+    try:
+        n: int = await conn.fetchval(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')")
+        return n
+    finally:
+        await conn.close()
+
+
 @dataclass
 class PgbenchResult:
     tps: float
@@ -112,13 +126,24 @@ class PgbenchResult:
     transactions: int
     failed: int
     clients: int
+    requested_clients: int
     duration_s: float
     rows_sampled: int
+
+    @property
+    def note(self) -> str | None:
+        if self.clients < self.requested_clients:
+            return (f"pgbench ran with {self.clients} clients, not {self.requested_clients}: "
+                    "PostgreSQL's max_connections was nearly used up by other connections")
+        if self.failed:
+            return f"pgbench: {self.failed} failed transactions"
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "tps": round(self.tps, 1), "latency_avg_ms": self.latency_avg_ms,
             "transactions": self.transactions, "failed": self.failed, "clients": self.clients,
+            "requested_clients": self.requested_clients, "note": self.note,
             "duration_s": self.duration_s, "rows_sampled": self.rows_sampled,
             "query": f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = '<uuid>' (-M prepared)",
         }
@@ -146,6 +171,8 @@ def run_pgbench(url: str, task_ids: list[str], *, duration: float, clients: int 
     bad = [t for t in sample if not _UUID_RE.match(t)]
     if bad:
         raise ValueError(f"not UUIDs: {bad[:3]}")
+    requested = clients
+    clients = max(1, min(clients, asyncio.run(free_connections(url)) - 2))
     with tempfile.TemporaryDirectory(prefix="rampart-pgbench-") as tmp:
         files = []
         for i, task_id in enumerate(sample):
@@ -169,6 +196,7 @@ def run_pgbench(url: str, task_ids: list[str], *, duration: float, clients: int 
         transactions=int(_grab(r"^number of transactions actually processed: (\d+)", out) or 0),
         failed=int(_grab(r"^number of failed transactions: (\d+)", out) or 0),
         clients=clients,
+        requested_clients=requested,
         duration_s=max(1, round(duration)),
         rows_sampled=len(sample),
     )

@@ -15,6 +15,15 @@ from typing import Any
 from wrk import SCENARIOS, WrkResult
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BUSY_LOAD = 0.7  # 1-minute load average above which the machine is not idle before a run
+
+
+def loadavg() -> float:
+    """The 1-minute load average: anything else running skews a 2-core benchmark."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def summarize(rounds: list[dict[str, WrkResult]]) -> dict[str, dict[str, Any]]:
@@ -43,6 +52,8 @@ def summarize(rounds: list[dict[str, WrkResult]]) -> dict[str, dict[str, Any]]:
             "unexpected": sum(r.unexpected for r in runs),
             "socket_errors": sum(r.errors for r in runs),
             "flagged_rounds": sum(1 for r in runs if r.flagged),
+            "disturbed_rounds": sum(1 for r in runs if r.warnings),
+            "other_work_cores_max": max((r.extra.get("other_work_cores", 0.0) for r in runs), default=0.0),
         }
     return out
 
@@ -68,14 +79,16 @@ def fmt_ratio(x: float | None) -> str:
 
 
 def flag_mark(s: dict[str, Any]) -> str:
-    return " !" if s["flagged_rounds"] else ""
+    return ("!" if s["flagged_rounds"] else "") + ("~" if s["disturbed_rounds"] else "")
 
 
 def single_table(summary: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'scenario':<9}{'rate':>10} {'unit':<8}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}"]
+    lines = [f"{'scenario':<9}{'rate':>10} {'unit':<8}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+             f"{'sock err':>9}"]
     for name, s in summary.items():
         lines.append(f"{name:<9}{fmt_rate(s['rate']):>10} {s['unit']:<8}{fmt_ms(s['p50_ms']):>9}"
-                     f"{fmt_ms(s['p99_ms']):>9}{s['non_2xx']:>9}{s['socket_errors']:>9}{flag_mark(s)}")
+                     f"{fmt_ms(s['p99_ms']):>9}{s['non_2xx']:>9}{s['socket_errors']:>9}"
+                     f" {flag_mark(s)}".rstrip())
     return "\n".join(lines)
 
 
@@ -101,8 +114,9 @@ def comparison_table(sides: dict[str, dict[str, dict[str, Any]]]) -> str:
         p99_ratio = ratio(r["p99_ms"], e["p99_ms"]) if e and r else None
         lines.append(f"{name:<9}{unit:<9}| {cols(e)} | {cols(r)} | {fmt_ratio(rate_ratio):>8} "
                      f"{fmt_ratio(p99_ratio):>8}")
-    lines.append("(rate: median of rounds, expected-status responses only; p50/p99 in ms, medians; "
-                 "'!' = a round had errors)")
+    lines.append("rate: median over rounds of expected-status responses per second; p50/p99: medians, ms;\n"
+                 "! = a round had non-2xx/unexpected responses or socket errors; "
+                 "~ = other work used the CPUs during a round")
     return "\n".join(lines)
 
 

@@ -49,6 +49,8 @@ class WrkResult:
     ok_status: int
     bytes_read: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # found by the harness's own checks
+    warnings: list[str] = field(default_factory=list)  # e.g. other work used the CPUs meanwhile
 
     @property
     def rps(self) -> float:
@@ -79,7 +81,7 @@ class WrkResult:
 
     @property
     def flagged(self) -> bool:
-        return self.unexpected > 0 or self.errors > 0 or self.requests == 0
+        return self.unexpected > 0 or self.errors > 0 or self.requests == 0 or bool(self.problems)
 
     def flag_reason(self) -> str:
         parts = []
@@ -91,6 +93,7 @@ class WrkResult:
         if self.errors:
             errs = {k: v for k, v in self.socket_errors.items() if v and k != "status"}
             parts.append(f"socket errors {errs}")
+        parts.extend(self.problems)
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -109,6 +112,7 @@ class WrkResult:
             "bytes_read": self.bytes_read,
             "flagged": self.flagged,
             "flag_reason": self.flag_reason() if self.flagged else None,
+            "warnings": self.warnings,
             **self.extra,
         }
 

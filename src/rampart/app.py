@@ -106,7 +106,10 @@ def create_app(settings: Settings) -> Rampart:
     redis_client = None
     limiter: RateLimiter
     if settings.redis_url is not None:
-        redis_client = aioredis.from_url(settings.redis_url.get_secret_value())
+        # Bounded: a Redis that stops answering must give quick 503s, not hold every request to its timeout.
+        redis_client = aioredis.from_url(
+            settings.redis_url.get_secret_value(), socket_timeout=1.0, socket_connect_timeout=1.0
+        )
         limiter = RedisRateLimiter(redis_client)
     else:
         limiter = MemoryRateLimiter()
@@ -144,7 +147,7 @@ def create_app(settings: Settings) -> Rampart:
         return None
 
     async def check_migrations() -> str | None:
-        pending = await pending_migrations(db)
+        pending = await pending_migrations(db, versions_dir=settings.migrations_dir)
         return None if not pending else f"{len(pending)} pending"
 
     checks: dict[str, Any] = {"database": check_database, "migrations": check_migrations}

@@ -30,6 +30,11 @@ def _database(settings: Settings) -> tuple[Settings, Any]:
     """Settings with a database URL: the configured one, or a started embedded server (returned to stop)."""
     if settings.database_url is not None:
         return settings, None
+    if settings.is_production:
+        # The embedded server trusts anyone who can open its socket folder: a development convenience.
+        raise click.ClickException(
+            "RAMPART_DATABASE_URL must be set in production (the embedded database is for development)"
+        )
     from rampart.db.embedded import EmbeddedPostgres, default_data_dir
 
     data_dir = Path(settings.data_dir) if settings.data_dir else default_data_dir(project_dir=Path.cwd())
@@ -71,7 +76,7 @@ def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> No
     try:
         assert settings.database_url is not None
         if migrate:
-            upgrade(settings.database_url.get_secret_value())
+            upgrade(settings.database_url.get_secret_value(), versions_dir=settings.migrations_dir)
         if workers > 1 and settings.redis_url is None:
             click.echo(
                 f"rampart: {workers} workers without RAMPART_REDIS_URL: rate limits are per worker "
@@ -92,7 +97,8 @@ def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> No
             server_header=False,
             date_header=True,
             log_config=None,
-            proxy_headers=False,
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
             timeout_graceful_shutdown=10,
         )
     finally:
@@ -108,7 +114,7 @@ def migrate() -> None:
     settings, server = _database(_settings())
     try:
         assert settings.database_url is not None
-        upgrade(settings.database_url.get_secret_value())
+        upgrade(settings.database_url.get_secret_value(), versions_dir=settings.migrations_dir)
         click.echo("migrations: up to date", err=True)
     finally:
         if server is not None:
@@ -124,8 +130,10 @@ def makemigrations(message: str) -> None:
     settings, server = _database(_settings())
     try:
         assert settings.database_url is not None
-        upgrade(settings.database_url.get_secret_value())
-        make_migration(settings.database_url.get_secret_value(), message)
+        upgrade(settings.database_url.get_secret_value(), versions_dir=settings.migrations_dir)
+        make_migration(
+            settings.database_url.get_secret_value(), message, versions_dir=settings.migrations_dir
+        )
     finally:
         if server is not None:
             server.stop()

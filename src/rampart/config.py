@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     session_ttl: int = Field(default=30 * 86_400, ge=60)
     session_cache_ttl: float = Field(default=1.0, ge=0.0, le=1.0)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed (client IP, https).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit: str = "600/minute"
     rate_limit_auth: str = "20/minute"
     body_limit: int = Field(default=1_048_576, ge=1024)
@@ -57,13 +59,16 @@ class Settings(BaseSettings):
     role_permissions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS))
     data_dir: str | None = None
     app: str = "rampart.apps.tasks.resources:declare"
+    # Where `makemigrations` writes an app's own revisions (applied after Rampart's); None = Rampart's folder.
+    migrations_dir: str | None = None
+
     public_url: str = "http://127.0.0.1:8000"
     oidc_issuer: str = "https://accounts.google.com"
     oidc_client_id: str | None = None
     oidc_client_secret: SecretStr | None = None
     webhooks_allow_private_networks: bool = False
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):

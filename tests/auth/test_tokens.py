@@ -36,7 +36,9 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def craft(header: dict[str, Any], claims: dict[str, Any], key: str | None, digest: Any = hashlib.sha256) -> str:
+def craft(
+    header: dict[str, Any], claims: dict[str, Any], key: str | None, digest: Any = hashlib.sha256
+) -> str:
     """A JWT assembled by hand: any header, signed with HMAC(`digest`) or not signed at all."""
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
     signature = "" if key is None else _b64(hmac.new(key.encode(), signing_input.encode(), digest).digest())
@@ -89,7 +91,9 @@ def test_issued_token_round_trips(issuer: TokenIssuer) -> None:
     before = int(time.time())
     token = issuer.issue(user_id=user_id, session_id=session_id, role="admin")
     claims = issuer.verify(token)
-    assert claims.user_id == user_id and claims.session_id == session_id and claims.role == "admin"
+    assert claims.user_id == user_id
+    assert claims.session_id == session_id
+    assert claims.role == "admin"
     assert before + 600 <= claims.expires_at <= int(time.time()) + 600
 
 

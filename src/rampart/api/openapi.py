@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from rampart.errors import NotFound
 from rampart.resources.endpoints import RouteSpec
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -94,7 +95,7 @@ def docs_routes(spec: dict[str, Any]) -> list[BaseRoute]:
         if name == "init.js":
             return Response(_INIT_JS, media_type="text/javascript")
         if name not in _ASSETS:  # a fixed allow-list: no path from the request reaches the file system
-            return Response(status_code=404)
+            raise NotFound("No such asset.")
         media = mimetypes.guess_type(name)[0] or "application/octet-stream"
         return Response(
             (static / name).read_bytes(), media_type=media, headers={"Cache-Control": "public, max-age=86400"}

@@ -98,16 +98,22 @@ class Pipeline:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["started"] = True
-                message["headers"] = [*message.get("headers", []), *extra]
+                # The router may leave headers for whatever response goes out (RateLimit-*, errors too).
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *extra,
+                    *scope.get("rampart.response_headers", ()),
+                ]
             await send(message)
 
         try:
             if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
                 await self._preflight(cors, send_wrapped)
             else:
-                body = await self._read_body(scope, headers, receive)
-                scope["rampart.body"] = body
+                # Reading the body counts against the time limit too: a trickled upload must not hold on.
                 async with asyncio.timeout(self.timeout):
+                    body = await self._read_body(scope, headers, receive)
+                    scope["rampart.body"] = body
                     await self.app(scope, _replay(body), send_wrapped)
         except TimeoutError as exc:
             await self._fail(

@@ -3,6 +3,7 @@ route is public), checks the route's permission, applies the rate limit, then ca
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -14,10 +15,12 @@ from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
 from rampart.auth.sessions import Authenticator
-from rampart.errors import MethodNotAllowed, NotFound, RateLimited
+from rampart.errors import MethodNotAllowed, NotFound, RateLimited, ServiceUnavailable
 from rampart.lib.ratelimit import Decision, RateLimiter
 from rampart.lib.rates import Rate
 from rampart.resources.endpoints import Call, RouteSpec
+
+log = logging.getLogger("rampart.api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,7 @@ class Endpoint:
             scope["rampart.user_id"] = str(actor.user_id)
             if spec.permission is not None:
                 actor.require(spec.permission)
-        decision = await self._limit(spec, actor, scope)
+        await self._limit(spec, actor, scope)
         call = Call(
             request=request,
             actor=actor,
@@ -60,8 +63,6 @@ class Endpoint:
             body=scope.get("rampart.body", b""),
         )
         response = await spec.handler(call)
-        if decision is not None:
-            response.headers.update(_limit_headers(decision))
         await response(scope, receive, send)
 
     async def _limit(self, spec: RouteSpec, actor: Actor | None, scope: Scope) -> Decision | None:
@@ -72,7 +73,12 @@ class Endpoint:
         ip = client[0] if client else "unknown"
         # Auth token routes are limited per client IP; everything else per user, or per IP when anonymous.
         who = f"u:{actor.user_id}" if actor is not None and spec.rate_class != "auth" else f"ip:{ip}"
-        decision = await self.limits.limiter.hit(f"{spec.rate_class}:{who}", rate)
+        try:
+            decision = await self.limits.limiter.hit(f"{spec.rate_class}:{who}", rate)
+        except Exception as exc:
+            # Fail closed: without a working limiter (Redis down) the limits cannot be kept.
+            log.warning("the rate limiter failed", exc_info=True)
+            raise ServiceUnavailable("The service is temporarily unavailable.") from exc
         if not decision.allowed:
             raise RateLimited(
                 "Too many requests; slow down.",
@@ -81,19 +87,38 @@ class Endpoint:
                 remaining=decision.remaining,
                 reset_after=decision.reset_after,
             )
+        # Every response of a limited route says what is left, errors included: the pipeline adds these.
+        scope["rampart.response_headers"] = _limit_headers(decision)
         return decision
 
 
-def _limit_headers(decision: Decision) -> dict[str, str]:
-    return {
-        "RateLimit-Limit": str(decision.limit),
-        "RateLimit-Remaining": str(decision.remaining),
-        "RateLimit-Reset": str(max(0, math.ceil(decision.reset_after))),
-    }
+def _limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"ratelimit-limit", str(decision.limit).encode()),
+        (b"ratelimit-remaining", str(decision.remaining).encode()),
+        (b"ratelimit-reset", str(max(0, math.ceil(decision.reset_after))).encode()),
+    ]
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     raise NotFound("No such route.")
+
+
+class _PlainRoute(Route):
+    """A plain Starlette route (health, metrics, docs) whose 405 is a problem like every other error:
+    Starlette's own answer is text/plain."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allow = sorted(self.methods - {"HEAD"})
+            raise MethodNotAllowed(f"{scope['method']} is not allowed here.", allow=allow)
+        await super().handle(scope, receive, send)
+
+
+def _with_problem_405(route: BaseRoute) -> BaseRoute:
+    if type(route) is Route and route.methods:
+        return _PlainRoute(route.path, route.endpoint, methods=list(route.methods), name=route.name)
+    return route
 
 
 def build_router(
@@ -105,7 +130,7 @@ def build_router(
         if any(s.method == spec.method for s in by_path[spec.path]):
             raise ValueError(f"route {spec.method} {spec.path} is declared twice")
         by_path[spec.path].append(spec)
-    routes: list[BaseRoute] = list(extra)
+    routes: list[BaseRoute] = [_with_problem_405(route) for route in extra]
     for path, group in by_path.items():
         routes.append(Route(path, Endpoint(path, group, auth, limits)))
     return Router(routes=routes, default=_not_found)

@@ -169,8 +169,16 @@ class Authenticator:
         if hit is not None and hit[0] > now:
             return hit[1]
         pending = self._inflight.get(sid)
-        if pending is not None:  # concurrent requests of one session share one query
-            return await asyncio.shield(pending)
+        while pending is not None:  # concurrent requests of one session share one query
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this request itself is being cancelled
+                # The request that ran the shared query was cancelled (its timeout, a disconnect): that
+                # must not end this one too, so run the query again.
+                pending = self._inflight.get(sid)
         future: asyncio.Future[tuple[uuid.UUID, str] | None] = asyncio.get_running_loop().create_future()
         self._inflight[sid] = future
         try:
@@ -178,7 +186,8 @@ class Authenticator:
             state = (row["user_id"], row["role"]) if row else None
             if len(self._cache) >= self._max:
                 self._evict(now)
-            self._cache[sid] = (time.monotonic() + self._ttl, state)
+            # Counted from before the query: the state may have changed while it ran.
+            self._cache[sid] = (now + self._ttl, state)
             future.set_result(state)
             return state
         except BaseException as exc:

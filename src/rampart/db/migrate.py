@@ -27,33 +27,44 @@ def sqlalchemy_url(dsn: str) -> str:
     return dsn
 
 
-def alembic_config(dsn: str) -> Config:
+def alembic_config(dsn: str | None = None, *, versions_dir: str | None = None) -> Config:
+    """Alembic settings: Rampart's own versions, plus an app's `versions_dir` when it keeps its own."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    # '%' must be doubled for configparser interpolation.
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
+    if versions_dir:
+        config.set_main_option("version_locations", f"{MIGRATIONS_DIR / 'versions'} {versions_dir}")
+        config.set_main_option("path_separator", "space")
+    if dsn is not None:
+        # '%' must be doubled for configparser interpolation.
+        config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
     return config
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(dsn), revision)
+def upgrade(dsn: str, revision: str = "heads", *, versions_dir: str | None = None) -> None:
+    command.upgrade(alembic_config(dsn, versions_dir=versions_dir), revision)
 
 
-def make_migration(dsn: str, message: str) -> None:
-    command.revision(alembic_config(dsn), message=message, autogenerate=True)
+def make_migration(dsn: str, message: str, *, versions_dir: str | None = None) -> None:
+    """Autogenerate a revision from the declarations; into `versions_dir` when the app keeps its own."""
+    if versions_dir:
+        Path(versions_dir).mkdir(parents=True, exist_ok=True)
+    command.revision(
+        alembic_config(dsn, versions_dir=versions_dir),
+        message=message,
+        autogenerate=True,
+        version_path=versions_dir,
+    )
 
 
 @functools.cache
-def _heads() -> frozenset[str]:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return frozenset(ScriptDirectory.from_config(config).get_heads())
+def _heads(versions_dir: str | None) -> frozenset[str]:
+    return frozenset(ScriptDirectory.from_config(alembic_config(versions_dir=versions_dir)).get_heads())
 
 
-async def pending_migrations(db: Database) -> list[str]:
+async def pending_migrations(db: Database, *, versions_dir: str | None = None) -> list[str]:
     """Heads not yet applied to the database (empty when up to date)."""
     exists = await db.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
     applied = set()
     if exists:
         applied = {r["version_num"] for r in await db.fetch("SELECT version_num FROM alembic_version")}
-    return sorted(_heads() - applied)
+    return sorted(_heads(versions_dir) - applied)

@@ -68,6 +68,8 @@ async def write_event(
         "occurred_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "data": data,
         "changes": changes or {},
+        # Subscribers (audit log, webhooks, logs) correlate the event with the request that caused it.
+        "request_id": request_id,
     }
     await conn.execute(
         _INSERT,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -33,6 +34,10 @@ _UNAVAILABLE = (
 
 _current: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
     "rampart_db_connection", default=None
+)
+# Callbacks to run once the outermost transaction of this task commits (dropped on rollback).
+_on_commit: contextvars.ContextVar[list[Callable[[], Awaitable[None]]] | None] = contextvars.ContextVar(
+    "rampart_db_on_commit", default=None
 )
 
 
@@ -133,13 +138,32 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """`async with db.transaction() as conn:`; nested blocks become savepoints."""
+        outermost = _current.get() is None
         async with self.connection() as conn:
             token = _current.set(conn)
+            callbacks: list[Callable[[], Awaitable[None]]] = []
+            pending_token = _on_commit.set(callbacks) if outermost else None
             try:
                 async with conn.transaction():
                     yield conn
             finally:
                 _current.reset(token)
+                if pending_token is not None:
+                    _on_commit.reset(pending_token)
+        # Only reached when the transaction committed.
+        for callback in callbacks:
+            await callback()
+
+    async def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` once the enclosing outermost transaction commits (at once outside one).
+
+        Subscribers must never hear of a change that a rollback of an outer transaction undid.
+        """
+        pending = _on_commit.get()
+        if pending is None:
+            await callback()
+        else:
+            pending.append(callback)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self.connection() as conn:
@@ -170,4 +194,10 @@ class Database:
             return {"size": 0, "in_use": 0, "idle": 0, "waiting": self._waiting, "max": self._max_size}
         size = self._pool.get_size()
         idle = self._pool.get_idle_size()
-        return {"size": size, "in_use": size - idle, "idle": idle, "waiting": self._waiting, "max": self._max_size}
+        return {
+            "size": size,
+            "in_use": size - idle,
+            "idle": idle,
+            "waiting": self._waiting,
+            "max": self._max_size,
+        }

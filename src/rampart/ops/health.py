@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -12,18 +13,26 @@ from starlette.routing import BaseRoute, Route
 Check = Callable[[], Awaitable[str | None]]  # None when healthy, else a short public reason
 
 
-def health_routes(checks: dict[str, Check]) -> list[BaseRoute]:
+def health_routes(checks: dict[str, Check], *, timeout: float = 2.0) -> list[BaseRoute]:
+    """`timeout` bounds each check: a hanging dependency must not hang the probe that should report it."""
+
     async def live(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def run(check: Check) -> str | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await check()
+        except TimeoutError:
+            return "timed out"
+        except Exception:
+            return "unreachable"
 
     async def ready(request: Request) -> Response:
         results: dict[str, str] = {}
         failed: list[dict[str, str]] = []
-        for name, check in checks.items():
-            try:
-                problem = await check()
-            except Exception:
-                problem = "unreachable"
+        outcomes = await asyncio.gather(*(run(check) for check in checks.values()))  # concurrently
+        for name, problem in zip(checks, outcomes, strict=True):
             results[name] = "ok" if problem is None else problem
             if problem is not None:
                 failed.append({"field": name, "code": "unhealthy", "message": problem})

@@ -18,7 +18,8 @@ _FIELDS = ("request_id", "user_id", "route", "method", "status", "duration_ms", 
 # Bearer tokens, JWTs and key=value secrets that might slip into an exception message.
 _SECRET_RE = re.compile(
     r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
-    r"|((?:password|secret|token|api_key)\s*[=:]\s*)\S+|(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@"
+    r"|((?:password|secret|token|api_key)[\"']?\s*[=:]\s*)\S+"  # also "password": "x" in JSON or a repr
+    r"|([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@"  # the password of any DSN: postgresql, redis, ...
 )
 
 

@@ -65,9 +65,14 @@ class Metrics:
         )
 
     def observe(self, scope: Scope, status: int, duration: float) -> None:
-        route = scope.get("rampart.route") or scope["path"]
-        if route not in _FIXED and "{" not in route:
-            route = "/docs/assets/{name}" if route.startswith("/docs/assets/") else "unmatched"
+        # The router records the template of the route it matched ("/api/v1/projects" has no "{" either);
+        # any other path is labelled by a fixed name, so clients cannot grow the label set.
+        route = scope.get("rampart.route")
+        if route is None:
+            path = scope["path"]
+            route = path if path in _FIXED else "unmatched"
+            if path.startswith("/docs/assets/"):
+                route = "/docs/assets/{name}"
         method = scope["method"]
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(duration)

@@ -101,7 +101,10 @@ class Text(FieldType):
     def parse(self, text: str) -> Any:
         if "\x00" in text:
             raise FieldInvalid("invalid_characters", "Must not contain NUL characters.")
-        return text
+        # Filters compare with stored values, which were normalised the same way on write.
+        if self.strip:
+            text = text.strip()
+        return text.lower() if self.lower else text
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         return sa.Text()
@@ -118,9 +121,12 @@ class Text(FieldType):
 class Integer(FieldType):
     pg_type = "integer"
 
-    def __init__(self, *, minimum: int = -(2**31), maximum: int = 2**31 - 1, small: bool = False) -> None:
-        self.minimum = minimum
-        self.maximum = maximum
+    def __init__(self, *, minimum: int | None = None, maximum: int | None = None, small: bool = False) -> None:
+        bits = 15 if small else 31
+        # Bounds never exceed the column type, so a valid body value always fits the column.
+        self.minimum = max(-(2**bits), -(2**bits) if minimum is None else minimum)
+        self.maximum = min(2**bits - 1, 2**bits - 1 if maximum is None else maximum)
+
         self.small = small
         self.pg_type = "smallint" if small else "integer"
         self.operators = ALL_COMPARISONS
@@ -136,10 +142,13 @@ class Integer(FieldType):
         return value
 
     def parse(self, text: str) -> Any:
-        if not re.fullmatch(r"-?\d{1,10}", text):
+        # ASCII digits only: \d and int() would also take other scripts' digits ("\u0663" == 3).
+        if not re.fullmatch(r"-?[0-9]{1,10}", text):
             raise FieldInvalid("invalid_value", "Must be an integer.")
         number = int(text)
-        if not -(2**31) <= number < 2**31:
+        # The column's own range: a bound value PostgreSQL cannot hold fails the whole query.
+        bits = 15 if self.small else 31
+        if not -(2**bits) <= number < 2**bits:
             raise FieldInvalid("invalid_value", "Is out of range.")
         return number
 
@@ -217,9 +226,12 @@ class Timestamp(FieldType):
         if not isinstance(value, str) or not _TIMESTAMP_RE.fullmatch(value):
             raise FieldInvalid("invalid_timestamp", "Must be an RFC 3339 timestamp with a time zone.")
         try:
-            return dt.datetime.fromisoformat(value.replace("z", "Z"))
-        except ValueError:
+            parsed = dt.datetime.fromisoformat(value.replace("z", "Z"))
+            # 9999-12-31T23:59:59-01:00 parses but is out of range in UTC, where asyncpg converts it.
+            parsed.astimezone(dt.UTC)
+        except (ValueError, OverflowError):
             raise FieldInvalid("invalid_timestamp", "Must be an RFC 3339 timestamp.") from None
+        return parsed
 
     def select(self, column: str) -> str:
         # Formatting in PostgreSQL keeps per-row Python work out of the hot path.

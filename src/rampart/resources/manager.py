@@ -151,6 +151,8 @@ class ResourceManager:
 
     async def list(self, ctx: Context, params: Any, *, parent_id: uuid.UUID | None = None) -> Page:
         """A page of visible rows; `params` is the request's query (see `rampart.resources.query`)."""
+        if self.resource.policy.read_permission:
+            ctx.actor.require(self.resource.policy.read_permission)
         query = parse_list_query(self.resource, params, self.cursors)
         if parent_id is not None:
             await self.require_parent(ctx, parent_id)
@@ -192,7 +194,10 @@ class ResourceManager:
 
     async def get(self, ctx: Context, key: Any, *, parent_id: uuid.UUID | None = None) -> Row:
         """One visible row by its key, or NotFound."""
+        if self.resource.policy.read_permission:
+            ctx.actor.require(self.resource.policy.read_permission)
         bind = Binder()
+
         where = self._key_where(key, parent_id, bind)
         visible = self.visible_sql(ctx.actor, self.alias, bind)
         if visible is not None:
@@ -265,8 +270,7 @@ class ResourceManager:
             )
             row = dict(await self._write(conn, sql, bind.params))
             await self.after_create(ctx, conn, row)
-            event = await self._event(ctx, conn, "created", row)
-        await self.bus.emit(event, request_id=ctx.request_id)
+            await self._event(ctx, conn, "created", row)
         return row
 
     async def update(
@@ -300,8 +304,7 @@ class ResourceManager:
             row = dict(await self._write(conn, sql, bind.params))
             await self.after_update(ctx, conn, row, current)
             diff = {n: {"from": current[n], "to": row[n]} for n in changes}
-            event = await self._event(ctx, conn, "updated", row, diff)
-        await self.bus.emit(event, request_id=ctx.request_id)
+            await self._event(ctx, conn, "updated", row, diff)
         return row
 
     async def delete(
@@ -313,10 +316,15 @@ class ResourceManager:
         async with self.db.transaction() as conn:
             current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=True)
             await self.before_delete(ctx, conn, current)
-            await conn.execute(f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current))
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current)
+                    )
+            except asyncpg.ForeignKeyViolationError as exc:  # a RESTRICT reference still points here
+                raise Conflict(f"This {self.resource.name} item is still referenced by other items.") from exc
             await self.after_delete(ctx, conn, current)
-            event = await self._event(ctx, conn, "deleted", current)
-        await self.bus.emit(event, request_id=ctx.request_id)
+            await self._event(ctx, conn, "deleted", current)
         return current
 
     async def _lock_for_write(
@@ -413,7 +421,8 @@ class ResourceManager:
         row: Row,
         changes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return await write_event(
+        """Write the change's event row in this transaction; the bus hears of it after the commit."""
+        event = await write_event(
             conn,
             resource=self.resource.name,
             action=action,
@@ -423,6 +432,12 @@ class ResourceManager:
             changes=changes,
             request_id=ctx.request_id,
         )
+
+        async def notify() -> None:
+            await self.bus.emit(event, request_id=ctx.request_id)
+
+        await self.db.after_commit(notify)
+        return event
 
 
 def current_id(row: Row) -> uuid.UUID:

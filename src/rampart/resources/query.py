@@ -65,7 +65,7 @@ class CursorCodec:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
 
     def encode(self, sort_key: str, values: Iterable[Any]) -> str:
-        payload = orjson.dumps({"s": sort_key, "v": [None if v is None else str(v) for v in values]})
+        payload = orjson.dumps({"s": sort_key, "v": [_cursor_text(v) for v in values]})
         raw = payload + self._mac(payload)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -88,7 +88,17 @@ class CursorCodec:
         return values
 
 
+def _cursor_text(value: Any) -> str | None:
+    """A sort value as the field type's `parse` reads it back (booleans as true/false)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _single(params: Any, name: str) -> str:
+
     values = params.getlist(name)
     if len(values) != 1:
         raise _bad(name, "repeated_parameter", f"{name} may be given only once.")
@@ -119,7 +129,7 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
     limit = DEFAULT_LIMIT
     if "limit" in params:
         raw_limit = _single(params, "limit")
-        if not re.fullmatch(r"\d{1,4}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if not re.fullmatch(r"[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise _bad("limit", "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
         limit = int(raw_limit)
 

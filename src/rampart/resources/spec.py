@@ -143,6 +143,12 @@ class Resource:
         if self.key not in self.all_fields:
             raise ValueError(f"{self.name}: key {self.key!r} is not a field")
         for name, spec in self.all_fields.items():
+            allowed = set(spec.type.operators) | ({"is"} if spec.nullable else set())
+            unknown = set(spec.operators) - allowed
+            if unknown:
+                raise ValueError(
+                    f"{self.name}.{name}: operators {sorted(unknown)} do not apply to this field type"
+                )
             if spec.sort and spec.nullable:
                 raise ValueError(f"{self.name}.{name}: a nullable field cannot be sortable (keyset cursors)")
         for name in self.default_sort.split(","):

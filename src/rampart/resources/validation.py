@@ -75,12 +75,16 @@ def validate_update(resource: Resource, body: Any) -> dict[str, Any]:
         raise _not_object()
     errors: list[FieldError] = []
     _refuse_unknown(resource, body, errors, update=True)
+    refused = {error.field for error in errors}
     data: dict[str, Any] = {}
-    if not errors:
-        for name, value in body.items():
-            checked = _check(name, resource.all_fields[name], value, errors)
-            if checked is not MISSING:
-                data[name] = checked
+    # Check the writable fields even when others were refused: every bad field is reported at once.
+    for name, value in body.items():
+        field = resource.all_fields.get(name)
+        if field is None or name in refused:
+            continue
+        checked = _check(name, field, value, errors)
+        if checked is not MISSING:
+            data[name] = checked
     if errors:
         raise ValidationFailed(errors)
     return data

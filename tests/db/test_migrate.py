@@ -1,0 +1,154 @@
+"""Migrations: the migration files build exactly the schema the declarations describe, the runner reports
+what is pending, and upgrades are repeatable and reversible."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import create_async_engine
+from tests.conftest import _admin, _db_url, make_settings
+
+from rampart import schema
+from rampart.app import create_app
+from rampart.db.migrate import MIGRATIONS_DIR, pending_migrations, sqlalchemy_url, upgrade
+from rampart.db.pool import Database
+
+CORE_TABLES = {"users", "sessions", "events", "projects", "project_members", "tasks"}
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A new database with nothing in it; dropped afterwards."""
+    name = f"rampart_mig_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    yield _db_url(name)
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def head() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    heads = ScriptDirectory.from_config(config).get_heads()
+    assert len(heads) == 1, f"the migration history must have one head, not {heads}"
+    return heads[0]
+
+
+def schema_diff(url: str) -> list[Any]:
+    """What `alembic revision --autogenerate` would write: the declarations vs the database."""
+
+    def compare(connection: sa.Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, schema.build_metadata()))
+
+    async def run() -> list[Any]:
+        engine = create_async_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(compare)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def tables(url: str) -> set[str]:
+    async def run() -> set[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            return {r["tablename"] for r in rows}
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def pending(url: str) -> list[str]:
+    async def run() -> list[str]:
+        db = Database(url)
+        try:
+            return await pending_migrations(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+def test_migration_files_match_the_declared_models(empty_database: str) -> None:
+    upgrade(empty_database)
+    assert schema_diff(empty_database) == []
+
+
+def test_an_empty_database_differs_from_the_models(empty_database: str) -> None:
+    # The comparison must be able to fail: with nothing migrated, every table is missing.
+    ops = schema_diff(empty_database)
+    added = {op[1].name for op in ops if isinstance(op, tuple) and op[0] == "add_table"}
+    assert added >= CORE_TABLES
+
+
+def test_a_schema_drift_is_detected(empty_database: str) -> None:
+    upgrade(empty_database)
+
+    async def drift() -> None:
+        conn = await asyncpg.connect(empty_database)
+        try:
+            await conn.execute("ALTER TABLE tasks ADD COLUMN stray text")
+        finally:
+            await conn.close()
+
+    asyncio.run(drift())
+    ops = schema_diff(empty_database)
+    assert any(op[0] == "remove_column" and op[3].name == "stray" for op in ops if isinstance(op, tuple))
+
+
+def test_pending_reports_the_head_until_upgraded(empty_database: str) -> None:
+    assert pending(empty_database) == [head()]
+    upgrade(empty_database)
+    assert pending(empty_database) == []
+    assert tables(empty_database) >= CORE_TABLES
+
+
+def test_upgrade_is_idempotent(empty_database: str) -> None:
+    upgrade(empty_database)
+    upgrade(empty_database)
+    assert pending(empty_database) == []
+    assert schema_diff(empty_database) == []
+
+
+def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(empty_database: str) -> None:
+    from alembic import command
+
+    from rampart.db.migrate import alembic_config
+
+    upgrade(empty_database)
+    command.downgrade(alembic_config(empty_database), "base")
+    assert tables(empty_database) <= {"alembic_version"}
+    assert pending(empty_database) == [head()]
+    upgrade(empty_database)
+    assert schema_diff(empty_database) == []
+
+
+async def test_readiness_names_pending_migrations(empty_database: str) -> None:
+    app = create_app(make_settings(empty_database))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            r = await http.get("/health/ready")
+            assert r.status_code == 503
+            body = r.json()
+            assert body["checks"]["database"] == "ok"
+            assert body["checks"]["migrations"] != "ok"
+            assert "migrations" in body["detail"]
+    finally:
+        await app.aclose()

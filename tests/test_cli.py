@@ -1,0 +1,376 @@
+"""The `rampart` command as users run it: real subprocesses against real, freshly created databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+
+from rampart.app import create_app
+from rampart.auth.tokens import TokenIssuer
+from rampart.db.migrate import upgrade
+from tests.conftest import TEST_SECRET, _admin, _db_url, make_settings
+
+RAMPART = str(Path(sys.executable).with_name("rampart"))
+TIMEOUT = 60  # every wait on a child process is bounded
+CORE_TABLES = {"users", "sessions", "events", "projects", "project_members", "tasks"}
+
+
+def _new_database() -> tuple[str, str]:
+    name = f"rampart_cli_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    return name, _db_url(name)
+
+
+def _drop(name: str) -> None:
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    name, url = _new_database()
+    yield url
+    _drop(name)
+
+
+@pytest.fixture(scope="module")
+def migrated_database() -> Iterator[str]:
+    name, url = _new_database()
+    upgrade(url)
+    yield url
+    _drop(name)
+
+
+def cli_env(database_url: str | None = None, **overrides: str) -> dict[str, str]:
+    """The parent's environment without any RAMPART_* setting, plus a test configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAMPART_")}
+    env.update({"RAMPART_ENV": "test", "RAMPART_JWT_SECRET": TEST_SECRET, "RAMPART_ACCESS_LOG": "false"})
+    if database_url is not None:
+        env["RAMPART_DATABASE_URL"] = database_url
+    env.update(overrides)
+    return env
+
+
+def rampart(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RAMPART, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def query(url: str, sql: str) -> list[Any]:
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(url)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def public_tables(url: str) -> set[str]:
+    return {r["tablename"] for r in query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """A non-zero exit with a message on stderr, and no traceback anywhere."""
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+# ----- migrate -----------------------------------------------------------------------------------------
+def test_migrate_creates_the_schema_on_an_empty_database(empty_database: str, tmp_path: Path) -> None:
+    assert public_tables(empty_database) == set()
+    result = rampart("migrate", env=cli_env(empty_database), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert public_tables(empty_database) >= CORE_TABLES
+    assert len(query(empty_database, "SELECT version_num FROM alembic_version")) == 1
+    # Running it again is a no-op.
+    again = rampart("migrate", env=cli_env(empty_database), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(query(empty_database, "SELECT version_num FROM alembic_version")) == 1
+
+
+def test_concurrent_migrate_processes_all_succeed_and_migrate_once(
+    empty_database: str, tmp_path: Path
+) -> None:
+    env = cli_env(empty_database)
+    procs = [
+        subprocess.Popen(
+            [RAMPART, "migrate"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            _out, err = proc.communicate(timeout=TIMEOUT)
+            outputs.append((proc.returncode, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert [code for code, _ in outputs] == [0, 0, 0, 0], outputs
+    versions = query(empty_database, "SELECT version_num FROM alembic_version")
+    assert len(versions) == 1
+    assert public_tables(empty_database) >= CORE_TABLES
+
+
+def test_migrate_against_an_unreachable_database_fails_cleanly(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = rampart("migrate", env=cli_env(f"postgresql://postgres@127.0.0.1:{port}/nope"), cwd=tmp_path)
+    assert result.returncode != 0
+
+
+# ----- users -------------------------------------------------------------------------------------------
+def test_users_create_prints_the_user(migrated_database: str, tmp_path: Path) -> None:
+    email = f"Boot-{uuid.uuid4().hex[:8]}@Example.test"
+    result = rampart(
+        "users", "create", "--email", email, "--name", "Root Admin", "--role", "admin",
+        env=cli_env(migrated_database), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    user = orjson.loads(result.stdout)
+    assert user["email"] == email.lower()
+    assert user["name"] == "Root Admin"
+    assert user["role"] == "admin"
+    assert user["disabled"] is False
+    uuid.UUID(user["id"])
+    rows = query(migrated_database, f"SELECT role FROM users WHERE id = '{user['id']}'")
+    assert [r["role"] for r in rows] == ["admin"]
+    # Its creation is an event like any other change.
+    events = query(migrated_database, f"SELECT type FROM events WHERE resource_id = '{user['id']}'")
+    assert [e["type"] for e in events] == ["users.created"]
+
+
+def test_users_create_with_a_taken_email_fails_with_a_message(migrated_database: str, tmp_path: Path) -> None:
+    email = f"dup-{uuid.uuid4().hex[:8]}@example.test"
+    env = cli_env(migrated_database)
+    first = rampart("users", "create", "--email", email, "--name", "A", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = rampart("users", "create", "--email", email.upper(), "--name", "B", env=env, cwd=tmp_path)
+    assert_clean_failure(second, "already exists", email.upper())
+    assert second.stdout == ""
+    assert len(query(migrated_database, f"SELECT 1 FROM users WHERE email = '{email}'")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--email", "not-an-email", "--name", "X"], "email"),
+        (["--email", "ok-{}@example.test", "--name", "X", "--role", "emperor"], "role"),
+    ],
+)
+def test_users_create_with_invalid_values_fails_with_a_message(
+    migrated_database: str, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    args = [a.format(uuid.uuid4().hex[:8]) for a in args]
+    result = rampart("users", "create", *args, env=cli_env(migrated_database), cwd=tmp_path)
+    assert_clean_failure(result, needle)
+
+
+# ----- tokens ------------------------------------------------------------------------------------------
+async def _whoami(database_url: str, token: str) -> httpx.Response:
+    app = create_app(make_settings(database_url))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    finally:
+        await app.aclose()
+
+
+def test_tokens_issue_prints_only_a_working_access_token(migrated_database: str, tmp_path: Path) -> None:
+    email = f"tok-{uuid.uuid4().hex[:8]}@example.test"
+    env = cli_env(migrated_database)
+    created = rampart("users", "create", "--email", email, "--role", "admin", env=env, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    user = orjson.loads(created.stdout)
+
+    result = rampart("tokens", "issue", "--email", email, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert result.stdout == lines[0] + "\n"
+    token = lines[0]
+    assert token.count(".") == 2
+    assert " " not in token
+
+    settings = make_settings(migrated_database)
+    issuer = TokenIssuer(
+        secret=TEST_SECRET,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl=settings.access_token_ttl,
+    )
+    claims = issuer.verify(token)
+    assert str(claims.user_id) == user["id"]
+    assert claims.role == "admin"
+    # The session behind it exists, so the token works against the app.
+    r = asyncio.run(_whoami(migrated_database, token))
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["email"] == email
+    # A different secret does not accept it.
+    other = TokenIssuer(secret="y" * 48, issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl=60)
+    with pytest.raises(Exception, match="invalid"):
+        other.verify(token)
+
+
+def test_tokens_issue_for_an_unknown_email_fails_with_a_message(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    email = f"ghost-{uuid.uuid4().hex[:8]}@example.test"
+    result = rampart("tokens", "issue", "--email", email, env=cli_env(migrated_database), cwd=tmp_path)
+    assert_clean_failure(result, email)
+    assert result.stdout == ""
+
+
+def test_tokens_issue_for_a_disabled_user_fails(migrated_database: str, tmp_path: Path) -> None:
+    email = f"off-{uuid.uuid4().hex[:8]}@example.test"
+    env = cli_env(migrated_database)
+    assert rampart("users", "create", "--email", email, env=env, cwd=tmp_path).returncode == 0
+    query(migrated_database, f"UPDATE users SET disabled = true WHERE email = '{email}'")
+    result = rampart("tokens", "issue", "--email", email, env=env, cwd=tmp_path)
+    assert_clean_failure(result, email)
+    assert result.stdout == ""
+
+
+# ----- config ------------------------------------------------------------------------------------------
+def test_config_prints_settings_with_secrets_masked(tmp_path: Path) -> None:
+    db_password = "Db-Pa55-" + uuid.uuid4().hex[:8]
+    jwt_secret = "jwt-" + uuid.uuid4().hex + uuid.uuid4().hex
+    env = cli_env(
+        f"postgresql://app:{db_password}@127.0.0.1:5432/app",
+        RAMPART_JWT_SECRET=jwt_secret,
+        RAMPART_REDIS_URL="redis://:redis-pw-1@127.0.0.1:6379/0",
+        RAMPART_CORS_ORIGINS="https://a.example,https://b.example",
+        RAMPART_RATE_LIMIT="99/minute",
+    )
+    result = rampart("config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    everything = result.stdout + result.stderr
+    for secret in (db_password, jwt_secret, "redis-pw-1"):
+        assert secret not in everything
+    shown = orjson.loads(result.stdout)
+    assert shown["jwt_secret"] == "********"
+    assert shown["database_url"] == "********"
+    assert shown["cors_origins"] == ["https://a.example", "https://b.example"]
+    assert shown["rate_limit"] == "99/minute"
+    assert shown["env"] == "test"
+
+
+# ----- production refuses weak secrets -----------------------------------------------------------------
+COMMANDS = [
+    ["migrate"],
+    ["serve", "--port", "1"],
+    ["config"],
+    ["makemigrations", "-m", "nothing"],
+    ["users", "create", "--email", "x@example.test"],
+    ["tokens", "issue", "--email", "x@example.test"],
+]
+
+
+@pytest.mark.parametrize("secret", [None, "too-short"], ids=["unset", "short"])
+@pytest.mark.parametrize(
+    "command", COMMANDS, ids=[c[0] if c[0] not in ("users", "tokens") else " ".join(c[:2]) for c in COMMANDS]
+)
+def test_production_refuses_to_start_without_a_strong_jwt_secret(
+    tmp_path: Path, command: list[str], secret: str | None
+) -> None:
+    env = cli_env("postgresql://postgres@127.0.0.1:5432/never_used", RAMPART_ENV="production")
+    del env["RAMPART_JWT_SECRET"]
+    if secret is not None:
+        env["RAMPART_JWT_SECRET"] = secret
+    result = rampart(*command, env=env, cwd=tmp_path)
+    assert_clean_failure(result, "RAMPART_JWT_SECRET")
+
+
+def test_production_with_a_strong_secret_starts(tmp_path: Path) -> None:
+    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET="z" * 48)
+    result = rampart("config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["env"] == "production"
+
+
+# ----- serve -------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_serve_answers_ready_and_stops_on_sigterm(migrated_database: str, tmp_path: Path) -> None:
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen(
+        [RAMPART, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=cli_env(migrated_database),
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        ready = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, "serve exited early"
+        assert ready is not None, "no answer"
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"database": "ok", "migrations": "ok"}
+        assert "server" not in ready.headers  # no version leak
+        assert ready.headers["x-request-id"]
+
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        assert code in (0, 128 + signal.SIGTERM), code
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert "Traceback" not in output, output
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    result = rampart("--version", env=cli_env(None), cwd=tmp_path)
+    assert result.returncode == 0
+    assert "0.1.0" in result.stdout
+    result = rampart("--help", env=cli_env(None), cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("serve", "migrate", "makemigrations", "config", "users", "tokens"):
+        assert command in result.stdout

@@ -1,0 +1,185 @@
+"""Settings: the RAMPART_* names of API.md are read, bad values are refused, secrets never print."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from rampart.config import DEFAULT_JWT_SECRET, Settings
+
+STRONG_SECRET = "s3cr3t-" + "k" * 40
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No RAMPART_* variable from the outside world, and no .env file in the working directory."""
+    for name in list(os.environ):
+        if name.startswith("RAMPART_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return
+
+
+def load() -> Settings:
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+# (environment variable, value, Settings attribute, expected parsed value)
+ENV_NAMES: list[tuple[str, str, str, Any]] = [
+    ("RAMPART_DATABASE_URL", "postgresql://app:pw@db:5432/app", "database_url", "postgresql://app:pw@db:5432/app"),
+    ("RAMPART_REDIS_URL", "redis://cache:6379/2", "redis_url", "redis://cache:6379/2"),
+    ("RAMPART_JWT_SECRET", STRONG_SECRET, "jwt_secret", STRONG_SECRET),
+    ("RAMPART_ENV", "test", "env", "test"),
+    ("RAMPART_CORS_ORIGINS", "https://a.example, https://b.example", "cors_origins",
+     ["https://a.example", "https://b.example"]),
+    ("RAMPART_ACCESS_TOKEN_TTL", "600", "access_token_ttl", 600),
+    ("RAMPART_RATE_LIMIT", "100/minute", "rate_limit", "100/minute"),
+    ("RAMPART_RATE_LIMIT_AUTH", "5/10s", "rate_limit_auth", "5/10s"),
+    ("RAMPART_OIDC_ISSUER", "https://login.example.com", "oidc_issuer", "https://login.example.com"),
+    ("RAMPART_OIDC_CLIENT_ID", "client-123", "oidc_client_id", "client-123"),
+    ("RAMPART_OIDC_CLIENT_SECRET", "oidc-shh", "oidc_client_secret", "oidc-shh"),
+    ("RAMPART_PUBLIC_URL", "https://api.example.com", "public_url", "https://api.example.com"),
+    ("RAMPART_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true", "webhooks_allow_private_networks", True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env_name", "raw", "attribute", "expected"), ENV_NAMES, ids=[e[0] for e in ENV_NAMES]
+)
+def test_every_documented_env_name_is_read(
+    monkeypatch: pytest.MonkeyPatch, env_name: str, raw: str, attribute: str, expected: Any
+) -> None:
+    default = plain(getattr(load(), attribute))
+    assert default != expected, "the value under test must differ from the default"
+    monkeypatch.setenv(env_name, raw)
+    assert plain(getattr(load(), attribute)) == expected
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load()
+    assert s.env == "development"
+    assert s.access_token_ttl == 900
+    assert s.rate_limit_auth == "20/minute"
+    assert s.cors_origins == []  # no origin is allowed by default
+    assert s.oidc_issuer == "https://accounts.google.com"
+    assert s.webhooks_allow_private_networks is False
+    assert s.database_url is None
+    assert s.redis_url is None
+
+
+def test_cors_origins_drop_blank_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAMPART_CORS_ORIGINS", " https://a.example ,, https://b.example:8443 ,")
+    assert load().cors_origins == ["https://a.example", "https://b.example:8443"]
+
+
+def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("RAMPART_RATE_LIMIT=7/minute\nRAMPART_PUBLIC_URL=https://from-file\n")
+    monkeypatch.setenv("RAMPART_PUBLIC_URL", "https://from-env")
+    s = Settings()
+    assert s.rate_limit == "7/minute"
+    assert s.public_url == "https://from-env"
+
+
+@pytest.mark.parametrize("variable", ["RAMPART_RATE_LIMIT", "RAMPART_RATE_LIMIT_AUTH"])
+@pytest.mark.parametrize(
+    "bad", ["fast", "600", "600/fortnight", "0/minute", "-5/minute", "10/0s", "1_000/minute", "/minute", ""]
+)
+def test_bad_rate_strings_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, bad: str) -> None:
+    monkeypatch.setenv(variable, bad)
+    with pytest.raises(ValidationError) as info:
+        load()
+    assert variable.removeprefix("RAMPART_").lower() in str(info.value)
+
+
+@pytest.mark.parametrize("good", ["600/minute", "10/s", "100/5m", "1/day", "5 / 2 hours"])
+def test_good_rate_strings_are_accepted(monkeypatch: pytest.MonkeyPatch, good: str) -> None:
+    monkeypatch.setenv("RAMPART_RATE_LIMIT", good)
+    assert load().rate_limit == good
+
+
+@pytest.mark.parametrize(
+    ("variable", "bad"),
+    [
+        ("RAMPART_ENV", "staging"),
+        ("RAMPART_ACCESS_TOKEN_TTL", "ten"),
+        ("RAMPART_ACCESS_TOKEN_TTL", "0"),
+        ("RAMPART_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "perhaps"),
+    ],
+)
+def test_other_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, bad: str) -> None:
+    monkeypatch.setenv(variable, bad)
+    with pytest.raises(ValidationError):
+        load()
+
+
+@pytest.mark.parametrize("secret", [None, DEFAULT_JWT_SECRET, "short", "x" * 31])
+def test_production_refuses_a_default_or_short_jwt_secret(
+    monkeypatch: pytest.MonkeyPatch, secret: str | None
+) -> None:
+    monkeypatch.setenv("RAMPART_ENV", "production")
+    if secret is not None:
+        monkeypatch.setenv("RAMPART_JWT_SECRET", secret)
+    with pytest.raises(ValidationError) as info:
+        load()
+    assert "RAMPART_JWT_SECRET" in str(info.value)
+
+
+def test_production_accepts_a_long_random_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAMPART_ENV", "production")
+    monkeypatch.setenv("RAMPART_JWT_SECRET", "x" * 32)
+    s = load()
+    assert s.is_production
+
+
+@pytest.mark.parametrize("env", ["development", "test"])
+def test_the_default_secret_is_allowed_outside_production(monkeypatch: pytest.MonkeyPatch, env: str) -> None:
+    monkeypatch.setenv("RAMPART_ENV", env)
+    s = load()
+    assert s.jwt_secret.get_secret_value() == DEFAULT_JWT_SECRET
+    assert not s.is_production
+
+
+def test_masked_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "RAMPART_JWT_SECRET": STRONG_SECRET,
+        "RAMPART_DATABASE_URL": "postgresql://app:db-pass-9f2@db:5432/app",
+        "RAMPART_REDIS_URL": "redis://:redis-pass-77@cache:6379/0",
+        "RAMPART_OIDC_CLIENT_SECRET": "oidc-pass-123",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RAMPART_PUBLIC_URL", "https://api.example.com")
+    masked = load().masked()
+    text = orjson.dumps(masked).decode()
+    for needle in (STRONG_SECRET, "db-pass-9f2", "redis-pass-77", "oidc-pass-123"):
+        assert needle not in text
+    for key in ("jwt_secret", "database_url", "redis_url", "oidc_client_secret"):
+        assert masked[key] == "********"
+    # Non-secret values stay readable, and every setting is listed.
+    assert masked["public_url"] == "https://api.example.com"
+    assert set(masked) == set(Settings.model_fields)
+
+
+def test_masked_shows_unset_secrets_as_unset() -> None:
+    masked = load().masked()
+    assert masked["database_url"] is None
+    assert masked["oidc_client_secret"] is None
+    assert masked["jwt_secret"] == "********"  # the development default is still a secret
+
+
+def test_repr_does_not_leak_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAMPART_JWT_SECRET", STRONG_SECRET)
+    monkeypatch.setenv("RAMPART_DATABASE_URL", "postgresql://app:db-pass-9f2@db/app")
+    s = load()
+    assert STRONG_SECRET not in repr(s)
+    assert "db-pass-9f2" not in repr(s)
