@@ -28,12 +28,13 @@ from types import FrameType
 from typing import Any
 
 import _venv  # noqa: F401  (must come first: re-runs under .venv when needed)
+import cpu
 import database
 import report
 import seed
 import servers
 from run import SEED_TIMEOUT_S, add_common_args
-from scenarios import PreflightError, run_scenarios
+from scenarios import OTHER_WORK_LIMIT, PreflightError, run_scenarios
 from wrk import WrkError, WrkResult
 
 SIDES = ("express", "rampart")
@@ -179,11 +180,16 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_pgbench:
                 ref = sides[0]
                 assert ref.data is not None
+                before = cpu.snapshot()
                 pg = database.run_pgbench(ref.database_url, ref.data.all_task_ids(), duration=args.duration,
                                           clients=args.connections, threads=args.threads)
-                pgbench.append({"round": round_no, **pg.to_json()})
+                cores, top = cpu.foreign_cores(before, cpu.snapshot(), pg.duration_s, set(),
+                                               {ref.database_url.rsplit("/", 1)[1]})
+                pgbench.append({"round": round_no, **pg.to_json(), "other_work_cores": round(cores, 3)})
+                busy = (f"  ~ other work used {cores:.2f} cores meanwhile: {', '.join(top)}"
+                        if cores > OTHER_WORK_LIMIT else "")
                 print(f"[pgbench] round {round_no}: {pg.tps:,.0f} tps (prepared PK SELECT on tasks, "
-                      f"{pg.clients} clients)" + (f"; {pg.note}" if pg.note else ""), flush=True)
+                      f"{pg.clients} clients)" + (f"; {pg.note}" if pg.note else "") + busy, flush=True)
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc or 'SIGINT'}): servers stopped", file=sys.stderr)
         return 130

@@ -15,7 +15,6 @@ from typing import Any
 from wrk import SCENARIOS, WrkResult
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-BUSY_LOAD = 0.7  # 1-minute load average above which the machine is not idle before a run
 
 
 def loadavg() -> float:

@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(database.analyze(args.database_url))
     asyncio.run(database.housekeeping(args.database_url))
 
-    load = report.loadavg()
-    if load > report.BUSY_LOAD:
-        print(f"warning: load average {load:.2f} before the run: something else is using this machine's CPUs")
+    load = report.loadavg()  # recorded; seeding just raised it, so runs are judged by cpu.py instead
     print(f"wrk: {args.threads} threads, {args.connections} connections, {args.duration:g} s per scenario "
           f"(+{args.warmup:g} s warm-up)", flush=True)
     results = run_scenarios(base_url, data, args.scenarios, duration=args.duration, warmup=args.warmup,

@@ -118,11 +118,11 @@ class RssSample:
 
     @property
     def sum_mib(self) -> float:
-        return sum(w["rss_kib"] for w in self.workers) / 1024
+        return sum(int(w["rss_kib"]) for w in self.workers) / 1024
 
     @property
     def max_mib(self) -> float:
-        return max((w["rss_kib"] for w in self.workers), default=0) / 1024
+        return max((int(w["rss_kib"]) for w in self.workers), default=0) / 1024
 
     def to_json(self) -> dict[str, Any]:
         return {"workers": len(self.workers), "sum_mib": round(self.sum_mib, 1),

@@ -137,12 +137,30 @@ def test_concurrent_migrate_processes_all_succeed_and_migrate_once(
     assert public_tables(empty_database) >= CORE_TABLES
 
 
-def test_migrate_against_an_unreachable_database_fails_cleanly(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = rampart("migrate", env=cli_env(f"postgresql://postgres@127.0.0.1:{port}/nope"), cwd=tmp_path)
-    assert result.returncode != 0
+@pytest.mark.parametrize("where", ["closed port", "missing database"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate"],
+        ["serve", "--port", "1"],
+        ["users", "create", "--email", "x@example.test"],
+        ["tokens", "issue", "--email", "x@example.test"],
+    ],
+    ids=["migrate", "serve", "users create", "tokens issue"],
+)
+def test_an_unusable_database_fails_with_a_message(tmp_path: Path, where: str, command: list[str]) -> None:
+    if where == "closed port":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"postgresql://postgres:pw-not-shown@127.0.0.1:{port}/nope"
+    else:
+        url = _db_url(f"rampart_missing_{uuid.uuid4().hex[:8]}").replace(
+            "postgres@", "postgres:pw-not-shown@"
+        )
+    result = rampart(*command, env=cli_env(url), cwd=tmp_path)
+    assert_clean_failure(result, "database")
+    assert "pw-not-shown" not in result.stderr + result.stdout
 
 
 # ----- users -------------------------------------------------------------------------------------------

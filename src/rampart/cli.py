@@ -54,7 +54,39 @@ def _exit_on_signal(signum: int, server: Any) -> None:
     os._exit(128 + signum)
 
 
-@click.group()
+def _database_failure(exc: BaseException) -> str | None:
+    """The root cause when `exc` means the database could not be reached or used, else None."""
+    import asyncpg
+
+    from rampart.errors import ServiceUnavailable
+
+    found: str | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | ServiceUnavailable):
+            found = str(current) or type(current).__name__  # keep walking: the deepest cause is clearest
+        current = current.__cause__ or current.__context__
+    return found
+
+
+class _Commands(click.Group):
+    """A database that is down or missing ends any command with one line on stderr, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            reason = _database_failure(exc)
+            if reason is None:
+                raise
+            raise click.ClickException(f"cannot use the database: {reason}") from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="rampart")
 def main() -> None:
     """Rampart: a resource-oriented HTTP API on PostgreSQL."""

@@ -321,3 +321,15 @@ def test_rate_limited_error_defaults_are_safe() -> None:
     status, headers, _ = problem(RateLimited("slow down", retry_after=0.2), request_id="r", debug=False)
     assert status == 429
     assert dict(headers)[b"retry-after"] == b"1"
+
+
+async def test_failed_authentication_is_limited_per_ip(limited: Rampart) -> None:
+    """Token guessing spends the client IP's budget: after it, even a 401 becomes a 429."""
+    ip = f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    async with _clients(limited, ip=ip) as (http,):
+        statuses = []
+        for _ in range(7):
+            r = await http.get("/api/v1/projects", headers={"Authorization": "Bearer guessed.token.value"})
+            statuses.append(r.status_code)
+        assert statuses == [401] * 5 + [429] * 2
+        assert "retry-after" in r.headers

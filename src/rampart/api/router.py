@@ -15,7 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
 from rampart.auth.sessions import Authenticator
-from rampart.errors import MethodNotAllowed, NotFound, RateLimited, ServiceUnavailable
+from rampart.errors import MethodNotAllowed, NotFound, RateLimited, ServiceUnavailable, Unauthorized
+
 from rampart.lib.ratelimit import Decision, RateLimiter
 from rampart.lib.rates import Rate
 from rampart.resources.endpoints import Call, RouteSpec
@@ -51,11 +52,16 @@ class Endpoint:
         request = Request(scope, receive)
         actor: Actor | None = None
         if not spec.public:
-            actor = await self.auth.authenticate(request.headers.get("authorization"))
+            try:
+                actor = await self.auth.authenticate(request.headers.get("authorization"))
+            except Unauthorized:
+                # Failed attempts count against the client's IP, so token guessing is limited too.
+                await self._limit(spec, None, scope)
+                raise
             scope["rampart.user_id"] = str(actor.user_id)
-            if spec.permission is not None:
-                actor.require(spec.permission)
         await self._limit(spec, actor, scope)
+        if actor is not None and spec.permission is not None:
+            actor.require(spec.permission)
         call = Call(
             request=request,
             actor=actor,
