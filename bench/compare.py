@@ -41,20 +41,32 @@ SIDES = ("express", "rampart")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=SIDES, help="benchmark one side only")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--quick", action="store_true",
-                        help="1 round x 5 s (1 s warm-up): a check that everything works")
-    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="superuser connection used to (re)create the bench databases")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 round x 5 s (1 s warm-up): a check that everything works"
+    )
+    parser.add_argument(
+        "--pg-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="superuser connection used to (re)create the bench databases",
+    )
     parser.add_argument("--db-prefix", default="rampart_bench_", help="bench database name prefix")
-    parser.add_argument("--express-src", type=Path, default=servers.default_express_src(),
-                        help="the Express reference (read-only; copied to --express-dir)")
-    parser.add_argument("--express-dir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "express-anchor",
-                        help="where the reference is copied and npm ci'd")
+    parser.add_argument(
+        "--express-src",
+        type=Path,
+        default=servers.default_express_src(),
+        help="the Express reference (read-only; copied to --express-dir)",
+    )
+    parser.add_argument(
+        "--express-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "express-anchor",
+        help="where the reference is copied and npm ci'd",
+    )
     parser.add_argument("--rampart-bin", type=Path, default=servers.REPO_ROOT / ".venv" / "bin" / "rampart")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per server (default 2)")
     parser.add_argument("--pool", type=int, default=10, help="database pool per worker (default 10)")
@@ -97,21 +109,31 @@ def prepare(side: Side, args: argparse.Namespace) -> None:
     server = side.server("seed")
     try:
         server.start()
-        print(f"[{side.name}] seeding {args.users} users x {args.tasks_per_user} tasks through the API ...",
-              flush=True)
+        print(
+            f"[{side.name}] seeding {args.users} users x {args.tasks_per_user} tasks through the API ...",
+            flush=True,
+        )
 
         async def _seed() -> seed.SeedData:
             async with asyncio.timeout(SEED_TIMEOUT_S):
-                return await seed.seed(server.base_url, token, users=args.users,
-                                       tasks_per_user=args.tasks_per_user, concurrency=args.seed_concurrency,
-                                       label=side.name)
+                return await seed.seed(
+                    server.base_url,
+                    token,
+                    users=args.users,
+                    tasks_per_user=args.tasks_per_user,
+                    concurrency=args.seed_concurrency,
+                    label=side.name,
+                )
 
         side.data = asyncio.run(_seed())
     finally:
         server.stop()
     d = side.data
-    print(f"[{side.name}] seeded {d.task_count} tasks with {d.requests} requests in {d.seconds:.1f} s "
-          f"({d.requests / d.seconds:,.0f} req/s)", flush=True)
+    print(
+        f"[{side.name}] seeded {d.task_count} tasks with {d.requests} requests in {d.seconds:.1f} s "
+        f"({d.requests / d.seconds:,.0f} req/s)",
+        flush=True,
+    )
     asyncio.run(database.analyze(side.database_url))
     asyncio.run(database.housekeeping(side.database_url))
 
@@ -124,25 +146,37 @@ def run_round(side: Side, round_no: int, args: argparse.Namespace) -> None:
     try:
         server.start()
         # run_scenarios ends with housekeeping: created rows dropped, VACUUM ANALYZE, CHECKPOINT.
-        results = run_scenarios(server.base_url, side.data, args.scenarios, duration=args.duration,
-                                warmup=args.warmup, database_url=side.database_url, threads=args.threads,
-                                connections=args.connections,
-                                server_pid=server.proc.pid if server.proc else None)
+        results = run_scenarios(
+            server.base_url,
+            side.data,
+            args.scenarios,
+            duration=args.duration,
+            warmup=args.warmup,
+            database_url=side.database_url,
+            threads=args.threads,
+            connections=args.connections,
+            server_pid=server.proc.pid if server.proc else None,
+        )
         rss = server.rss()
     finally:
         server.stop()
     side.rounds.append(results)
     side.rss.append({"round": round_no, **rss.to_json()})
-    print(f"[{side.name}] round {round_no}: worker RSS sum {rss.sum_mib:.0f} MiB, max {rss.max_mib:.0f} MiB "
-          f"({len(rss.workers)} workers)", flush=True)
+    print(
+        f"[{side.name}] round {round_no}: worker RSS sum {rss.sum_mib:.0f} MiB, max {rss.max_mib:.0f} MiB "
+        f"({len(rss.workers)} workers)",
+        flush=True,
+    )
 
 
 def rss_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if not samples:
         return {}
-    return {"sum_mib_max": max(s["sum_mib"] for s in samples),
-            "max_mib_max": max(s["max_mib"] for s in samples),
-            "workers": samples[-1]["workers"]}
+    return {
+        "sum_mib_max": max(s["sum_mib"] for s in samples),
+        "max_mib_max": max(s["max_mib"] for s in samples),
+        "workers": samples[-1]["workers"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     names = [args.only] if args.only else list(SIDES)
     secret = secrets.token_urlsafe(48)
     log_dir = Path(tempfile.mkdtemp(prefix="rampart-bench-"))
-    print(f"compare: {', '.join(names)}; {args.rounds} round(s) x {args.duration:g} s per scenario "
-          f"(+{args.warmup:g} s warm-up); wrk {args.threads} threads x {args.connections} connections; "
-          f"server logs in {log_dir}", flush=True)
+    print(
+        f"compare: {', '.join(names)}; {args.rounds} round(s) x {args.duration:g} s per scenario "
+        f"(+{args.warmup:g} s warm-up); wrk {args.threads} threads x {args.connections} connections; "
+        f"server logs in {log_dir}",
+        flush=True,
+    )
 
     sides: list[Side] = []
     for name in names:
@@ -181,15 +218,27 @@ def main(argv: list[str] | None = None) -> int:
                 ref = sides[0]
                 assert ref.data is not None
                 before = cpu.snapshot()
-                pg = database.run_pgbench(ref.database_url, ref.data.all_task_ids(), duration=args.duration,
-                                          clients=args.connections, threads=args.threads)
-                cores, top = cpu.foreign_cores(before, cpu.snapshot(), pg.duration_s, set(),
-                                               {ref.database_url.rsplit("/", 1)[1]})
+                pg = database.run_pgbench(
+                    ref.database_url,
+                    ref.data.all_task_ids(),
+                    duration=args.duration,
+                    clients=args.connections,
+                    threads=args.threads,
+                )
+                cores, top = cpu.foreign_cores(
+                    before, cpu.snapshot(), pg.duration_s, set(), {ref.database_url.rsplit("/", 1)[1]}
+                )
                 pgbench.append({"round": round_no, **pg.to_json(), "other_work_cores": round(cores, 3)})
-                busy = (f"  ~ other work used {cores:.2f} cores meanwhile: {', '.join(top)}"
-                        if cores > OTHER_WORK_LIMIT else "")
-                print(f"[pgbench] round {round_no}: {pg.tps:,.0f} tps (prepared PK SELECT on tasks, "
-                      f"{pg.clients} clients)" + (f"; {pg.note}" if pg.note else "") + busy, flush=True)
+                busy = (
+                    f"  ~ other work used {cores:.2f} cores meanwhile: {', '.join(top)}"
+                    if cores > OTHER_WORK_LIMIT
+                    else ""
+                )
+                print(
+                    f"[pgbench] round {round_no}: {pg.tps:,.0f} tps (prepared PK SELECT on tasks, "
+                    f"{pg.clients} clients)" + (f"; {pg.note}" if pg.note else "") + busy,
+                    flush=True,
+                )
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc or 'SIGINT'}): servers stopped", file=sys.stderr)
         return 130
@@ -201,37 +250,60 @@ def main(argv: list[str] | None = None) -> int:
     return finish(args, sides, pgbench, started, log_dir)
 
 
-def finish(args: argparse.Namespace, sides: list[Side], pgbench: list[dict[str, Any]], started: float,
-           log_dir: Path, error: str | None = None) -> int:
+def finish(
+    args: argparse.Namespace,
+    sides: list[Side],
+    pgbench: list[dict[str, Any]],
+    started: float,
+    log_dir: Path,
+    error: str | None = None,
+) -> int:
     """Print the comparison and write the JSON (also for a run cut short by ``error``)."""
     summaries = {s.name: report.summarize(s.rounds) for s in sides}
     ex, ra = summaries.get("express"), summaries.get("rampart")
     ratios: dict[str, Any] = {}
     if ex and ra:
         for name in ex.keys() & ra.keys():
-            ratios[name] = {"rate": report.ratio(ra[name]["rate"], ex[name]["rate"]),
-                            "p99": report.ratio(ra[name]["p99_ms"], ex[name]["p99_ms"])}
+            ratios[name] = {
+                "rate": report.ratio(ra[name]["rate"], ex[name]["rate"]),
+                "p99": report.ratio(ra[name]["p99_ms"], ex[name]["p99_ms"]),
+            }
     pg_tps = statistics.median(p["tps"] for p in pgbench) if pgbench else None
     share = {n: round(s["get"]["rate"] / pg_tps, 4) for n, s in summaries.items() if pg_tps and "get" in s}
     rss = {s.name: rss_summary(s.rss) for s in sides}
-    flags = [f"{s.name} round {i}: {name}: {r.flag_reason()}"
-             for s in sides for i, rnd in enumerate(s.rounds, 1) for name, r in rnd.items() if r.flagged]
-    disturbed = [f"{s.name} round {i}: {name}: {w}"
-                 for s in sides for i, rnd in enumerate(s.rounds, 1) for name, r in rnd.items()
-                 for w in r.warnings]
+    flags = [
+        f"{s.name} round {i}: {name}: {r.flag_reason()}"
+        for s in sides
+        for i, rnd in enumerate(s.rounds, 1)
+        for name, r in rnd.items()
+        if r.flagged
+    ]
+    disturbed = [
+        f"{s.name} round {i}: {name}: {w}"
+        for s in sides
+        for i, rnd in enumerate(s.rounds, 1)
+        for name, r in rnd.items()
+        for w in r.warnings
+    ]
 
     print()
-    print(f"== Rampart vs Express: {args.rounds} alternating round(s) x {args.duration:g} s, "
-          f"wrk {args.threads} threads x {args.connections} connections, {os.cpu_count()} CPUs ==")
+    print(
+        f"== Rampart vs Express: {args.rounds} alternating round(s) x {args.duration:g} s, "
+        f"wrk {args.threads} threads x {args.connections} connections, {os.cpu_count()} CPUs =="
+    )
     print(report.comparison_table(summaries))
     if pg_tps:
-        print(f"PostgreSQL limit (pgbench, prepared PK SELECT on tasks, median of {len(pgbench)}): "
-              f"{pg_tps:,.0f} tps")
+        print(
+            f"PostgreSQL limit (pgbench, prepared PK SELECT on tasks, median of {len(pgbench)}): "
+            f"{pg_tps:,.0f} tps"
+        )
         print("GET by id as share of it: " + ", ".join(f"{n} {v:.1%}" for n, v in share.items()))
     for name, r in rss.items():
         if r:
-            print(f"worker RSS after the run ({name}, {r['workers']} workers, max over rounds): "
-                  f"sum {r['sum_mib_max']:.0f} MiB, largest {r['max_mib_max']:.0f} MiB")
+            print(
+                f"worker RSS after the run ({name}, {r['workers']} workers, max over rounds): "
+                f"sum {r['sum_mib_max']:.0f} MiB, largest {r['max_mib_max']:.0f} MiB"
+            )
     for line in flags:
         print(f"FLAGGED {line}")
     for line in disturbed:
@@ -242,12 +314,28 @@ def finish(args: argparse.Namespace, sides: list[Side], pgbench: list[dict[str, 
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "elapsed_s": round(time.time() - started, 1),
         "machine": report.machine_info(),
-        "config": {"sides": [s.name for s in sides], "rounds": args.rounds, "duration_s": args.duration,
-                   "warmup_s": args.warmup, "threads": args.threads, "connections": args.connections,
-                   "workers": args.workers, "pool_per_worker": args.pool, "users": args.users,
-                   "tasks_per_user": args.tasks_per_user, "scenarios": args.scenarios},
-        "seed": {s.name: {"seconds": round(s.data.seconds, 1), "requests": s.data.requests,
-                          "tasks": s.data.task_count} for s in sides if s.data},
+        "config": {
+            "sides": [s.name for s in sides],
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "threads": args.threads,
+            "connections": args.connections,
+            "workers": args.workers,
+            "pool_per_worker": args.pool,
+            "users": args.users,
+            "tasks_per_user": args.tasks_per_user,
+            "scenarios": args.scenarios,
+        },
+        "seed": {
+            s.name: {
+                "seconds": round(s.data.seconds, 1),
+                "requests": s.data.requests,
+                "tasks": s.data.task_count,
+            }
+            for s in sides
+            if s.data
+        },
         "summary": summaries,
         "ratios_rampart_over_express": ratios,
         "pgbench": {"median_tps": pg_tps, "runs": pgbench},

@@ -38,8 +38,13 @@ def snapshot() -> dict[int, Proc]:
         head, rest = stat.rsplit(")", 1)
         fields = rest.split()
         name = title.strip() or head.split("(", 1)[1]
-        procs[int(entry)] = Proc(pid=int(entry), ppid=int(fields[1]), pgid=int(fields[2]), name=name,
-                                 cpu_s=(int(fields[11]) + int(fields[12])) / _TICKS)
+        procs[int(entry)] = Proc(
+            pid=int(entry),
+            ppid=int(fields[1]),
+            pgid=int(fields[2]),
+            name=name,
+            cpu_s=(int(fields[11]) + int(fields[12])) / _TICKS,
+        )
     return procs
 
 
@@ -97,8 +102,9 @@ def server_pids(procs: dict[int, Proc], root_pid: int | None = None, port: int |
     return descendants(procs, roots)
 
 
-def foreign_cores(before: dict[int, Proc], after: dict[int, Proc], seconds: float, ours: set[int],
-                  databases: set[str]) -> tuple[float, list[str]]:
+def foreign_cores(
+    before: dict[int, Proc], after: dict[int, Proc], seconds: float, ours: set[int], databases: set[str]
+) -> tuple[float, list[str]]:
     """Average cores used by other work between two snapshots, and the top consumers."""
     mine = descendants(after, {os.getpid()}) | ours
     used: list[tuple[float, str]] = []

@@ -16,8 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-TASK_COLUMNS = ("id, project_id, title, description, status, priority, due_date, assignee_id, owner_id, "
-                "created_at, updated_at, version")
+TASK_COLUMNS = (
+    "id, project_id, title, description, status, priority, due_date, assignee_id, owner_id, "
+    "created_at, updated_at, version"
+)
 PGBENCH_SCRIPTS = 128  # pgbench's maximum number of -f scripts
 CREATED_TITLE_PREFIX = "wrk-create "  # see wrk/create.lua
 _DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -113,7 +115,8 @@ async def free_connections(url: str) -> int:
         n: int = await conn.fetchval(
             "SELECT current_setting('max_connections')::int"
             " - current_setting('superuser_reserved_connections')::int"
-            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')")
+            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        )
         return n
     finally:
         await conn.close()
@@ -133,18 +136,25 @@ class PgbenchResult:
     @property
     def note(self) -> str | None:
         if self.clients < self.requested_clients:
-            return (f"pgbench ran with {self.clients} clients, not {self.requested_clients}: "
-                    "PostgreSQL's max_connections was nearly used up by other connections")
+            return (
+                f"pgbench ran with {self.clients} clients, not {self.requested_clients}: "
+                "PostgreSQL's max_connections was nearly used up by other connections"
+            )
         if self.failed:
             return f"pgbench: {self.failed} failed transactions"
         return None
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "tps": round(self.tps, 1), "latency_avg_ms": self.latency_avg_ms,
-            "transactions": self.transactions, "failed": self.failed, "clients": self.clients,
-            "requested_clients": self.requested_clients, "note": self.note,
-            "duration_s": self.duration_s, "rows_sampled": self.rows_sampled,
+            "tps": round(self.tps, 1),
+            "latency_avg_ms": self.latency_avg_ms,
+            "transactions": self.transactions,
+            "failed": self.failed,
+            "clients": self.clients,
+            "requested_clients": self.requested_clients,
+            "note": self.note,
+            "duration_s": self.duration_s,
+            "rows_sampled": self.rows_sampled,
             "query": f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = '<uuid>' (-M prepared)",
         }
 
@@ -154,8 +164,9 @@ def _grab(pattern: str, text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def run_pgbench(url: str, task_ids: list[str], *, duration: float, clients: int = 64,
-                threads: int = 2) -> PgbenchResult:
+def run_pgbench(
+    url: str, task_ids: list[str], *, duration: float, clients: int = 64, threads: int = 2
+) -> PgbenchResult:
     """PostgreSQL's own ceiling for a primary-key read of a task, with a thin C client.
 
     One script per sampled row (128, pgbench's maximum; pgbench picks one at random for every
@@ -179,8 +190,18 @@ def run_pgbench(url: str, task_ids: list[str], *, duration: float, clients: int 
             path = Path(tmp) / f"pk_select_{i:03d}.sql"
             path.write_text(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = '{task_id}';\n")
             files.append(path)
-        cmd = [pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", str(threads),
-               "-T", str(max(1, round(duration)))]
+        cmd = [
+            pgbench,
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(clients),
+            "-j",
+            str(threads),
+            "-T",
+            str(max(1, round(duration))),
+        ]
         for path in files:
             cmd += ["-f", str(path)]
         cmd.append(url)

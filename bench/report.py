@@ -82,12 +82,15 @@ def flag_mark(s: dict[str, Any]) -> str:
 
 
 def single_table(summary: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'scenario':<9}{'rate':>10} {'unit':<8}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
-             f"{'sock err':>9}"]
+    lines = [
+        f"{'scenario':<9}{'rate':>10} {'unit':<8}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}"
+    ]
     for name, s in summary.items():
-        lines.append(f"{name:<9}{fmt_rate(s['rate']):>10} {s['unit']:<8}{fmt_ms(s['p50_ms']):>9}"
-                     f"{fmt_ms(s['p99_ms']):>9}{s['non_2xx']:>9}{s['socket_errors']:>9}"
-                     f" {flag_mark(s)}".rstrip())
+        lines.append(
+            f"{name:<9}{fmt_rate(s['rate']):>10} {s['unit']:<8}{fmt_ms(s['p50_ms']):>9}"
+            f"{fmt_ms(s['p99_ms']):>9}{s['non_2xx']:>9}{s['socket_errors']:>9}"
+            f" {flag_mark(s)}".rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -96,8 +99,10 @@ def comparison_table(sides: dict[str, dict[str, dict[str, Any]]]) -> str:
     p99: lower is better)."""
     ex, ra = sides.get("express", {}), sides.get("rampart", {})
     names = [n for n in SCENARIOS if n in ex or n in ra]
-    head = (f"{'scenario':<9}{'unit':<9}| {'Express':>8} {'p50':>7} {'p99':>7} | {'Rampart':>8} {'p50':>7}"
-            f" {'p99':>7} | {'R/E rate':>8} {'R/E p99':>8}")
+    head = (
+        f"{'scenario':<9}{'unit':<9}| {'Express':>8} {'p50':>7} {'p99':>7} | {'Rampart':>8} {'p50':>7}"
+        f" {'p99':>7} | {'R/E rate':>8} {'R/E p99':>8}"
+    )
     lines = [head, "-" * len(head)]
     for name in names:
         e, r = ex.get(name), ra.get(name)
@@ -106,16 +111,21 @@ def comparison_table(sides: dict[str, dict[str, dict[str, Any]]]) -> str:
         def cols(s: dict[str, Any] | None) -> str:
             if s is None:
                 return f"{'-':>8} {'-':>7} {'-':>7}"
-            return (f"{fmt_rate(s['rate']) + flag_mark(s):>8} {fmt_ms(s['p50_ms']):>7} "
-                    f"{fmt_ms(s['p99_ms']):>7}")
+            return (
+                f"{fmt_rate(s['rate']) + flag_mark(s):>8} {fmt_ms(s['p50_ms']):>7} {fmt_ms(s['p99_ms']):>7}"
+            )
 
         rate_ratio = ratio(r["rate"], e["rate"]) if e and r else None
         p99_ratio = ratio(r["p99_ms"], e["p99_ms"]) if e and r else None
-        lines.append(f"{name:<9}{unit:<9}| {cols(e)} | {cols(r)} | {fmt_ratio(rate_ratio):>8} "
-                     f"{fmt_ratio(p99_ratio):>8}")
-    lines.append("rate: median over rounds of expected-status responses per second; p50/p99: medians, ms;\n"
-                 "! = a round had non-2xx/unexpected responses or socket errors; "
-                 "~ = other work used the CPUs during a round")
+        lines.append(
+            f"{name:<9}{unit:<9}| {cols(e)} | {cols(r)} | {fmt_ratio(rate_ratio):>8} "
+            f"{fmt_ratio(p99_ratio):>8}"
+        )
+    lines.append(
+        "rate: median over rounds of expected-status responses per second; p50/p99: medians, ms;\n"
+        "! = a round had non-2xx/unexpected responses or socket errors; "
+        "~ = other work used the CPUs during a round"
+    )
     return "\n".join(lines)
 
 

@@ -37,8 +37,12 @@ def scenario_list(raw: str) -> list[str]:
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per scenario (default 15)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per scenario (default 3)")
-    parser.add_argument("--scenarios", type=scenario_list, default=list(SCENARIOS),
-                        help="comma list of get,list,patch,create (default all)")
+    parser.add_argument(
+        "--scenarios",
+        type=scenario_list,
+        default=list(SCENARIOS),
+        help="comma list of get,list,patch,create (default all)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--users", type=int, default=100, help="seeded users (default 100)")
@@ -50,18 +54,27 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 async def seed_server(base_url: str, admin_token: str, args: argparse.Namespace) -> seed.SeedData:
     async with asyncio.timeout(SEED_TIMEOUT_S):
-        return await seed.seed(base_url, admin_token, users=args.users, tasks_per_user=args.tasks_per_user,
-                               concurrency=args.seed_concurrency)
+        return await seed.seed(
+            base_url,
+            admin_token,
+            users=args.users,
+            tasks_per_user=args.tasks_per_user,
+            concurrency=args.seed_concurrency,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base-url", required=True, help="the running server, e.g. http://127.0.0.1:3000")
     parser.add_argument("--admin-token", required=True, help="an admin access token for seeding")
     parser.add_argument("--database-url", required=True, help="the server's database (housekeeping, pgbench)")
-    parser.add_argument("--seed-file", type=Path,
-                        help="reuse users/tokens/ids saved here by an earlier run (seed and save if absent)")
+    parser.add_argument(
+        "--seed-file",
+        type=Path,
+        help="reuse users/tokens/ids saved here by an earlier run (seed and save if absent)",
+    )
     add_common_args(parser)
     args = parser.parse_args(argv)
     base_url = args.base_url.rstrip("/")
@@ -74,27 +87,48 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"seed: {args.users} users x {args.tasks_per_user} tasks through {base_url} ...", flush=True)
         data = asyncio.run(seed_server(base_url, args.admin_token, args))
-        print(f"seed: {data.task_count} tasks, {data.requests} requests in {data.seconds:.1f} s "
-              f"({data.requests / data.seconds:,.0f} req/s)")
+        print(
+            f"seed: {data.task_count} tasks, {data.requests} requests in {data.seconds:.1f} s "
+            f"({data.requests / data.seconds:,.0f} req/s)"
+        )
         if args.seed_file:
             data.save(args.seed_file)
     asyncio.run(database.analyze(args.database_url))
     asyncio.run(database.housekeeping(args.database_url))
 
     load = report.loadavg()  # recorded; seeding just raised it, so runs are judged by cpu.py instead
-    print(f"wrk: {args.threads} threads, {args.connections} connections, {args.duration:g} s per scenario "
-          f"(+{args.warmup:g} s warm-up)", flush=True)
-    results = run_scenarios(base_url, data, args.scenarios, duration=args.duration, warmup=args.warmup,
-                            database_url=args.database_url, threads=args.threads,
-                            connections=args.connections)
+    print(
+        f"wrk: {args.threads} threads, {args.connections} connections, {args.duration:g} s per scenario "
+        f"(+{args.warmup:g} s warm-up)",
+        flush=True,
+    )
+    results = run_scenarios(
+        base_url,
+        data,
+        args.scenarios,
+        duration=args.duration,
+        warmup=args.warmup,
+        database_url=args.database_url,
+        threads=args.threads,
+        connections=args.connections,
+    )
     summary = report.summarize([results])
 
     payload: dict[str, Any] = {
-        "kind": "run", "base_url": base_url, "started_at": report.timestamp(), "loadavg_before": load,
+        "kind": "run",
+        "base_url": base_url,
+        "started_at": report.timestamp(),
+        "loadavg_before": load,
         "machine": report.machine_info(),
-        "config": {"duration_s": args.duration, "warmup_s": args.warmup, "threads": args.threads,
-                   "connections": args.connections, "users": len(data.users), "tasks": data.task_count,
-                   "scenarios": args.scenarios},
+        "config": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "threads": args.threads,
+            "connections": args.connections,
+            "users": len(data.users),
+            "tasks": data.task_count,
+            "scenarios": args.scenarios,
+        },
         "seed": {"seconds": round(data.seconds, 1), "requests": data.requests},
         "results": {name: r.to_json() for name, r in results.items()},
         "summary": summary,
@@ -102,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.single_table(summary))
     if not args.no_pgbench:
-        pg = database.run_pgbench(args.database_url, data.all_task_ids(), duration=args.duration,
-                                  clients=args.connections, threads=args.threads)
+        pg = database.run_pgbench(
+            args.database_url,
+            data.all_task_ids(),
+            duration=args.duration,
+            clients=args.connections,
+            threads=args.threads,
+        )
         payload["pgbench"] = pg.to_json()
         print(f"\npgbench (prepared PK SELECT on tasks, {pg.clients} clients): {pg.tps:,.0f} tps")
         if pg.note:

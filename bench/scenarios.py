@@ -48,8 +48,9 @@ def preflight(base_url: str, data: SeedData, scenarios: list[str], run_id: str) 
             if body["data"]["id"] != task_id:
                 raise PreflightError("GET task returned another task")
             # Visibility is part of the work measured: another user's task must be a 404.
-            _expect(client.get(f"/api/v1/tasks/{other.task_ids[0]}", headers=auth), 404,
-                    "GET another user's task")
+            _expect(
+                client.get(f"/api/v1/tasks/{other.task_ids[0]}", headers=auth), 404, "GET another user's task"
+            )
         if "list" in scenarios:
             items = _expect(client.get(LIST_PATH, headers=auth), 200, "filtered list")["data"]
             priorities = [t["priority"] for t in items]
@@ -62,13 +63,20 @@ def preflight(base_url: str, data: SeedData, scenarios: list[str], run_id: str) 
             if priorities != sorted(priorities, reverse=True):
                 raise PreflightError("filtered list is not sorted by -priority")
         if "patch" in scenarios:
-            body = _expect(client.patch(f"/api/v1/tasks/{task_id}", json={"priority": 3}, headers=auth),
-                           200, "PATCH task")
+            body = _expect(
+                client.patch(f"/api/v1/tasks/{task_id}", json={"priority": 3}, headers=auth),
+                200,
+                "PATCH task",
+            )
             if body["data"]["priority"] != 3:
                 raise PreflightError("PATCH did not change the priority")
         if "create" in scenarios:
-            new = {"project_id": me.project_id, "title": f"{database.CREATED_TITLE_PREFIX}{run_id} preflight",
-                   "status": "done", "priority": 1}
+            new = {
+                "project_id": me.project_id,
+                "title": f"{database.CREATED_TITLE_PREFIX}{run_id} preflight",
+                "status": "done",
+                "priority": 1,
+            }
             body = _expect(client.post("/api/v1/tasks", json=new, headers=auth), 201, "POST task")
             if body["data"]["project_id"] != me.project_id:
                 raise PreflightError("POST task returned another project")
@@ -77,17 +85,27 @@ def preflight(base_url: str, data: SeedData, scenarios: list[str], run_id: str) 
 async def _count_created(database_url: str, run_id: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:
-        n: int = await conn.fetchval("SELECT count(*) FROM tasks WHERE title LIKE $1",
-                                     f"{database.CREATED_TITLE_PREFIX}{run_id} %")
+        n: int = await conn.fetchval(
+            "SELECT count(*) FROM tasks WHERE title LIKE $1", f"{database.CREATED_TITLE_PREFIX}{run_id} %"
+        )
         return n
     finally:
         await conn.close()
 
 
-def run_scenarios(base_url: str, data: SeedData, scenarios: list[str], *, duration: float, warmup: float,
-                  database_url: str | None, threads: int = 2, connections: int = 64,
-                  server_pid: int | None = None,
-                  log: Callable[[str], None] = print) -> dict[str, WrkResult]:
+def run_scenarios(
+    base_url: str,
+    data: SeedData,
+    scenarios: list[str],
+    *,
+    duration: float,
+    warmup: float,
+    database_url: str | None,
+    threads: int = 2,
+    connections: int = 64,
+    server_pid: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, WrkResult]:
     """Preflight, then for each scenario a warm-up (discarded) and a measured wrk run.
 
     Each measured run also records how many cores other work used meanwhile (see cpu.py).
@@ -104,14 +122,28 @@ def run_scenarios(base_url: str, data: SeedData, scenarios: list[str], *, durati
             scenario = SCENARIOS[name]
             warm_ok = 0
             if warmup > 0:
-                warm = run_wrk(base_url, scenario, data_file, run_id, duration=warmup, threads=threads,
-                               connections=connections)
+                warm = run_wrk(
+                    base_url,
+                    scenario,
+                    data_file,
+                    run_id,
+                    duration=warmup,
+                    threads=threads,
+                    connections=connections,
+                )
                 warm_ok = warm.ok
                 if warm.flagged:
                     log(f"  ! warm-up of {name}: {warm.flag_reason()}")
             before = cpu.snapshot()
-            result = run_wrk(base_url, scenario, data_file, run_id, duration=duration, threads=threads,
-                             connections=connections)
+            result = run_wrk(
+                base_url,
+                scenario,
+                data_file,
+                run_id,
+                duration=duration,
+                threads=threads,
+                connections=connections,
+            )
             after = cpu.snapshot()
             ours = cpu.server_pids(after, server_pid, port)
             cores, top = cpu.foreign_cores(before, after, result.duration_s, ours, databases)
@@ -131,8 +163,10 @@ def run_scenarios(base_url: str, data: SeedData, scenarios: list[str], *, durati
             results[name] = result
             flag = f"  ! {result.flag_reason()}" if result.flagged else ""
             flag += "".join(f"  ~ {w}" for w in result.warnings)
-            log(f"  {name:<7} {result.ok_rps:>9,.0f} {scenario.unit:<8} p50 {result.latency_ms['p50']} ms"
-                f"  p99 {result.latency_ms['p99']} ms{flag}")
+            log(
+                f"  {name:<7} {result.ok_rps:>9,.0f} {scenario.unit:<8} p50 {result.latency_ms['p50']} ms"
+                f"  p99 {result.latency_ms['p99']} ms{flag}"
+            )
     if database_url:
         for note in asyncio.run(database.housekeeping(database_url, run_id)):
             if "skipped" in note or "could not" in note:

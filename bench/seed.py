@@ -63,8 +63,9 @@ class SeedData:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> SeedData:
         users = [SeededUser(**u) for u in raw["users"]]
-        return cls(label=raw["label"], users=users, seconds=raw.get("seconds", 0.0),
-                   requests=raw.get("requests", 0))
+        return cls(
+            label=raw["label"], users=users, seconds=raw.get("seconds", 0.0), requests=raw.get("requests", 0)
+        )
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json()))
@@ -106,8 +107,9 @@ class _Seeder:
         self.admin_auth = {"Authorization": f"Bearer {admin_token}"}
         self.requests = 0
 
-    async def post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any] | None,
-                   headers: dict[str, str]) -> dict[str, Any]:
+    async def post(
+        self, client: httpx.AsyncClient, path: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> dict[str, Any]:
         for attempt in range(MAX_TRIES):
             self.requests += 1
             resp = await client.post(path, json=body, headers=headers)
@@ -144,8 +146,15 @@ class _Seeder:
 Job = tuple[str, dict[str, Any] | None, dict[str, str]]
 
 
-async def seed(base_url: str, admin_token: str, *, users: int = 100, tasks_per_user: int = 200,
-               concurrency: int = 32, label: str | None = None) -> SeedData:
+async def seed(
+    base_url: str,
+    admin_token: str,
+    *,
+    users: int = 100,
+    tasks_per_user: int = 200,
+    concurrency: int = 32,
+    label: str | None = None,
+) -> SeedData:
     """Create ``users`` users, each with one project and ``tasks_per_user`` tasks, via the API.
 
     Callers bound the time with ``asyncio.timeout``.
@@ -157,33 +166,49 @@ async def seed(base_url: str, admin_token: str, *, users: int = 100, tasks_per_u
     async with contextlib.AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
-                httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0, verify=tls))
+                httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0, verify=tls)
+            )
             for _ in range(concurrency)
         ]
         seeder = _Seeder(clients, admin_token)
         emails = [f"bench-{label}-{i:03d}@bench.local" for i in range(users)]
-        created = await seeder.run([
-            ("/api/v1/admin/users", {"email": email, "name": f"Bench user {i}", "role": "user"},
-             seeder.admin_auth)
-            for i, email in enumerate(emails)
-        ])
-        tokens = await seeder.run([
-            (f"/api/v1/admin/users/{u['id']}/impersonate", None, seeder.admin_auth) for u in created
-        ])
+        created = await seeder.run(
+            [
+                (
+                    "/api/v1/admin/users",
+                    {"email": email, "name": f"Bench user {i}", "role": "user"},
+                    seeder.admin_auth,
+                )
+                for i, email in enumerate(emails)
+            ]
+        )
+        tokens = await seeder.run(
+            [(f"/api/v1/admin/users/{u['id']}/impersonate", None, seeder.admin_auth) for u in created]
+        )
         auths = [{"Authorization": f"Bearer {t['access_token']}"} for t in tokens]
-        projects = await seeder.run([
-            ("/api/v1/projects", {"name": f"Bench project {i}", "description": "benchmark"}, auth)
-            for i, auth in enumerate(auths)
-        ])
-        tasks = await seeder.run([
-            ("/api/v1/tasks", task_body(projects[i]["id"], i, j), auths[i])
-            for j in range(tasks_per_user) for i in range(users)
-        ])
+        projects = await seeder.run(
+            [
+                ("/api/v1/projects", {"name": f"Bench project {i}", "description": "benchmark"}, auth)
+                for i, auth in enumerate(auths)
+            ]
+        )
+        tasks = await seeder.run(
+            [
+                ("/api/v1/tasks", task_body(projects[i]["id"], i, j), auths[i])
+                for j in range(tasks_per_user)
+                for i in range(users)
+            ]
+        )
     seeded = [
-        SeededUser(user_id=created[i]["id"], email=emails[i], token=tokens[i]["access_token"],
-                   project_id=projects[i]["id"],
-                   task_ids=[tasks[j * users + i]["id"] for j in range(tasks_per_user)])
+        SeededUser(
+            user_id=created[i]["id"],
+            email=emails[i],
+            token=tokens[i]["access_token"],
+            project_id=projects[i]["id"],
+            task_ids=[tasks[j * users + i]["id"] for j in range(tasks_per_user)],
+        )
         for i in range(users)
     ]
-    return SeedData(label=label, users=seeded, seconds=time.perf_counter() - started,
-                    requests=seeder.requests)
+    return SeedData(
+        label=label, users=seeded, seconds=time.perf_counter() - started, requests=seeder.requests
+    )

@@ -29,9 +29,24 @@ _JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 # Helper processes that are not request workers (multiprocessing's trackers).
 _HELPER_RE = re.compile(r"resource_tracker|semaphore_tracker|forkserver")
 
-EXPRESS_ENV_KEYS = ("PORT", "HOST", "DATABASE_URL", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
-                    "ACCESS_TOKEN_TTL", "SESSION_TTL", "WORKERS", "POOL_MAX", "SESSION_CACHE_TTL_MS",
-                    "RATE_LIMIT_WINDOW_MS", "RATE_LIMIT_MAX", "BODY_LIMIT", "CORS_ORIGINS", "NODE_ENV")
+EXPRESS_ENV_KEYS = (
+    "PORT",
+    "HOST",
+    "DATABASE_URL",
+    "JWT_SECRET",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "ACCESS_TOKEN_TTL",
+    "SESSION_TTL",
+    "WORKERS",
+    "POOL_MAX",
+    "SESSION_CACHE_TTL_MS",
+    "RATE_LIMIT_WINDOW_MS",
+    "RATE_LIMIT_MAX",
+    "BODY_LIMIT",
+    "CORS_ORIGINS",
+    "NODE_ENV",
+)
 
 
 class ServerError(RuntimeError):
@@ -47,15 +62,22 @@ def free_port() -> int:
 
 def clean_env(drop_prefixes: tuple[str, ...] = (), drop_keys: tuple[str, ...] = ()) -> dict[str, str]:
     """The current environment minus settings that could leak into a server under test."""
-    return {k: v for k, v in os.environ.items()
-            if k not in drop_keys and not k.startswith(drop_prefixes)}
+    return {k: v for k, v in os.environ.items() if k not in drop_keys and not k.startswith(drop_prefixes)}
 
 
 def run_cli(cmd: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float = 180) -> str:
     """Run a setup command; its stdout, or ServerError with its output."""
     try:
-        proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd,
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except FileNotFoundError as exc:
         raise ServerError(f"{cmd[0]} not found") from exc
     except subprocess.TimeoutExpired as exc:
@@ -75,6 +97,7 @@ def parse_token(stdout: str, what: str) -> str:
 
 
 # --- /proc: worker memory -------------------------------------------------------------------
+
 
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
@@ -125,9 +148,13 @@ class RssSample:
         return max((int(w["rss_kib"]) for w in self.workers), default=0) / 1024
 
     def to_json(self) -> dict[str, Any]:
-        return {"workers": len(self.workers), "sum_mib": round(self.sum_mib, 1),
-                "max_mib": round(self.max_mib, 1), "tree_mib": round(self.tree_kib / 1024, 1),
-                "processes": self.workers}
+        return {
+            "workers": len(self.workers),
+            "sum_mib": round(self.sum_mib, 1),
+            "max_mib": round(self.max_mib, 1),
+            "tree_mib": round(self.tree_kib / 1024, 1),
+            "processes": self.workers,
+        }
 
 
 def measure_rss(root_pid: int) -> RssSample:
@@ -170,9 +197,15 @@ class Server:
     def start(self, ready_timeout: float = 60.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         _LIVE.add(self)
         try:
             self._wait_ready(ready_timeout)
@@ -186,8 +219,10 @@ class Server:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ServerError(f"{self.name} exited with {self.proc.returncode} while starting; "
-                                  f"log {self.log_path}:\n{self.log_tail()}")
+                raise ServerError(
+                    f"{self.name} exited with {self.proc.returncode} while starting; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 resp = httpx.get(f"{self.base_url}/health/ready", timeout=2.0)
                 if resp.status_code == 200:
@@ -196,8 +231,9 @@ class Server:
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.25)
-        raise ServerError(f"{self.name} not ready after {timeout:.0f} s ({last}); "
-                          f"log {self.log_path}:\n{self.log_tail()}")
+        raise ServerError(
+            f"{self.name} not ready after {timeout:.0f} s ({last}); log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -292,11 +328,18 @@ class Express:
 
     def env(self, database_url: str, port: int | None = None) -> dict[str, str]:
         env = clean_env(drop_keys=EXPRESS_ENV_KEYS)
-        env.update({
-            "DATABASE_URL": database_url, "JWT_SECRET": self.jwt_secret, "NODE_ENV": "production",
-            "HOST": "127.0.0.1", "WORKERS": str(self.workers), "POOL_MAX": str(self.pool_max),
-            "RATE_LIMIT_MAX": "1000000", "ACCESS_TOKEN_TTL": "7200",
-        })
+        env.update(
+            {
+                "DATABASE_URL": database_url,
+                "JWT_SECRET": self.jwt_secret,
+                "NODE_ENV": "production",
+                "HOST": "127.0.0.1",
+                "WORKERS": str(self.workers),
+                "POOL_MAX": str(self.pool_max),
+                "RATE_LIMIT_MAX": "1000000",
+                "ACCESS_TOKEN_TTL": "7200",
+            }
+        )
         if port is not None:
             env["PORT"] = str(port)
         return env
@@ -307,8 +350,14 @@ class Express:
         return parse_token(out, "node mint-admin.js")
 
     def server(self, database_url: str, port: int, log_path: Path) -> Server:
-        return Server(self.name, ["node", "src/server.js"], self.env(database_url, port), port, log_path,
-                      cwd=self.app_dir)
+        return Server(
+            self.name,
+            ["node", "src/server.js"],
+            self.env(database_url, port),
+            port,
+            log_path,
+            cwd=self.app_dir,
+        )
 
 
 @dataclass
@@ -323,12 +372,17 @@ class Rampart:
 
     def env(self, database_url: str) -> dict[str, str]:
         env = clean_env(drop_prefixes=("RAMPART_",))
-        env.update({
-            "RAMPART_DATABASE_URL": database_url, "RAMPART_JWT_SECRET": self.jwt_secret,
-            "RAMPART_ENV": "production", "RAMPART_ACCESS_TOKEN_TTL": "7200",
-            "RAMPART_RATE_LIMIT": "1000000/minute", "RAMPART_DB_POOL_SIZE": str(self.pool_size),
-            "RAMPART_ACCESS_LOG": "false",
-        })
+        env.update(
+            {
+                "RAMPART_DATABASE_URL": database_url,
+                "RAMPART_JWT_SECRET": self.jwt_secret,
+                "RAMPART_ENV": "production",
+                "RAMPART_ACCESS_TOKEN_TTL": "7200",
+                "RAMPART_RATE_LIMIT": "1000000/minute",
+                "RAMPART_DB_POOL_SIZE": str(self.pool_size),
+                "RAMPART_ACCESS_LOG": "false",
+            }
+        )
         return env
 
     def _cli(self, *args: str, database_url: str) -> str:
@@ -339,14 +393,31 @@ class Rampart:
     def setup(self, database_url: str) -> str:
         """Migrate, create the admin; the admin's access token."""
         self._cli("migrate", database_url=database_url)
-        self._cli("users", "create", "--email", ADMIN_EMAIL, "--name", "Admin", "--role", "admin",
-                  database_url=database_url)
+        self._cli(
+            "users",
+            "create",
+            "--email",
+            ADMIN_EMAIL,
+            "--name",
+            "Admin",
+            "--role",
+            "admin",
+            database_url=database_url,
+        )
         out = self._cli("tokens", "issue", "--email", ADMIN_EMAIL, database_url=database_url)
         return parse_token(out, "rampart tokens issue")
 
     def server(self, database_url: str, port: int, log_path: Path) -> Server:
-        cmd = [str(self.bin_path), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(self.workers)]
+        cmd = [
+            str(self.bin_path),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(self.workers),
+        ]
         return Server(self.name, cmd, self.env(database_url), port, log_path, cwd=REPO_ROOT)
 
 

@@ -26,8 +26,9 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("get", "get.lua", "GET /api/v1/tasks/{id}", 200),
-        Scenario("list", "list.lua",
-                 "GET /api/v1/tasks?status=todo&priority[gte]=2&sort=-priority&limit=20", 200),
+        Scenario(
+            "list", "list.lua", "GET /api/v1/tasks?status=todo&priority[gte]=2&sort=-priority&limit=20", 200
+        ),
         Scenario("patch", "patch.lua", 'PATCH /api/v1/tasks/{id} {"priority": n}', 200),
         Scenario("create", "create.lua", "POST /api/v1/tasks", 201, unit="tasks/s"),
     )
@@ -128,7 +129,7 @@ def parse_output(scenario: Scenario, stdout: str) -> WrkResult:
     line = next((ln for ln in stdout.splitlines() if ln.startswith(MARKER)), None)
     if line is None:
         raise WrkError(f"wrk printed no result line for {scenario.name}; output:\n{stdout[-2000:]}")
-    raw = json.loads(line[len(MARKER):])
+    raw = json.loads(line[len(MARKER) :])
     lat = raw["latency_us"]
     latency_ms = {k: (None if v is None else round(v / 1000.0, 3)) for k, v in lat.items()}
     return WrkResult(
@@ -143,14 +144,31 @@ def parse_output(scenario: Scenario, stdout: str) -> WrkResult:
     )
 
 
-def run_wrk(base_url: str, scenario: Scenario, data_file: Path, run_id: str, *, duration: float,
-            threads: int = 2, connections: int = 64, timeout_s: float = 5.0) -> WrkResult:
+def run_wrk(
+    base_url: str,
+    scenario: Scenario,
+    data_file: Path,
+    run_id: str,
+    *,
+    duration: float,
+    threads: int = 2,
+    connections: int = 64,
+    timeout_s: float = 5.0,
+) -> WrkResult:
     """Run ``scenario`` for ``duration`` seconds against ``base_url``."""
     script = WRK_DIR / scenario.script
     cmd = [
-        wrk_binary(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-        f"--timeout={max(1, round(timeout_s))}s", "-s", str(script), base_url,
-        "--", str(data_file), run_id,
+        wrk_binary(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        f"--timeout={max(1, round(timeout_s))}s",
+        "-s",
+        str(script),
+        base_url,
+        "--",
+        str(data_file),
+        run_id,
     ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=duration + 60)

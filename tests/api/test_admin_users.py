@@ -276,12 +276,19 @@ async def test_list_filters(
     assert r.json()["meta"]["total"] == len(expected)
 
 
-async def test_list_email_contains_is_case_insensitive(
+async def test_list_email_filters_are_case_insensitive(
     client: httpx.AsyncClient, admin: User, population: tuple[str, list[dict[str, Any]]]
 ) -> None:
     marker, made = population
     r = await client.get(f"{USERS}?email[contains]=POP4-{marker.upper()}", headers=admin.headers)
     assert [u["id"] for u in r.json()["data"]] == [made[4]["id"]]
+    # emails are stored lower-cased, so an exact match must not depend on the case asked for either
+    r = await client.get(f"{USERS}?email=POP4-{marker.upper()}@Example.TEST", headers=admin.headers)
+    assert [u["id"] for u in r.json()["data"]] == [made[4]["id"]]
+    r = await client.get(
+        f"{USERS}?email[in]=Pop1-{marker}@example.test,POP3-{marker}@EXAMPLE.test", headers=admin.headers
+    )
+    assert sorted(u["id"] for u in r.json()["data"]) == sorted([made[1]["id"], made[3]["id"]])
 
 
 async def test_list_pagination_and_sort(

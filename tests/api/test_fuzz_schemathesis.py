@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -47,9 +48,10 @@ MAX_EXAMPLES = int(os.environ.get("RAMPART_TEST_FUZZ_EXAMPLES", "30"))
 
 @dataclass
 class Seeded:
+    """Rows that exist in the fuzzing database, so generated requests can reach real objects."""
+
     admin_token: str
-    user_token: str
-    user_id: str
+    user_token: str  # owns the project and its task
     victim_id: str  # a user the admin may change (the token holders stay enabled)
     project_id: str
     task_id: str
@@ -63,8 +65,6 @@ async def _seed(database_url: str) -> Seeded:
         victim = await new_user(app)
         member = await new_user(app)
         headers = {"Authorization": f"Bearer {user.token}"}
-        import httpx
-
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             r = await http.post("/api/v1/projects", json={"name": "fuzz"}, headers=headers)
@@ -81,7 +81,7 @@ async def _seed(database_url: str) -> Seeded:
                 headers=headers,
             )
             assert r.status_code == 201, r.text
-        return Seeded(admin.token, user.token, user.id, victim.id, project_id, task_id)
+        return Seeded(admin.token, user.token, victim.id, project_id, task_id)
     finally:
         await app.aclose()
 

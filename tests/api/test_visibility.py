@@ -245,6 +245,12 @@ async def test_access_matrix(
     if expected == 422:
         assert [e["field"] for e in r.json()["errors"]] == ["project_id"]
 
+    db = app.services.db
+    if scenario.name == "tasks.create" and not success:
+        assert await db.fetchval("SELECT count(*) FROM tasks WHERE title = $1", f"New {world.marker}") == 0
+    if scenario.name == "members.create" and not success:
+        newcomer = uuid.UUID(world.ids["newcomer"])
+        assert await db.fetchval("SELECT count(*) FROM project_members WHERE user_id = $1", newcomer) == 0
     owner = world.users["owner"].headers
     if scenario.target is not None and not success:
         # the object is untouched
@@ -495,3 +501,8 @@ async def test_malformed_id_in_path_is_404(
         assert r.status_code == 404, (caller, r.text)
         assert r.json()["code"] == "not_found"
         assert await events_by(app, user) == before
+        # the same answer as for a well-formed id that names nothing
+        ghost = await client.request(
+            method, API + world.fill(path, bad=str(uuid.uuid4())), json=world.fill(body), headers=user.headers
+        )
+        assert without_request_id(r.json()) == without_request_id(ghost.json())

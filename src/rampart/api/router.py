@@ -16,7 +16,6 @@ from starlette.types import Receive, Scope, Send
 from rampart.access.actor import Actor
 from rampart.auth.sessions import Authenticator
 from rampart.errors import MethodNotAllowed, NotFound, RateLimited, ServiceUnavailable, Unauthorized
-
 from rampart.lib.ratelimit import Decision, RateLimiter
 from rampart.lib.rates import Rate
 from rampart.resources.endpoints import Call, RouteSpec

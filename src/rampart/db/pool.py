@@ -10,7 +10,6 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-
 from contextlib import asynccontextmanager
 from typing import Any, cast
 

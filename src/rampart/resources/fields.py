@@ -121,7 +121,9 @@ class Text(FieldType):
 class Integer(FieldType):
     pg_type = "integer"
 
-    def __init__(self, *, minimum: int | None = None, maximum: int | None = None, small: bool = False) -> None:
+    def __init__(
+        self, *, minimum: int | None = None, maximum: int | None = None, small: bool = False
+    ) -> None:
         bits = 15 if small else 31
         # Bounds never exceed the column type, so a valid body value always fits the column.
         self.minimum = max(-(2**bits), -(2**bits) if minimum is None else minimum)
