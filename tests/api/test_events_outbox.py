@@ -381,3 +381,28 @@ async def test_many_users_events_are_attributed_to_their_actor(
         project = await new_project(client, user)
         [event] = await events_of(app, project["id"])
         assert str(event["actor_id"]) == user.id
+
+
+async def test_deleting_a_project_writes_a_deleted_event_for_each_cascaded_row(
+    client: httpx.AsyncClient, app: Rampart, alice: User, bob: User
+) -> None:
+    project = await new_project(client, alice)
+    tasks = [await new_task(client, alice, project["id"], title=f"T{i}") for i in range(2)]
+    r = await client.post(
+        f"/api/v1/projects/{project['id']}/members", json={"user_id": bob.id, "role": "viewer"}, headers=alice.headers
+    )
+    assert r.status_code == 201
+    member = r.json()["data"]
+
+    r = await client.delete(f"/api/v1/projects/{project['id']}", headers=alice.headers)
+    assert r.status_code == 204
+
+    ids = [project["id"], member["id"], *(t["id"] for t in tasks)]
+    deleted = await events_where(app, "resource_id = ANY($1::text[]) AND type LIKE '%.deleted'", ids)
+    assert sorted((e["type"], e["resource_id"]) for e in deleted) == sorted(
+        [("projects.deleted", project["id"]), ("members.deleted", member["id"])]
+        + [("tasks.deleted", t["id"]) for t in tasks]
+    )
+    assert {e["actor_id"] for e in deleted} == {uuid.UUID(alice.id)}
+    assert {e["data"]["title"] for e in deleted if e["type"] == "tasks.deleted"} == {"T0", "T1"}
+    assert await app.services.db.fetchval("SELECT count(*) FROM tasks WHERE project_id = $1", project["id"]) == 0

@@ -318,6 +318,7 @@ class ResourceManager:
             await self.before_delete(ctx, conn, current)
             try:
                 async with conn.transaction():
+                    await self._cascade(ctx, conn, [current_id(current)])
                     await conn.execute(
                         f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current)
                     )
@@ -358,6 +359,35 @@ class ResourceManager:
         if if_match_fails(if_match, row["version"]):
             raise PreconditionFailed(f"The {self.resource.name} item has changed since you fetched it.")
         return row
+
+    async def _cascade(self, ctx: Context, conn: asyncpg.Connection, ids: builtins.list[uuid.UUID]) -> None:
+        """Delete the rows that reference these ones with ON DELETE CASCADE, deepest first, each with its
+        `deleted` event: the database would remove them anyway, but silently, and every delete has an event.
+        """
+        for other in self.managers.values():
+            for name, field in other.resource.all_fields.items():
+                ref = field.type
+                if (
+                    not isinstance(ref, Reference)
+                    or ref.target != self.resource.name
+                    or ref.on_delete != "CASCADE"
+                ):
+                    continue
+                table = other.resource.table
+                child_ids = [
+                    r["id"]
+                    for r in await conn.fetch(f"SELECT id FROM {table} WHERE {name} = ANY($1::uuid[])", ids)
+                ]
+                if not child_ids:
+                    continue
+                await other._cascade(ctx, conn, child_ids)
+                rows = await conn.fetch(
+                    f"DELETE FROM {table} AS {other.alias} WHERE {other.alias}.id = ANY($1::uuid[])"
+                    f" RETURNING {other._select_all}",
+                    child_ids,
+                )
+                for row in rows:
+                    await other._event(ctx, conn, "deleted", dict(row))
 
     async def check_references(self, ctx: Context, conn: asyncpg.Connection, data: Mapping[str, Any]) -> None:
         """422 on each reference that names a row the caller may not see (or use) as if it did not exist."""
