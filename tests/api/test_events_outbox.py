@@ -389,7 +389,9 @@ async def test_deleting_a_project_writes_a_deleted_event_for_each_cascaded_row(
     project = await new_project(client, alice)
     tasks = [await new_task(client, alice, project["id"], title=f"T{i}") for i in range(2)]
     r = await client.post(
-        f"/api/v1/projects/{project['id']}/members", json={"user_id": bob.id, "role": "viewer"}, headers=alice.headers
+        f"/api/v1/projects/{project['id']}/members",
+        json={"user_id": bob.id, "role": "viewer"},
+        headers=alice.headers,
     )
     assert r.status_code == 201
     member = r.json()["data"]
@@ -405,4 +407,6 @@ async def test_deleting_a_project_writes_a_deleted_event_for_each_cascaded_row(
     )
     assert {e["actor_id"] for e in deleted} == {uuid.UUID(alice.id)}
     assert {e["data"]["title"] for e in deleted if e["type"] == "tasks.deleted"} == {"T0", "T1"}
-    assert await app.services.db.fetchval("SELECT count(*) FROM tasks WHERE project_id = $1", project["id"]) == 0
+    assert (
+        await app.services.db.fetchval("SELECT count(*) FROM tasks WHERE project_id = $1", project["id"]) == 0
+    )
