@@ -7,6 +7,7 @@ that does not match the signature, an HMAC key shorter than HS512 wants).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -172,3 +173,50 @@ def test_role_claim_is_reported_as_given(issuer: TokenIssuer) -> None:
     """verify() only reports the claim; the Authenticator takes the role from the database instead."""
     assert issuer.verify(hs256(good_claims(role="admin"))).role == "admin"
     assert issuer.verify(hs256(good_claims(role=_DROP))).role == ""
+
+
+def test_a_cached_verification_still_expires(issuer: TokenIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = issuer.issue(user_id=uuid.uuid4(), session_id=uuid.uuid4(), role="user")
+    claims = issuer.verify(token)
+    assert issuer.verify(token) is claims  # the second call is served from the cache
+    # Later, past expiry (and the leeway), the cached entry must not be served: the token is re-decoded
+    # with the same clock, and refused.
+    later = time.time() + issuer.ttl + 60
+    monkeypatch.setattr("rampart.auth.tokens.time.time", lambda: later)
+    monkeypatch.setattr("jwt.api_jwt.datetime", _frozen_datetime(later))
+    with pytest.raises(Unauthorized):
+        issuer.verify(token)
+    assert token not in issuer._verified
+
+
+def _frozen_datetime(at: float) -> type[dt.datetime]:
+    """PyJWT's `datetime`, with `now()` fixed at `at`."""
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Frozen:  # type: ignore[override]
+            return cls.fromtimestamp(at, tz)
+
+    return Frozen
+
+
+def test_the_cache_never_serves_a_different_string(issuer: TokenIssuer) -> None:
+    token = issuer.issue(user_id=uuid.uuid4(), session_id=uuid.uuid4(), role="user")
+    issuer.verify(token)
+    head, payload, signature = token.split(".")
+    forged_payload = _b64(
+        json.dumps({**json.loads(base64.urlsafe_b64decode(payload + "==")), "role": "admin"}).encode()
+    )
+    with pytest.raises(Unauthorized):
+        issuer.verify(f"{head}.{forged_payload}.{signature}")
+    with pytest.raises(Unauthorized):
+        issuer.verify(token + "x")
+
+
+def test_the_cache_is_bounded() -> None:
+    small = TokenIssuer(secret="s" * 40, issuer="i", audience="a", ttl=60, cache_size=3)
+    tokens = [small.issue(user_id=uuid.uuid4(), session_id=uuid.uuid4(), role="user") for _ in range(10)]
+    for token in tokens:
+        small.verify(token)
+    assert len(small._verified) <= 3
+    assert small.verify(tokens[0]).role == "user"  # evicted entries verify again from scratch

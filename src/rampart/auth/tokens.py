@@ -14,6 +14,7 @@ from rampart.lib.ids import new_id, parse_uuid
 
 ALGORITHM = "HS256"
 _REQUIRED = ["iss", "aud", "sub", "sid", "iat", "exp", "jti"]
+LEEWAY = 5  # seconds of clock skew tolerated on exp/iat
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +28,17 @@ class Claims:
 class TokenIssuer:
     """Issues and verifies access tokens; only HS256 is accepted (never `none`, never another alg)."""
 
-    def __init__(self, *, secret: str, issuer: str, audience: str, ttl: int) -> None:
+    def __init__(
+        self, *, secret: str, issuer: str, audience: str, ttl: int, cache_size: int = 50_000
+    ) -> None:
         self._secret = secret
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
+        # Exact token strings already verified: the signature covers every byte, so an identical
+        # string needs no second HMAC and JSON parse; only its expiry is checked again.
+        self._verified: dict[str, Claims] = {}
+        self._cache_size = cache_size
 
     def issue(self, *, user_id: uuid.UUID, session_id: uuid.UUID, role: str) -> str:
         now = int(time.time())
@@ -49,6 +56,22 @@ class TokenIssuer:
 
     def verify(self, token: str) -> Claims:
         """The token's claims, or Unauthorized (never says which check failed: that helps attackers)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at + LEEWAY > time.time():
+                return cached
+            del self._verified[token]
+        claims = self._decode(token)
+        if len(self._verified) >= self._cache_size:
+            self._verified.clear()  # crude but bounded; refills with the tokens in use
+        self._verified[token] = claims
+        return claims
+
+    def forget(self) -> None:
+        """Drop every cached verification (after a key change)."""
+        self._verified.clear()
+
+    def _decode(self, token: str) -> Claims:
         try:
             claims = jwt.decode(
                 token,
@@ -57,7 +80,7 @@ class TokenIssuer:
                 issuer=self.issuer,
                 audience=self.audience,
                 options={"require": _REQUIRED},
-                leeway=5,
+                leeway=LEEWAY,
             )
         except jwt.PyJWTError:
             raise Unauthorized("The access token is invalid or expired.", token_present=True) from None
