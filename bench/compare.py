@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import _venv  # noqa: F401  (must come first: re-runs under .venv when needed)
 import cpu
@@ -225,8 +226,14 @@ def main(argv: list[str] | None = None) -> int:
                     clients=args.connections,
                     threads=args.threads,
                 )
+                ref_url = urlsplit(ref.database_url)
                 cores, top = cpu.foreign_cores(
-                    before, cpu.snapshot(), pg.duration_s, set(), {ref.database_url.rsplit("/", 1)[1]}
+                    before,
+                    cpu.snapshot(),
+                    pg.duration_s,
+                    set(),
+                    {ref_url.path.lstrip("/")},
+                    ref_url.port or 5432,
                 )
                 pgbench.append({"round": round_no, **pg.to_json(), "other_work_cores": round(cores, 3)})
                 busy = (

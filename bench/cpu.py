@@ -102,23 +102,44 @@ def server_pids(procs: dict[int, Proc], root_pid: int | None = None, port: int |
     return descendants(procs, roots)
 
 
+def _is_ours_postgres(p: Proc, postmasters: set[int], databases: set[str]) -> bool:
+    """A process of the benchmark's PostgreSQL server that works for the benchmark: the
+    postmaster, its auxiliary processes (checkpointer, WAL writer, ...) and the backends and
+    autovacuum workers of the bench databases. Backends of other databases are other work."""
+    if p.pid in postmasters:
+        return True
+    if p.ppid not in postmasters:
+        return False
+    words = p.name.split()
+    if databases & set(words):
+        return True
+    is_backend = any("(" in w or w == "[local]" for w in words) or "autovacuum worker" in p.name
+    return not is_backend
+
+
 def foreign_cores(
-    before: dict[int, Proc], after: dict[int, Proc], seconds: float, ours: set[int], databases: set[str]
+    before: dict[int, Proc],
+    after: dict[int, Proc],
+    seconds: float,
+    ours: set[int],
+    databases: set[str],
+    pg_port: int | None = 5432,
 ) -> tuple[float, list[str]]:
-    """Average cores used by other work between two snapshots, and the top consumers."""
+    """Average cores used by other work between two snapshots, and the top consumers.
+
+    Not other work: this process and its children, ``ours`` (the server), the benchmark's
+    PostgreSQL processes (see _is_ours_postgres) and kernel threads (their CPU is mostly the
+    I/O the benchmark itself causes). Processes that ended before ``after`` are not seen.
+    """
     mine = descendants(after, {os.getpid()}) | ours
+    postmasters = listener_pids(pg_port) if pg_port else set()
     used: list[tuple[float, str]] = []
     for pid, p in after.items():
-        if pid in mine:
+        if pid in mine or pid == 2 or p.ppid == 2:  # 2: kthreadd, parent of all kernel threads
             continue
         cpu = p.cpu_s - (before[pid].cpu_s if pid in before else 0.0)
-        if cpu < 0.05:
+        if cpu < 0.05 or _is_ours_postgres(p, postmasters, databases):
             continue
-        if p.name.startswith("postgres:") or p.name.startswith("/usr/lib/postgresql"):
-            parts = p.name.split()
-            # "postgres: 15/main: <user> <database> <client> <state>"; aux processes have no client
-            if len(parts) < 5 or "(" not in p.name or parts[3] in databases:
-                continue
         used.append((cpu, f"{p.name[:60]} ({cpu:.1f} s)"))
     used.sort(reverse=True)
     total = sum(c for c, _ in used)

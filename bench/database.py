@@ -146,7 +146,7 @@ class PgbenchResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "tps": round(self.tps, 1),
+            "tps": self.tps,
             "latency_avg_ms": self.latency_avg_ms,
             "transactions": self.transactions,
             "failed": self.failed,

@@ -113,6 +113,7 @@ def run_scenarios(
     run_id = f"{data.label}-{secrets.token_hex(3)}"
     port = urlsplit(base_url).port
     databases = {urlsplit(database_url).path.lstrip("/")} if database_url else set()
+    pg_port = (urlsplit(database_url).port or 5432) if database_url else 5432
     results: dict[str, WrkResult] = {}
     preflight(base_url, data, scenarios, run_id)
     with tempfile.TemporaryDirectory(prefix="rampart-wrk-") as tmp:
@@ -146,7 +147,7 @@ def run_scenarios(
             )
             after = cpu.snapshot()
             ours = cpu.server_pids(after, server_pid, port)
-            cores, top = cpu.foreign_cores(before, after, result.duration_s, ours, databases)
+            cores, top = cpu.foreign_cores(before, after, result.duration_s, ours, databases, pg_port)
             result.extra["other_work_cores"] = round(cores, 3)
             if cores > OTHER_WORK_LIMIT:
                 result.warnings.append(f"other work used {cores:.2f} cores meanwhile: {', '.join(top)}")
