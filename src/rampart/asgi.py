@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from rampart.app import Rampart, create_app
 from rampart.config import Settings
 from rampart.ops.logging import configure_logging
@@ -11,4 +13,11 @@ def create() -> Rampart:
     settings = Settings()
     json_logs = settings.log_format == "json" or (settings.log_format == "auto" and settings.is_production)
     configure_logging(json=json_logs, level=settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    # Everything built so far lives as long as the process: keep the cyclic collector from walking it
+    # again and again, and let young garbage pile up a little longer between collections (fewer pauses,
+    # which shows in p99 latency).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
+    return app

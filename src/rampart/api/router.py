@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route, Router
@@ -136,6 +137,43 @@ def build_router(
             raise ValueError(f"route {spec.method} {spec.path} is declared twice")
         by_path[spec.path].append(spec)
     routes: list[BaseRoute] = [_with_problem_405(route) for route in extra]
-    for path, group in by_path.items():
-        routes.append(Route(path, Endpoint(path, group, auth, limits)))
-    return Router(routes=routes, default=_not_found)
+    endpoints = {path: Endpoint(path, group, auth, limits) for path, group in by_path.items()}
+    for path, endpoint in endpoints.items():
+        routes.append(Route(path, endpoint))
+    return _SegmentRouter(routes=routes, default=_not_found, endpoints=endpoints)
+
+
+class _SegmentRouter(Router):
+    """Starlette's router, with API paths looked up by segment instead of trying every route's regex.
+
+    Resource routes are the hot path: a table keyed by segment count, then a comparison of the static
+    segments, finds the endpoint in a few steps. Everything else (health, docs) falls back to Starlette.
+    The Starlette `routes` stay complete, so introspection (OpenAPI checks) sees every route.
+    """
+
+    def __init__(self, *, routes: list[BaseRoute], default: Any, endpoints: dict[str, Endpoint]) -> None:
+        super().__init__(routes=routes, default=default)
+        self._table: dict[int, list[tuple[tuple[str | None, ...], tuple[str, ...], Endpoint]]] = {}
+        for path, endpoint in endpoints.items():
+            segments = path.split("/")
+            template = tuple(None if s.startswith("{") else s for s in segments)
+            names = tuple(s[1:-1] for s in segments if s.startswith("{"))
+            self._table.setdefault(len(segments), []).append((template, names, endpoint))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            parts = scope["path"].split("/")
+            for template, names, endpoint in self._table.get(len(parts), ()):
+                values = []
+                for part, want in zip(parts, template, strict=True):
+                    if want is None:
+                        if not part:
+                            break
+                        values.append(part)
+                    elif part != want:
+                        break
+                else:
+                    scope["path_params"] = dict(zip(names, values, strict=True))
+                    await endpoint(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)

@@ -6,6 +6,7 @@ Multi-process aggregation (prometheus-client multiprocess mode) is the operation
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -15,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _FIXED = frozenset({"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -63,6 +65,8 @@ class Metrics:
         self.cache = Counter(
             "rampart_cache_requests_total", "Cache lookups", ["cache", "result"], registry=self.registry
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
 
     def observe(self, scope: Scope, status: int, duration: float) -> None:
         # The router records the template of the route it matched ("/api/v1/projects" has no "{" either);
@@ -74,8 +78,15 @@ class Metrics:
             if path.startswith("/docs/assets/"):
                 route = "/docs/assets/{name}"
         method = scope["method"]
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(duration)
+        if method not in _METHODS:
+            method = "OTHER"  # a client-chosen method never becomes a new label value
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a tuple build per call: resolve each set once
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(duration)
         if status == 429:
             self.rate_limited.labels("auth" if "/auth/" in route else "api").inc()
 
