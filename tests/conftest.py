@@ -21,7 +21,7 @@ from rampart.access.system import system_actor
 from rampart.app import Rampart, create_app
 from rampart.auth.sessions import open_session
 from rampart.config import Settings
-from rampart.db.migrate import upgrade
+from rampart.clitasks import migrate_all
 from rampart.resources.manager import Context
 
 ADMIN_URL = os.environ.get("RAMPART_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -48,12 +48,22 @@ def database_url() -> Iterator[str]:
     name = f"rampart_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     url = _db_url(name)
-    upgrade(url)
+    migrate_all(make_settings(url))  # what `rampart migrate` does: migrations, then the change triggers
     yield url
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def make_settings(database_url: str, **overrides: Any) -> Settings:
+async def wait_for_cache(app: Rampart, timeout: float = 5.0) -> None:
+    """Wait until the row cache trusts its feed (the listener connected), so tests exercise it."""
+    cache = app.services.cache
+    deadline = asyncio.get_running_loop().time() + timeout
+    while cache is not None and not cache.enabled:
+        assert asyncio.get_running_loop().time() < deadline, "the row cache's listener did not connect"
+        await asyncio.sleep(0.02)
+
+
+def make_settings(
+database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "env": "test",
         "database_url": database_url,
@@ -74,6 +84,8 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[Rampart]:
     application = create_app(settings)
+    await application.startup()  # as the server's lifespan does: the row cache's listener runs
+    await wait_for_cache(application)
     yield application
     await application.aclose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -15,17 +15,33 @@ from rampart.access.actor import Roles
 from rampart.api.openapi import build_spec, docs_routes
 from rampart.api.pipeline import Pipeline
 from rampart.api.router import Limits, build_router
+from rampart.auth.keys import KeyRing
+from rampart.auth.oidc import OIDCClient
 from rampart.auth.routes import auth_routes
-from rampart.auth.sessions import Authenticator
+from rampart.auth.routes_keys import key_routes
+from rampart.auth.routes_oidc import CALLBACK_PATH, oidc_routes
+from rampart.auth.routes_sessions import session_routes
+from rampart.auth.sessions import REVOCATION_CHANNEL, Authenticator
 from rampart.auth.tokens import TokenIssuer
 from rampart.config import Settings
+from rampart.db.listener import Listener
 from rampart.db.migrate import pending_migrations
 from rampart.db.pool import Database
+from rampart.errors import ServiceUnavailable
+from rampart.events.dispatcher import Dispatcher, RetryPolicy
+from rampart.events.log import EventLog
+from rampart.events.routes import event_routes
+from rampart.events.stream import LiveStream
+from rampart.events.webhook_routes import webhook_routes
+from rampart.events.webhook_sender import WebhookSender
+from rampart.events.webhooks import Webhooks
 from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from rampart.lib.rates import parse_rate
+from rampart.lib.rowcache import RowCache
 from rampart.ops.health import OPERATIONS_PATHS, health_routes
 from rampart.ops.metrics import Metrics
+from rampart.resources.caching import CHANNEL, CacheFeed, tables_with_triggers
 from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
@@ -52,6 +68,19 @@ class Services:
     registry: Registry
     managers: dict[str, ResourceManager] = field(default_factory=dict)
     redis: aioredis.Redis | None = None
+    cache: RowCache | None = None
+    background: list[Background] = field(default_factory=list)
+    oidc: OIDCClient | None = None
+    dispatcher: Dispatcher | None = None
+    webhooks: Webhooks | None = None
+
+
+class Background(Protocol):
+    """A worker that runs beside the requests for the life of the process."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Rampart:
@@ -71,17 +100,95 @@ class Rampart:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def startup(self) -> None:
+        """Start the background workers (the cache's notification listener, ...). Idempotent."""
+        if self.services.cache is not None:
+            await self._cache_only_what_is_watched()
+        for worker in self.services.background:
+            worker.start()
+
+    async def _cache_only_what_is_watched(self) -> None:
+        # A table without its change trigger would leave stale rows in the cache, and stale decisions in
+        # the caches of what depends on it: unless every table is watched, read nothing through the cache.
+        try:
+            async with self.services.db.connection() as conn:
+                watched = await tables_with_triggers(conn)
+        except ServiceUnavailable:
+            watched = set()  # the database is down: cache nothing rather than guess
+        missing = sorted({m.resource.table for m in self.services.managers.values()} - watched)
+        if missing:
+            log.warning(
+                "tables without change triggers (run `rampart migrate`): %s; reads are not cached",
+                ", ".join(missing),
+            )
+            for manager in self.services.managers.values():
+                manager.cached_reads = False
+
     async def aclose(self) -> None:
+        for worker in reversed(self.services.background):
+            await worker.stop()
         await self.services.limiter.close()
+
         await self.services.db.close()
+        if self.services.oidc is not None:
+            await self.services.oidc.aclose()
         if self.services.redis is not None:
             await self.services.redis.aclose()
+
+
+def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
+    """The event log and webhook routes, and the dispatcher (a background worker unless disabled)."""
+    settings = services.settings
+    assert settings.database_url is not None
+    sender = WebhookSender(
+        timeout=settings.webhooks_timeout, allow_private_networks=settings.webhooks_allow_private_networks
+    )
+    webhooks = Webhooks(db=services.db, bus=services.bus, sender=sender)
+    dispatcher = Dispatcher(
+        db=services.db,
+        dsn=settings.database_url.get_secret_value(),
+        sources=[webhooks],
+        retry=RetryPolicy(max_attempts=settings.events_max_attempts),
+        poll_interval=settings.events_poll_interval,
+        retention_days=settings.events_retention_days,
+        observer=lambda outcome, event_type: metrics.events.labels(event_type, outcome).inc(),
+    )
+    metrics.dispatcher_lag.set_function(lambda: dispatcher.lag_seconds)
+    services.dispatcher, services.webhooks = dispatcher, webhooks
+    services.background.append(webhooks)
+    if settings.events_dispatcher:
+        services.background.append(dispatcher)
+    event_log = EventLog(db=services.db, managers=services.managers)
+    stream = LiveStream(
+        log=event_log,
+        dsn=settings.database_url.get_secret_value(),
+        reauthenticate=services.authenticator.authenticate,
+    )
+    services.background.append(stream)
+    return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]
+
+
+def _install_row_cache(services: Services, dsn: str, max_rows: int) -> None:
+    """One cache per worker, fed by the database's change notifications (see rampart.resources.caching)."""
+    cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 5)
+    feed = CacheFeed(cache, services.registry)
+    for manager in services.managers.values():
+        resource = manager.resource
+        manager.feed = feed
+        manager.cached_reads = (
+            resource.parent is None and resource.key == "id" and "get" in resource.operations
+        )
+    services.cache = cache
+    services.background.append(
+        Listener(dsn, {CHANNEL: feed.on_notification}, on_up=feed.up, on_down=feed.down)
+    )
 
 
 def create_app(settings: Settings) -> Rampart:
@@ -102,6 +209,9 @@ def create_app(settings: Settings) -> Rampart:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         ttl=settings.access_token_ttl,
+        keys=None
+        if settings.jwt_algorithm == "HS256"
+        else KeyRing(db=db, alg=settings.jwt_algorithm, verify_window=settings.access_token_ttl + 60),
     )
     redis_client = None
     limiter: RateLimiter
@@ -133,14 +243,42 @@ def create_app(settings: Settings) -> Rampart:
         services.managers[resource.name] = manager_cls(
             resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
         )
+    if settings.cache == "memory":
+        _install_row_cache(services, settings.database_url.get_secret_value(), settings.cache_max_rows)
     specs: list[RouteSpec] = []
     for manager in services.managers.values():
         specs += resource_routes(manager)
     specs += auth_routes(
         users=services.managers["users"], tokens=tokens, bus=services.bus, session_ttl=settings.session_ttl
     )
+    specs += session_routes(db=db, tokens=tokens, authenticator=services.authenticator, bus=services.bus)
+    if settings.oidc_client_id and settings.oidc_client_secret is not None:
+        services.oidc = OIDCClient(
+            issuer=settings.oidc_issuer,
+            client_id=settings.oidc_client_id,
+            client_secret=settings.oidc_client_secret.get_secret_value(),
+            redirect_uri=settings.public_url.rstrip("/") + CALLBACK_PATH,
+        )
+    specs += oidc_routes(
+        client=services.oidc,
+        db=db,
+        users=services.managers["users"],
+        tokens=tokens,
+        session_ttl=settings.session_ttl,
+        redirect_allowlist=settings.auth_redirect_allowlist,
+        admin_emails=settings.oidc_admin_emails,
+    )
+    specs += key_routes(tokens=tokens)
+    # Revocations announced by any worker drop this worker's cached session state at once.
+    services.background.append(
+        Listener(
+            settings.database_url.get_secret_value(),
+            {REVOCATION_CHANNEL: services.authenticator.on_announcement},
+        )
+    )
     metrics = Metrics(pool_stats=db.stats)
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
+    specs += _install_events(services, metrics)
 
     async def check_database() -> str | None:
         await db.fetchval("SELECT 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 
+from rampart import __version__
 from rampart.app import Rampart, create_app
 from rampart.config import Settings
 from rampart.ops.logging import configure_logging
@@ -13,6 +14,12 @@ def create() -> Rampart:
     settings = Settings()
     json_logs = settings.log_format == "json" or (settings.log_format == "auto" and settings.is_production)
     configure_logging(json=json_logs, level=settings.log_level)
+    if settings.sentry_dsn is not None and settings.sentry_dsn.get_secret_value():
+        from rampart.ops.error_tracking import init_error_tracking
+
+        init_error_tracking(
+            settings.sentry_dsn.get_secret_value(), environment=settings.env, release=__version__
+        )
     app = create_app(settings)
     # Everything built so far lives as long as the process: keep the cyclic collector from walking it
     # again and again, and let young garbage pile up a little longer between collections (fewer pauses,

@@ -102,13 +102,13 @@ def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> No
     """Run the HTTP server."""
     import uvicorn
 
-    from rampart.db.migrate import upgrade
+    from rampart.clitasks import migrate_all
 
     settings, server = _database(_settings())
     try:
         assert settings.database_url is not None
         if migrate:
-            upgrade(settings.database_url.get_secret_value(), versions_dir=settings.migrations_dir)
+            migrate_all(settings)
         if workers > 1 and settings.redis_url is None:
             click.echo(
                 f"rampart: {workers} workers without RAMPART_REDIS_URL: rate limits are per worker "
@@ -141,12 +141,12 @@ def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> No
 @main.command()
 def migrate() -> None:
     """Apply pending migrations (safe to run from several processes at once)."""
-    from rampart.db.migrate import upgrade
+    from rampart.clitasks import migrate_all
 
     settings, server = _database(_settings())
     try:
         assert settings.database_url is not None
-        upgrade(settings.database_url.get_secret_value(), versions_dir=settings.migrations_dir)
+        migrate_all(settings)
         click.echo("migrations: up to date", err=True)
     finally:
         if server is not None:
@@ -213,6 +213,72 @@ def tokens_issue(email: str) -> None:
     settings, server = _database(_settings())
     try:
         sys.stdout.write(asyncio.run(issue_token(settings, email=email)) + "\n")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.group()
+def keys() -> None:
+    """Access-token signing keys (EdDSA or RS256 mode)."""
+
+
+@keys.command("rotate")
+@click.option(
+    "--alg",
+    type=click.Choice(["EdDSA", "RS256"]),
+    default=None,
+    help="Algorithm of the new key (default: RAMPART_JWT_ALGORITHM).",
+)
+def keys_rotate(alg: str | None) -> None:
+    """Add a new signing key and retire the others; they verify until their tokens expire. Prints the kid."""
+    from rampart.clitasks import rotate_signing_key
+
+    algorithm = alg or _settings().jwt_algorithm
+    if algorithm == "HS256":
+        raise click.ClickException(
+            "RAMPART_JWT_ALGORITHM is HS256: its key is RAMPART_JWT_SECRET"
+            " (set EdDSA or RS256 to use rotating keys)"
+        )
+    settings, server = _database(_settings())
+    try:
+        click.echo(asyncio.run(rotate_signing_key(settings, alg=algorithm)))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.group()
+def events() -> None:
+    """Event delivery: dead letters and replay."""
+
+
+@events.command("dead")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+def events_dead(limit: int) -> None:
+    """List dead deliveries (gave up after the maximum attempts), newest first, one JSON per line."""
+    from rampart.clitasks import event_dead_letters
+
+    settings, server = _database(_settings())
+    try:
+        for item in asyncio.run(event_dead_letters(settings, limit=limit)):
+            click.echo(orjson.dumps(item).decode())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@events.command("replay")
+@click.option("--subscriber", default=None, help="Only this subscriber's (e.g. webhook:<id>).")
+@click.option("--event", "event_id", default=None, help="Only this event's.")
+def events_replay(subscriber: str | None, event_id: str | None) -> None:
+    """Deliver dead deliveries again (all, or one subscriber's and/or one event's)."""
+    from rampart.clitasks import event_replay
+
+    settings, server = _database(_settings())
+    try:
+        count = asyncio.run(event_replay(settings, subscriber=subscriber, event_id=event_id))
+        click.echo(f"replayed: {count}", err=True)
     finally:
         if server is not None:
             server.stop()

@@ -52,3 +52,78 @@ async def issue_token(settings: Settings, *, email: str) -> str:
         return pair.access_token
     finally:
         await app.aclose()
+
+
+async def rotate_signing_key(settings: Settings, *, alg: str) -> str:
+    """A new signing key, announced to every running worker; returns its kid."""
+    from rampart.auth.keys import rotate
+    from rampart.auth.sessions import announce_keys
+
+    app = create_app(settings)
+    try:
+        async with app.services.db.transaction() as conn:
+            kid = await rotate(conn, alg=alg)
+            await announce_keys(conn)
+        return kid
+    finally:
+        await app.aclose()
+
+
+def migrate_all(settings: Settings) -> None:
+    """Apply migrations, then (re)install the change triggers the row cache relies on."""
+    import asyncio
+
+    import asyncpg
+
+    from rampart.access.actor import Roles
+    from rampart.db.migrate import upgrade
+    from rampart.resources.caching import install_triggers
+    from rampart.schema import declared_resources
+
+    assert settings.database_url is not None
+    dsn = settings.database_url.get_secret_value()
+    upgrade(dsn, versions_dir=settings.migrations_dir)
+    tables = [r.table for r in declared_resources(settings, Roles(settings.role_permissions))]
+
+    async def install() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7272740002)")  # several instances at once
+                await install_triggers(conn, tables)
+        finally:
+            await conn.close()
+
+    asyncio.run(install())
+
+
+async def event_dead_letters(settings: Settings, *, limit: int) -> list[dict[str, Any]]:
+    """The most recent dead deliveries of the event dispatcher."""
+    from rampart.db.pool import Database
+    from rampart.events.dispatcher import dead_letters
+
+    assert settings.database_url is not None
+    db = Database(settings.database_url.get_secret_value())
+    try:
+        return await dead_letters(db, limit=limit)
+    finally:
+        await db.close()
+
+
+async def event_replay(settings: Settings, *, subscriber: str | None, event_id: str | None) -> int:
+    """Make dead deliveries pending again; the running dispatchers are woken at once."""
+    from rampart.db.pool import Database
+    from rampart.events.dispatcher import replay
+    from rampart.lib.ids import parse_uuid
+
+    parsed = None
+    if event_id is not None:
+        parsed = parse_uuid(event_id)
+        if parsed is None:
+            raise click.ClickException(f"not an event id: {event_id}")
+    assert settings.database_url is not None
+    db = Database(settings.database_url.get_secret_value())
+    try:
+        return await replay(db, subscriber=subscriber, event_id=parsed)
+    finally:
+        await db.close()

@@ -22,6 +22,7 @@ DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
         "projects:create",
         "tasks:write",
         "events:read_any",
+        "webhooks:manage",
     ],
     "user": ["projects:create", "tasks:write"],
 }
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
     jwt_issuer: str = "rampart"
     jwt_audience: str = "rampart-api"
+    # HS256 signs with jwt_secret; EdDSA (Ed25519) or RS256 with keys kept in the database, published at
+    # /.well-known/jwks.json and rotated by `rampart keys rotate`.
+    jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
     access_token_ttl: int = Field(default=900, ge=30, le=86_400)
     session_ttl: int = Field(default=30 * 86_400, ge=60)
     session_cache_ttl: float = Field(default=1.0, ge=0.0, le=1.0)
@@ -61,14 +65,32 @@ class Settings(BaseSettings):
     app: str = "rampart.apps.tasks.resources:declare"
     # Where `makemigrations` writes an app's own revisions (applied after Rampart's); None = Rampart's folder.
     migrations_dir: str | None = None
+    # The per-worker row cache for reads by id ("off" to disable); see docs/decisions/0009-row-cache.md.
+    cache: Literal["memory", "off"] = "memory"
+    cache_max_rows: int = Field(default=20_000, ge=100)
 
     public_url: str = "http://127.0.0.1:8000"
     oidc_issuer: str = "https://accounts.google.com"
     oidc_client_id: str | None = None
     oidc_client_secret: SecretStr | None = None
+    # Emails that get the admin role on their first sign-in with the provider (comma-separated).
+    oidc_admin_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Where a sign-in may send the browser back to (`redirect_to`): URL prefixes, comma-separated.
+    auth_redirect_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhooks_allow_private_networks: bool = False
+    webhooks_timeout: float = Field(default=10.0, gt=0, le=60)
+    # Event delivery (rampart.events): a dispatcher per worker process; events older than the retention
+    # (days) are pruned once delivered (None keeps them forever).
+    events_dispatcher: bool = True
+    events_retention_days: int | None = Field(default=None, ge=1)
+    events_max_attempts: int = Field(default=10, ge=1, le=100)
+    events_poll_interval: float = Field(default=5.0, gt=0, le=300)
+    # Error tracking: error-level logs and unhandled exceptions go to Sentry, scrubbed (rampart.ops).
+    sentry_dsn: SecretStr | None = None
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator(
+        "cors_origins", "trusted_proxies", "oidc_admin_emails", "auth_redirect_allowlist", mode="before"
+    )
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):

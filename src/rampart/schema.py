@@ -8,9 +8,11 @@ import sqlalchemy as sa
 
 from rampart.access.actor import Roles
 from rampart.auth.sessions import define_sessions_table
+from rampart.auth.tables import define_auth_tables
 from rampart.auth.users import users_resource
 from rampart.config import Settings
 from rampart.db.outbox import define_events_table
+from rampart.events.tables import define_delivery_tables
 from rampart.resources.spec import Registry, Resource
 from rampart.resources.tables import define_table
 
@@ -33,5 +35,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     for resource in registry:
         define_table(resource, metadata, tables=tables)
     define_sessions_table(metadata)
+    define_auth_tables(metadata)
     define_events_table(metadata)
+    define_delivery_tables(metadata)
     return metadata

@@ -154,7 +154,13 @@ def _fuzz(operation: Any, mode: GenerationMode, seeded: Seeded) -> None:
 
 def test_every_operation_answers_without_5xx_and_as_documented(fuzz_env: tuple[Any, Seeded]) -> None:
     schema, seeded = fuzz_env
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # Logging out ends the seeded sessions every other operation needs (tests/api/test_auth_sessions.py
+    # covers it).
+    everything = [result.ok() for result in schema.get_all_operations()]
+    # The live event stream never ends on its own (a real client disconnects; schemathesis waits for the
+    # end of the body): tests/events/test_stream.py covers it.
+    unfuzzable = {"/api/v1/auth/logout", "/api/v1/events/stream"}
+    operations = [op for op in everything if op.path not in unfuzzable]
     assert len(operations) >= 15, [op.label for op in operations]
     failures: list[str] = []
     for operation in operations:

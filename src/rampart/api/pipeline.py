@@ -111,10 +111,12 @@ class Pipeline:
                 await self._preflight(cors, send_wrapped)
             else:
                 # Reading the body counts against the time limit too: a trickled upload must not hold on.
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(self.timeout) as deadline:
+                    # A streaming route lifts it once authenticated (RouteSpec.streaming).
+                    scope["rampart.deadline"] = deadline
                     body = await self._read_body(scope, headers, receive)
                     scope["rampart.body"] = body
-                    await self.app(scope, _replay(body), send_wrapped)
+                    await self.app(scope, _replay(body, receive), send_wrapped)
         except TimeoutError as exc:
             await self._fail(
                 RequestTimeout("The request took too long."), exc, state, request_id, send_wrapped
@@ -197,8 +199,9 @@ class Pipeline:
         await send({"type": "http.response.body", "body": body})
 
 
-def _replay(body: bytes) -> Receive:
-    """A receive() that hands the already-read body to the app, then waits for disconnect."""
+def _replay(body: bytes, downstream: Receive) -> Receive:
+    """A receive() that hands the already-read body to the app, then passes on the server's messages, so
+    a long response (a stream) hears `http.disconnect`."""
     sent = False
 
     async def receive() -> Message:
@@ -206,7 +209,9 @@ def _replay(body: bytes) -> Receive:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()
-        return {"type": "http.disconnect"}
+        while True:
+            message = await downstream()
+            if message["type"] != "http.request":  # the body was read already: skip what is left of it
+                return message
 
     return receive

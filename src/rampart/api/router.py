@@ -62,6 +62,8 @@ class Endpoint:
         await self._limit(spec, actor, scope)
         if actor is not None and spec.permission is not None:
             actor.require(spec.permission)
+        if spec.streaming and scope.get("rampart.deadline") is not None:
+            scope["rampart.deadline"].reschedule(None)  # authenticated and allowed: may now run long
         call = Call(
             request=request,
             actor=actor,

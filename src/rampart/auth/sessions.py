@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from rampart.access.actor import Actor, Roles
-from rampart.auth.tokens import TokenIssuer
+from rampart.auth.tokens import TokenIssuer, UnknownKey
 from rampart.db.pool import Database
 from rampart.errors import Unauthorized
 from rampart.lib.ids import new_id
@@ -101,20 +101,44 @@ async def open_session(
         ip,
         float(session_ttl),
     )
+    await tokens.prepare()
     access = tokens.issue(user_id=user_id, session_id=session_id, role=role)
     return TokenPair(session_id, access, refresh, tokens.ttl)
+
+
+# Revocations, disabling and role changes are announced on this channel, so every worker of every
+# instance drops its cached session state at once instead of within the cache bound.
+REVOCATION_CHANNEL = "rampart_sessions"
+
+
+async def announce(
+    conn: asyncpg.Connection, *, session_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None
+) -> None:
+    """Tell every worker to forget a session's (or all of a user's sessions') cached state.
+
+    NOTIFY is delivered when the transaction commits, and not at all if it rolls back.
+    """
+    payload = f"s:{session_id}" if session_id is not None else f"u:{user_id}"
+    await conn.execute("SELECT pg_notify($1, $2)", REVOCATION_CHANNEL, payload)
+
+
+async def announce_keys(conn: asyncpg.Connection) -> None:
+    """Tell every worker that the signing keys changed (`rampart keys rotate`)."""
+    await conn.execute("SELECT pg_notify($1, 'k:')", REVOCATION_CHANNEL)
 
 
 async def revoke_user_sessions(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
     )
+    await announce(conn, user_id=user_id)
 
 
 async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", session_id
     )
+    await announce(conn, session_id=session_id)
 
 
 _LOAD = (
@@ -142,6 +166,8 @@ class Authenticator:
         self._max = max_entries
         self._cache: dict[uuid.UUID, tuple[float, tuple[uuid.UUID, str] | None]] = {}
         self._inflight: dict[uuid.UUID, asyncio.Future[tuple[uuid.UUID, str] | None]] = {}
+        # Bumped by every announcement: an answer read before one must not be cached after it.
+        self._generation = 0
 
     async def authenticate(self, header: str | None) -> Actor:
         if not header:
@@ -149,7 +175,14 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Missing bearer token.")
-        claims = self._tokens.verify(token.strip())
+        await self._tokens.prepare()
+        try:
+            claims = self._tokens.verify(token.strip())
+        except UnknownKey as exc:
+            # Another worker may have rotated the keys: reload (rate limited) and try once more.
+            if self._tokens.keys is None or not await self._tokens.keys.reload_for_unknown(exc.kid):
+                raise
+            claims = self._tokens.verify(token.strip())
         state = await self._state(claims.session_id)
         if state is None or state[0] != claims.user_id:
             raise Unauthorized("The session has ended.", token_present=True)
@@ -158,10 +191,31 @@ class Authenticator:
 
     def forget(self, session_id: uuid.UUID | None = None) -> None:
         """Drop cached state (one session, or all): used when this worker revokes something itself."""
+        self._generation += 1
         if session_id is None:
             self._cache.clear()
         else:
             self._cache.pop(session_id, None)
+
+    def on_announcement(self, payload: str) -> None:
+        """A message of REVOCATION_CHANNEL: `s:<session id>` or `u:<user id>` (see `announce`)."""
+        kind, _, value = payload.partition(":")
+        if kind == "k":  # the signing keys changed
+            if self._tokens.keys is not None:
+                self._tokens.keys.invalidate()
+            return
+        try:
+            key = uuid.UUID(value)
+        except ValueError:
+            return
+        if kind == "s":
+            self.forget(key)
+        elif kind == "u":
+            self._generation += 1
+            for sid in [
+                sid for sid, (_, state) in self._cache.items() if state is not None and state[0] == key
+            ]:
+                del self._cache[sid]
 
     async def _state(self, sid: uuid.UUID) -> tuple[uuid.UUID, str] | None:
         now = time.monotonic()
@@ -181,13 +235,15 @@ class Authenticator:
                 pending = self._inflight.get(sid)
         future: asyncio.Future[tuple[uuid.UUID, str] | None] = asyncio.get_running_loop().create_future()
         self._inflight[sid] = future
+        generation = self._generation
         try:
             row = await self._db.fetchrow(_LOAD, sid)
             state = (row["user_id"], row["role"]) if row else None
             if len(self._cache) >= self._max:
                 self._evict(now)
-            # Counted from before the query: the state may have changed while it ran.
-            self._cache[sid] = (now + self._ttl, state)
+            if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
+                # Counted from before the query: the state may have changed while it ran.
+                self._cache[sid] = (now + self._ttl, state)
             future.set_result(state)
             return state
         except BaseException as exc:

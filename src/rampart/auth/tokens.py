@@ -1,4 +1,8 @@
-"""Access tokens: short-lived HS256 JWTs naming a user and a server-side session."""
+"""Access tokens: short-lived JWTs naming a user and a server-side session.
+
+HS256 with the configured secret by default; with a KeyRing, EdDSA or RS256 with the ring's keys, each
+token naming its key by `kid`. Exactly one algorithm is accepted: never `none`, never another.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,24 @@ from typing import Any
 
 import jwt
 
+from rampart.auth.keys import KeyRing
 from rampart.errors import Unauthorized
 from rampart.lib.ids import new_id, parse_uuid
 
 ALGORITHM = "HS256"
 _REQUIRED = ["iss", "aud", "sub", "sid", "iat", "exp", "jti"]
 LEEWAY = 5  # seconds of clock skew tolerated on exp/iat
+
+
+class UnknownKey(Unauthorized):
+    """The token names a key this worker does not hold (yet): reload the keys and try once more."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(_INVALID, token_present=True)
+        self.kid = kid
+
+
+_INVALID = "The access token is invalid or expired."
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +42,21 @@ class Claims:
 
 
 class TokenIssuer:
-    """Issues and verifies access tokens; only HS256 is accepted (never `none`, never another alg)."""
+    """Issues and verifies access tokens in one algorithm: HS256, or the KeyRing's."""
 
     def __init__(
-        self, *, secret: str, issuer: str, audience: str, ttl: int, cache_size: int = 50_000
+        self,
+        *,
+        secret: str,
+        issuer: str,
+        audience: str,
+        ttl: int,
+        cache_size: int = 50_000,
+        keys: KeyRing | None = None,
     ) -> None:
         self._secret = secret
+        self.keys = keys
+        self.algorithm = keys.alg if keys is not None else ALGORITHM
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
@@ -52,7 +77,19 @@ class TokenIssuer:
             "exp": now + self.ttl,
             "jti": str(new_id()),
         }
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        if self.keys is None:
+            return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        key = self.keys.signing
+        return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
+
+    async def prepare(self) -> None:
+        """Load the signing keys if needed (a no-op with HS256); call before issue() or verify()."""
+        if self.keys is not None:
+            await self.keys.ensure()
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys (none with HS256: its secret is not published)."""
+        return self.keys.jwks() if self.keys is not None else {"keys": []}
 
     def verify(self, token: str) -> Claims:
         """The token's claims, or Unauthorized (never says which check failed: that helps attackers)."""
@@ -72,20 +109,32 @@ class TokenIssuer:
         self._verified.clear()
 
     def _decode(self, token: str) -> Claims:
+        key: Any = self._secret
+        if self.keys is not None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.PyJWTError:
+                raise Unauthorized(_INVALID, token_present=True) from None
+            if not isinstance(kid, str) or not kid or len(kid) > 100:
+                raise Unauthorized(_INVALID, token_present=True)
+            found = self.keys.find(kid)
+            if found is None:
+                raise UnknownKey(kid)
+            key = found.public
         try:
             claims = jwt.decode(
                 token,
-                self._secret,
-                algorithms=[ALGORITHM],
+                key,
+                algorithms=[self.algorithm],
                 issuer=self.issuer,
                 audience=self.audience,
                 options={"require": _REQUIRED},
                 leeway=LEEWAY,
             )
         except jwt.PyJWTError:
-            raise Unauthorized("The access token is invalid or expired.", token_present=True) from None
+            raise Unauthorized(_INVALID, token_present=True) from None
         user_id = parse_uuid(claims["sub"]) if isinstance(claims["sub"], str) else None
         session_id = parse_uuid(claims["sid"]) if isinstance(claims["sid"], str) else None
         if user_id is None or session_id is None:
-            raise Unauthorized("The access token is invalid or expired.", token_present=True)
+            raise Unauthorized(_INVALID, token_present=True)
         return Claims(user_id, session_id, str(claims.get("role", "")), int(claims["exp"]))

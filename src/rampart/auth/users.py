@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from rampart.access.actor import Actor
-from rampart.auth.sessions import revoke_user_sessions
+from rampart.auth.sessions import announce, revoke_user_sessions
 from rampart.resources.fields import Boolean, Choice, Text
 from rampart.resources.manager import Context, ResourceManager, Row
 from rampart.resources.spec import Binder, Field, Policy, Resource
@@ -27,6 +27,8 @@ class UserManager(ResourceManager):
     async def after_update(self, ctx: Context, conn: asyncpg.Connection, row: Row, before: Row) -> None:
         if row["disabled"] and not before["disabled"]:
             await revoke_user_sessions(conn, _uuid(row["id"]))
+        elif row["role"] != before["role"] or row["disabled"] != before["disabled"]:
+            await announce(conn, user_id=_uuid(row["id"]))  # a new role applies everywhere at once
 
     async def after_create(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
         return None
@@ -64,6 +66,7 @@ def users_resource(role_names: Sequence[str]) -> Resource:
             bypass_write="users:manage",
             create_permission="users:manage",
             write_permission="users:manage",
+            depends_on=(),  # a user sees only their own row: nothing else decides it
         ),
         operations=frozenset({"list", "get", "create", "update"}),
         manager=UserManager,

@@ -42,6 +42,16 @@ def _matches(pattern: tuple[str, ...], event_type: tuple[str, ...]) -> bool:
     return len(pattern) == len(event_type)
 
 
+def check_pattern(pattern: str) -> None:
+    """Raise ValueError unless `pattern` is a valid event-type pattern ("tasks.*", "*.deleted", "*")."""
+    _compile(pattern)
+
+
+def pattern_matches(pattern: str, event_type: str) -> bool:
+    """Whether `event_type` matches `pattern`, with the bus's rules (raises ValueError on a bad pattern)."""
+    return _matches(_compile(pattern), tuple(event_type.split(".")))
+
+
 class EventBus:
     """EventEmitter-style bus. Handlers run one after another in registration order; a failing
     handler is logged and skipped, because one broken subscriber must not starve the others."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from starlette.requests import Request
@@ -56,6 +56,11 @@ class Metrics:
         self.events = Counter(
             "rampart_events_total", "Events by outcome", ["type", "outcome"], registry=self.registry
         )
+        self.dispatcher_lag = Gauge(
+            "rampart_events_dispatcher_lag_seconds",
+            "Age of the oldest event or delivery waiting for the dispatcher",
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "rampart_rate_limit_rejections_total",
             "Requests refused by the rate limiter",
@@ -66,7 +71,6 @@ class Metrics:
             "rampart_cache_requests_total", "Cache lookups", ["cache", "result"], registry=self.registry
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
 
     def observe(self, scope: Scope, status: int, duration: float) -> None:
         # The router records the template of the route it matched ("/api/v1/projects" has no "{" either);

@@ -66,6 +66,9 @@ class RouteSpec:
     summary: str = ""
     tags: tuple[str, ...] = ()
     openapi: dict[str, Any] = field(default_factory=dict)
+    # A long-lived response (Server-Sent Events): once authenticated, the request time limit no longer
+    # applies to it (the router lifts the pipeline's deadline). The handler bounds its own waits.
+    streaming: bool = False
 
 
 def json_response(payload: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

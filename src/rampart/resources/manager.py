@@ -22,6 +22,7 @@ from rampart.db.outbox import write_event
 from rampart.db.pool import Database
 from rampart.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from rampart.lib.bus import EventBus
+from rampart.resources.caching import CacheFeed
 from rampart.resources.conditional import if_match_fails
 from rampart.resources.fields import FieldInvalid, Reference
 from rampart.resources.query import CursorCodec, ListQuery, filter_sql, keyset_sql, parse_list_query
@@ -67,6 +68,11 @@ class ResourceManager:
         self.bus = bus
         self.cursors = cursors
         self.managers = managers  # every manager by resource name, to check references and parents
+        # Set by create_app when the row cache is on: every manager reports its changes to the feed,
+        # and those read by id at the top level also read through the cache.
+        self.feed: CacheFeed | None = None
+        self.cached_reads = False
+
         fields = resource.all_fields
         self._columns = tuple(fields)
         self._select = {n: f"{fields[n].type.select(f'{self.alias}.{n}')} AS {n}" for n in fields}
@@ -196,6 +202,8 @@ class ResourceManager:
         """One visible row by its key, or NotFound."""
         if self.resource.policy.read_permission:
             ctx.actor.require(self.resource.policy.read_permission)
+        if self.cached_reads and self.feed is not None and parent_id is None and self.feed.cache.enabled:
+            return await self._get_cached(ctx, key)
         bind = Binder()
 
         where = self._key_where(key, parent_id, bind)
@@ -210,6 +218,40 @@ class ResourceManager:
                 await self.require_parent(ctx, parent_id)
             raise self.not_found()
         return dict(row)
+
+    async def _get_cached(self, ctx: Context, key: Any) -> Row:
+        """`get` through the row cache: a hit answers without the database, for this caller only if the
+        cached decision for this row version (and visibility epoch) says they may see it."""
+        assert self.feed is not None
+        cache, name = self.feed.cache, self.resource.name
+        caller = None if ctx.actor.can(self.resource.policy.bypass_read) else ctx.actor.user_id
+        entry = cache.row(name, key)
+        if entry is not None:
+            version, cached = entry
+            seen = True if caller is None else cache.decision(name, key, version, caller)
+            if seen is True:
+                return cached
+            if seen is False:
+                raise self.not_found()
+        # Read what a miss must not outlive before asking: a change seen meanwhile voids the answer.
+        generation, epoch = cache.generation, cache.epoch(name)
+        bind = Binder()
+        where = self._key_where(key, None, bind)
+        visible = self.visible_sql(ctx.actor, self.alias, bind) or "TRUE"
+        record = await self.db.fetchrow(
+            f"SELECT {self._select_all}, ({visible}) AS _visible FROM {self._from}{_where(where)}",
+            *bind.params,
+        )
+        if record is None:
+            raise self.not_found()
+        row = dict(record)
+        seen = bool(row.pop("_visible"))
+        cache.put_row(name, key, row["version"], row, generation=generation)
+        if caller is not None:
+            cache.put_decision(name, key, row["version"], caller, epoch, seen)
+        if not seen:
+            raise self.not_found()
+        return row
 
     def _key_where(self, key: Any, parent_id: uuid.UUID | None, bind: Binder) -> builtins.list[str]:
         where = [f"{self.alias}.{self.resource.key} = {bind(key)}"]
@@ -464,6 +506,11 @@ class ResourceManager:
         )
 
         async def notify() -> None:
+            if self.feed is not None:
+                # This worker knows at once (read-your-writes); the others hear it from the trigger.
+                self.feed.changed(
+                    self.resource.name, current_id(row), None if action == "deleted" else row["version"]
+                )
             await self.bus.emit(event, request_id=ctx.request_id)
 
         await self.db.after_commit(notify)

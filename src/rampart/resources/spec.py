@@ -80,6 +80,9 @@ class Policy:
     read_permission: str | None = None
     bypass_read: str = "resources:read_any"
     bypass_write: str = "resources:write_any"
+    # Resources whose changes can change who sees rows of this one (the row cache forgets its
+    # decisions when they change). None: any other resource may matter (safe, but caches less).
+    depends_on: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,12 @@ projects = Resource(
         ),
         "description": Field(Text(max_length=5000), default=""),
     },
-    policy=Policy(visible=project_visible, writable=project_owned, create_permission="projects:create"),
+    policy=Policy(
+        visible=project_visible,
+        writable=project_owned,
+        create_permission="projects:create",
+        depends_on=("members",),
+    ),
 )
 
 members = Resource(
@@ -101,6 +106,7 @@ tasks = Resource(
         writable=task_writable,
         create_permission="tasks:write",
         write_permission="tasks:write",
+        depends_on=("projects", "members"),
     ),
     indexes=[
         ("project_id", "status", "priority", "created_at"),

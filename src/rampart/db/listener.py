@@ -1,0 +1,97 @@
+"""A dedicated connection that LISTENs on PostgreSQL channels and reconnects by itself.
+
+Pooled connections never LISTEN (their reset skips UNLISTEN): notifications have this one connection.
+While it is down, `connected` is False and `on_down` has run, so whoever relies on the feed (the row
+cache) stops trusting what it holds; `on_up` runs on every (re)connection, before any notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import logging
+from collections.abc import Callable
+
+import asyncpg
+
+log = logging.getLogger("rampart.db.listener")
+
+Handler = Callable[[str], None]
+
+
+class Listener:
+    def __init__(
+        self,
+        dsn: str,
+        channels: dict[str, Handler],
+        *,
+        on_up: Callable[[], None] = lambda: None,
+        on_down: Callable[[], None] = lambda: None,
+        retry: float = 1.0,
+    ) -> None:
+        self._dsn = dsn
+        self._channels = channels
+        self._on_up = on_up
+        self._on_down = on_down
+        self._retry = retry
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self.connected = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="rampart-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self._dsn, timeout=5, server_settings={"application_name": "rampart-listener"}
+                )
+
+                self._lost.clear()
+                conn.add_termination_listener(lambda _c: self._lost.set())
+                for channel, handler in self._channels.items():
+                    await conn.add_listener(channel, _adapter(handler))
+                self._on_up()
+                self.connected = True
+                await self._watch(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("notification listener lost its connection; retrying", exc_info=True)
+            finally:
+                if self.connected:
+                    self.connected = False
+                    self._on_down()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(self._retry)
+
+    async def _watch(self, conn: asyncpg.Connection) -> None:
+        # A silent network failure would leave the connection "open" forever: ask it something now and then.
+        while not self._lost.is_set():
+            try:
+                await asyncio.wait_for(self._lost.wait(), timeout=5)
+            except TimeoutError:
+                await conn.fetchval("SELECT 1", timeout=5)
+
+
+def _adapter(handler: Handler) -> Callable[[object, int, str, object], None]:
+    def on_notification(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            handler(str(payload))
+
+        except Exception:  # a bad payload must not stop the feed
+            log.exception("notification handler failed")
+
+    return on_notification

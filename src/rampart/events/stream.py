@@ -1,0 +1,290 @@
+"""The live stream: `GET /api/v1/events/stream`, Server-Sent Events of the events the caller may see.
+
+Each client reads the event log (`EventLog`, so visibility is the log's, decided in SQL) from its
+cursor whenever the database announces new events. The announcement is the `rampart_events`
+notification, heard on one LISTEN connection per worker process; it reaches every worker of every
+instance, so fan-out needs nothing else. Polling every `poll_interval` seconds covers a lost listener.
+
+- **Resume.** `Last-Event-ID` (sent by `EventSource` when it reconnects) or `?after=` starts the stream
+  after that event, from the log; without either it starts now.
+- **Late commits.** Ids are made before their transaction commits, so an event may become visible
+  after a later id was already sent. Each read goes back `overlap` seconds behind the newest id sent
+  and skips ids already sent, so such an event still goes out (once).
+- **Heartbeats.** A comment line every `heartbeat` seconds keeps proxies from closing an idle stream;
+  the caller's session is checked again at the same moment, so a revoked session ends its streams.
+- **Slow clients.** Events wait for the client in a queue of at most `buffer` events, and one write may
+  take at most `send_timeout` seconds. A client that falls behind either bound is cut off (its memory
+  is bounded); it reconnects with `Last-Event-ID` and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from rampart.access.actor import Actor
+from rampart.errors import FieldError, InvalidQuery, RampartError
+from rampart.events.dispatcher import CHANNEL
+from rampart.events.log import EventLog, LogQuery, parse_log_query
+from rampart.lib.ids import parse_uuid
+from rampart.resources.endpoints import Call, RouteSpec
+from rampart.resources.openapi_schema import problem_responses
+from rampart.resources.routes import API_PREFIX
+
+log = logging.getLogger("rampart.events.stream")
+
+# Checks the caller again (from the request's Authorization header); raises when the session is over.
+Reauthenticate = Callable[[str | None], Awaitable[Actor]]
+
+
+class _CutOff(Exception):
+    """The client is too slow: its queue is full."""
+
+
+def _floor(ms: int) -> uuid.UUID:
+    """The smallest UUIDv7 of millisecond `ms`: `id > _floor(ms)` holds for every id made from then on."""
+    return uuid.UUID(int=max(ms, 0) << 80)
+
+
+def _ms(event_id: uuid.UUID) -> int:
+    return event_id.int >> 80
+
+
+class LiveStream:
+    """The SSE endpoint and the worker's one listener connection that wakes its clients."""
+
+    def __init__(
+        self,
+        *,
+        log: EventLog,
+        dsn: str | None,
+        reauthenticate: Reauthenticate | None = None,
+        heartbeat: float = 15.0,
+        buffer: int = 256,
+        send_timeout: float = 10.0,
+        overlap: float = 15.0,
+        poll_interval: float = 5.0,
+        batch: int = 100,
+    ) -> None:
+        self.log = log
+        self._dsn = dsn
+        self._reauthenticate = reauthenticate
+        self.heartbeat = heartbeat
+        self.buffer = buffer
+        self.send_timeout = send_timeout
+        self.overlap_ms = int(overlap * 1000)
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self._clients: set[asyncio.Event] = set()
+        self._listener: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # ----- the worker's listener ---------------------------------------------------------------------
+    def start(self) -> None:
+        """The listener connects with the first client; nothing to do before."""
+
+    async def stop(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=2.0)
+
+    def _wake_all(self, *_: Any) -> None:
+        for wake in self._clients:
+            wake.set()
+
+    async def _ensure_listener(self) -> None:
+        if self._dsn is None or (self._listener is not None and not self._listener.is_closed()):
+            return
+        async with self._lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=5.0)
+                await conn.add_listener(CHANNEL, self._wake_all)
+            except Exception:
+                # Clients still poll; the next client or round tries again.
+                log.warning("live stream: cannot LISTEN for events; polling", exc_info=True)
+                return
+            self._listener = conn
+
+    # ----- the route ---------------------------------------------------------------------------------
+    def route_spec(self) -> RouteSpec:
+        return RouteSpec(
+            "GET",
+            f"{API_PREFIX}/events/stream",
+            self._handle,
+            "events.stream",
+            tags=("events",),
+            summary="Live stream (Server-Sent Events) of the events the caller may see",
+            streaming=True,
+            openapi={
+                "description": (
+                    "`text/event-stream`: one message per event (`id:` the event id, `data:` the event "
+                    "as JSON), and a comment as heartbeat. Reconnect with `Last-Event-ID` to resume. "
+                    "Takes the filters of `GET /api/v1/events`."
+                ),
+                "parameters": [
+                    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for n in ("resource", "resource_id", "type", "actor_id", "after")
+                ]
+                + [
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "format": "uuid"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **problem_responses(400, 401, 429),
+                },
+            },
+        )
+
+    async def _handle(self, call: Call) -> Any:
+        actor = call.user
+        if "limit" in call.request.query_params:
+            message = "limit does not apply to the stream."
+            raise InvalidQuery(message, errors=[FieldError("limit", "unknown_parameter", message)])
+        query = parse_log_query(call.request.query_params)
+        last = call.request.headers.get("last-event-id")
+        if last is not None:
+            resume = parse_uuid(last.strip())
+            if resume is None:
+                message = "Last-Event-ID must be an event id."
+                raise InvalidQuery(message, errors=[FieldError("Last-Event-ID", "invalid", message)])
+            query = replace(query, after=resume)
+        await self._ensure_listener()
+        authorization = call.request.headers.get("authorization")
+        return _Stream(self, actor, query, authorization)
+
+
+class _Stream:
+    """One client's stream, as an ASGI response."""
+
+    def __init__(self, owner: LiveStream, actor: Actor, query: LogQuery, authorization: str | None) -> None:
+        self.owner = owner
+        self.actor = actor
+        self.query = replace(query, limit=owner.batch)
+        self.authorization = authorization
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=owner.buffer)
+        self.wake = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        owner = self.owner
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
+                ],
+            }
+        )
+        owner._clients.add(self.wake)
+        self.wake.set()  # read the log once at the start: the resumed part, if any
+        tasks = [
+            asyncio.create_task(self._produce()),
+            asyncio.create_task(self._deliver(send)),
+            asyncio.create_task(_until_disconnect(receive)),
+        ]
+        reason = "disconnected"
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, _CutOff | TimeoutError):
+                    reason = "too slow"
+                elif isinstance(exc, RampartError):
+                    reason = "session ended"
+                elif exc is not None:
+                    reason = "failed"
+                    log.error("live stream failed", exc_info=exc)
+        finally:
+            owner._clients.discard(self.wake)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("live stream of user %s closed: %s", self.actor.user_id, reason)
+        if reason != "too slow":  # a stalled client cannot take even the end of the response
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _produce(self) -> None:
+        owner = self.owner
+        low = self.query.after or _floor(int(time.time() * 1000))
+        newest = _ms(low)
+        sent: dict[uuid.UUID, None] = {}  # ids sent within the overlap window, oldest first
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(owner.poll_interval):
+                    await self.wake.wait()
+            self.wake.clear()
+            after = max(low, _floor(newest - owner.overlap_ms))
+            for _ in range(1000):  # bounded: a huge backlog is read over several wake-ups
+                events, more = await owner.log.page(self.actor, replace(self.query, after=after))
+                for event in events:
+                    event_id = uuid.UUID(event["id"])
+                    if event_id in sent:
+                        continue
+                    try:
+                        self.queue.put_nowait(event)
+                    except asyncio.QueueFull:
+                        raise _CutOff from None
+                    sent[event_id] = None
+                    newest = max(newest, _ms(event_id))
+                if events:
+                    after = uuid.UUID(events[-1]["id"])
+                if not more:
+                    break
+            horizon = newest - owner.overlap_ms
+            while sent and _ms(next(iter(sent))) < horizon:
+                sent.pop(next(iter(sent)))
+
+    async def _deliver(self, send: Send) -> None:
+        owner = self.owner
+
+        async def write(chunk: bytes) -> None:
+            async with asyncio.timeout(owner.send_timeout):  # a stalled client is cut off
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        await write(b"retry: 3000\n\n")
+        checked = time.monotonic()
+        while True:
+            event: dict[str, Any] | None = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(owner.heartbeat):
+                    event = await self.queue.get()
+            if owner._reauthenticate is not None and time.monotonic() - checked >= owner.heartbeat:
+                await owner._reauthenticate(self.authorization)  # raises once the session is over
+                checked = time.monotonic()
+            if event is None:
+                await write(b": heartbeat\n\n")
+                continue
+            data = orjson.dumps(event, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+            await write(b"id: " + event["id"].encode() + b"\ndata: " + data + b"\n\n")
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,135 @@
+"""A per-process cache of single rows and of "may this caller see this row" decisions.
+
+Correctness rests on three rules, none of which needs a scan or a global flush:
+
+- Rows are versioned. An entry is only ever replaced by a newer version, and an invalidation leaves a
+  tombstone (the lowest version still acceptable), so a reader that fetched an old row just before a
+  write commits can never put it back.
+- A visibility decision is keyed by the row's version and by the resource's *epoch*. A change to the row
+  makes its old decisions unreachable; a change to anything the visibility rule depends on (membership,
+  the parent) bumps the epoch, which makes every decision of that resource unreachable at once.
+- Whoever feeds invalidations (the database listener) may lose them: `clear()` then drops everything,
+  and `enabled` is False until the feed is back, so nothing is served that might have been missed.
+
+Memory is bounded: both maps are LRU with a fixed number of entries.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+DELETED = 2**62  # the tombstone version of a deleted row: no real version is ever that high
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    invalidations: int = 0
+    epochs: int = 0
+    clears: int = 0
+    by_result: dict[str, int] = field(default_factory=dict)
+
+
+class RowCache:
+    """Rows by (resource, key) and visibility decisions by (resource, key, version, caller, epoch)."""
+
+    def __init__(self, *, max_rows: int = 20_000, max_decisions: int = 100_000) -> None:
+        self._rows: OrderedDict[tuple[str, Hashable], tuple[int, dict[str, Any] | None]] = OrderedDict()
+        self._decisions: OrderedDict[tuple[Hashable, ...], bool] = OrderedDict()
+        self._epochs: dict[str, int] = {}
+        self._max_rows = max_rows
+        self._max_decisions = max_decisions
+        self.enabled = False
+        self.generation = 0  # moves on at every clear(): a fetch started before it must not be kept
+        self.stats = CacheStats()
+
+    # ----- rows ------------------------------------------------------------------------------------
+    def row(self, resource: str, key: Hashable) -> tuple[int, dict[str, Any]] | None:
+        """The cached (version, row), or None (absent, or only a tombstone)."""
+        if not self.enabled:
+            return None
+        entry = self._rows.get((resource, key))
+        if entry is None or entry[1] is None:
+            self.stats.misses += 1
+            return None
+        self._rows.move_to_end((resource, key))
+        self.stats.hits += 1
+        return entry[0], entry[1]
+
+    def put_row(
+        self, resource: str, key: Hashable, version: int, row: dict[str, Any], *, generation: int
+    ) -> None:
+        """Keep `row` unless the cache already holds (or has been told of) the same or a newer version.
+
+        `generation` is the value read before the row was fetched: after a clear() in between, an
+        invalidation may have been missed, so the row is not kept.
+        """
+        if not self.enabled or generation != self.generation:
+            return
+        slot = (resource, key)
+        current = self._rows.get(slot)
+        if current is not None and current[0] >= version:
+            return
+        self._rows[slot] = (version, row)
+        self._rows.move_to_end(slot)
+        if len(self._rows) > self._max_rows:
+            self._rows.popitem(last=False)
+
+    def invalidate(self, resource: str, key: Hashable, version: int | None) -> None:
+        """A change to a row: only versions above `version` may be cached from now on (None: deleted)."""
+        self.stats.invalidations += 1
+        floor = DELETED if version is None else version - 1
+        slot = (resource, key)
+        current = self._rows.get(slot)
+        if current is not None and current[0] > floor and current[1] is not None:
+            return  # already holds the new version (the writer put it)
+        self._rows[slot] = (max(floor, current[0]) if current else floor, None)
+        self._rows.move_to_end(slot)
+        if len(self._rows) > self._max_rows:
+            self._rows.popitem(last=False)
+
+    # ----- visibility decisions -------------------------------------------------------------------
+    def epoch(self, resource: str) -> int:
+        return self._epochs.get(resource, 0)
+
+    def bump(self, resource: str) -> None:
+        """Something the visibility of `resource` depends on changed: forget its decisions."""
+        self._epochs[resource] = self._epochs.get(resource, 0) + 1
+        self.stats.epochs += 1
+
+    def decision(self, resource: str, key: Hashable, version: int, caller: Hashable) -> bool | None:
+        if not self.enabled:
+            return None
+        slot = (resource, key, version, caller, self._epochs.get(resource, 0))
+        found = self._decisions.get(slot)
+        if found is not None:
+            self._decisions.move_to_end(slot)
+        return found
+
+    def put_decision(
+        self, resource: str, key: Hashable, version: int, caller: Hashable, epoch: int, visible: bool
+    ) -> None:
+        """Record a decision made under `epoch` (read before the query: a bump meanwhile voids it)."""
+        if not self.enabled or epoch != self._epochs.get(resource, 0):
+            return
+        self._decisions[(resource, key, version, caller, epoch)] = visible
+        if len(self._decisions) > self._max_decisions:
+            self._decisions.popitem(last=False)
+
+    # ----- the feed -------------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Forget everything (the invalidation feed was interrupted). Epochs move on, never back."""
+        self._rows.clear()
+        self._decisions.clear()
+        self.generation += 1
+
+        for resource in self._epochs:
+            self._epochs[resource] += 1
+        self.stats.clears += 1
+
+    def __len__(self) -> int:
+        return len(self._rows)

@@ -1,0 +1,96 @@
+"""Keeping the row cache true: which change invalidates what.
+
+Every resource table carries a trigger that NOTIFYs `rampart_cache` with "<table> <id> <version>" (or
+"-" for a delete) for each row written, by Rampart or by anyone else with SQL. `CacheFeed` turns those
+into invalidations of that row, and into epoch bumps of the resources whose visibility depends on it
+(`Policy.depends_on`; a resource that does not say depends on every other one).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from rampart.lib.rowcache import RowCache
+from rampart.resources.spec import Resource
+
+log = logging.getLogger("rampart.cache")
+
+CHANNEL = "rampart_cache"
+TRIGGER = "rampart_cache_notify"
+
+FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION rampart_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || OLD.id::text || ' -');
+  ELSE
+    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || NEW.id::text || ' ' || NEW.version::text);
+  END IF;
+  RETURN NULL;
+END $$"""
+
+
+def trigger_sql(table: str) -> str:
+    """The trigger of one resource table (identifiers come from declarations, never from requests)."""
+    return (
+        f"CREATE OR REPLACE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {table}"
+        " FOR EACH ROW EXECUTE FUNCTION rampart_notify_change()"
+    )
+
+
+class CacheFeed:
+    """Applies row changes (from the listener, or from the writer itself) to a RowCache."""
+
+    def __init__(self, cache: RowCache, resources: Iterable[Resource]) -> None:
+        self.cache = cache
+        resources = list(resources)
+        self._by_table = {r.table: r.name for r in resources}
+        self._dependents: dict[str, set[str]] = {r.name: set() for r in resources}
+        for resource in resources:
+            declared = resource.policy.depends_on
+            deps = set(declared) if declared is not None else {r.name for r in resources} - {resource.name}
+            if resource.parent is not None:
+                deps.add(resource.parent.resource)
+            for dep in deps:
+                self._dependents.setdefault(dep, set()).add(resource.name)
+
+    def changed(self, resource: str, key: uuid.UUID, version: int | None) -> None:
+        """Row `key` of `resource` is now at `version` (None: deleted)."""
+        self.cache.invalidate(resource, key, version)
+        for dependent in self._dependents.get(resource, ()):
+            self.cache.bump(dependent)
+
+    def on_notification(self, payload: str) -> None:
+        table, _, rest = payload.partition(" ")
+        key_text, _, version_text = rest.partition(" ")
+        resource = self._by_table.get(table)
+        if resource is None:
+            return
+        self.changed(resource, uuid.UUID(key_text), None if version_text == "-" else int(version_text))
+
+    def up(self) -> None:
+        """The feed is (back) on: whatever happened while it was off is unknown, so start empty."""
+        self.cache.clear()
+        self.cache.enabled = True
+
+    def down(self) -> None:
+        self.cache.enabled = False
+        self.cache.clear()
+        log.warning("row cache disabled until the notification listener reconnects")
+
+
+async def install_triggers(conn: Any, tables: Iterable[str]) -> None:
+    """Create (or replace) the notify function and one trigger per resource table. Idempotent."""
+    await conn.execute(FUNCTION_SQL)
+    for table in tables:
+        await conn.execute(trigger_sql(table))
+
+
+async def tables_with_triggers(conn: Any) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = $1", TRIGGER
+    )
+    return {r["relname"] for r in rows}

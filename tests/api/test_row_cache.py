@@ -1,0 +1,211 @@
+"""The row cache over HTTP, with two app instances on one database standing for two workers.
+
+What is promised (docs/decisions/0009-row-cache.md): the writer's own worker reads its write at once;
+other workers (and other instances) see it once the database's change notification arrives, which is
+bounded here at 1 s; nobody is ever served a row they may not see; direct SQL writes are seen too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from rampart.app import Rampart, create_app
+from tests.conftest import User, make_settings, wait_for_cache
+
+BOUND = 1.0  # seconds: the staleness bound we hold other workers to
+
+
+@pytest.fixture
+async def second(database_url: str) -> AsyncIterator[tuple[Rampart, httpx.AsyncClient]]:
+    """Another worker: its own process state (pool, caches), the same database."""
+    app = create_app(make_settings(database_url))
+    await app.startup()
+    await wait_for_cache(app)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w2") as http:
+        yield app, http
+    await app.aclose()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = BOUND) -> float:
+    """Poll `check` until it holds; return how long it took (fails past `within`)."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < within, f"not true within {within} s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def project_with_task(client: httpx.AsyncClient, owner: User) -> tuple[str, dict[str, Any]]:
+    r = await client.post("/api/v1/projects", json={"name": "cached"}, headers=owner.headers)
+    project = r.json()["data"]["id"]
+    r = await client.post("/api/v1/tasks", json={"project_id": project, "title": "t"}, headers=owner.headers)
+    assert r.status_code == 201, r.text
+    return project, r.json()["data"]
+
+
+async def test_a_repeated_read_is_served_from_the_cache(
+    client: httpx.AsyncClient, app: Rampart, alice: User
+) -> None:
+    _, task = await project_with_task(client, alice)
+    cache = app.services.cache
+    assert cache is not None
+    assert cache.enabled
+    first = await client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+    hits = cache.stats.hits
+    again = await client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+    assert cache.stats.hits == hits + 1
+    assert again.json() == first.json()
+    assert again.headers["etag"] == '"1"'
+    not_modified = await client.get(
+        f"/api/v1/tasks/{task['id']}", headers={**alice.headers, "If-None-Match": '"1"'}
+    )
+    assert not_modified.status_code == 304
+
+
+async def test_a_cached_row_is_never_served_to_someone_who_may_not_see_it(
+    client: httpx.AsyncClient, app: Rampart, alice: User, bob: User, admin: User
+) -> None:
+    _, task = await project_with_task(client, alice)
+    url = f"/api/v1/tasks/{task['id']}"
+    for _ in range(3):  # alice's reads fill the cache; bob's must still be refused every time
+        assert (await client.get(url, headers=alice.headers)).status_code == 200
+        assert (await client.get(url, headers=bob.headers)).status_code == 404
+    assert (await client.get(url, headers=admin.headers)).status_code == 200
+
+
+async def test_the_writers_worker_reads_its_write_at_once_and_another_within_the_bound(
+    client: httpx.AsyncClient, alice: User, second: tuple[Rampart, httpx.AsyncClient]
+) -> None:
+    _, other = second
+    _, task = await project_with_task(client, alice)
+    url = f"/api/v1/tasks/{task['id']}"
+    for http in (client, other):  # both workers hold version 1
+        assert (await http.get(url, headers=alice.headers)).json()["data"]["version"] == 1
+    r = await client.patch(url, json={"title": "changed"}, headers=alice.headers)
+    assert r.status_code == 200
+    assert (await client.get(url, headers=alice.headers)).json()["data"]["title"] == "changed"
+
+    async def other_sees_it() -> bool:
+        return (await other.get(url, headers=alice.headers)).json()["data"]["version"] == 2
+
+    await eventually(other_sees_it)
+
+
+async def test_losing_membership_ends_access_on_every_worker(
+    client: httpx.AsyncClient, alice: User, bob: User, second: tuple[Rampart, httpx.AsyncClient]
+) -> None:
+    _, other = second
+    project, task = await project_with_task(client, alice)
+    url = f"/api/v1/tasks/{task['id']}"
+    r = await client.post(
+        f"/api/v1/projects/{project}/members",
+        json={"user_id": bob.id, "role": "viewer"},
+        headers=alice.headers,
+    )
+    assert r.status_code == 201
+
+    async def other_lets_bob_in() -> bool:
+        return (await other.get(url, headers=bob.headers)).status_code == 200
+
+    await eventually(other_lets_bob_in)  # a cached "no" from before the membership must not linger
+    assert (await client.get(url, headers=bob.headers)).status_code == 200
+    r = await client.delete(f"/api/v1/projects/{project}/members/{bob.id}", headers=alice.headers)
+    assert r.status_code == 204
+    assert (await client.get(url, headers=bob.headers)).status_code == 404  # the writer's worker: at once
+
+    async def other_shuts_bob_out() -> bool:
+        return (await other.get(url, headers=bob.headers)).status_code == 404
+
+    await eventually(other_shuts_bob_out)
+
+
+async def test_a_direct_sql_write_is_seen_too(client: httpx.AsyncClient, app: Rampart, alice: User) -> None:
+    _, task = await project_with_task(client, alice)
+    url = f"/api/v1/tasks/{task['id']}"
+    assert (await client.get(url, headers=alice.headers)).json()["data"]["title"] == "t"
+    await app.services.db.execute(
+        "UPDATE tasks SET title = 'by sql', version = version + 1 WHERE id = $1", task["id"]
+    )
+
+    async def seen() -> bool:
+        return (await client.get(url, headers=alice.headers)).json()["data"]["title"] == "by sql"
+
+    await eventually(seen)
+    await app.services.db.execute("DELETE FROM tasks WHERE id = $1", task["id"])
+
+    async def gone() -> bool:
+        return (await client.get(url, headers=alice.headers)).status_code == 404
+
+    await eventually(gone)
+
+
+async def test_a_lost_feed_disables_the_cache_until_it_is_back(
+    client: httpx.AsyncClient, alice: User, second: tuple[Rampart, httpx.AsyncClient]
+) -> None:
+    other_app, other = second
+    cache = other_app.services.cache
+    assert cache is not None
+    _, task = await project_with_task(client, alice)
+    url = f"/api/v1/tasks/{task['id']}"
+    await other.get(url, headers=alice.headers)
+    # Cut every listener connection (both workers'): notifications sent meanwhile would be lost.
+    await other_app.services.db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'rampart-listener' AND datname = current_database()"
+    )
+
+    async def disabled() -> bool:
+        return not cache.enabled
+
+    await eventually(disabled, within=2.0)
+    assert len(cache) == 0  # everything it held is forgotten
+    r = await client.patch(url, json={"title": "while down"}, headers=alice.headers)
+    assert r.status_code == 200
+    assert (await other.get(url, headers=alice.headers)).json()["data"]["title"] == "while down"
+
+    async def enabled() -> bool:
+        return cache.enabled
+
+    await eventually(enabled, within=5.0)  # the listener reconnects by itself
+    assert (await other.get(url, headers=alice.headers)).json()["data"]["title"] == "while down"
+
+
+async def test_concurrent_writers_and_readers_on_two_workers_converge(
+    client: httpx.AsyncClient, app: Rampart, alice: User, second: tuple[Rampart, httpx.AsyncClient]
+) -> None:
+    _, other = second
+    _, task = await project_with_task(client, alice)
+    url = f"/api/v1/tasks/{task['id']}"
+    seen: dict[str, list[int]] = {"w1": [], "w2": []}
+
+    async def writer(name: str, http: httpx.AsyncClient, n: int) -> None:
+        for i in range(n):
+            r = await http.patch(url, json={"title": f"{name}-{i}"}, headers=alice.headers)
+            assert r.status_code == 200
+
+    async def reader(name: str, http: httpx.AsyncClient, n: int) -> None:
+        for _ in range(n):
+            r = await http.get(url, headers=alice.headers)
+            assert r.status_code == 200
+            seen[name].append(r.json()["data"]["version"])
+
+    await asyncio.gather(
+        writer("w1", client, 10), writer("w2", other, 10), reader("w1", client, 40), reader("w2", other, 40)
+    )
+    final = await app.services.db.fetchval("SELECT version FROM tasks WHERE id = $1", task["id"])
+    assert final == 21  # 1 + 20 updates, none lost
+    assert all(1 <= v <= 21 for values in seen.values() for v in values)
+
+    async def both_final() -> bool:
+        versions = [
+            (await h.get(url, headers=alice.headers)).json()["data"]["version"] for h in (client, other)
+        ]
+        return versions == [21, 21]
+
+    await eventually(both_final)

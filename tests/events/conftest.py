@@ -1,0 +1,51 @@
+"""Event-delivery tests get a database of their own per module: a dispatcher hands out every undelivered
+event it finds, so sharing the session database would mix these tests' deliveries with everyone's events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from rampart.db.migrate import upgrade
+from rampart.db.outbox import write_event
+from rampart.db.pool import Database
+from tests.conftest import _admin, _db_url
+
+
+@pytest.fixture(scope="module")
+def own_database_url() -> Iterator[str]:
+    name = f"rampart_evt_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = _db_url(name)
+    upgrade(url)
+    yield url
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def db(own_database_url: str) -> AsyncIterator[Database]:
+    database = Database(own_database_url)
+    yield database
+    await database.close()
+
+
+def kind() -> str:
+    """A resource name no other test uses, so a test's subscribers see only its own events."""
+    return f"r{uuid.uuid4().hex[:12]}"
+
+
+async def emit(db: Database, resource: str, action: str = "created", **data: object) -> str:
+    """Commit one event (as a change would) and return its id."""
+    async with db.transaction() as conn:
+        event = await write_event(
+            conn,
+            resource=resource,
+            action=action,
+            resource_id=str(uuid.uuid4()),
+            actor_id=None,
+            data=dict(data),
+        )
+    return str(event["id"])

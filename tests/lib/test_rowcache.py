@@ -1,0 +1,103 @@
+"""The row cache's rules: versions only move forward, tombstones hold, decisions die with the row version,
+the epoch or a clear(), and nothing is served or kept while the feed is off."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from rampart.lib.rowcache import RowCache
+
+K = uuid.uuid4()
+
+
+@pytest.fixture
+def cache() -> RowCache:
+    c = RowCache(max_rows=100, max_decisions=100)
+    c.enabled = True
+    return c
+
+
+def row(version: int) -> dict[str, object]:
+    return {"id": str(K), "version": version}
+
+
+def test_a_row_is_served_once_put(cache: RowCache) -> None:
+    cache.put_row("tasks", K, 1, row(1), generation=cache.generation)
+    assert cache.row("tasks", K) == (1, row(1))
+
+
+def test_an_older_version_never_replaces_a_newer_one(cache: RowCache) -> None:
+    cache.put_row("tasks", K, 2, row(2), generation=cache.generation)
+    cache.put_row("tasks", K, 1, row(1), generation=cache.generation)
+    assert cache.row("tasks", K) == (2, row(2))
+
+
+def test_a_tombstone_refuses_the_version_it_replaced(cache: RowCache) -> None:
+    cache.put_row("tasks", K, 1, row(1), generation=cache.generation)
+    cache.invalidate("tasks", K, 2)  # version 2 was committed somewhere
+    assert cache.row("tasks", K) is None
+    cache.put_row("tasks", K, 1, row(1), generation=cache.generation)  # a reader that fetched v1 too early
+    assert cache.row("tasks", K) is None
+    cache.put_row("tasks", K, 2, row(2), generation=cache.generation)
+    assert cache.row("tasks", K) == (2, row(2))
+
+
+def test_an_invalidation_keeps_the_version_it_announces(cache: RowCache) -> None:
+    cache.put_row("tasks", K, 2, row(2), generation=cache.generation)  # the writer put it first
+    cache.invalidate("tasks", K, 2)  # then the notification of the same change arrives
+    assert cache.row("tasks", K) == (2, row(2))
+
+
+def test_a_deleted_row_is_never_cached_again(cache: RowCache) -> None:
+    cache.put_row("tasks", K, 3, row(3), generation=cache.generation)
+    cache.invalidate("tasks", K, None)
+    cache.put_row("tasks", K, 3, row(3), generation=cache.generation)
+    cache.put_row("tasks", K, 99, row(99), generation=cache.generation)
+    assert cache.row("tasks", K) is None
+
+
+def test_decisions_belong_to_a_row_version_and_an_epoch(cache: RowCache) -> None:
+    user = uuid.uuid4()
+    cache.put_decision("tasks", K, 1, user, cache.epoch("tasks"), True)
+    assert cache.decision("tasks", K, 1, user) is True
+    assert cache.decision("tasks", K, 2, user) is None  # another version: unknown
+    assert cache.decision("tasks", K, 1, uuid.uuid4()) is None  # another caller: unknown
+    cache.bump("tasks")
+    assert cache.decision("tasks", K, 1, user) is None
+
+
+def test_a_decision_made_before_a_bump_is_not_kept(cache: RowCache) -> None:
+    user = uuid.uuid4()
+    epoch = cache.epoch("tasks")
+    cache.bump("tasks")  # membership changed while the query ran
+    cache.put_decision("tasks", K, 1, user, epoch, True)
+    assert cache.decision("tasks", K, 1, user) is None
+
+
+def test_a_row_fetched_before_a_clear_is_not_kept(cache: RowCache) -> None:
+    generation = cache.generation
+    cache.clear()  # the feed dropped: an invalidation may have been missed meanwhile
+    cache.put_row("tasks", K, 1, row(1), generation=generation)
+    assert cache.row("tasks", K) is None
+
+
+def test_nothing_is_served_or_kept_while_disabled(cache: RowCache) -> None:
+    cache.put_row("tasks", K, 1, row(1), generation=cache.generation)
+    cache.enabled = False
+    assert cache.row("tasks", K) is None
+    cache.put_row("tasks", K, 2, row(2), generation=cache.generation)
+    cache.enabled = True
+    assert cache.row("tasks", K) == (1, row(1))
+
+
+def test_memory_is_bounded() -> None:
+    cache = RowCache(max_rows=10, max_decisions=10)
+    cache.enabled = True
+    for _ in range(50):
+        key = uuid.uuid4()
+        cache.put_row("tasks", key, 1, row(1), generation=cache.generation)
+        cache.put_decision("tasks", key, 1, "u", 0, True)
+    assert len(cache) == 10
+    assert len(cache._decisions) == 10
