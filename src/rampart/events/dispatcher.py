@@ -330,7 +330,7 @@ class Dispatcher:
                 )
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:1000]
-                log.warning(
+                log.error(
                     "subscriber %s failed on event %s (attempt %d)",
                     subscriber.name,
                     event["id"],

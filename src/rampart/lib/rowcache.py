@@ -38,7 +38,7 @@ class RowCache:
     """Rows by (resource, key) and visibility decisions by (resource, key, version, caller, epoch)."""
 
     def __init__(self, *, max_rows: int = 20_000, max_decisions: int = 100_000) -> None:
-        self._rows: OrderedDict[tuple[str, Hashable], tuple[int, dict[str, Any] | None]] = OrderedDict()
+        self._rows: OrderedDict[tuple[str, Hashable], tuple[int, Any]] = OrderedDict()
         self._decisions: OrderedDict[tuple[Hashable, ...], bool] = OrderedDict()
         self._epochs: dict[str, int] = {}
         self._max_rows = max_rows
@@ -48,7 +48,7 @@ class RowCache:
         self.stats = CacheStats()
 
     # ----- rows ------------------------------------------------------------------------------------
-    def row(self, resource: str, key: Hashable) -> tuple[int, dict[str, Any]] | None:
+    def row(self, resource: str, key: Hashable) -> tuple[int, Any] | None:
         """The cached (version, row), or None (absent, or only a tombstone)."""
         if not self.enabled:
             return None
@@ -61,7 +61,7 @@ class RowCache:
         return entry[0], entry[1]
 
     def put_row(
-        self, resource: str, key: Hashable, version: int, row: dict[str, Any], *, generation: int
+        self, resource: str, key: Hashable, version: int, row: Any, *, generation: int
     ) -> None:
         """Keep `row` unless the cache already holds (or has been told of) the same or a newer version.
 

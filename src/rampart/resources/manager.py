@@ -227,10 +227,10 @@ class ResourceManager:
         caller = None if ctx.actor.can(self.resource.policy.bypass_read) else ctx.actor.user_id
         entry = cache.row(name, key)
         if entry is not None:
-            version, cached = entry
+            version, values = entry
             seen = True if caller is None else cache.decision(name, key, version, caller)
             if seen is True:
-                return cached
+                return dict(zip(self._columns, values, strict=True))
             if seen is False:
                 raise self.not_found()
         # Read what a miss must not outlive before asking: a change seen meanwhile voids the answer.
@@ -246,7 +246,9 @@ class ResourceManager:
             raise self.not_found()
         row = dict(record)
         seen = bool(row.pop("_visible"))
-        cache.put_row(name, key, row["version"], row, generation=generation)
+        # Kept as a tuple in column order: about half the memory of a dict per row.
+        cache.put_row(name, key, row["version"], tuple(row.values()), generation=generation)
+
         if caller is not None:
             cache.put_decision(name, key, row["version"], caller, epoch, seen)
         if not seen:
