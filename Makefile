@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck contracts pytest bench clean
+.PHONY: help install run test lint typecheck contracts pytest bench bench-quick bench-scale bench-deps clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,8 +36,20 @@ pytest: install  ## the test suite only
 
 test: lint typecheck contracts pytest  ## Everything CI runs
 
-bench: install  ## Benchmark against the Express reference (see bench/README.md)
+$(VENV)/.bench-deps: pyproject.toml $(BIN)/rampart
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@touch $@
+
+bench-deps: $(VENV)/.bench-deps  ## Install the bench extra (matplotlib for the charts)
+
+bench: install bench-deps  ## Benchmark against the Express reference (see bench/README.md)
 	$(BIN)/python bench/compare.py
+
+bench-quick: install bench-deps  ## A short comparison (1 round x 5 s, a couple of minutes): checks it works
+	$(BIN)/python bench/compare.py --quick
+
+bench-scale: install bench-deps  ## Scale curve: 1/2/4 workers x 10k/100k/1M tasks, both sides (~30 min; SCALE_ARGS=...)
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 clean:  ## Remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,9 @@ PostgreSQL, sets each server up and seeds it through its API, then runs the roun
 (Express, Rampart, Express, Rampart, ...; each server is started fresh for its turn and
 stopped after it), pgbench after each round with no server running, and prints medians,
 Rampart/Express ratios, GET-by-id as a share of the pgbench figure and worker RSS. The
-JSON goes to bench/results/<timestamp>.json.
+JSON goes to bench/results/<timestamp>.json, its chart next to it (<timestamp>.png,
+bench/chart.py) and BENCHMARKS.md is regenerated from it (bench/markdown.py; --no-markdown
+skips both).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shlex
 import signal
 import statistics
 import sys
@@ -71,8 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rampart-bin", type=Path, default=servers.REPO_ROOT / ".venv" / "bin" / "rampart")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per server (default 2)")
     parser.add_argument("--pool", type=int, default=10, help="database pool per worker (default 10)")
+    parser.add_argument(
+        "--no-markdown", action="store_true", help="do not draw the chart nor regenerate BENCHMARKS.md"
+    )
     add_common_args(parser)
     args = parser.parse_args(argv)
+    args.command = shlex.join(["bench/compare.py", *(sys.argv[1:] if argv is None else argv)])
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 5.0, 1.0
     if args.rounds < 1:
@@ -320,7 +327,11 @@ def finish(
         "kind": "compare",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "elapsed_s": round(time.time() - started, 1),
-        "machine": report.machine_info(),
+        "command": args.command,
+        "machine": {
+            **report.machine_info(),
+            "postgresql": asyncio.run(database.server_version(args.pg_url)),
+        },
         "config": {
             "sides": [s.name for s in sides],
             "rounds": args.rounds,
@@ -354,8 +365,23 @@ def finish(
         "server_logs": str(log_dir),
         "error": error,
     }
-    print(f"\nresults: {report.write_json(payload, args.out)}")
+    path = report.write_json(payload, args.out)
+    print(f"\nresults: {path}")
+    if not args.no_markdown:
+        write_report(payload, path)
     return 3 if flags else 0
+
+
+def write_report(payload: dict[str, Any], path: Path) -> None:
+    """The chart next to the JSON and BENCHMARKS.md regenerated from it (bench/markdown.py)."""
+    import chart
+    import markdown
+
+    try:
+        print(f"chart: {chart.write_chart(payload, path)}")
+    except chart.ChartUnavailable as exc:
+        print(f"note: no chart: {exc}", file=sys.stderr)
+    print(f"updated: {markdown.update(compare_path=path)}")
 
 
 if __name__ == "__main__":

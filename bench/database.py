@@ -108,6 +108,19 @@ async def count_tasks(url: str) -> int:
         await conn.close()
 
 
+async def server_version(url: str) -> str | None:
+    """PostgreSQL's own version string (``SELECT version()``), or None when it cannot be read."""
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        v: str = await conn.fetchval("SELECT version()")
+        return v.split(" on ")[0]
+    finally:
+        await conn.close()
+
+
 async def free_connections(url: str) -> int:
     """Client connections PostgreSQL can still accept (other servers and tests share it)."""
     conn = await asyncpg.connect(url)

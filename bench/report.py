@@ -139,9 +139,31 @@ def _version(cmd: list[str]) -> str | None:
     return (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr) else None
 
 
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": memory_gib(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "node": _version(["node", "--version"]),

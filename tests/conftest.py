@@ -20,8 +20,8 @@ import pytest
 from rampart.access.system import system_actor
 from rampart.app import Rampart, create_app
 from rampart.auth.sessions import open_session
-from rampart.config import Settings
 from rampart.clitasks import migrate_all
+from rampart.config import Settings
 from rampart.resources.manager import Context
 
 ADMIN_URL = os.environ.get("RAMPART_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -62,8 +62,7 @@ async def wait_for_cache(app: Rampart, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def make_settings(
-database_url: str, **overrides: Any) -> Settings:
+def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "env": "test",
         "database_url": database_url,

@@ -175,7 +175,7 @@ def _attacks(app: Rampart, user: User, jwks: dict[str, Any]) -> dict[str, str]:
         "hs256_keyed_with_jwk_json": f"{body}."
         + b64(hmac.new(json.dumps(jwks["keys"][0]).encode(), body.encode(), hashlib.sha256).digest()),
         "hs256_with_the_secret": jwt.encode(claims, TEST_SECRET, algorithm="HS256", headers={"kid": kid}),
-        "alg_none": f"{b64(json.dumps({'alg': 'none', 'kid': kid}).encode())}.{b64(json.dumps(claims).encode())}.",
+        "alg_none": f"{b64(json.dumps({'alg': 'none', 'kid': kid}).encode())}.{body.split('.')[1]}.",
         "other_key_same_kid": jwt.encode(claims, other.private_key, algorithm=alg, headers={"kid": kid}),
         "no_kid": jwt.encode(claims, other.private_key, algorithm=alg),
         "unknown_kid": jwt.encode(claims, other.private_key, algorithm=alg, headers={"kid": "nope"}),

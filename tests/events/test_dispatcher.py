@@ -248,3 +248,19 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(attempts: int) -> Non
     delays = [policy.delay(attempts) for _ in range(50)]
     assert all(ceiling / 2 <= d <= ceiling for d in delays)
     assert len(set(delays)) > 1  # jittered
+
+
+async def test_a_dispatcher_outlives_a_database_outage(caplog: pytest.LogCaptureFixture) -> None:
+    down = Database("postgresql://postgres@127.0.0.1:1/nowhere", connect_timeout=0.5)
+    dispatcher = Dispatcher(
+        db=down, dsn="postgresql://postgres@127.0.0.1:1/nowhere", subscribers=[], poll_interval=0.1
+    )
+    dispatcher.start()
+    try:
+        await asyncio.sleep(1.0)
+        assert dispatcher._task is not None
+        assert not dispatcher._task.done()  # still trying, not dead
+    finally:
+        await dispatcher.stop()
+        await down.close()
+    assert any("dispatcher round failed" in r.message for r in caplog.records)

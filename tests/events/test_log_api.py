@@ -129,7 +129,7 @@ async def test_filters_and_the_after_cursor_page_through_the_log(
     ("query", "param"),
     [
         ("limit=0", "limit"),
-        ("limit=201", "limit"),
+        ("limit=101", "limit"),
         ("limit=abc", "limit"),
         ("after=not-an-id", "after"),
         ("actor_id=12", "actor_id"),

@@ -390,3 +390,23 @@ async def test_the_apps_dispatcher_counts_outcomes_in_metrics(
     text = (await api.get("/metrics")).text
     assert 'rampart_events_total{outcome="delivered",type="projects.created"}' in text
     assert "rampart_events_dispatcher_lag_seconds " in text
+
+
+async def test_deactivating_a_webhook_dead_letters_what_waits_for_it(
+    api: httpx.AsyncClient, hooks_app: Rampart, root: User, receiver: Receiver
+) -> None:
+    hook = await create_hook(api, root, url=receiver.url + "/ok/never", events=["projects.created"])
+    webhooks = hooks_app.services.webhooks
+    assert webhooks is not None
+    dispatcher = dispatcher_for(webhooks)
+    await a_task(api, await new_user(hooks_app))
+    subscribers = {s.name: s for s in await webhooks.subscribers()}
+    await dispatcher.fan_out(subscribers)  # handed out, not yet delivered
+    name = f"webhook:{hook['id']}"
+    count = "SELECT count(*) FROM event_deliveries WHERE subscriber = $1 AND status = $2"
+    assert await webhooks.db.fetchval(count, name, "pending") >= 1
+    r = await api.patch(f"/api/v1/admin/webhooks/{hook['id']}", json={"active": False}, headers=root.headers)
+    assert r.status_code == 200, r.text
+    assert await webhooks.db.fetchval(count, name, "pending") == 0
+    assert await webhooks.db.fetchval(count, name, "dead") >= 1
+    assert receiver.on("/ok/never") == []

@@ -36,7 +36,7 @@ _SECURITY = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 _EXPOSE = b"X-Request-ID, ETag, Location, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After"
-_ALLOW_HEADERS = b"Authorization, Content-Type, If-Match, If-None-Match, X-Request-ID"
+_ALLOW_HEADERS = b"Authorization, Content-Type, If-Match, If-None-Match, Last-Event-ID, X-Request-ID"
 _ALLOW_METHODS = b"GET, POST, PATCH, DELETE, OPTIONS"
 
 Observer = Callable[[Scope, int, float], None]

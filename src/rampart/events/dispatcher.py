@@ -231,7 +231,7 @@ class Dispatcher:
                 log.warning("event dispatcher round failed (%d in a row)", failures, exc_info=True)
                 await self._close_listener()
                 busy = False
-                await asyncio.sleep(min(self.poll_interval, 0.5 * 2**failures))
+                await asyncio.sleep(min(self.poll_interval, 0.5 * 2 ** min(failures, 10)))
                 continue
             if not busy:
                 with contextlib.suppress(TimeoutError):

@@ -25,8 +25,8 @@ from rampart.resources.manager import ResourceManager
 from rampart.resources.spec import Binder
 
 READ_ANY = "events:read_any"
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
 _PARAMS = frozenset({"resource", "resource_id", "type", "actor_id", "after", "limit"})
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}")

@@ -238,6 +238,7 @@ class _Stream:
                 async with asyncio.timeout(owner.poll_interval):
                     await self.wake.wait()
             self.wake.clear()
+            await owner._ensure_listener()  # reconnects after a database restart
             after = max(low, _floor(newest - owner.overlap_ms))
             for _ in range(1000):  # bounded: a huge backlog is read over several wake-ups
                 events, more = await owner.log.page(self.actor, replace(self.query, after=after))

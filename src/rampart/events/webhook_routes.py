@@ -64,7 +64,7 @@ _PAGE = [
         "name": "limit",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
     },
 ]
 
@@ -102,7 +102,7 @@ def _page_query(call: Call) -> tuple[Any, int]:
         after = parse_uuid(params["after"])
         if after is None:
             raise InvalidQuery("after must be an id.", errors=[FieldError("after", "invalid", "Not an id.")])
-    limit = 50
+    limit = 20
     if "limit" in params:
         raw = params["limit"]
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:

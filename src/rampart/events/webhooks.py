@@ -185,6 +185,14 @@ class Webhooks:
                 *changes.values(),
             )
             assert row is not None
+            if changes.get("active") is False:
+                # Nobody delivers for an inactive webhook: its waiting deliveries become dead letters,
+                # which stay visible and replayable (instead of ageing as "lag" forever).
+                await conn.execute(
+                    "UPDATE event_deliveries SET status = 'dead', last_error = 'the webhook was deactivated',"
+                    " updated_at = now() WHERE subscriber = $1 AND status = 'pending'",
+                    SUBSCRIBER_PREFIX + str(webhook_id),
+                )
             webhook = to_webhook(row)
             before = to_webhook(current)
             diff = {

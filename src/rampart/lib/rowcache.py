@@ -60,9 +60,7 @@ class RowCache:
         self.stats.hits += 1
         return entry[0], entry[1]
 
-    def put_row(
-        self, resource: str, key: Hashable, version: int, row: Any, *, generation: int
-    ) -> None:
+    def put_row(self, resource: str, key: Hashable, version: int, row: Any, *, generation: int) -> None:
         """Keep `row` unless the cache already holds (or has been told of) the same or a newer version.
 
         `generation` is the value read before the row was fetched: after a clear() in between, an
