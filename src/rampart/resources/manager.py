@@ -361,11 +361,8 @@ class ResourceManager:
             current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=True)
             await self.before_delete(ctx, conn, current)
             try:
-                async with conn.transaction():
-                    await self._cascade(ctx, conn, [current_id(current)])
-                    await conn.execute(
-                        f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current)
-                    )
+                await self._cascade(ctx, conn, [current_id(current)])
+                await conn.execute(f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current))
             except asyncpg.ForeignKeyViolationError as exc:  # a RESTRICT reference still points here
                 raise Conflict(f"This {self.resource.name} item is still referenced by other items.") from exc
             await self.after_delete(ctx, conn, current)
@@ -465,11 +462,13 @@ class ResourceManager:
             raise ValidationFailed(errors)
 
     async def _write(self, conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> asyncpg.Record:
+        # No savepoint of its own (two round trips per write): a constraint error fails the whole
+        # change, and when this manager runs inside another's transaction, its own block is the savepoint.
         try:
-            async with conn.transaction():  # a savepoint, so a constraint error leaves the transaction usable
-                record: asyncpg.Record | None = await conn.fetchrow(sql, *params)
-                assert record is not None  # INSERT/UPDATE ... RETURNING of a locked row
-                return record
+            record: asyncpg.Record | None = await conn.fetchrow(sql, *params)
+            assert record is not None  # INSERT/UPDATE ... RETURNING of a locked row
+            return record
+
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(_unique_message(self.resource.name, exc)) from exc
         except asyncpg.ForeignKeyViolationError as exc:
