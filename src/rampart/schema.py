@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import importlib
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from rampart.access.actor import Roles
-from rampart.auth.sessions import define_sessions_table
-from rampart.auth.tables import define_auth_tables
 from rampart.auth.users import users_resource
 from rampart.config import Settings
-from rampart.db.outbox import define_events_table
-from rampart.events.tables import define_delivery_tables
 from rampart.resources.spec import Registry, Resource
-from rampart.resources.tables import define_table
+
+if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a serving worker
+    import sqlalchemy as sa
 
 
 def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
@@ -26,6 +23,14 @@ def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
 
 
 def build_metadata(settings: Settings | None = None) -> sa.MetaData:
+    import sqlalchemy as sa
+
+    from rampart.auth.sessions import define_sessions_table
+    from rampart.auth.tables import define_auth_tables
+    from rampart.db.outbox import define_events_table
+    from rampart.events.tables import define_delivery_tables
+    from rampart.resources.tables import define_table
+
     settings = settings or Settings(database_url=None)
     metadata = sa.MetaData()
     registry = Registry()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
+from typing import TYPE_CHECKING
 
 from rampart.db.pool import Database
+
+if TYPE_CHECKING:  # Alembic is loaded only when migrating, never in a serving worker
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 ADVISORY_LOCK_KEY = 7_272_740_001
@@ -29,6 +29,8 @@ def sqlalchemy_url(dsn: str) -> str:
 
 def alembic_config(dsn: str | None = None, *, versions_dir: str | None = None) -> Config:
     """Alembic settings: Rampart's own versions, plus an app's `versions_dir` when it keeps its own."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if versions_dir:
@@ -41,6 +43,8 @@ def alembic_config(dsn: str | None = None, *, versions_dir: str | None = None) -
 
 
 def upgrade(dsn: str, revision: str = "heads", *, versions_dir: str | None = None) -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(dsn, versions_dir=versions_dir), revision)
 
 
@@ -48,6 +52,8 @@ def make_migration(dsn: str, message: str, *, versions_dir: str | None = None) -
     """Autogenerate a revision from the declarations; into `versions_dir` when the app keeps its own."""
     if versions_dir:
         Path(versions_dir).mkdir(parents=True, exist_ok=True)
+    from alembic import command
+
     command.revision(
         alembic_config(dsn, versions_dir=versions_dir),
         message=message,
@@ -58,6 +64,8 @@ def make_migration(dsn: str, message: str, *, versions_dir: str | None = None) -
 
 @functools.cache
 def _heads(versions_dir: str | None) -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
     return frozenset(ScriptDirectory.from_config(alembic_config(versions_dir=versions_dir)).get_heads())
 
 

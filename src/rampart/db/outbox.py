@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
 
 from rampart.lib.ids import new_id
 
+if TYPE_CHECKING:  # loaded only to build migrations
+    import sqlalchemy as sa
+
 
 def define_events_table(metadata: sa.MetaData) -> sa.Table:
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql as pg
+
     return sa.Table(
         "events",
         metadata,

@@ -10,12 +10,12 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
+from typing import TYPE_CHECKING, Any
 
 from rampart.lib.ids import parse_uuid
+
+if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a serving worker
+    import sqlalchemy as sa
 
 ALL_COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -107,6 +107,8 @@ class Text(FieldType):
         return text.lower() if self.lower else text
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
+        import sqlalchemy as sa
+
         return sa.Text()
 
     def schema(self) -> dict[str, Any]:
@@ -155,6 +157,8 @@ class Integer(FieldType):
         return number
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
+        import sqlalchemy as sa
+
         return sa.SmallInteger() if self.small else sa.Integer()
 
     def schema(self) -> dict[str, Any]:
@@ -176,6 +180,8 @@ class Boolean(FieldType):
         return text == "true"
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
+        import sqlalchemy as sa
+
         return sa.Boolean()
 
     def schema(self) -> dict[str, Any]:
@@ -193,6 +199,8 @@ class Choice(FieldType):
         return value
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
+        import sqlalchemy as sa
+
         return sa.Text()
 
     def schema(self) -> dict[str, Any]:
@@ -212,6 +220,8 @@ class Date(FieldType):
             raise FieldInvalid("invalid_date", "Must be a date (YYYY-MM-DD).") from None
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
+        import sqlalchemy as sa
+
         return sa.Date()
 
     def schema(self) -> dict[str, Any]:
@@ -240,6 +250,8 @@ class Timestamp(FieldType):
         return f"to_char({column} AT TIME ZONE 'UTC', '{_TS_FORMAT}')"
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
+        from sqlalchemy.dialects import postgresql as pg
+
         return pg.TIMESTAMP(timezone=True, precision=3)
 
     def schema(self) -> dict[str, Any]:
@@ -267,6 +279,8 @@ class Id(FieldType):
         return f"{column}::text"
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
+        from sqlalchemy.dialects import postgresql as pg
+
         return pg.UUID(as_uuid=True)
 
     def schema(self) -> dict[str, Any]:
