@@ -39,6 +39,7 @@ from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from rampart.lib.rates import parse_rate
 from rampart.lib.rowcache import RowCache
+from rampart.ops.drain import Drain
 from rampart.ops.health import OPERATIONS_PATHS, health_routes
 from rampart.ops.metrics import Metrics
 from rampart.resources.caching import CHANNEL, CacheFeed, tables_with_triggers
@@ -251,7 +252,13 @@ def create_app(settings: Settings) -> Rampart:
     specs += auth_routes(
         users=services.managers["users"], tokens=tokens, bus=services.bus, session_ttl=settings.session_ttl
     )
-    specs += session_routes(db=db, tokens=tokens, authenticator=services.authenticator, bus=services.bus)
+    specs += session_routes(
+        db=db,
+        tokens=tokens,
+        authenticator=services.authenticator,
+        bus=services.bus,
+        session_ttl=settings.session_ttl,
+    )
     if settings.oidc_client_id and settings.oidc_client_secret is not None:
         services.oidc = OIDCClient(
             issuer=settings.oidc_issuer,
@@ -276,7 +283,10 @@ def create_app(settings: Settings) -> Rampart:
             {REVOCATION_CHANNEL: services.authenticator.on_announcement},
         )
     )
-    metrics = Metrics(pool_stats=db.stats)
+    metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
+    if services.cache is not None:
+        row_stats = services.cache.stats
+        metrics.track_cache("rows", lambda: (row_stats.hits, row_stats.misses))
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
     specs += _install_events(services, metrics)
 
@@ -298,7 +308,9 @@ def create_app(settings: Settings) -> Rampart:
 
         checks["redis"] = check_redis
     spec = build_spec(specs, title="Rampart", version=__version__, extra_paths=dict(OPERATIONS_PATHS))
-    extra = [*health_routes(checks), *metrics.routes(), *docs_routes(spec)]
+    drain = Drain(delay=settings.drain_delay)
+    services.background.append(drain)  # installed at startup, inside the server's signal handling
+    extra = [*health_routes(checks, drain=drain), *metrics.routes(), *docs_routes(spec)]
     rates = {"api": parse_rate(settings.rate_limit), "auth": parse_rate(settings.rate_limit_auth)}
     router = build_router(specs, auth=services.authenticator, limits=Limits(limiter, rates), extra=extra)
     pipeline = Pipeline(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +101,78 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256))
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply migrations first.")
-def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> None:
+@click.option(
+    "--max-requests",
+    default=None,
+    type=click.IntRange(1),
+    help="Recycle a worker after this many requests (with --workers 2 or more).",
+)
+@click.option(
+    "--max-requests-jitter",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Add up to this many to --max-requests per worker, so workers do not all recycle at once.",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write every worker's output to this file (one writer), rotated; default: stdout.",
+)
+@click.option(
+    "--log-max-bytes",
+    default=100 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Rotate the log file above this size (0: never by size).",
+)
+@click.option(
+    "--log-rotate",
+    type=click.Choice(["never", "hourly", "daily"]),
+    default="daily",
+    show_default=True,
+    help="Rotate the log file at least this often.",
+)
+@click.option(
+    "--log-keep",
+    default=7,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Rotated log files to keep (oldest removed).",
+)
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    reload: bool,
+    migrate: bool,
+    max_requests: int | None,
+    max_requests_jitter: int,
+    log_file: Path | None,
+    log_max_bytes: int,
+    log_rotate: str,
+    log_keep: int,
+) -> None:
     """Run the HTTP server."""
     import uvicorn
 
     from rampart.clitasks import migrate_all
 
+    if max_requests is not None and workers == 1:
+        # One worker is the whole server: recycling it would stop serving, no supervisor restarts it.
+        raise click.ClickException("--max-requests needs --workers 2 or more")
     settings, server = _database(_settings())
+    cleanups: list[Callable[[], None]] = []  # on the way out, also on the SIGTERM exit below
+
+    def clean_up() -> None:
+        while cleanups:
+            cleanups.pop()()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        clean_up()
+        _exit_on_signal(signum, server)
+
     try:
         assert settings.database_url is not None
         if migrate:
@@ -115,9 +183,24 @@ def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> No
                 "(each worker allows the full limit)",
                 err=True,
             )
+        metrics_dir = _metrics_dir(workers)
+        if metrics_dir is not None:
+            cleanups.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
+        if log_file is not None:
+            from rampart.ops.logfile import INTERVALS, LogFile, capture_output
+
+            stop_capture = capture_output(
+                LogFile(
+                    log_file,
+                    max_bytes=log_max_bytes or None,
+                    interval=INTERVALS.get(log_rotate),
+                    keep=log_keep,
+                )
+            )
+            cleanups.append(stop_capture)
         # uvicorn re-raises SIGTERM once it has shut down gracefully; stop the embedded database then,
         # or the process would die leaving it running.
-        signal.signal(signal.SIGTERM, lambda signum, frame: _exit_on_signal(signum, server))
+        signal.signal(signal.SIGTERM, on_sigterm)
         uvicorn.run(
             "rampart.asgi:create",
             factory=True,
@@ -132,10 +215,31 @@ def serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> No
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
             timeout_graceful_shutdown=10,
+            limit_max_requests=max_requests,
+            limit_max_requests_jitter=max_requests_jitter,
         )
     finally:
+        clean_up()
         if server is not None:
             server.stop()
+
+
+def _metrics_dir(workers: int) -> str | None:
+    """With several workers, a fresh folder they share metrics in (prometheus-client multiprocess mode).
+
+    Set before any worker imports prometheus-client, which reads it then. Returned to remove on exit; an
+    operator's own PROMETHEUS_MULTIPROC_DIR is emptied instead (stale files would add old counts).
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        return None
+    if workers == 1:
+        return None  # one process: its own registry, nothing to share
+    path = tempfile.mkdtemp(prefix="rampart-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 @main.command()

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     access_log: bool = True
     log_format: Literal["json", "text", "auto"] = "auto"
     log_level: str = "INFO"
+    # Seconds between SIGTERM (readiness turns 503) and the stop of accepting connections: time for the
+    # load balancer's health check to notice. In-flight requests then finish within the grace period.
+    drain_delay: float = Field(default=0.0, ge=0.0, le=60.0)
+    # prometheus-client's own variable (read when it is imported): the folder the workers share metrics in.
+    metrics_multiproc_dir: str | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     role_permissions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS))
     data_dir: str | None = None
     app: str = "rampart.apps.tasks.resources:declare"

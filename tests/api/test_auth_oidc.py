@@ -140,6 +140,12 @@ async def test_first_sign_in_creates_the_user_and_a_session(
         "SELECT issuer, subject FROM user_identities WHERE user_id = $1", uuid.UUID(data["user"]["id"])
     )
     assert (link["issuer"], link["subject"]) == (provider.issuer, f"sub-{who}")
+    # browser clients of this site also get it as an HttpOnly cookie, with its CSRF companion
+    set_cookies = r.headers.get_list("set-cookie")
+    refresh_cookie = next(c for c in set_cookies if c.startswith("rampart_refresh="))
+    assert refresh_cookie.startswith(f"rampart_refresh={data['refresh_token']};")
+    assert "HttpOnly" in refresh_cookie
+    assert any(c.startswith("rampart_csrf=") for c in set_cookies)
     # the refresh token of a sign-in rotates like any other
     r = await rampart.post("/api/v1/auth/refresh", json={"refresh_token": data["refresh_token"]})
     assert r.status_code == 200
@@ -389,3 +395,18 @@ async def test_sign_in_routes_without_configuration_are_not_found(client: httpx.
         r = await client.get(path)
         assert r.status_code == 404
         assert r.json()["code"] == "sign_in_not_configured"
+
+
+async def test_sign_in_routes_are_limited_per_ip_by_the_auth_class(
+    database_url: str, provider: NodeProvider
+) -> None:
+    settings = {**oidc_settings(database_url, provider.issuer), "rate_limit_auth": "2/minute"}
+    app = create_app(make_settings(database_url, **settings))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as rampart:
+            statuses = [(await rampart.get(LOGIN)).status_code for _ in range(2)]
+            statuses.append((await rampart.get("/api/v1/auth/google/callback?code=a&state=b")).status_code)
+            assert statuses == [302, 302, 429]
+    finally:
+        await app.aclose()

@@ -197,3 +197,78 @@ async def test_refresh_is_limited_per_client_ip_by_the_auth_class(database_url: 
             assert "retry-after" in r.headers
     finally:
         await app.aclose()
+
+
+# ----- the cookie path (browser clients) ------------------------------------------------------------------
+
+
+def cookie_attributes(response: httpx.Response, name: str) -> str:
+    found = [v for v in response.headers.get_list("set-cookie") if v.startswith(f"{name}=")]
+    assert len(found) == 1, response.headers.get_list("set-cookie")
+    return found[0]
+
+
+def cookie_value(response: httpx.Response, name: str) -> str:
+    return cookie_attributes(response, name).split(";", 1)[0].split("=", 1)[1]
+
+
+def cookies(refresh: str, csrf: str) -> dict[str, str]:
+    # By hand: the client's cookie jar would not send Secure cookies to http://testserver.
+    return {"Cookie": f"rampart_refresh={refresh}; rampart_csrf={csrf}"}
+
+
+async def test_refresh_by_cookie_with_the_csrf_header(
+    client: httpx.AsyncClient, app: Rampart, alice: User
+) -> None:
+    pair = await pair_for(app, alice)
+    r = await client.post(
+        REFRESH, headers={**cookies(pair.refresh_token, "csrf-1"), "X-CSRF-Token": "csrf-1"}
+    )
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert "refresh_token" not in data  # the refresh token stays in the HttpOnly cookie
+    assert (await client.get(ME, headers=bearer(data["access_token"]))).status_code == 200
+    refresh = cookie_attributes(r, "rampart_refresh").lower()
+    for attribute in ("httponly", "secure", "samesite=strict", "path=/api/v1/auth"):
+        assert attribute in refresh
+    assert "httponly" not in cookie_attributes(r, "rampart_csrf").lower()  # the page's script reads it
+    new_refresh, new_csrf = cookie_value(r, "rampart_refresh"), cookie_value(r, "rampart_csrf")
+    assert new_refresh != pair.refresh_token
+    assert len(new_csrf) >= 32
+    # the cookie rotated: the next refresh uses the new one, with the new CSRF value
+    r = await client.post(REFRESH, headers={**cookies(new_refresh, new_csrf), "X-CSRF-Token": new_csrf})
+    assert r.status_code == 200, r.text
+    # and the spent cookie is a reuse like any other
+    r = await client.post(REFRESH, headers={**cookies(new_refresh, new_csrf), "X-CSRF-Token": new_csrf})
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "wrong-value", "csrf-value-but-longer"], ids=["missing", "empty", "wrong", "prefix"]
+)
+async def test_refresh_by_cookie_without_the_csrf_proof_is_forbidden(
+    client: httpx.AsyncClient, app: Rampart, alice: User, header: str | None
+) -> None:
+    pair = await pair_for(app, alice)
+    extra = {} if header is None else {"X-CSRF-Token": header}
+    r = await client.post(REFRESH, headers={**cookies(pair.refresh_token, "csrf-value"), **extra})
+    assert r.status_code == 403, r.text
+    assert r.json()["code"] == "csrf_failed"
+    # without the csrf cookie too
+    r = await client.post(
+        REFRESH, headers={"Cookie": f"rampart_refresh={pair.refresh_token}", "X-CSRF-Token": "csrf-value"}
+    )
+    assert r.status_code == 403
+    # nothing was spent: the token still works with the proof
+    r = await client.post(
+        REFRESH, headers={**cookies(pair.refresh_token, "csrf-value"), "X-CSRF-Token": "csrf-value"}
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_logout_clears_the_cookies(client: httpx.AsyncClient, app: Rampart, alice: User) -> None:
+    pair = await pair_for(app, alice)
+    r = await client.post("/api/v1/auth/logout", headers=bearer(pair.access_token))
+    assert r.status_code == 204
+    for name in ("rampart_refresh", "rampart_csrf"):
+        assert "max-age=0" in cookie_attributes(r, name).lower()

@@ -290,3 +290,42 @@ async def test_discovery_for_another_issuer_is_refused(provider: FakeProvider) -
             await client.metadata()
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"issuer": 42},
+        {"issuer": ISSUER, "authorization_endpoint": "x", "token_endpoint": 1, "jwks_uri": "y"},
+        ["not", "an", "object"],
+        {"issuer": ISSUER, "authorization_endpoint": "a", "token_endpoint": "::not a url::", "jwks_uri": "j"},
+    ],
+    ids=["issuer_not_a_string", "endpoint_not_a_string", "not_an_object", "endpoint_not_a_url"],
+)
+async def test_a_broken_discovery_document_is_unavailable_not_a_crash(document: Any) -> None:
+    async def discovery(request: Request) -> Response:
+        return JSONResponse(document)
+
+    app = Starlette(routes=[Route("/.well-known/openid-configuration", discovery)])
+    client = OIDCClient(
+        issuer=ISSUER,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        redirect_uri="http://x/cb",
+        http=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)),
+    )
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await client.exchange(code="c", code_verifier="v" * 50)  # discovery first
+    finally:
+        await client.aclose()
+
+
+async def test_keys_that_are_not_a_key_set_are_unavailable(oidc: OIDCClient, provider: FakeProvider) -> None:
+    class Broken:
+        def as_dict(self, private: bool) -> Any:
+            return "not a key"
+
+    provider.keys = [Broken()]
+    with pytest.raises(ProviderUnavailable):
+        await oidc.verify(sign(claims()), nonce=NONCE)

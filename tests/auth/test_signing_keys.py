@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import jwt
 import pytest
@@ -183,7 +184,6 @@ def _attacks(app: Rampart, user: User, jwks: dict[str, Any]) -> dict[str, str]:
         "other_key_same_kid": jwt.encode(claims, other.private_key, algorithm=alg, headers={"kid": kid}),
         "no_kid": jwt.encode(claims, other.private_key, algorithm=alg),
         "unknown_kid": jwt.encode(claims, other.private_key, algorithm=alg, headers={"kid": "nope"}),
-        "kid_not_a_string": jwt.encode(claims, other.private_key, algorithm=alg, headers={"kid": 7}),
         "jku_injection": jwt.encode(
             claims, other.private_key, algorithm=alg, headers={"kid": kid, "jku": "https://evil.example/jwks"}
         ),
@@ -207,23 +207,24 @@ async def test_key_set_attacks_are_refused(keyed: Rampart) -> None:
 
 async def test_rotation_is_announced_in_the_same_transaction(database_url: str) -> None:
     app = create_app(make_settings(database_url, jwt_algorithm="RS256"))
+    listener = await asyncpg.connect(database_url)
     try:
-        async with app.services.db.connection() as listener:
-            heard: list[str] = []
-            await listener.add_listener("rampart_sessions", lambda *args: heard.append(args[3]))
-            async with app.services.db.transaction() as conn:
-                kid = await rotate(conn, alg="RS256")
-                await announce_keys(conn)
-                assert heard == []  # not before the commit
-            deadline = time.monotonic() + 2
-            while "k:" not in heard and time.monotonic() < deadline:
-                await listener.execute("SELECT 1")
-            assert "k:" in heard
-            await listener.remove_listener("rampart_sessions", lambda *args: None)
+        heard: list[str] = []
+        await listener.add_listener("rampart_sessions", lambda *args: heard.append(args[3]))
+        async with app.services.db.transaction() as conn:
+            kid = await rotate(conn, alg="RS256")
+            await announce_keys(conn)
+            await listener.execute("SELECT 1")
+            assert heard == []  # not before the commit
+        deadline = time.monotonic() + 2
+        while "k:" not in heard and time.monotonic() < deadline:
+            await listener.execute("SELECT 1")
+        assert "k:" in heard
         row = await app.services.db.fetchrow("SELECT alg, retired_at FROM signing_keys WHERE kid = $1", kid)
         assert row["alg"] == "RS256"
         assert row["retired_at"] is None
     finally:
+        await listener.close()
         await app.aclose()
 
 

@@ -18,7 +18,7 @@ from rampart.api.pipeline import Pipeline
 from rampart.app import Rampart, create_app
 from rampart.ops.health import health_routes
 from tests.apps.slow import serve
-from tests.conftest import ADMIN_URL, REDIS_URL, User, make_settings
+from tests.conftest import ADMIN_URL, REDIS_URL, User, make_settings, wait_for_cache
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -255,3 +255,25 @@ async def test_pool_gauges_show_connections_in_use_and_callers_waiting(
         samples = _samples((await http.get("/metrics")).text)
         assert _value(samples, "rampart_db_pool_connections", state="in_use") == 0
         assert _value(samples, "rampart_db_pool_connections", state="waiting") == 0
+
+
+async def test_row_cache_hits_and_misses_are_counted(database_url: str, alice: User) -> None:
+    app = create_app(make_settings(database_url))
+    await app.startup()
+    try:
+        await wait_for_cache(app)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as http:
+            created = await http.post("/api/v1/projects", json={"name": "cached"}, headers=alice.headers)
+            assert created.status_code == 201, created.text
+            url = f"/api/v1/projects/{created.json()['data']['id']}"
+            for _ in range(3):
+                assert (await http.get(url, headers=alice.headers)).status_code == 200
+            samples = _samples((await http.get("/metrics")).text)
+    finally:
+        await app.aclose()
+    hits = _value(samples, "rampart_cache_requests_total", cache="rows", result="hit")
+    misses = _value(samples, "rampart_cache_requests_total", cache="rows", result="miss")
+    assert hits >= 2
+    assert hits + misses >= 3

@@ -69,9 +69,10 @@ class InvalidIdToken(Unauthorized):
     title = "Invalid ID token"
 
     def __init__(self, reason: str) -> None:
-        # The reason is for the log; the client learns only that the token was refused.
+        # The reason is for the log (never the token itself); the client learns only that it was refused.
         super().__init__("The identity provider's ID token could not be verified.")
-        self.reason = reason
+        self.reason = reason[:200]
+        log.warning("ID token refused: %s", self.reason)
 
 
 class ProviderUnavailable(ServiceUnavailable):
@@ -130,8 +131,10 @@ class OIDCClient:
         cached = self._metadata
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        doc = await self._get_json(f"{self.issuer}/.well-known/openid-configuration")
-        if not isinstance(doc, dict) or doc.get("issuer", "").rstrip("/") != self.issuer:
+        found = await self._get_json(f"{self.issuer}/.well-known/openid-configuration")
+        doc: dict[str, Any] = found if isinstance(found, dict) else {}
+        issuer = doc.get("issuer")
+        if not isinstance(issuer, str) or issuer.rstrip("/") != self.issuer:
             # OpenID Connect Discovery §4.3: the document must name the issuer we asked.
             raise ProviderUnavailable("The identity provider's configuration is not valid.")
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
@@ -158,7 +161,7 @@ class OIDCClient:
             doc = await self._get_json(meta["jwks_uri"])
             try:
                 fresh = KeySet.import_key_set(doc)
-            except (JoseError, ValueError, TypeError, KeyError) as exc:
+            except (JoseError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise ProviderUnavailable("The identity provider's keys are not valid.") from exc
             self._keys = fresh
             self.jwks_fetches += 1
@@ -167,7 +170,7 @@ class OIDCClient:
     async def _get_json(self, url: str) -> Any:
         try:
             response = await self._http.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning("identity provider unreachable: %s", type(exc).__name__)
             raise ProviderUnavailable("The identity provider could not be reached.") from exc
         if response.status_code != 200:
@@ -210,7 +213,7 @@ class OIDCClient:
                 auth=httpx.BasicAuth(_form_encode(self.client_id), _form_encode(self._secret)),
                 headers={"Accept": "application/json"},
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning("identity provider token endpoint unreachable: %s", type(exc).__name__)
             raise ProviderUnavailable("The identity provider could not be reached.") from exc
         try:

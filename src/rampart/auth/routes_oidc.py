@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.responses import RedirectResponse
+from starlette.responses import RedirectResponse, Response
 
+from rampart.auth.cookies import set_token_cookies
 from rampart.auth.oidc import InvalidState, OIDCClient, SignInDenied, SignInNotConfigured
 from rampart.auth.oidc_login import check_redirect, link_user, open_login_session, start_login, take_state
 from rampart.auth.routes_sessions import NO_STORE, TOKEN_PAIR_SCHEMA
@@ -79,12 +80,16 @@ def oidc_routes(
             user_agent=call.request.headers.get("user-agent"),
             ip=client_addr.host if client_addr else None,
         )
+        response: Response
         if login_state.redirect_to:
             fragment = urlencode({k: str(v) for k, v in pair.as_json().items()})
-            return RedirectResponse(
+            response = RedirectResponse(
                 f"{login_state.redirect_to}#{fragment}", status_code=302, headers=NO_STORE
             )
-        return json_response({"data": {**pair.as_json(), "user": user}}, headers=NO_STORE)
+        else:
+            response = json_response({"data": {**pair.as_json(), "user": user}}, headers=NO_STORE)
+        set_token_cookies(response, pair, max_age=session_ttl)  # for browser clients of this site
+        return response
 
     user_schema = item_schema(users.resource)
     signed_in = {

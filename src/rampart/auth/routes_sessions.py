@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rampart.auth.cookies import REFRESH_COOKIE, clear_token_cookies, refresh_cookie, set_token_cookies
 from rampart.auth.refresh import INVALID, ReuseDetected, rotate
 from rampart.auth.sessions import Authenticator, TokenPair, announce
 from rampart.auth.tokens import TokenIssuer
@@ -26,12 +27,12 @@ TOKEN_PAIR_SCHEMA: dict[str, Any] = {
     "properties": {
         "data": {
             "type": "object",
-            "required": ["access_token", "token_type", "expires_in", "refresh_token"],
+            "required": ["access_token", "token_type", "expires_in"],
             "properties": {
                 "access_token": {"type": "string"},
                 "token_type": {"type": "string", "enum": ["Bearer"]},
                 "expires_in": {"type": "integer"},
-                "refresh_token": {"type": "string"},
+                "refresh_token": {"type": "string", "description": "Absent when it was sent as a cookie"},
             },
         }
     },
@@ -73,11 +74,21 @@ def token_response(pair: TokenPair, *, status: int = 200) -> Any:
 
 
 def session_routes(
-    *, db: Database, tokens: TokenIssuer, authenticator: Authenticator, bus: EventBus
+    *,
+    db: Database,
+    tokens: TokenIssuer,
+    authenticator: Authenticator,
+    bus: EventBus,
+    session_ttl: int = 30 * 86_400,
 ) -> list[RouteSpec]:
     async def refresh(call: Call) -> Any:
-        body = call.json()
-        token = body.get("refresh_token") if isinstance(body, dict) else None
+        # A body names the token; without one, a browser may send it as a cookie (with the CSRF header).
+        from_cookie = not call.body and REFRESH_COOKIE in call.request.cookies
+        if from_cookie:
+            token = refresh_cookie(call.request)
+        else:
+            body = call.json()
+            token = body.get("refresh_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise ValidationFailed([FieldError("refresh_token", "required", "A refresh token is required.")])
         client = call.request.client
@@ -93,7 +104,13 @@ def session_routes(
             if result.event is not None:
                 await bus.emit(result.event, request_id=call.request_id)
             raise Unauthorized(INVALID)  # the same answer as an unknown token
-        return token_response(result)
+        if not from_cookie:
+            return token_response(result)
+        # The cookie client gets the access token only: its refresh token stays out of reach of scripts.
+        data = {k: v for k, v in result.as_json().items() if k != "refresh_token"}
+        response = json_response({"data": data}, headers=NO_STORE)
+        set_token_cookies(response, result, max_age=session_ttl)
+        return response
 
     async def logout(call: Call) -> Any:
         actor = call.user
@@ -108,7 +125,9 @@ def session_routes(
         # This worker forgets at once; the others when the announcement arrives (or within the
         # cache bound of 1 s, should the notification connection be down).
         authenticator.forget(None if everywhere else actor.session_id)
-        return empty_response()
+        response = empty_response()
+        clear_token_cookies(response)
+        return response
 
     async def list_sessions(call: Call) -> Any:
         actor = call.user
@@ -154,8 +173,18 @@ def session_routes(
             summary="Exchange a refresh token for a new token pair (the old refresh token is spent)",
             openapi={
                 "security": [],
+                "parameters": [
+                    {
+                        "name": "X-CSRF-Token",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "With the rampart_refresh cookie (no body): the rampart_csrf cookie",
+                    }
+                ],
                 "requestBody": {
-                    "required": True,
+                    "required": False,
+                    "description": "The refresh token; omit the body to use the rampart_refresh cookie",
                     "content": {
                         "application/json": {
                             "schema": {
@@ -171,7 +200,7 @@ def session_routes(
                         "description": "A new token pair",
                         "content": {"application/json": {"schema": TOKEN_PAIR_SCHEMA}},
                     },
-                    **problem_responses(400, 401, 413, 415, 422, 429),
+                    **problem_responses(400, 401, 403, 413, 415, 422, 429),
                 },
             },
         ),

@@ -10,11 +10,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from rampart.ops.drain import Drain
+
 Check = Callable[[], Awaitable[str | None]]  # None when healthy, else a short public reason
 
 
-def health_routes(checks: dict[str, Check], *, timeout: float = 2.0) -> list[BaseRoute]:
-    """`timeout` bounds each check: a hanging dependency must not hang the probe that should report it."""
+def health_routes(
+    checks: dict[str, Check], *, timeout: float = 2.0, drain: Drain | None = None
+) -> list[BaseRoute]:
+    """`timeout` bounds each check: a hanging dependency must not hang the probe that should report it.
+
+    Once `drain` has seen SIGTERM, readiness fails with `draining` (the other checks still run and show).
+    """
 
     async def live(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
@@ -36,6 +43,9 @@ def health_routes(checks: dict[str, Check], *, timeout: float = 2.0) -> list[Bas
             results[name] = "ok" if problem is None else problem
             if problem is not None:
                 failed.append({"field": name, "code": "unhealthy", "message": problem})
+        if drain is not None and drain.draining:
+            results["draining"] = "shutting down"
+            failed.append({"field": "draining", "code": "unhealthy", "message": "shutting down"})
         if failed:
             body = {
                 "type": "about:blank",

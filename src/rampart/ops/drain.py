@@ -1,0 +1,51 @@
+"""Draining: on SIGTERM, readiness turns 503 first, so the load balancer stops sending before we stop.
+
+uvicorn handles SIGTERM by closing its listening sockets at once, then waiting for in-flight requests.
+A balancer probing `/health/ready` would only see refused connections; with `drain_delay` it sees a 503
+for that long while the worker still serves whatever is sent meanwhile, and only then does the server
+start its own graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+
+class Drain:
+    """A background worker (start/stop) that wraps the server's SIGTERM handler while the app runs."""
+
+    def __init__(self, *, delay: float) -> None:
+        self.delay = delay
+        self.draining = False
+        self._previous: Any = None
+
+    def start(self) -> None:
+        """Install the handler; call from the lifespan startup, where the server's own handler is set."""
+        if self._previous is not None or threading.current_thread() is not threading.main_thread():
+            return  # already installed, or not where signals arrive
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return  # no server handler to defer (tests driving the app in-process): nothing to wrap
+        loop = asyncio.get_running_loop()
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            first = not self.draining
+            self.draining = True
+            if first and self.delay > 0:
+                # Signal handlers run between bytecodes of the loop's thread: hand the deferred call to
+                # the loop through its thread-safe door, which also wakes it up.
+                loop.call_soon_threadsafe(loop.call_later, self.delay, previous, signum, None)
+            else:
+                previous(signum, frame)  # a second SIGTERM, or no delay: the server's shutdown now
+
+        self._previous = previous
+        signal.signal(signal.SIGTERM, handle)
+
+    async def stop(self) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None

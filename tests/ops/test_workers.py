@@ -1,0 +1,102 @@
+"""The worker supervisor of `rampart serve --workers N`: recycling and crashed workers, under load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.scale.servers import serve
+
+
+def _workers(supervisor: int) -> set[int]:
+    """The supervisor's worker processes (its children, the multiprocessing helper aside)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{supervisor}/task").iterdir():
+        children |= {int(pid) for pid in (task / "children").read_text().split()}
+    return {pid for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+
+def _load(url: str, count: int) -> list[int | str]:
+    """`count` requests, a new connection each (so every worker takes some); statuses or errors."""
+    out: list[int | str] = []
+    for _ in range(count):
+        try:
+            with httpx.Client(base_url=url, timeout=10) as http:
+                out.append(http.get("/health/live").status_code)
+        except httpx.TransportError as exc:
+            out.append(repr(exc))
+    return out
+
+
+def test_workers_recycle_after_max_requests_without_a_failed_request(
+    database_url: str, tmp_path: Path
+) -> None:
+    with serve(
+        database_url, tmp_path, workers=2, extra_args=("--max-requests", "20", "--max-requests-jitter", "5")
+    ) as server:
+        before = _workers(server.proc.pid)
+        assert len(before) == 2
+        statuses = _load(server.url, 100)
+        assert statuses == [200] * 100  # zero failed requests while workers come and go
+        deadline = time.monotonic() + 10
+        while len(after := _workers(server.proc.pid)) != 2 or after & before:
+            assert time.monotonic() < deadline, (before, after)
+            time.sleep(0.1)
+    assert "Maximum request limit" in server.output(), server.output()
+
+
+def test_a_crashed_worker_is_replaced_and_the_others_keep_serving(database_url: str, tmp_path: Path) -> None:
+    with serve(database_url, tmp_path, workers=2) as server:
+        before = _workers(server.proc.pid)
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        while len(after := _workers(server.proc.pid)) != 2 or victim in after:
+            assert time.monotonic() - killed < 5, after
+            time.sleep(0.02)
+        replaced = time.monotonic() - killed
+        assert replaced < 1.0, f"the new worker started {replaced:.2f} s after the crash"
+        statuses = _load(server.url, 40)  # no request was in flight: none may fail
+        assert statuses == [200] * 40, statuses
+
+
+def test_sighup_reloads_code_and_config_with_zero_failed_requests(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("RAMPART_CORS_ORIGINS=http://old.example\n")
+
+    def allowed(url: str, origin: str) -> bool:
+        r = httpx.get(f"{url}/health/live", headers={"Origin": origin}, timeout=5)
+        return r.headers.get("access-control-allow-origin") == origin
+
+    with serve(database_url, tmp_path, workers=2) as server:
+        before = _workers(server.proc.pid)
+        assert allowed(server.url, "http://old.example")
+        (tmp_path / ".env").write_text("RAMPART_CORS_ORIGINS=http://new.example\n")
+        reloaded = threading.Event()
+
+        def load() -> list[int | str]:
+            # A bounded load loop across the reload: until it is over (and a little after), 2000 at most.
+            out: list[int | str] = []
+            while len(out) < 2000 and not reloaded.is_set():
+                out += _load(server.url, 10)
+            return out + _load(server.url, 20)
+
+        with ThreadPoolExecutor(2) as pool:
+            loads = [pool.submit(load) for _ in range(2)]
+            time.sleep(0.2)
+            server.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 15
+            while len(after := _workers(server.proc.pid)) != 2 or after & before:
+                assert time.monotonic() < deadline, (before, after)
+                time.sleep(0.05)
+            reloaded.set()
+            statuses = [s for f in loads for s in f.result(timeout=30)]
+        assert len(statuses) > 100
+        assert [s for s in statuses if s != 200] == []  # zero failed requests
+        assert allowed(server.url, "http://new.example")  # the new workers read the new configuration
+        assert not allowed(server.url, "http://old.example")
