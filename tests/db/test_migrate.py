@@ -153,3 +153,8 @@ async def test_readiness_names_pending_migrations(empty_database: str) -> None:
             assert "migrations" in body["detail"]
     finally:
         await app.aclose()
+
+
+def test_the_migrations_have_a_single_head() -> None:
+    """Branches (revisions grown in parallel from one parent) must be merged: `makemigrations` needs one head."""
+    assert len(heads()) == 1, f"merge these heads: {heads()}"

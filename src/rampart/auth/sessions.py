@@ -12,10 +12,9 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
 
 from rampart.access.actor import Actor, Roles
 from rampart.auth.tokens import TokenIssuer, UnknownKey
@@ -23,8 +22,14 @@ from rampart.db.pool import Database
 from rampart.errors import Unauthorized
 from rampart.lib.ids import new_id
 
+if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations
+    import sqlalchemy as sa
+
 
 def define_sessions_table(metadata: sa.MetaData) -> sa.Table:
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql as pg
+
     return sa.Table(
         "sessions",
         metadata,

@@ -4,6 +4,11 @@ uvicorn handles SIGTERM by closing its listening sockets at once, then waiting f
 A balancer probing `/health/ready` would only see refused connections; with `drain_delay` it sees a 503
 for that long while the worker still serves whatever is sent meanwhile, and only then does the server
 start its own graceful shutdown.
+
+That shutdown closes the connections that carry no request yet, and a connection accepted a moment
+before may not have had its request read: the client sees it closed without an answer. So the worker
+first stops accepting, gives the connections it has just accepted `settle` seconds to deliver their
+requests (which then count as in flight and complete), and only then lets the server shut down.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from typing import Any
 class Drain:
     """A background worker (start/stop) that wraps the server's SIGTERM handler while the app runs."""
 
-    def __init__(self, *, delay: float) -> None:
+    def __init__(self, *, delay: float, settle: float = 0.25) -> None:
         self.delay = delay
+        self.settle = settle
         self.draining = False
         self._previous: Any = None
 
@@ -32,15 +38,21 @@ class Drain:
             return  # no server handler to defer (tests driving the app in-process): nothing to wrap
         loop = asyncio.get_running_loop()
 
+        def stop_accepting(signum: int) -> None:
+            # uvicorn's Server is the handler's owner; its asyncio servers are the listening sockets.
+            listeners = getattr(getattr(previous, "__self__", None), "servers", None) or []
+            for listener in listeners:
+                listener.close()  # no new connections here (other workers keep accepting)
+            loop.call_later(self.settle if listeners else 0, previous, signum, None)
+
         def handle(signum: int, frame: FrameType | None) -> None:
-            first = not self.draining
+            if self.draining:
+                previous(signum, frame)  # a second SIGTERM: the server's shutdown now
+                return
             self.draining = True
-            if first and self.delay > 0:
-                # Signal handlers run between bytecodes of the loop's thread: hand the deferred call to
-                # the loop through its thread-safe door, which also wakes it up.
-                loop.call_soon_threadsafe(loop.call_later, self.delay, previous, signum, None)
-            else:
-                previous(signum, frame)  # a second SIGTERM, or no delay: the server's shutdown now
+            # Signal handlers run between bytecodes of the loop's thread: hand the deferred call to the
+            # loop through its thread-safe door, which also wakes it up.
+            loop.call_soon_threadsafe(loop.call_later, self.delay, stop_accepting, signum)
 
         self._previous = previous
         signal.signal(signal.SIGTERM, handle)
