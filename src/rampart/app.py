@@ -308,7 +308,11 @@ def create_app(settings: Settings) -> Rampart:
 
         checks["redis"] = check_redis
     spec = build_spec(specs, title="Rampart", version=__version__, extra_paths=dict(OPERATIONS_PATHS))
-    drain = Drain(delay=settings.drain_delay)
+    drain = Drain(
+        delay=settings.drain_delay,
+        max_requests=settings.max_requests,
+        max_requests_jitter=settings.max_requests_jitter,
+    )
     services.background.append(drain)  # installed at startup, inside the server's signal handling
     extra = [*health_routes(checks, drain=drain), *metrics.routes(), *docs_routes(spec)]
     rates = {"api": parse_rate(settings.rate_limit), "auth": parse_rate(settings.rate_limit_auth)}
@@ -320,6 +324,6 @@ def create_app(settings: Settings) -> Rampart:
         timeout=settings.request_timeout,
         debug=settings.env == "development",
         access_log_enabled=settings.access_log,
-        observers=[metrics.observe],
+        observers=[metrics.observe, drain.observe],
     )
     return Rampart(services, pipeline)

@@ -183,6 +183,9 @@ def serve(
                 "(each worker allows the full limit)",
                 err=True,
             )
+        if max_requests is not None:  # each worker counts its own and drains itself (rampart.ops.drain)
+            os.environ["RAMPART_MAX_REQUESTS"] = str(max_requests)
+            os.environ["RAMPART_MAX_REQUESTS_JITTER"] = str(max_requests_jitter)
         metrics_dir = _metrics_dir(workers)
         if metrics_dir is not None:
             cleanups.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
@@ -215,8 +218,6 @@ def serve(
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
             timeout_graceful_shutdown=10,
-            limit_max_requests=max_requests,
-            limit_max_requests_jitter=max_requests_jitter,
         )
     finally:
         clean_up()

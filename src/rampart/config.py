@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Seconds between SIGTERM (readiness turns 503) and the stop of accepting connections: time for the
     # load balancer's health check to notice. In-flight requests then finish within the grace period.
     drain_delay: float = Field(default=0.0, ge=0.0, le=60.0)
+    # Recycle a worker after this many requests plus up to the jitter (`rampart serve --max-requests`).
+    max_requests: int | None = Field(default=None, ge=1)
+    max_requests_jitter: int = Field(default=0, ge=0)
     # prometheus-client's own variable (read when it is imported): the folder the workers share metrics in.
     metrics_multiproc_dir: str | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     role_permissions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS))

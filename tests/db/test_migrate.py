@@ -156,5 +156,6 @@ async def test_readiness_names_pending_migrations(empty_database: str) -> None:
 
 
 def test_the_migrations_have_a_single_head() -> None:
-    """Branches (revisions grown in parallel from one parent) must be merged: `makemigrations` needs one head."""
+    """Branches (revisions grown in parallel from one parent) must be merged: `makemigrations` needs
+    one head."""
     assert len(heads()) == 1, f"merge these heads: {heads()}"

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from starlette.routing import Router
 
+from rampart.ops.drain import Drain
+from rampart.ops.health import health_routes
 from tests.apps.slow import CREATE_TABLE
 from tests.conftest import MakeUser
 from tests.scale.servers import ROOT, serve
@@ -64,3 +67,17 @@ async def test_sigterm_turns_readiness_503_and_completes_in_flight_requests(
         except httpx.TransportError:
             pass
     assert "Traceback" not in server.output(), server.output()
+
+
+async def test_readiness_names_draining_once_the_drain_has_begun() -> None:
+    drain = Drain(delay=0)
+    drain.start()  # no server handler in this process (SIGTERM is the default): nothing is wrapped
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    router = Router(routes=health_routes({}, drain=drain))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://t") as http:
+        assert (await http.get("/health/ready")).status_code == 200
+        drain.draining = True
+        r = await http.get("/health/ready")
+    assert r.status_code == 503
+    assert r.json()["checks"] == {"draining": "shutting down"}
+    assert [e["field"] for e in r.json()["errors"]] == ["draining"]

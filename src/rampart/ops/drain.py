@@ -14,20 +14,47 @@ requests (which then count as in flight and complete), and only then lets the se
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import random
 import signal
 import threading
 from types import FrameType
 from typing import Any
 
+from starlette.types import Scope
+
+log = logging.getLogger("rampart.ops.drain")
+
 
 class Drain:
     """A background worker (start/stop) that wraps the server's SIGTERM handler while the app runs."""
 
-    def __init__(self, *, delay: float, settle: float = 0.25) -> None:
+    def __init__(
+        self,
+        *,
+        delay: float,
+        settle: float = 0.25,
+        max_requests: int | None = None,
+        max_requests_jitter: int = 0,
+    ) -> None:
         self.delay = delay
         self.settle = settle
         self.draining = False
         self._previous: Any = None
+        # Recycling goes through the same drain as SIGTERM (uvicorn's own limit would close connections
+        # it had just accepted, unanswered); the jitter keeps workers from all recycling at once.
+        self._limit = None if max_requests is None else max_requests + random.randint(0, max_requests_jitter)  # noqa: S311
+        self._served = 0
+
+    def observe(self, scope: Scope, status: int, duration: float) -> None:
+        """A request was answered; at the limit the worker drains and exits (its supervisor replaces it)."""
+        if self._limit is None:
+            return
+        self._served += 1
+        if self._served == self._limit and self._previous is not None:
+            log.info("worker recycling after %d requests", self._served)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def start(self) -> None:
         """Install the handler; call from the lifespan startup, where the server's own handler is set."""

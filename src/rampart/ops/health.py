@@ -67,7 +67,7 @@ def _public(summary: str, media: str, description: str, *, problem: bool = False
     responses: dict[str, object] = {"200": {"description": description, "content": {media: {"schema": {}}}}}
     if problem:
         responses["503"] = {
-            "description": "A dependency is down",
+            "description": "A dependency is down, or the process is draining (shutting down)",
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
     return {
