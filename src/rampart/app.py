@@ -27,7 +27,6 @@ from rampart.config import Settings
 from rampart.db.listener import Listener
 from rampart.db.migrate import pending_migrations
 from rampart.db.pool import Database
-from rampart.errors import ServiceUnavailable
 from rampart.events.dispatcher import Dispatcher, RetryPolicy
 from rampart.events.log import EventLog
 from rampart.events.routes import event_routes
@@ -42,7 +41,7 @@ from rampart.lib.rowcache import RowCache
 from rampart.ops.drain import Drain
 from rampart.ops.health import OPERATIONS_PATHS, health_routes
 from rampart.ops.metrics import Metrics
-from rampart.resources.caching import CHANNEL, CacheFeed, tables_with_triggers
+from rampart.resources.caching import CHANNEL, CacheFeed
 from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
@@ -110,27 +109,8 @@ class Rampart:
 
     async def startup(self) -> None:
         """Start the background workers (the cache's notification listener, ...). Idempotent."""
-        if self.services.cache is not None:
-            await self._cache_only_what_is_watched()
         for worker in self.services.background:
             worker.start()
-
-    async def _cache_only_what_is_watched(self) -> None:
-        # A table without its change trigger would leave stale rows in the cache, and stale decisions in
-        # the caches of what depends on it: unless every table is watched, read nothing through the cache.
-        try:
-            async with self.services.db.connection() as conn:
-                watched = await tables_with_triggers(conn)
-        except ServiceUnavailable:
-            watched = set()  # the database is down: cache nothing rather than guess
-        missing = sorted({m.resource.table for m in self.services.managers.values()} - watched)
-        if missing:
-            log.warning(
-                "tables without change triggers (run `rampart migrate`): %s; reads are not cached",
-                ", ".join(missing),
-            )
-            for manager in self.services.managers.values():
-                manager.cached_reads = False
 
     async def aclose(self) -> None:
         for worker in reversed(self.services.background):

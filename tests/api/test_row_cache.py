@@ -209,3 +209,28 @@ async def test_concurrent_writers_and_readers_on_two_workers_converge(
         return versions == [21, 21]
 
     await eventually(both_final)
+
+
+async def test_reads_are_not_cached_while_a_resource_table_lacks_its_trigger(database_url: str) -> None:
+    """The library test app's tables were created by hand, without `rampart migrate`'s change triggers."""
+    import asyncpg
+
+    from tests.apps.library import CREATE_TABLES
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(CREATE_TABLES)
+    finally:
+        await conn.close()
+    app = create_app(make_settings(database_url, app="tests.apps.library:declare"))
+    await app.startup()
+    try:
+        listener = app.services.background[0]
+        started = time.monotonic()
+        while not getattr(listener, "connected", False):
+            assert time.monotonic() - started < 5, "the listener did not connect"
+            await asyncio.sleep(0.02)
+        assert app.services.cache is not None
+        assert not app.services.cache.enabled
+    finally:
+        await app.aclose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -25,7 +25,7 @@ class Listener:
         dsn: str,
         channels: dict[str, Handler],
         *,
-        on_up: Callable[[], None] = lambda: None,
+        on_up: Callable[[asyncpg.Connection], Awaitable[None] | None] = lambda _conn: None,
         on_down: Callable[[], None] = lambda: None,
         retry: float = 1.0,
     ) -> None:
@@ -61,7 +61,10 @@ class Listener:
                 conn.add_termination_listener(lambda _c: self._lost.set())
                 for channel, handler in self._channels.items():
                     await conn.add_listener(channel, _adapter(handler))
-                self._on_up()
+                # Runs with the subscriptions active, so nothing announced after it can be missed.
+                ready = self._on_up(conn)
+                if ready is not None:
+                    await ready
                 self.connected = True
                 await self._watch(conn)
             except asyncio.CancelledError:

@@ -71,9 +71,20 @@ class CacheFeed:
             return
         self.changed(resource, uuid.UUID(key_text), None if version_text == "-" else int(version_text))
 
-    def up(self) -> None:
-        """The feed is (back) on: whatever happened while it was off is unknown, so start empty."""
+    async def up(self, conn: Any) -> None:
+        """The feed is (back) on: whatever happened while it was off is unknown, so start empty.
+
+        Reads go through the cache only if every resource table has its change trigger: a table without
+        one would leave stale rows, and stale decisions in whatever depends on it.
+        """
         self.cache.clear()
+        missing = sorted(set(self._by_table) - await tables_with_triggers(conn))
+        if missing:
+            log.warning(
+                "tables without change triggers (run `rampart migrate`): %s; reads are not cached",
+                ", ".join(missing),
+            )
+            return
         self.cache.enabled = True
 
     def down(self) -> None:
