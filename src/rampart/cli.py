@@ -98,7 +98,12 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 256),
+    help="Worker processes.  [default: the CPU count]",
+)
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply migrations first.")
 @click.option(
@@ -144,7 +149,7 @@ def main() -> None:
 def serve(
     host: str,
     port: int,
-    workers: int,
+    workers: int | None,
     reload: bool,
     migrate: bool,
     max_requests: int | None,
@@ -159,6 +164,7 @@ def serve(
 
     from rampart.clitasks import migrate_all
 
+    workers = workers or os.cpu_count() or 1
     if max_requests is not None and workers == 1:
         # One worker is the whole server: recycling it would stop serving, no supervisor restarts it.
         raise click.ClickException("--max-requests needs --workers 2 or more")
