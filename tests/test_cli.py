@@ -24,6 +24,7 @@ from rampart.app import create_app
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.migrate import alembic_config, upgrade
 from tests.conftest import TEST_SECRET, _admin, _db_url, make_settings
+from tests.support import free_port
 
 # Sibling revisions (parallel branches with one parent) are all applied: one alembic_version row each.
 HEADS = frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
@@ -341,15 +342,10 @@ def test_production_with_a_strong_secret_starts(tmp_path: Path) -> None:
 
 
 # ----- serve -------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_serve_answers_ready_and_stops_on_sigterm(migrated_database: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen(
         [RAMPART, "serve", "--host", "127.0.0.1", "--port", str(port)],

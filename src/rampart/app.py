@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,8 +49,6 @@ from rampart.resources.spec import Registry
 from rampart.schema import declared_resources
 
 log = logging.getLogger("rampart")
-
-AppInstaller = Callable[["Services"], Iterable[RouteSpec]]
 
 
 @dataclass

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -16,31 +14,13 @@ import uvicorn
 
 from rampart.app import create_app
 from tests.conftest import make_settings
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.support import CHROMIUM, CHROMIUM_FLAGS, free_port
 
 
 @pytest.fixture(scope="module")
 def served(database_url: str) -> Iterator[str]:
     """The app on a real socket (a browser cannot use the in-process transport)."""
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(make_settings(database_url)), host="127.0.0.1", port=port, log_config=None
     )
@@ -62,7 +42,7 @@ def test_docs_page_renders_every_resource_offline(served: str) -> None:
         result = subprocess.run(
             [
                 CHROMIUM,
-                *FLAGS,
+                *CHROMIUM_FLAGS,
                 f"--user-data-dir={profile}",
                 "--virtual-time-budget=10000",
                 "--dump-dom",

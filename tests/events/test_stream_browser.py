@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -20,19 +19,9 @@ import uvicorn
 
 from rampart.app import Rampart, create_app
 from tests.conftest import User, make_settings
+from tests.support import CHROMIUM, CHROMIUM_FLAGS
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "events.md"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def snippet() -> str:
@@ -138,7 +127,13 @@ follow({json.dumps(token)}, (event) => {{
     # (a debugging port keeps headless Chromium running until it is killed).
     with tempfile.TemporaryDirectory() as profile:
         browser = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", page.origin],
+            [
+                CHROMIUM,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                page.origin,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +19,8 @@ from urllib.parse import urljoin
 
 import httpx
 from joserfc.jwk import RSAKey
+
+from tests.support import free_port
 
 HERE = Path(__file__).resolve().parent
 CLIENT_ID = "rampart-test"
@@ -37,13 +38,6 @@ def ensure_installed() -> None:
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True, timeout=300
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def new_jwks(kid: str) -> dict[str, Any]:
