@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck contracts pytest bench bench-quick bench-scale bench-deps clean
+.PHONY: help install run test lint typecheck contracts pytest bench bench-quick bench-scale bench-deps clean \
+	verify verify-security verify-fuzz verify-sqlmap verify-faults verify-soak
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +51,25 @@ bench-quick: install bench-deps  ## A short comparison (1 round x 5 s, a couple 
 
 bench-scale: install bench-deps  ## Scale curve: 1/2/4 workers x 10k/100k/1M tasks, both sides (~30 min; SCALE_ARGS=...)
 	$(BIN)/python bench/scale.py $(SCALE_ARGS)
+
+# The standing verification suite (issue 7): evidence for SECURITY.md and RELIABILITY.md. A bounded
+# subset of each part runs in `make test`; these targets run the long versions (~45 minutes in all).
+verify: verify-security verify-fuzz verify-sqlmap verify-faults verify-soak  ## Long security and reliability runs (SECURITY.md, RELIABILITY.md)
+
+verify-security: install  ## OWASP API Security Top 10 matrix (tests/security)
+	$(BIN)/pytest -q tests/security
+
+verify-fuzz: install  ## schemathesis, all phases and stateful, against a running instance
+	$(BIN)/python verify/fuzz.py
+
+verify-sqlmap: install  ## sqlmap against every list/create/update parameter
+	$(BIN)/python verify/sqlmap_scan.py
+
+verify-faults: install  ## fault injection under load: PostgreSQL restart, Redis stop, SIGKILL, read-only database
+	$(BIN)/python verify/faults.py
+
+verify-soak: install  ## 30 minutes of mixed load at half of peak (SOAK_ARGS=--minutes 5 for a shorter run)
+	$(BIN)/python verify/soak.py $(SOAK_ARGS)
 
 clean:  ## Remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
