@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from rampart.access.actor import Actor
-from rampart.db.outbox import write_event
+from rampart.db.outbox import event_insert_from, new_event, write_event
 from rampart.db.pool import Database
 from rampart.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from rampart.lib.bus import EventBus
@@ -79,6 +79,17 @@ class ResourceManager:
         self._select_all = ", ".join(self._select.values())
         self._from = f"{resource.table} {self.alias}"
         self._sort_keys = {n: f"{fields[n].type.select(f'{self.alias}.{n}')} AS _k_{n}" for n in fields}
+        # Without hooks a create or an update is one statement (checks, change and event together), no
+        # BEGIN/COMMIT round trips; a subclass that overrides a hook gets the transaction it may need.
+        cls = type(self)
+        self._one_statement_create = (
+            cls.before_create is ResourceManager.before_create
+            and cls.after_create is ResourceManager.after_create
+        )
+        self._one_statement_update = (
+            cls.before_update is ResourceManager.before_update
+            and cls.after_update is ResourceManager.after_update
+        )
 
     # ----- hooks ---------------------------------------------------------------------------------------
     async def before_create(self, ctx: Context, conn: asyncpg.Connection, data: dict[str, Any]) -> None:
@@ -300,6 +311,10 @@ class ResourceManager:
         data["id"] = data.get("id") or _new_key()
         if self.resource.owner_field:
             data[self.resource.owner_field] = ctx.actor.user_id
+        if parent_id is None and self._one_statement_create:
+            row = await self._create_at_once(ctx, data)
+            if row is not None:
+                return row
         async with self.db.transaction() as conn:
             if parent_id is not None:
                 await self.require_parent(ctx, parent_id, manage=True, conn=conn)
@@ -317,6 +332,29 @@ class ResourceManager:
             await self._event(ctx, conn, "created", row)
         return row
 
+    async def _create_at_once(self, ctx: Context, data: dict[str, Any]) -> Row | None:
+        """Insert with its reference checks and its event in one statement; None when a check failed
+        (the transactional path then says which)."""
+        bind = Binder()
+        names = list(data)
+        values = ", ".join(bind(data[n]) for n in names)
+        checks = [cond for _, _, cond in self._reference_checks(ctx, data, bind)]
+        guard = " WHERE " + " AND ".join(checks) if checks else ""
+        event, event_sql = self._event_in_statement(ctx, "created", "ins", bind)
+        sql = (
+            f"WITH ins AS (INSERT INTO {self.resource.table} AS {self.alias} ({', '.join(names)})"
+            f" SELECT {values}{guard} RETURNING {self._select_all}), ev AS ({event_sql})"
+            " SELECT * FROM ins"
+        )
+        async with self.db.connection() as conn:
+            record = await self._write_if(conn, sql, bind.params)
+        if record is None:
+            return None
+        row = dict(record)
+        event["resource_id"], event["data"] = str(row["id"]), row
+        await self._announce(ctx, event, "created", row)
+        return row
+
     async def update(
         self,
         ctx: Context,
@@ -330,6 +368,10 @@ class ResourceManager:
         if self.resource.policy.write_permission:
             ctx.actor.require(self.resource.policy.write_permission)
         data = validate_update(self.resource, body)
+        if data and parent_id is None and if_match is None and self._one_statement_update:
+            row = await self._update_at_once(ctx, key, data)
+            if row is not None:
+                return row
         async with self.db.transaction() as conn:
             current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=False)
             fields = self.resource.all_fields
@@ -349,6 +391,52 @@ class ResourceManager:
             await self.after_update(ctx, conn, row, current)
             diff = {n: {"from": current[n], "to": row[n]} for n in changes}
             await self._event(ctx, conn, "updated", row, diff)
+        return row
+
+    async def _update_at_once(self, ctx: Context, key: Any, data: dict[str, Any]) -> Row | None:
+        """The common update in one statement: lock, visibility, writability, "anything changed?",
+        reference checks, the UPDATE and its event. None when any of them says no: the transactional
+        path then answers (404, 403, 422, or the unchanged row) exactly as before."""
+        bind = Binder()
+        fields, a = self.resource.all_fields, self.alias
+        where = self._key_where(key, None, bind)
+        visible = self.visible_sql(ctx.actor, a, bind) or "TRUE"
+        writable = self.writable_sql(ctx.actor, a, bind, delete=False) or "TRUE"
+        olds = ", ".join(f"{fields[n].type.select(f'{a}.{n}')} AS _o_{n}" for n in data)
+        params = {n: bind(v) for n, v in data.items()}
+        sets = ", ".join(f"{n} = {p}" for n, p in params.items())
+        differs = " OR ".join(f"{a}.{n} IS DISTINCT FROM {p}" for n, p in params.items())
+        checks = "".join(f" AND {cond}" for _, _, cond in self._reference_checks(ctx, data, bind))
+        diff = ", ".join(
+            f"('{n}', CASE WHEN cur._o_{n} IS DISTINCT FROM upd.{n} THEN"
+            f" jsonb_build_object('from', to_jsonb(cur._o_{n}), 'to', to_jsonb(upd.{n})) END)"
+            for n in data
+        )
+        changes_sql = (
+            f"(SELECT coalesce(jsonb_object_agg(k, v), '{{}}'::jsonb) FROM (VALUES {diff}) AS d(k, v)"
+            " WHERE v IS NOT NULL)"
+        )
+        event, event_sql = self._event_in_statement(
+            ctx, "updated", "upd", bind, changes_sql=changes_sql, joined="cur"
+        )
+        sql = (
+            f"WITH cur AS (SELECT {a}.id AS _id, {olds}, ({visible}) AS _visible, ({writable}) AS _writable"
+            f" FROM {self._from}{_where(where)} FOR UPDATE OF {a}),"
+            f" upd AS (UPDATE {self.resource.table} AS {a} SET {sets}, version = {a}.version + 1,"
+            f" updated_at = now() FROM cur WHERE {a}.id = cur._id AND cur._visible AND cur._writable"
+            f" AND ({differs}){checks} RETURNING {self._select_all}),"
+            f" ev AS ({event_sql})"
+            f" SELECT upd.*, {', '.join(f'cur._o_{n}' for n in data)} FROM upd, cur"
+        )
+        async with self.db.connection() as conn:
+            record = await self._write_if(conn, sql, bind.params)
+        if record is None:
+            return None
+        row = dict(record)
+        old = {n: row.pop(f"_o_{n}") for n in data}
+        event["resource_id"], event["data"] = str(row["id"]), row
+        event["changes"] = {n: {"from": old[n], "to": row[n]} for n in data if old[n] != row[n]}
+        await self._announce(ctx, event, "updated", row)
         return row
 
     async def delete(
@@ -430,9 +518,12 @@ class ResourceManager:
                 for row in rows:
                     await other._event(ctx, conn, "deleted", dict(row))
 
-    async def check_references(self, ctx: Context, conn: asyncpg.Connection, data: Mapping[str, Any]) -> None:
-        """422 on each reference that names a row the caller may not see (or use) as if it did not exist."""
-        errors = []
+    def _reference_checks(
+        self, ctx: Context, data: Mapping[str, Any], bind: Binder
+    ) -> builtins.list[tuple[str, str, str]]:
+        """(field, target resource, `EXISTS (...)` condition) for each reference in `data` to check: the
+        row must exist and be one the caller may see (or use), else it is treated as if it did not exist."""
+        checks = []
         for name, value in data.items():
             field_type = self.resource.all_fields[name].type
             if value is None or not isinstance(field_type, Reference) or name == self.resource.owner_field:
@@ -440,7 +531,6 @@ class ResourceManager:
             if self.resource.parent is not None and name == self.resource.parent.field:
                 continue  # checked by require_parent
             target = self.managers[field_type.target]
-            bind = Binder()
             cond: str | None
             if field_type.must == "exist":
                 cond = None
@@ -451,22 +541,42 @@ class ResourceManager:
             else:
                 bypass = ctx.actor.can(target.resource.policy.bypass_write)
                 cond = None if bypass else field_type.must(ctx.actor, "r", bind)
-            sql = f"SELECT 1 FROM {target.resource.table} r WHERE r.id = {bind(value)}" + (
-                f" AND {cond}" if cond else ""
+            exists = f"EXISTS (SELECT 1 FROM {target.resource.table} r WHERE r.id = {bind(value)}" + (
+                f" AND {cond})" if cond else ")"
             )
-            if await conn.fetchval(sql, *bind.params) is None:
-                errors.append(
-                    FieldError(name, "not_found", f"No such {target.resource.name} item, or not yours.")
-                )
+            checks.append((name, target.resource.name, exists))
+        return checks
+
+    async def check_references(self, ctx: Context, conn: asyncpg.Connection, data: Mapping[str, Any]) -> None:
+        """422 on each reference that names a row the caller may not see (or use) as if it did not exist."""
+        bind = Binder()
+        checks = self._reference_checks(ctx, data, bind)
+        if not checks:
+            return
+        # One round trip for all of them.
+        record = await conn.fetchrow("SELECT " + ", ".join(cond for _, _, cond in checks), *bind.params)
+        assert record is not None
+        errors = [
+            FieldError(name, "not_found", f"No such {target} item, or not yours.")
+            for (name, target, _), ok in zip(checks, record, strict=True)
+            if not ok
+        ]
         if errors:
             raise ValidationFailed(errors)
 
     async def _write(self, conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> asyncpg.Record:
+        record = await self._write_if(conn, sql, params)
+        assert record is not None  # INSERT/UPDATE ... RETURNING of a locked row
+        return record
+
+    async def _write_if(
+        self, conn: asyncpg.Connection, sql: str, params: Sequence[Any]
+    ) -> asyncpg.Record | None:
+        """Run a writing statement; constraint errors become the problems clients see."""
         # No savepoint of its own (two round trips per write): a constraint error fails the whole
         # change, and when this manager runs inside another's transaction, its own block is the savepoint.
         try:
             record: asyncpg.Record | None = await conn.fetchrow(sql, *params)
-            assert record is not None  # INSERT/UPDATE ... RETURNING of a locked row
             return record
 
         except asyncpg.UniqueViolationError as exc:
@@ -505,6 +615,44 @@ class ResourceManager:
             changes=changes,
             request_id=ctx.request_id,
         )
+        await self._announce(ctx, event, action, row)
+        return event
+
+    def _event_in_statement(
+        self,
+        ctx: Context,
+        action: str,
+        source: str,
+        bind: Binder,
+        *,
+        changes_sql: str = "'{}'::jsonb",
+        joined: str | None = None,
+    ) -> tuple[dict[str, Any], str]:
+        """The event (its data filled in once the row is back) and the INSERT of it from CTE `source`."""
+        event, event_id, occurred_at = new_event(
+            resource=self.resource.name,
+            action=action,
+            resource_id="",
+            actor_id=ctx.actor.user_id,
+            data={},
+            request_id=ctx.request_id,
+        )
+        sql = event_insert_from(
+            source,
+            bind,
+            event_id=event_id,
+            event_type=event["type"],
+            resource=self.resource.name,
+            actor_id=ctx.actor.user_id,
+            occurred_at=occurred_at,
+            request_id=ctx.request_id,
+            changes_sql=changes_sql,
+            joined=joined,
+        )
+        return event, sql
+
+    async def _announce(self, ctx: Context, event: dict[str, Any], action: str, row: Row) -> None:
+        """After the commit: the row cache, then the bus (subscribers never hear of a rolled-back change)."""
 
         async def notify() -> None:
             if self.feed is not None:
@@ -515,7 +663,6 @@ class ResourceManager:
             await self.bus.emit(event, request_id=ctx.request_id)
 
         await self.db.after_commit(notify)
-        return event
 
 
 def current_id(row: Row) -> uuid.UUID:
