@@ -163,6 +163,8 @@ def _install_row_cache(services: Services, dsn: str, max_rows: int) -> None:
         manager.cached_reads = (
             resource.parent is None and resource.key == "id" and "get" in resource.operations
         )
+        manager.cached_lists = "list" in resource.operations
+
     services.cache = cache
     services.background.append(
         Listener(dsn, {CHANNEL: feed.on_notification}, on_up=feed.up, on_down=feed.down)
@@ -264,6 +266,8 @@ def create_app(settings: Settings) -> Rampart:
     if services.cache is not None:
         row_stats = services.cache.stats
         metrics.track_cache("rows", lambda: (row_stats.hits, row_stats.misses))
+        metrics.track_cache("pages", lambda: (row_stats.page_hits, row_stats.page_misses))
+
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
     specs += _install_events(services, metrics)
 

@@ -247,7 +247,8 @@ async def test_an_update_event_names_only_what_changed_and_carries_the_row_as_re
     }
     # Nothing changes: no new version, no event.
     r = await client.patch(f"/api/v1/tasks/{task['id']}", json=body, headers=alice.headers)
-    assert r.status_code == 200 and r.json()["data"]["version"] == updated["version"]
+    assert r.status_code == 200
+    assert r.json()["data"]["version"] == updated["version"]
     assert len(await events_of(app, task["id"])) == 2
 
 
@@ -283,7 +284,8 @@ async def test_a_failure_after_the_event_insert_leaves_neither_change_nor_event(
     assert await events_where(app, "data->>'name' = $1", name) == []
     r = await client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
     assert r.status_code == 200, r.text
-    assert r.json()["data"]["title"] == task["title"] and r.json()["data"]["version"] == task["version"]
+    assert r.json()["data"]["title"] == task["title"]
+    assert r.json()["data"]["version"] == task["version"]
     assert await events_where(app, "data->>'title' = $1", title) == []
 
 

@@ -153,6 +153,11 @@ class Database:
         for callback in callbacks:
             await callback()
 
+    @staticmethod
+    def in_transaction() -> bool:
+        """True inside `transaction()`: what is read there may not be committed (caches must not keep it)."""
+        return _current.get() is not None
+
     async def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` once the enclosing outermost transaction commits (at once outside one).
 

@@ -72,6 +72,7 @@ class ResourceManager:
         # and those read by id at the top level also read through the cache.
         self.feed: CacheFeed | None = None
         self.cached_reads = False
+        self.cached_lists = False
 
         fields = resource.all_fields
         self._columns = tuple(fields)
@@ -171,6 +172,27 @@ class ResourceManager:
         if self.resource.policy.read_permission:
             ctx.actor.require(self.resource.policy.read_permission)
         query = parse_list_query(self.resource, params, self.cursors)
+        if (
+            self.cached_lists
+            and self.feed is not None
+            and self.feed.cache.enabled
+            and not self.db.in_transaction()
+        ):
+            # The page depends on the query, on who asks (visibility), and on the rows: the cache keys
+            # it by the first two and drops it when any row of this resource, or of one its visibility
+            # reads, changes (see rampart.lib.rowcache).
+            cache, name = self.feed.cache, self.resource.name
+            key = (ctx.actor.user_id, ctx.actor.role, parent_id, str(params))
+            page: Page | None = cache.page(name, key)
+            if page is not None:
+                return page
+            generation, list_generation = cache.generation, cache.list_generation(name)
+            page = await self._list(ctx, query, parent_id)
+            cache.put_page(name, key, page, list_generation=list_generation, generation=generation)
+            return page
+        return await self._list(ctx, query, parent_id)
+
+    async def _list(self, ctx: Context, query: ListQuery, parent_id: uuid.UUID | None) -> Page:
         if parent_id is not None:
             await self.require_parent(ctx, parent_id)
         bind = Binder()
@@ -213,7 +235,13 @@ class ResourceManager:
         """One visible row by its key, or NotFound."""
         if self.resource.policy.read_permission:
             ctx.actor.require(self.resource.policy.read_permission)
-        if self.cached_reads and self.feed is not None and parent_id is None and self.feed.cache.enabled:
+        if (
+            self.cached_reads
+            and self.feed is not None
+            and parent_id is None
+            and self.feed.cache.enabled
+            and not self.db.in_transaction()
+        ):
             return await self._get_cached(ctx, key)
         bind = Binder()
 
@@ -657,9 +685,8 @@ class ResourceManager:
         async def notify() -> None:
             if self.feed is not None:
                 # This worker knows at once (read-your-writes); the others hear it from the trigger.
-                self.feed.changed(
-                    self.resource.name, current_id(row), None if action == "deleted" else row["version"]
-                )
+                version = None if action == "deleted" else row["version"]
+                self.feed.changed(self.resource.name, current_id(row), version, local=True)
             await self.bus.emit(event, request_id=ctx.request_id)
 
         await self.db.after_commit(notify)
