@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
-
 from typing import Any
 
 from rampart.lib.rowcache import RowCache

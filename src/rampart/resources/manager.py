@@ -422,22 +422,21 @@ class ResourceManager:
         return row
 
     async def _update_at_once(self, ctx: Context, key: Any, data: dict[str, Any]) -> Row | None:
-        """The common update in one statement: lock, visibility, writability, "anything changed?",
-        reference checks, the UPDATE and its event. None when any of them says no: the transactional
-        path then answers (404, 403, 422, or the unchanged row) exactly as before."""
+        """The common update in one statement: lock, visibility, writability, reference checks,
+        "anything changed?", the UPDATE and its event. Answers 404, 403 and "nothing changed" itself;
+        None when a reference check failed (the transactional path then says which, as before)."""
         bind = Binder()
-        fields, a = self.resource.all_fields, self.alias
+        a, n_cols = self.alias, len(self._columns)
         where = self._key_where(key, None, bind)
         visible = self.visible_sql(ctx.actor, a, bind) or "TRUE"
         writable = self.writable_sql(ctx.actor, a, bind, delete=False) or "TRUE"
-        olds = ", ".join(f"{fields[n].type.select(f'{a}.{n}')} AS _o_{n}" for n in data)
+        refs = " AND ".join(cond for _, _, cond in self._reference_checks(ctx, data, bind)) or "TRUE"
         params = {n: bind(v) for n, v in data.items()}
         sets = ", ".join(f"{n} = {p}" for n, p in params.items())
         differs = " OR ".join(f"{a}.{n} IS DISTINCT FROM {p}" for n, p in params.items())
-        checks = "".join(f" AND {cond}" for _, _, cond in self._reference_checks(ctx, data, bind))
         diff = ", ".join(
-            f"('{n}', CASE WHEN cur._o_{n} IS DISTINCT FROM upd.{n} THEN"
-            f" jsonb_build_object('from', to_jsonb(cur._o_{n}), 'to', to_jsonb(upd.{n})) END)"
+            f"('{n}', CASE WHEN cur.{n} IS DISTINCT FROM upd.{n} THEN"
+            f" jsonb_build_object('from', to_jsonb(cur.{n}), 'to', to_jsonb(upd.{n})) END)"
             for n in data
         )
         changes_sql = (
@@ -447,21 +446,32 @@ class ResourceManager:
         event, event_sql = self._event_in_statement(
             ctx, "updated", "upd", bind, changes_sql=changes_sql, joined="cur"
         )
+        columns = (
+            ", ".join(f"upd.{n}" for n in self._columns) + ", " + ", ".join(f"cur.{n}" for n in self._columns)
+        )
         sql = (
-            f"WITH cur AS (SELECT {a}.id AS _id, {olds}, ({visible}) AS _visible, ({writable}) AS _writable"
+            f"WITH cur AS (SELECT {self._select_all}, {a}.id AS _id, ({visible}) AS _visible,"
+            f" ({writable}) AS _writable, ({refs}) AS _refs"
             f" FROM {self._from}{_where(where)} FOR UPDATE OF {a}),"
             f" upd AS (UPDATE {self.resource.table} AS {a} SET {sets}, version = {a}.version + 1,"
             f" updated_at = now() FROM cur WHERE {a}.id = cur._id AND cur._visible AND cur._writable"
-            f" AND ({differs}){checks} RETURNING {self._select_all}),"
+            f" AND cur._refs AND ({differs}) RETURNING {self._select_all}),"
             f" ev AS ({event_sql})"
-            f" SELECT upd.*, {', '.join(f'cur._o_{n}' for n in data)} FROM upd, cur"
+            f" SELECT cur._visible, cur._writable, cur._refs, upd.id IS NOT NULL, {columns}"
+            " FROM cur LEFT JOIN upd ON TRUE"
         )
         async with self.db.connection() as conn:
             record = await self._write_if(conn, sql, bind.params)
-        if record is None:
+        if record is None or not record[0]:
+            raise self.not_found()
+        if not record[1]:
+            raise Forbidden(f"You may not change this {self.resource.name} item.")
+        if not record[2]:
             return None
-        row = dict(record)
-        old = {n: row.pop(f"_o_{n}") for n in data}
+        old = dict(zip(self._columns, record[4 + n_cols :], strict=True))
+        if not record[3]:
+            return old  # nothing changed: no new version, no event
+        row = dict(zip(self._columns, record[4 : 4 + n_cols], strict=True))
         event["resource_id"], event["data"] = str(row["id"]), row
         event["changes"] = {n: {"from": old[n], "to": row[n]} for n in data if old[n] != row[n]}
         await self._announce(ctx, event, "updated", row)
