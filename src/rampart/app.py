@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import redis.asyncio as aioredis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rampart import __version__
@@ -47,6 +46,9 @@ from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
 from rampart.resources.spec import Registry
 from rampart.schema import declared_resources
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("rampart")
 
@@ -196,6 +198,8 @@ def create_app(settings: Settings) -> Rampart:
     redis_client = None
     limiter: RateLimiter
     if settings.redis_url is not None:
+        import redis.asyncio as aioredis  # only when Redis is configured: ~6 MB per worker otherwise
+
         # Bounded: a Redis that stops answering must give quick 503s, not hold every request to its timeout.
         redis_client = aioredis.from_url(
             settings.redis_url.get_secret_value(), socket_timeout=1.0, socket_connect_timeout=1.0
