@@ -157,7 +157,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
 
 def _install_row_cache(services: Services, dsn: str, max_rows: int) -> None:
     """One cache per worker, fed by the database's change notifications (see rampart.resources.caching)."""
-    cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2)
+    cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
     feed = CacheFeed(cache, services.registry)
     for manager in services.managers.values():
         resource = manager.resource

@@ -61,11 +61,9 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         return f"{call.request.url.path.rstrip('/')}/{row[res.key]}"
 
     async def list_items(call: Call) -> Any:
-        page = await manager.list(_context(call), call.request.query_params, parent_id=parent_of(call))
-        meta: dict[str, Any] = {"next_cursor": page.next_cursor, "limit": page.limit}
-        if page.total is not None:
-            meta["total"] = page.total
-        return json_response({"data": page.items, "meta": meta})
+        query = call.request.query_params
+        body = await manager.list_json(_context(call), query, parent_id=parent_of(call))
+        return Response(body, media_type="application/json")
 
     async def create_item(call: Call) -> Any:
         body = call.json()
