@@ -16,16 +16,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
 from rampart.app import Rampart
-from rampart.auth.sessions import open_session
-from tests.conftest import User, new_user
+from tests.conftest import User
 from tests.events.test_stream import StreamClient, eventually
+from tests.security.scene import TARGETS, Scene, created
 from tests.security.surface import API, OPERATIONS, Operation, ids, without_request_id
 
 WITH_ID = [op for op in OPERATIONS if op.params and not op.public]
@@ -36,93 +35,6 @@ LISTS = [
     if op.method == "GET" and not op.params and not op.public and not op.admin_only and not op.streaming
 ]
 
-
-@dataclass
-class Scene:
-    """Alice's objects, and Bob, who must learn nothing about them."""
-
-    alice: User
-    bob: User
-    admin: User
-    carol: User  # a viewer of Alice's project
-    values: dict[str, str]  # name -> id
-
-    @property
-    def secrets(self) -> list[str]:
-        """Ids of Alice's that must never appear in anything Bob is shown."""
-        keys = ("project", "task", "member", "session", "event", "alice_task_event", "alice")
-        return [self.values[k] for k in keys]
-
-
-async def _ok(r: httpx.Response, status: int = 201) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    data: dict[str, Any] = r.json()["data"]
-    return data
-
-
-@pytest.fixture(scope="module")
-async def scene(app: Rampart, client: httpx.AsyncClient) -> Scene:
-    alice, bob, carol = await new_user(app), await new_user(app), await new_user(app)
-    admin = await new_user(app, role="admin")
-    v: dict[str, str] = {}
-    project = await _ok(await client.post(f"{API}/projects", json={"name": "Alice's"}, headers=alice.headers))
-    v["project"] = project["id"]
-    member = await _ok(
-        await client.post(
-            f"{API}/projects/{project['id']}/members",
-            json={"user_id": carol.id, "role": "viewer"},
-            headers=alice.headers,
-        )
-    )
-    v["member"], v["carol"] = member["id"], carol.id
-    task = await _ok(
-        await client.post(
-            f"{API}/tasks", json={"project_id": project["id"], "title": "Alice's task"}, headers=alice.headers
-        )
-    )
-    v["task"] = task["id"]
-    services = app.services
-    async with services.db.transaction() as conn:
-        pair = await open_session(
-            conn, services.tokens, user_id=uuid.UUID(alice.id), role="user", session_ttl=3600
-        )
-    v["session"] = str(pair.session_id)
-    hook = await _ok(
-        await client.post(
-            f"{API}/admin/webhooks",
-            json={"url": "http://93.184.216.34/hook", "events": ["*"], "active": False},
-            headers=admin.headers,
-        )
-    )
-    v["webhook"] = hook["id"]
-    events = await client.get(f"{API}/events", params={"resource_id": project["id"]}, headers=alice.headers)
-    v["event"] = events.json()["data"][0]["id"]
-    events = await client.get(f"{API}/events", params={"resource_id": task["id"]}, headers=alice.headers)
-    v["alice_task_event"] = events.json()["data"][0]["id"]
-    v["alice"] = alice.id
-    return Scene(alice, bob, admin, carol, v)
-
-
-# Alice's object for each path template that names one. A new route with an id fails
-# test_every_route_with_an_id_has_a_target until it is added here.
-TARGETS: dict[str, Callable[[Scene], dict[str, str]]] = {
-    f"{API}/projects/{{id}}": lambda s: {"id": s.values["project"]},
-    f"{API}/projects/{{parent_id}}/members": lambda s: {"parent_id": s.values["project"]},
-    f"{API}/projects/{{parent_id}}/members/{{user_id}}": lambda s: {
-        "parent_id": s.values["project"],
-        "user_id": s.values["carol"],
-    },
-    f"{API}/tasks/{{id}}": lambda s: {"id": s.values["task"]},
-    f"{API}/auth/sessions/{{id}}": lambda s: {"id": s.values["session"]},
-    f"{API}/admin/users/{{id}}": lambda s: {"id": s.values["alice"]},
-    f"{API}/admin/users/{{id}}/impersonate": lambda s: {"id": s.values["alice"]},
-    f"{API}/admin/webhooks/{{id}}": lambda s: {"id": s.values["webhook"]},
-    f"{API}/admin/webhooks/{{id}}/deliveries": lambda s: {"id": s.values["webhook"]},
-    f"{API}/admin/webhooks/{{id}}/deliveries/{{event_id}}/redeliver": lambda s: {
-        "id": s.values["webhook"],
-        "event_id": s.values["event"],
-    },
-}
 
 # Bodies that pass validation, so the answer is about the object and not the body (422 comes first).
 BODIES: dict[str, Callable[[Scene], dict[str, Any]]] = {
@@ -251,7 +163,7 @@ async def test_nested_routes_do_not_mix_parents(
 ) -> None:
     """Bob's own project as the parent, Alice's member as the child: nothing found, nothing removed."""
     bob, v = scene.bob, scene.values
-    own = await _ok(await client.post(f"{API}/projects", json={"name": "Bob's"}, headers=bob.headers))
+    own = created(await client.post(f"{API}/projects", json={"name": "Bob's"}, headers=bob.headers))
     r = await client.delete(f"{API}/projects/{own['id']}/members/{v['carol']}", headers=bob.headers)
     assert r.status_code == 404
     r = await client.get(
