@@ -78,6 +78,14 @@ async def make_scene(app: Rampart, client: httpx.AsyncClient) -> Scene:
         )
     )
     v["webhook"] = hook["id"]
+    # One delivery attempt on record, so the delivery log has a row to show (and to hide).
+    await services.db.execute(
+        "INSERT INTO webhook_attempts (id, webhook_id, event_id, status_code, error, duration_ms)"
+        " SELECT $1, $2, id, 500, 'the receiver answered 500', 12 FROM events WHERE resource_id = $3",
+        uuid.uuid4(),
+        uuid.UUID(hook["id"]),
+        project["id"],
+    )
     events = await client.get(f"{API}/events", params={"resource_id": project["id"]}, headers=alice.headers)
     v["event"] = events.json()["data"][0]["id"]
     events = await client.get(f"{API}/events", params={"resource_id": task["id"]}, headers=alice.headers)

@@ -9,11 +9,14 @@ connects to nothing (the pool opens lazily), so the database URL below is never 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from rampart.app import Rampart, create_app
 from rampart.config import DEFAULT_ROLE_PERMISSIONS
@@ -81,12 +84,21 @@ def served(app: Rampart) -> tuple[list[Operation], list[tuple[str, str]]]:
     return operations, plain
 
 
-def _enumerate() -> tuple[list[Operation], list[tuple[str, str]]]:
+def openapi_document(app: Rampart) -> dict[str, Any]:
+    """What GET /openapi.json answers, read from the route's own endpoint."""
+    router: Any = app._app.app  # type: ignore[attr-defined]
+    route = next(r for r in router.routes if getattr(r, "path", None) == "/openapi.json")
+    response = asyncio.run(route.endpoint(None))
+    document: dict[str, Any] = orjson.loads(response.body)
+    return document
+
+
+def _enumerate() -> tuple[list[Operation], list[tuple[str, str]], dict[str, Any]]:
     app = create_app(make_settings("postgresql://surface@127.0.0.1:1/never_connected"))
-    return served(app)
+    return (*served(app), openapi_document(app))
 
 
-OPERATIONS, PLAIN = _enumerate()
+OPERATIONS, PLAIN, DOCUMENT = _enumerate()
 PROTECTED = [op for op in OPERATIONS if not op.public]
 ADMIN_ONLY = [op for op in OPERATIONS if op.admin_only]
 
