@@ -100,10 +100,10 @@ async def test_non_public_targets_are_refused_on_update(
     client: httpx.AsyncClient, scene: Scene, url: str
 ) -> None:
     hook = f"{API}/admin/webhooks/{scene.values['webhook']}"
+    before = (await client.get(hook, headers=scene.admin.headers)).json()["data"]
     r = await client.patch(hook, json={"url": url}, headers=scene.admin.headers)
     assert r.status_code == 422, r.text
-    r = await client.get(hook, headers=scene.admin.headers)
-    assert r.json()["data"]["url"] == "http://93.184.216.34/hook"
+    assert (await client.get(hook, headers=scene.admin.headers)).json()["data"] == before
 
 
 # The length rule is the API's, not an address rule: a long public URL would be called.
