@@ -63,7 +63,9 @@ def problem(
             shown = exc.errors[:MAX_ERRORS]
             body["errors"] = [{"field": f.field, "code": f.code, "message": f.message} for f in shown]
             if len(exc.errors) > MAX_ERRORS:
-                body["detail"] = f"{exc.detail} The first {MAX_ERRORS} of {len(exc.errors)} errors are listed."
+                body["detail"] = (
+                    f"{exc.detail} The first {MAX_ERRORS} of {len(exc.errors)} errors are listed."
+                )
         if isinstance(exc, e.Unauthorized):
             value = 'Bearer error="invalid_token"' if exc.token_present else "Bearer"
             headers.append((b"www-authenticate", value.encode()))

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from urllib.parse import quote_plus, urlencode
 import httpx
 import orjson
 from joserfc import jws, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 
 from rampart.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
@@ -166,8 +167,8 @@ class OIDCClient:
             meta = await self.metadata()
             doc = await self._get_json(meta["jwks_uri"])
             try:
-                fresh = KeySet.import_key_set(doc)
-            except (JoseError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                fresh = _import_keys(doc)
+            except (JoseError, ValueError, TypeError, KeyError, AttributeError, SecurityWarning) as exc:
                 raise ProviderUnavailable("The identity provider's keys are not valid.") from exc
             self._keys = fresh
             self.jwks_fetches += 1
@@ -308,6 +309,17 @@ class OIDCClient:
         meta = await self.metadata()
         advertised = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
         return [alg for alg in ID_TOKEN_ALGORITHMS if alg in advertised]
+
+
+def _import_keys(doc: Any) -> KeySet:
+    """The provider's key set. Symmetric keys are left out: no ID token may be verified with one
+    (`ID_TOKEN_ALGORITHMS`). A key joserfc calls weak (RSA under 2048 bits) refuses the whole set, the
+    same way whatever the process's warning filters are."""
+    if isinstance(doc, dict) and isinstance(doc.get("keys"), list):
+        doc = {**doc, "keys": [k for k in doc["keys"] if not (isinstance(k, dict) and k.get("kty") == "oct")]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SecurityWarning)
+        return KeySet.import_key_set(doc)
 
 
 def _printable(value: str, max_length: int) -> bool:
