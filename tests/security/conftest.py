@@ -12,7 +12,7 @@ from rampart.app import Rampart
 from tests.scale.servers import Server, serve
 from tests.security.scene import Scene, make_scene
 
-HEADER_TIMEOUT = 1.0  # RAMPART_HEADER_TIMEOUT of the server below (10 s by default)
+HEADER_TIMEOUT = 0.5  # RAMPART_HEADER_TIMEOUT of the server below (10 s by default)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ async def scene(app: Rampart, client: httpx.AsyncClient) -> Scene:
 
 @pytest.fixture(scope="session")
 def production_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`rampart serve` with RAMPART_ENV=production, a 1 s head deadline and a 1 s request time limit."""
+    """`rampart serve` with RAMPART_ENV=production, a 0.5 s head deadline and a 1 s request time limit."""
     with serve(
         database_url,
         tmp_path_factory.mktemp("security"),
