@@ -150,6 +150,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         log=event_log,
         dsn=settings.database_url.get_secret_value(),
         reauthenticate=services.authenticator.authenticate,
+        max_per_user=settings.events_stream_max_per_user,
     )
     services.background.append(stream)
     return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]

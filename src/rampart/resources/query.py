@@ -152,7 +152,9 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
         names = [n for n in _single(params, "fields").split(",") if n]
         unknown = [n for n in names if n not in fields]
         if unknown or not names:
-            raise _bad("fields", "invalid_fields", f"Unknown fields: {', '.join(unknown) or '(none given)'}.")
+            # Named up to ten, each cut short: the answer must not grow with what the client sends.
+            named = ", ".join(n[:100] for n in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+            raise _bad("fields", "invalid_fields", f"Unknown fields: {named or '(none given)'}.")
         sparse = tuple(dict.fromkeys(names))
 
     include_total = False
