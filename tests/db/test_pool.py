@@ -120,6 +120,26 @@ async def test_a_rolled_back_transaction_resets_the_current_connection(db: Datab
 
 
 # ----- unavailability ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SET TRANSACTION READ ONLY; UPDATE {table} SET v = v",  # what a standby or a read-only server says
+        "DO $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$",
+    ],
+    ids=["read_only", "disk_full"],
+)
+async def test_a_database_that_cannot_take_writes_is_service_unavailable(
+    db: Database, table: str, statement: str
+) -> None:
+    # Found by tests/reliability: a read-only or full database answered 500 with a logged traceback.
+    with pytest.raises(ServiceUnavailable) as caught:
+        async with db.transaction() as conn:
+            await conn.execute(statement.format(table=table))
+    assert status_of(caught.value) == 503
+    assert isinstance(caught.value.__cause__, asyncpg.PostgresError)  # kept for the log, not the client
+    assert await values(db, table) == []  # and the pool still works
+
+
 async def test_closed_port_is_service_unavailable_quickly() -> None:
     database = Database(f"postgresql://postgres@127.0.0.1:{closed_port()}/nope", connect_timeout=1.0)
     started = time.monotonic()
