@@ -135,6 +135,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         sources=[webhooks],
         retry=RetryPolicy(max_attempts=settings.events_max_attempts),
         poll_interval=settings.events_poll_interval,
+        lease=settings.events_lease,
         retention_days=settings.events_retention_days,
         observer=lambda outcome, event_type: metrics.events.labels(event_type, outcome).inc(),
     )
