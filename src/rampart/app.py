@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rampart import __version__
@@ -196,8 +199,16 @@ def create_app(settings: Settings) -> Rampart:
     limiter: RateLimiter
     if settings.redis_url is not None:
         # Bounded: a Redis that stops answering must give quick 503s, not hold every request to its timeout.
+        # A connection error is retried once, at once, on a new connection: after Redis restarts, every
+        # pooled connection is stale, and without the retry each one failed one request (a 503) on its
+        # next use, long after Redis was back. A retried script whose first run did count makes the
+        # limit stricter by one hit, never looser. Timeouts are not retried (a hung Redis stays 1 s).
         redis_client = aioredis.from_url(
-            settings.redis_url.get_secret_value(), socket_timeout=1.0, socket_connect_timeout=1.0
+            settings.redis_url.get_secret_value(),
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         limiter = RedisRateLimiter(redis_client)
     else:
