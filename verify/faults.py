@@ -37,11 +37,19 @@ RESULTS = ROOT / "verify" / "results"
 
 
 def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - the git on PATH, as a developer runs it
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return out.stdout.strip() or "unknown"
 
 
-async def _all(started: Stack, names: list[str], args: argparse.Namespace) -> list[tuple[str, FaultRun | None, list[str]]]:
+async def _all(
+    started: Stack, names: list[str], args: argparse.Namespace
+) -> list[tuple[str, FaultRun | None, list[str]]]:
     out: list[tuple[str, FaultRun | None, list[str]]] = []
     for name in names:
         fault = FAULTS[name]
@@ -52,14 +60,23 @@ async def _all(started: Stack, names: list[str], args: argparse.Namespace) -> li
         began = time.monotonic()
         try:
             run = await run_fault(
-                started, fault, writers=args.writers, readers=args.readers, before=args.before,
-                hold=args.hold, after=args.after, delivery_timeout=args.delivery_timeout,
-            )  # fmt: skip
+                started,
+                fault,
+                writers=args.writers,
+                readers=args.readers,
+                before=args.before,
+                hold=args.hold,
+                after=args.after,
+                delivery_timeout=args.delivery_timeout,
+            )
         except AssertionError as exc:  # a bounded wait ran out: the service did not come back
             out.append((name, None, [f"aborted: {exc}"]))
             continue
         failures = run.failures(fault)
-        print(f"faults: {name} {'held' if not failures else 'FAILED'} in {time.monotonic() - began:.0f} s", flush=True)
+        print(
+            f"faults: {name} {'held' if not failures else 'FAILED'} in {time.monotonic() - began:.0f} s",
+            flush=True,
+        )
         out.append((name, run, failures))
     return out
 
@@ -68,20 +85,26 @@ def _row(name: str, run: FaultRun | None, failures: list[str]) -> str:
     if run is None:
         return f"| {name} | — | — | — | — | — | — | {failures[0]} |"
     r = run.reconciliation
+    unanswered = r.stored_unacknowledged_creates + r.applied_unacknowledged_patches
+    delivered = "all" if not run.undelivered else f"{len(run.undelivered)} missing"
     during = sum(run.during.values())
     refused = sum(n for k, n in run.during.items() if k.endswith((" 503", " transport")))
     return (
         f"| {name} | {r.acknowledged_changes} ({r.acknowledged_rows} rows) | {refused}/{during} | "
         f"{run.refused_ms_p50:.1f} / {run.refused_ms_max:.0f} | {run.recovery_seconds:.2f} | "
-        f"{len(r.missing)} missing, {len(r.wrong)} wrong, {r.stored_unacknowledged_creates + r.applied_unacknowledged_patches} unanswered-but-stored | "
-        f"{'all' if not run.undelivered else f'{len(run.undelivered)} missing'} ({run.delivery_wait_seconds:.1f} s) | "
+        f"{len(r.missing)} missing, {len(r.wrong)} wrong, {unanswered} unanswered-but-stored | "
+        f"{delivered} ({run.delivery_wait_seconds:.1f} s) | "
         f"{'held' if not failures else 'FAILED: ' + '; '.join(failures)[:300]} |"
     )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, from: " + ", ".join(FAULTS))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--faults", default=",".join(FAULTS), help="comma-separated, from: " + ", ".join(FAULTS)
+    )
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--readers", type=int, default=8)
     parser.add_argument("--before", type=int, default=300, help="acknowledged writes before the fault")
@@ -99,7 +122,10 @@ def main() -> int:
         return 2
 
     started_at = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    with tempfile.TemporaryDirectory(prefix="rampart-verify-faults-") as workdir, stack(Path(workdir)) as started:
+    with (
+        tempfile.TemporaryDirectory(prefix="rampart-verify-faults-") as workdir,
+        stack(Path(workdir)) as started,
+    ):
         results = asyncio.run(_all(started, names, args))
         server_log_tail = started.server.output()[-4000:]
 
@@ -108,12 +134,17 @@ def main() -> int:
         "started_at": started_at,
         "commit": _commit(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
-        "config": {k: v for k, v in vars(args).items() if k != "faults"} | {"faults": names, "server_workers": 2},
+        "config": {k: v for k, v in vars(args).items() if k != "faults"}
+        | {"faults": names, "server_workers": 2},
         "runs": [
-            {"fault": name, "held": not failures, "failures": failures,
-             "run": dataclasses.asdict(run) if run is not None else None}
+            {
+                "fault": name,
+                "held": not failures,
+                "failures": failures,
+                "run": dataclasses.asdict(run) if run is not None else None,
+            }
             for name, run, failures in results
-        ],  # fmt: skip
+        ],
         "server_log_tail": server_log_tail,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -121,7 +152,10 @@ def main() -> int:
     path.write_text(json.dumps(payload, indent=1, default=str))
 
     print()
-    print("| fault | acknowledged changes | refused while faulty | refusal ms p50 / max | recovery s | stored vs acknowledged | events delivered | result |")
+    print(
+        "| fault | acknowledged changes | refused while faulty | refusal ms p50 / max | recovery s "
+        "| stored vs acknowledged | events delivered | result |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, run, failures in results:
         print(_row(name, run, failures))

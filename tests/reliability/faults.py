@@ -18,7 +18,16 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.reliability.load import Ledger, Load, Reconciliation, new_project, percentile, reconcile, until, wait_delivered
+from tests.reliability.load import (
+    Ledger,
+    Load,
+    Reconciliation,
+    new_project,
+    percentile,
+    reconcile,
+    until,
+    wait_delivered,
+)
 from tests.reliability.services import Stack, marker, wait_for_workers, workers
 
 
@@ -101,7 +110,9 @@ FAULTS = {
     ),
     "read_only": Fault(
         "read_only",
-        inject=lambda s: _sql(s, "ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()"),
+        inject=lambda s: _sql(
+            s, "ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()"
+        ),
         heal=lambda s: _sql(
             s,
             "SET default_transaction_read_only = off",
@@ -218,16 +229,29 @@ async def run_fault(
     run.during = dict(Counter(f"{s.kind} {s.outcome}" for s in during))
     refused = [s.seconds * 1000 for s in during if s.outcome == "503"]
     run.refused_ms_p50, run.refused_ms_max = percentile(refused, 0.5), max(refused, default=0.0)
-    first_ack = min((s.at for s in ledger.samples if s.at >= healed and s.outcome in ("200", "201")
-                     and s.kind in ("create", "patch")), default=healed)  # fmt: skip
+    first_ack = min(
+        (
+            s.at
+            for s in ledger.samples
+            if s.at >= healed and s.outcome in ("200", "201") and s.kind in ("create", "patch")
+        ),
+        default=healed,
+    )
     run.recovery_seconds = first_ack - healed
-    run.failed_after_recovery = dict(Counter(f"{s.kind} {s.outcome}" for s in ledger.samples
-                                             if s.at > first_ack and s.outcome in ("503", "transport")))  # fmt: skip
+    run.failed_after_recovery = dict(
+        Counter(
+            f"{s.kind} {s.outcome}"
+            for s in ledger.samples
+            if s.at > first_ack and s.outcome in ("503", "transport")
+        )
+    )
     run.outcomes = dict(ledger.outcomes)
     run.unexpected_count, run.unexpected = ledger.unexpected_count, ledger.unexpected
     run.workers_after = sorted(workers(stack.server.proc.pid))
     run.postgres_running_after = stack.pg.running()
-    run.reconciliation = await reconcile(ledger, stack.database_url, refusals_store_nothing=fault.refusals_store_nothing)
+    run.reconciliation = await reconcile(
+        ledger, stack.database_url, refusals_store_nothing=fault.refusals_store_nothing
+    )
     run.undelivered, run.delivery_wait_seconds = await wait_delivered(
         ledger, stack.database_url, stack.hooks.received, delivery_timeout
     )

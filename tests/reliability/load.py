@@ -45,6 +45,7 @@ class Ledger:
 
     marker: str
     acked: dict[str, dict[str, Any]] = field(default_factory=dict)  # task id -> last acknowledged row
+    ids: list[str] = field(default_factory=list)  # the same ids, for picking one at random cheaply
     ack_times: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # id -> [(version, when)]
     changes: list[tuple[str, int]] = field(default_factory=list)  # every acknowledged (id, version)
     uncertain_patch: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> unanswered state
@@ -69,6 +70,8 @@ class Ledger:
 
     def acknowledge(self, row: dict[str, Any]) -> None:
         now = time.monotonic()
+        if row["id"] not in self.acked:
+            self.ids.append(row["id"])
         self.acked[row["id"]] = row
         self.ack_times.setdefault(row["id"], []).append((row["version"], now))
         self.changes.append((row["id"], row["version"]))
@@ -77,8 +80,11 @@ class Ledger:
         return sum(n for k, n in self.outcomes.items() if k.startswith(prefix))
 
     def acks_since(self, moment: float) -> int:
-        return sum(1 for s in self.samples if s.at >= moment and s.kind in ("create", "patch")
-                   and s.outcome in ("200", "201"))  # fmt: skip
+        return sum(
+            1
+            for s in self.samples
+            if s.at >= moment and s.kind in ("create", "patch") and s.outcome in ("200", "201")
+        )
 
 
 def _is_unavailable(r: httpx.Response) -> bool:
@@ -101,10 +107,22 @@ class Load:
     readers: int = 2
     max_requests: int = 20_000
     pause: float = 0.0  # seconds each client waits between two requests (0: as fast as answered)
+    rate: float | None = None  # requests per second over all clients, paced evenly (None: no pacing)
     backoff: float = 0.05  # after a refusal or an error: a client does not spin on a broken service
     timeout: float = 15.0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _sent: int = 0
+    _next_slot: float = 0.0
+
+    async def _pace(self) -> None:
+        """With `rate`, each request takes the next free slot of an even schedule (open loop)."""
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -133,9 +151,12 @@ class Load:
         async with self._client() as http:
             while self._more():
                 i += 1
-                patchable = [t for t in own if t not in self.ledger.uncertain_patch]
-                ok = await (self._create(http, f"{self.ledger.marker}-{w}-{i}", i, own) if i % 2 or not patchable
-                            else self._patch(http, random.choice(patchable)))  # fmt: skip
+                await self._pace()
+                target = random.choice(own) if own and i % 2 == 0 else None
+                if target is None or target in self.ledger.uncertain_patch:
+                    ok = await self._create(http, f"{self.ledger.marker}-{w}-{i}", i, own)
+                else:
+                    ok = await self._patch(http, target)
                 await asyncio.sleep(self.pause if ok else max(self.pause, self.backoff))
 
     async def _create(self, http: httpx.AsyncClient, title: str, i: int, own: list[str]) -> bool:
@@ -161,7 +182,10 @@ class Load:
     async def _patch(self, http: httpx.AsyncClient, task_id: str) -> bool:
         started = time.monotonic()
         old = self.ledger.acked[task_id]
-        change = {"status": STATUSES[(STATUSES.index(old["status"]) + 1) % 3], "priority": (old["priority"] + 1) % 6}
+        change = {
+            "status": STATUSES[(STATUSES.index(old["status"]) + 1) % 3],
+            "priority": (old["priority"] + 1) % 6,
+        }
         headers = {"If-Match": f'"{old["version"]}"'}
         try:
             r = await http.patch(f"/api/v1/tasks/{task_id}", json=change, headers=headers)
@@ -185,7 +209,8 @@ class Load:
     async def _reader(self, n: int) -> None:
         async with self._client() as http:
             while self._more():
-                ids = list(self.ledger.acked)
+                await self._pace()
+                ids = self.ledger.ids
                 started = time.monotonic()
                 try:
                     if ids and (n % 2 == 0 or random.random() < 0.7):
@@ -207,7 +232,9 @@ class Load:
 
 
 async def new_project(url: str, token: str, name: str) -> str:
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as http:
         r = await http.post("/api/v1/projects", json={"name": name})
         assert r.status_code == 201, r.text
         project_id: str = r.json()["data"]["id"]
@@ -232,7 +259,9 @@ class Reconciliation:
     acknowledged_changes: int = 0
     stored_rows: int = 0
     missing: list[str] = field(default_factory=list)  # acknowledged, not stored
-    wrong: list[str] = field(default_factory=list)  # stored differently from any acknowledged or pending state
+    wrong: list[str] = field(
+        default_factory=list
+    )  # stored differently from any acknowledged or pending state
     unaccounted: list[str] = field(default_factory=list)  # stored, never attempted by this run
     refused_but_stored: list[str] = field(default_factory=list)  # a clean refusal that was stored anyway
     stored_unacknowledged_creates: int = 0  # attempted, answer lost, stored: allowed, counted
@@ -243,8 +272,16 @@ class Reconciliation:
     stale_reads: list[str] = field(default_factory=list)
 
     def problems(self) -> dict[str, list[str]]:
-        fields = ("missing", "wrong", "unaccounted", "refused_but_stored", "events_missing", "events_extra",
-                  "undelivered", "stale_reads")  # fmt: skip
+        fields = (
+            "missing",
+            "wrong",
+            "unaccounted",
+            "refused_but_stored",
+            "events_missing",
+            "events_extra",
+            "undelivered",
+            "stale_reads",
+        )
         return {name: getattr(self, name)[:20] for name in fields if getattr(self, name)}
 
 
@@ -263,7 +300,8 @@ async def reconcile(ledger: Ledger, database_url: str, *, refusals_store_nothing
         )
         stored = {r["id"]: dict(r) for r in rows}
         events = await conn.fetch(
-            "SELECT id::text AS id, type, resource_id::text AS resource_id, (data->>'version')::int AS version "
+            "SELECT id::text AS id, type, resource_id::text AS resource_id, "
+            "(data->>'version')::int AS version "
             "FROM events WHERE resource = 'tasks' AND resource_id::text = ANY($1::text[])",
             list(stored),
         )
@@ -285,7 +323,9 @@ async def reconcile(ledger: Ledger, database_url: str, *, refusals_store_nothing
             else:
                 out.refused_but_stored.append(f"{task_id} patched to v{pending['version']} (answered {why})")
             continue
-        out.wrong.append(f"{task_id}: stored {[row[f] for f in FIELDS]} acknowledged {[acked[f] for f in FIELDS]}")
+        out.wrong.append(
+            f"{task_id}: stored {[row[f] for f in FIELDS]} acknowledged {[acked[f] for f in FIELDS]}"
+        )
     acked_titles = {a["title"] for a in ledger.acked.values()}
     for task_id, row in stored.items():
         if task_id in ledger.acked:
@@ -314,7 +354,7 @@ async def reconcile(ledger: Ledger, database_url: str, *, refusals_store_nothing
 
 
 def stale_reads(ledger: Ledger) -> list[str]:
-    """Reads that started more than STALE_BOUND after a change was acknowledged, yet showed an older version."""
+    """Reads begun over STALE_BOUND after a change was acknowledged, which still showed an older version."""
     out = []
     for task_id, started, seen in ledger.reads:
         known = [v for v, at in ledger.ack_times.get(task_id, []) if at < started - STALE_BOUND]

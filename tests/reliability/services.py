@@ -85,24 +85,49 @@ class PrivatePostgres:
 
     def init(self) -> None:
         _run(
-            [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-             "--locale=C", "--no-sync"],
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
             as_postgres=True,
-        )  # fmt: skip
+        )
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
-                f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.root}'\n"
+                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.root}'\n"
                 "max_connections = 100\nshared_buffers = 32MB\n"
             )
 
     def start(self) -> None:
-        _run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", str(int(WAIT)),
-              "start"], as_postgres=True)  # fmt: skip
+        _run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                str(int(WAIT)),
+                "start",
+            ],
+            as_postgres=True,
+        )
 
     def stop(self, mode: str = "fast") -> None:
-        """`fast` is a clean shutdown; `immediate` is a crash (no checkpoint: WAL replay at the next start)."""
-        _run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", str(int(WAIT)), "stop"],
-             as_postgres=True)  # fmt: skip
+        """`fast` is a clean shutdown; `immediate` a crash (no checkpoint: WAL replay at the next start)."""
+        _run(
+            [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", str(int(WAIT)), "stop"],
+            as_postgres=True,
+        )
 
     def running(self) -> bool:
         cmd = [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "status"]
@@ -174,7 +199,9 @@ class PrivatePostgres:
             with contextlib.suppress(RuntimeError):
                 self.stop("immediate")
         if self.tablespace is not None:
-            subprocess.run(["umount", "-l", str(self.tablespace)], capture_output=True, timeout=WAIT, check=False)
+            subprocess.run(
+                ["umount", "-l", str(self.tablespace)], capture_output=True, timeout=WAIT, check=False
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -191,7 +218,17 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -302,7 +339,9 @@ def workers(supervisor: int) -> set[int]:
     return out
 
 
-def wait_for_workers(supervisor: int, count: int, *, gone: set[int] | None = None, timeout: float = WAIT) -> set[int]:
+def wait_for_workers(
+    supervisor: int, count: int, *, gone: set[int] | None = None, timeout: float = WAIT
+) -> set[int]:
     """Wait (bounded) until the supervisor has `count` workers, none of them in `gone`."""
     gone = gone or set()
     deadline = time.monotonic() + timeout
@@ -360,7 +399,9 @@ SERVE_ENV = {
 
 
 @contextmanager
-def stack(workdir: Path, *, workers_count: int = 2, small_tablespace: bool = True, **env: str) -> Iterator[Stack]:
+def stack(
+    workdir: Path, *, workers_count: int = 2, small_tablespace: bool = True, **env: str
+) -> Iterator[Stack]:
     """Start everything (about 5 s); stop and remove everything afterwards, whatever happened."""
     with ExitStack() as stop:
         pg = PrivatePostgres()
@@ -375,9 +416,14 @@ def stack(workdir: Path, *, workers_count: int = 2, small_tablespace: bool = Tru
         hooks = stop.enter_context(receiver())
         admin_token, user_token = asyncio.run(_users(database_url))
         server = stop.enter_context(
-            serve(database_url, workdir, workers=workers_count, name="rampart",
-                  **{"RAMPART_REDIS_URL": redis.url, **SERVE_ENV, **env})
-        )  # fmt: skip
+            serve(
+                database_url,
+                workdir,
+                workers=workers_count,
+                name="rampart",
+                **{"RAMPART_REDIS_URL": redis.url, **SERVE_ENV, **env},
+            )
+        )
         wait_for_workers(server.proc.pid, workers_count)
         made = httpx.post(
             f"{server.url}/api/v1/admin/webhooks",
