@@ -146,6 +146,7 @@ class FaultRun:
     unexpected_count: int = 0
     unexpected: list[str] = field(default_factory=list)
     unhandled_errors_logged: int = 0
+    error_log: list[str] = field(default_factory=list)  # the server's error-level lines (first few)
     reconciliation: Reconciliation = field(default_factory=Reconciliation)
     undelivered: list[str] = field(default_factory=list)
     delivery_wait_seconds: float = 0.0
@@ -238,11 +239,12 @@ async def run_fault(
         default=healed,
     )
     run.recovery_seconds = first_ack - healed
+    # Requests sent after the service answered again (one sent before may still be answered after).
     run.failed_after_recovery = dict(
         Counter(
             f"{s.kind} {s.outcome}"
             for s in ledger.samples
-            if s.at > first_ack and s.outcome in ("503", "transport")
+            if s.at - s.seconds > first_ack and s.outcome in ("503", "transport")
         )
     )
     run.outcomes = dict(ledger.outcomes)
@@ -258,5 +260,7 @@ async def run_fault(
     new_ids = len(stack.hooks.received()) - ids_before
     run.duplicate_deliveries = stack.hooks.deliveries - deliveries_before - new_ids  # at least once: allowed
     run.bad_signatures = stack.hooks.bad_signatures
-    run.unhandled_errors_logged = stack.server.output()[log_offset:].count("unhandled error")
+    log = stack.server.output()[log_offset:]
+    run.unhandled_errors_logged = log.count("unhandled error")
+    run.error_log = [line[:4000] for line in log.splitlines() if '"level":"error"' in line][:10]
     return run

@@ -132,6 +132,12 @@ class Database:
             raise ServiceUnavailable("The database is unavailable.") from exc
         except _CANNOT_WRITE as exc:
             raise ServiceUnavailable("The database cannot take writes right now.") from exc
+        except asyncpg.InternalClientError as exc:
+            # The server ended this connection (a PostgreSQL shutdown, pg_terminate_backend) and its last
+            # message arrived before the socket closed: asyncpg's protocol waits for an answer that never
+            # comes, and any use of the connection fails. It is dead; drop it rather than pool it again.
+            proxy.terminate()
+            raise ServiceUnavailable("The database is unavailable.") from exc
         except asyncpg.QueryCanceledError as exc:
             raise RequestTimeout("The database statement took too long and was cancelled.") from exc
         finally:
