@@ -68,7 +68,7 @@ verify-sqlmap: install  ## sqlmap against every list/create/update parameter
 verify-faults: install  ## fault injection under load: PostgreSQL restart, Redis stop, SIGKILL, read-only database
 	$(BIN)/python verify/faults.py
 
-verify-soak: install  ## 30 minutes of mixed load at half of peak (SOAK_ARGS=--minutes 5 for a shorter run)
+verify-soak: install bench-deps  ## 30 minutes of mixed load at half of peak (SOAK_ARGS=--minutes 5 for a shorter run)
 	$(BIN)/python verify/soak.py $(SOAK_ARGS)
 
 clean:  ## Remove caches (keeps .venv)

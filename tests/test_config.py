@@ -50,6 +50,7 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("RAMPART_OIDC_CLIENT_SECRET", "oidc-shh", "oidc_client_secret", "oidc-shh"),
     ("RAMPART_PUBLIC_URL", "https://api.example.com", "public_url", "https://api.example.com"),
     ("RAMPART_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true", "webhooks_allow_private_networks", True),
+    ("RAMPART_EVENTS_LEASE", "5", "events_lease", 5.0),
 ]  # fmt: skip
 
 
@@ -114,6 +115,7 @@ def test_good_rate_strings_are_accepted(monkeypatch: pytest.MonkeyPatch, good: s
         ("RAMPART_ACCESS_TOKEN_TTL", "ten"),
         ("RAMPART_ACCESS_TOKEN_TTL", "0"),
         ("RAMPART_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "perhaps"),
+        ("RAMPART_EVENTS_LEASE", "0.5"),
     ],
 )
 def test_other_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, bad: str) -> None:
@@ -183,3 +185,10 @@ def test_repr_does_not_leak_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load()
     assert STRONG_SECRET not in repr(s)
     assert "db-pass-9f2" not in repr(s)
+
+
+def test_the_event_lease_reaches_the_dispatcher() -> None:
+    from rampart.app import create_app
+
+    app = create_app(Settings(_env_file=None, database_url="postgresql://x@127.0.0.1:1/x", events_lease=7))  # type: ignore[call-arg]
+    assert app.services.dispatcher.lease == 7.0

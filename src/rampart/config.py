@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     events_poll_interval: float = Field(default=5.0, gt=0, le=300)
     # Live streams (GET /api/v1/events/stream) one user may hold open per worker process.
     events_stream_max_per_user: int = Field(default=10, ge=1, le=1000)
+    # How long a claimed delivery stays leased: after a worker crash, when another dispatcher retries it.
+    # Never shorter than a subscriber's own timeout plus a second (the dispatcher enforces that).
+    events_lease: float = Field(default=60.0, ge=1, le=3600)
     # Error tracking: error-level logs and unhandled exceptions go to Sentry, scrubbed (rampart.ops).
     sentry_dsn: SecretStr | None = None
 
