@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a s
     import sqlalchemy as sa
 
 ALL_COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
+# The JSON Schema `pattern` of text without NUL characters (ECMA-262 syntax, as OpenAPI 3.1 uses).
+NO_NUL_PATTERN = r"^[^\x00]*$"
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # RFC 3339 with a mandatory offset; fromisoformat alone would also take naive times.
 _TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
@@ -115,8 +117,8 @@ class Text(FieldType):
         out: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
         if self.min_length:
             out["minLength"] = self.min_length
-        if self.pattern is not None:
-            out["pattern"] = self.pattern.pattern
+        # NUL is refused by `check` (PostgreSQL text cannot hold it); a declared pattern says the rest.
+        out["pattern"] = self.pattern.pattern if self.pattern is not None else NO_NUL_PATTERN
         return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rampart.resources.query import MAX_CONTAINS_LENGTH
 from rampart.resources.spec import Resource
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -83,10 +84,14 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
             schema: dict[str, Any] = {"type": "string"}
             if op == "is":
                 schema = {"type": "string", "enum": ["null", "not_null"]}
-            elif op not in ("in", "contains"):
+            elif op == "contains":
+                schema = {"type": "string", "maxLength": MAX_CONTAINS_LENGTH}
+            elif op != "in":
+                # A filter value is compared, not stored: any length or format parses (and may match
+                # nothing), so only the type's other constraints (enum, integer range, date format) apply.
                 schema = field.type.schema()
-                schema.pop("minLength", None)
-                schema.pop("pattern", None)
+                for constraint in ("minLength", "maxLength", "pattern"):
+                    schema.pop(constraint, None)
             params.append(
                 {
                     "name": key,
