@@ -23,8 +23,8 @@ run: install  ## Serve the demo app on http://127.0.0.1:8000 (embedded PostgreSQ
 	$(BIN)/rampart serve --host 127.0.0.1 --port 8000
 
 lint: install  ## ruff (lint and format check)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench verify
+	$(BIN)/ruff format --check src tests bench verify
 
 typecheck: install  ## mypy --strict on src/
 	$(BIN)/mypy src

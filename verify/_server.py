@@ -175,7 +175,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     last: object = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+            raise RuntimeError(
+                f"the server exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
+            )
         try:
             r = httpx.get(f"{url}/health/ready", timeout=2)
             if r.status_code == 200:
@@ -207,7 +209,9 @@ def _seed(instance: Instance) -> Seed:
         callers[name] = Caller(name, row["id"], email, role, token)
     alice, bob = callers["alice"], callers["bob"]
     with httpx.Client(base_url=instance.url, timeout=10) as http:
-        r = http.post("/api/v1/projects", json={"name": "verify", "description": "seed"}, headers=alice.headers)
+        r = http.post(
+            "/api/v1/projects", json={"name": "verify", "description": "seed"}, headers=alice.headers
+        )
         r.raise_for_status()
         project_id = r.json()["data"]["id"]
         r = http.post(
@@ -239,9 +243,9 @@ def running(workdir: Path, *, workers: int = 1, **env_overrides: str) -> Iterato
         port = free_port()
         log = workdir / f"server-{port}.log"
         with log.open("wb") as out:
+            command = [RAMPART, "serve", "--no-migrate", "--host", "127.0.0.1", "--port", str(port)]
             proc = subprocess.Popen(
-                [RAMPART, "serve", "--no-migrate", "--host", "127.0.0.1", "--port", str(port)]
-                + ["--workers", str(workers)],
+                [*command, "--workers", str(workers)],
                 env=env,
                 cwd=workdir,
                 stdout=out,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from _server import RESULTS, ROOT, Caller, Instance, running
 
 ST = str(Path(sys.executable).with_name("st"))
@@ -138,7 +139,9 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--max-examples", type=int, default=100, help="per operation and phase")
     parser.add_argument("--callers", default="bob,alice,admin", help="in this order (admin last)")
     parser.add_argument("--seed", type=int, default=7)
@@ -163,7 +166,9 @@ def main() -> int:
         server_errors = instance.server_errors()
         log_copy = out / "server.log"
         log_copy.write_bytes(instance.log.read_bytes())
-    version = subprocess.run([ST, "--version"], capture_output=True, text=True, check=False).stdout.split()[-1]
+    version = subprocess.run([ST, "--version"], capture_output=True, text=True, check=False).stdout.split()[
+        -1
+    ]
     ok = (
         not server_errors
         and all(r["exit_code"] == 0 and not r["failures"] and not r["errors"] for r in runs)

@@ -30,7 +30,11 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     target = str(params.get("id", "")).lower()
     if method == "DELETE" and path == "/api/v1/auth/sessions/{id}" and target in KEEP_SESSIONS:
         params["id"] = str(uuid.uuid4())
-    if method == "PATCH" and path == "/api/v1/admin/users/{id}" and target in KEEP_USERS:
-        if isinstance(case.body, dict):
-            case.body.pop("disabled", None)
-            case.body.pop("role", None)
+    if (
+        method == "PATCH"
+        and path == "/api/v1/admin/users/{id}"
+        and target in KEEP_USERS
+        and isinstance(case.body, dict)
+    ):
+        case.body.pop("disabled", None)
+        case.body.pop("role", None)

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
 from _server import RESULTS, Caller, Instance, running
 
 SQLMAP = str(Path(sys.executable).with_name("sqlmap"))
@@ -170,7 +171,9 @@ def body_targets(instance: Instance, doc: dict[str, Any], victim: str) -> list[T
     ]
     targets = []
     for method, template, path, kind, caller in routes:
-        schema = doc["paths"][template][method.lower()]["requestBody"]["content"]["application/json"]["schema"]
+        schema = doc["paths"][template][method.lower()]["requestBody"]["content"]["application/json"][
+            "schema"
+        ]
         fields = [f for f in schema["properties"] if not schema["properties"][f].get("readOnly")]
         base = {f: valid[kind][f] for f in fields if f in valid[kind]}
         missing = [f for f in fields if f not in valid[kind]]
@@ -184,8 +187,13 @@ def body_targets(instance: Instance, doc: dict[str, Any], victim: str) -> list[T
                     text = text[:-1] + '*"' if text.startswith('"') else text + "*"
                 parts.append(f"{json.dumps(field)}: {text}")
             targets.append(
-                Target(f"{method} {template} body.{name}", method, f"{instance.url}{path}", caller,
-                       "{" + ", ".join(parts) + "}")
+                Target(
+                    f"{method} {template} body.{name}",
+                    method,
+                    f"{instance.url}{path}",
+                    caller,
+                    "{" + ", ".join(parts) + "}",
+                )
             )
     return targets
 
@@ -233,14 +241,15 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# verify-sqlmap {summary['started']}",
         "",
-        f"sqlmap {summary['sqlmap']}, --level {summary['level']} --risk {summary['risk']}, --dbms PostgreSQL, "
-        f"{summary['jobs']} at once",
+        f"sqlmap {summary['sqlmap']}, --level {summary['level']} --risk {summary['risk']}, "
+        f"--dbms PostgreSQL, {summary['jobs']} at once",
         "",
         f"- parameters tested: {summary['targets']} ({summary['query_targets']} query, "
         f"{summary['body_targets']} body)",
         f"- requests the server answered: {summary['requests']} ({summary['statuses']})",
         f"- duration: {summary['seconds']} s",
-        f"- reported injectable: {len(summary['findings'])}; without a conclusion: {len(summary['inconclusive'])}",
+        f"- reported injectable: {len(summary['findings'])}; "
+        f"without a conclusion: {len(summary['inconclusive'])}",
         f"- 5xx or error log lines: {len(summary['server_errors'])}",
         f"- verdict: {'PASS' if summary['ok'] else 'FAIL'}",
     ]
@@ -250,7 +259,9 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--level", type=int, default=5, choices=range(1, 6))
     parser.add_argument("--risk", type=int, default=3, choices=range(1, 4))
     parser.add_argument("--jobs", type=int, default=2, help="sqlmap processes at once")
@@ -290,14 +301,20 @@ def main() -> int:
             futures = [pool.submit(run_sqlmap, t, out, i, args) for i, t in enumerate(targets, 1)]
             for done, future in enumerate(as_completed(futures), 1):
                 result = future.result()
-                flag = "FOUND" if result["found"] else ("ok" if result["concluded_clean"] else "NO CONCLUSION")
-                print(f"[{done}/{len(targets)}] {result['target']}: {flag} ({result['seconds']} s)", flush=True)
+                flag = (
+                    "FOUND" if result["found"] else ("ok" if result["concluded_clean"] else "NO CONCLUSION")
+                )
+                print(
+                    f"[{done}/{len(targets)}] {result['target']}: {flag} ({result['seconds']} s)", flush=True
+                )
                 results.append(result)
         results.sort(key=lambda r: r["log"])
         statuses = instance.status_counts() - before
         server_errors = instance.server_errors()
         (out / "server.log").write_bytes(instance.log.read_bytes())
-    version = subprocess.run([SQLMAP, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    version = subprocess.run(
+        [SQLMAP, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     findings = [r for r in results if r["found"]]
     inconclusive = [r for r in results if not r["found"] and not r["concluded_clean"]]
     summary = {
