@@ -60,6 +60,17 @@ class FieldType:
         """The JSON Schema of a value, for OpenAPI."""
         raise NotImplementedError
 
+    def filter_schema(self) -> dict[str, Any]:
+        """The JSON Schema of a filter value (what `parse` accepts), for OpenAPI.
+
+        A filter value is compared, not stored: any length or format parses (it may match nothing), so
+        only the type's other constraints (enum, format) apply.
+        """
+        schema = self.schema()
+        for constraint in ("minLength", "maxLength", "pattern"):
+            schema.pop(constraint, None)
+        return schema
+
     def to_json(self, value: Any) -> Any:
         """A stored Python value (as bound to SQL) in its JSON form, as `select` would give it."""
         return value
@@ -165,6 +176,10 @@ class Integer(FieldType):
 
     def schema(self) -> dict[str, Any]:
         return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+
+    def filter_schema(self) -> dict[str, Any]:
+        bits = 15 if self.small else 31  # the column's range, as `parse` checks it
+        return {"type": "integer", "minimum": -(2**bits), "maximum": 2**bits - 1}
 
 
 class Boolean(FieldType):

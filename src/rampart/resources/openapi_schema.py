@@ -87,11 +87,7 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
             elif op == "contains":
                 schema = {"type": "string", "maxLength": MAX_CONTAINS_LENGTH}
             elif op != "in":
-                # A filter value is compared, not stored: any length or format parses (and may match
-                # nothing), so only the type's other constraints (enum, integer range, date format) apply.
-                schema = field.type.schema()
-                for constraint in ("minLength", "maxLength", "pattern"):
-                    schema.pop(constraint, None)
+                schema = field.type.filter_schema()
             params.append(
                 {
                     "name": key,
