@@ -229,6 +229,9 @@ def serve(
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
             timeout_graceful_shutdown=10,
+            # On SIGHUP each new worker must answer before its old one retires. uvicorn's 5 s gave up on
+            # a reload (keeping the old code) when a busy machine slowed the new worker's start-up.
+            timeout_worker_healthcheck=30,
         )
     finally:
         clean_up()
