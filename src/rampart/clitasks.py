@@ -80,8 +80,10 @@ def migrate_all(settings: Settings) -> None:
     from rampart.resources.caching import install_triggers
     from rampart.schema import declared_resources
 
-    assert settings.database_url is not None
-    dsn = settings.database_url.get_secret_value()
+    # The direct URL when there is one: a transaction-mode pooler keeps neither Alembic's prepared
+    # statements nor a session across statements.
+    assert settings.session_database_url is not None
+    dsn = settings.session_database_url.get_secret_value()
     upgrade(dsn, versions_dir=settings.migrations_dir)
     tables = [r.table for r in declared_resources(settings, Roles(settings.role_permissions))]
 

@@ -64,13 +64,21 @@ class Database:
         connect_timeout: float = 5.0,
         statement_timeout: float | None = None,
         application_name: str = "rampart",
+        transaction_pooling: bool = False,
     ) -> None:
+        """`transaction_pooling`: `dsn` is a transaction-mode pooler (PgBouncer), which may run each
+        transaction on another server connection. Then no statement is kept prepared (asyncpg re-parses
+        each one, within its transaction) and `statement_timeout` is not sent: PgBouncer refuses startup
+        parameters it does not know, so the backstop must come from the role's own settings
+        (`ALTER ROLE ... SET statement_timeout`, see docs/guide/database-scaling.md).
+        """
         self._dsn = dsn
         self._max_size = max_size
         self._acquire_timeout = acquire_timeout
         self._connect_timeout = connect_timeout
         self._settings = {"application_name": application_name}
-        if statement_timeout is not None:
+        self._statement_cache_size = 0 if transaction_pooling else 100
+        if statement_timeout is not None and not transaction_pooling:
             # A backstop: the request timeout cancels the statement first; this bounds work nobody awaits.
             self._settings["statement_timeout"] = str(int(statement_timeout * 1000))
         self._pool: asyncpg.Pool | None = None
@@ -95,6 +103,7 @@ class Database:
                         server_settings=self._settings,
                         max_inactive_connection_lifetime=300,
                         reset=_light_reset,
+                        statement_cache_size=self._statement_cache_size,
                     )
                 except _UNAVAILABLE as exc:
                     raise ServiceUnavailable("The database is unavailable.") from exc
@@ -104,6 +113,11 @@ class Database:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    @staticmethod
+    def in_transaction() -> bool:
+        """Whether this task is inside `transaction()`: its reads then belong to that transaction."""
+        return _current.get() is not None
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:

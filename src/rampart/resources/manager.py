@@ -20,6 +20,7 @@ import asyncpg
 from rampart.access.actor import Actor
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
+from rampart.db.replicas import Replicas
 from rampart.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from rampart.lib.bus import EventBus
 from rampart.resources.caching import CacheFeed
@@ -72,6 +73,9 @@ class ResourceManager:
         # and those read by id at the top level also read through the cache.
         self.feed: CacheFeed | None = None
         self.cached_reads = False
+        # Set by create_app when read replicas are configured: reads outside transactions go through it
+        # (reads through the row cache excepted, see `_get_cached`), and writes leave the caller's mark.
+        self.reads: Replicas | None = None
 
         fields = resource.all_fields
         self._columns = tuple(fields)
@@ -160,8 +164,6 @@ class ResourceManager:
         if self.resource.policy.read_permission:
             ctx.actor.require(self.resource.policy.read_permission)
         query = parse_list_query(self.resource, params, self.cursors)
-        if parent_id is not None:
-            await self.require_parent(ctx, parent_id)
         bind = Binder()
         where = filter_sql(self.resource, self.alias, query.filters, bind)
         if parent_id is not None and self.resource.parent is not None:
@@ -173,12 +175,22 @@ class ResourceManager:
         if query.after is not None:
             where.append(keyset_sql(self.alias, query.sort, query.after, bind))
         sql = self._list_sql(query, where)
-        async with self.db.connection() as conn:
+
+        async def fetch(conn: asyncpg.Connection) -> tuple[builtins.list[asyncpg.Record], int | None]:
+            if parent_id is not None:
+                await self.require_parent(ctx, parent_id, conn=conn)
             records = await conn.fetch(sql, *bind.params)
             total = None
             if query.include_total:
                 count_sql = f"SELECT count(*) FROM {self._from}" + _where(count_where)
                 total = await conn.fetchval(count_sql, *count_params)
+            return records, total
+
+        if self.reads is None:
+            async with self.db.connection() as conn:
+                records, total = await fetch(conn)
+        else:
+            records, total = await self.reads.read(ctx.actor.user_id, fetch)
         rows = [dict(r) for r in records]
         next_cursor = None
         if len(rows) > query.limit:
@@ -210,9 +222,11 @@ class ResourceManager:
         visible = self.visible_sql(ctx.actor, self.alias, bind)
         if visible is not None:
             where.append(visible)
-        row = await self.db.fetchrow(
-            f"SELECT {self._select_all} FROM {self._from}{_where(where)}", *bind.params
-        )
+        sql = f"SELECT {self._select_all} FROM {self._from}{_where(where)}"
+        if self.reads is None:
+            row = await self.db.fetchrow(sql, *bind.params)
+        else:
+            row = await self.reads.fetchrow(ctx.actor.user_id, sql, *bind.params)
         if row is None:
             if parent_id is not None:
                 await self.require_parent(ctx, parent_id)
@@ -221,7 +235,11 @@ class ResourceManager:
 
     async def _get_cached(self, ctx: Context, key: Any) -> Row:
         """`get` through the row cache: a hit answers without the database, for this caller only if the
-        cached decision for this row version (and visibility epoch) says they may see it."""
+        cached decision for this row version (and visibility epoch) says they may see it.
+
+        A miss reads the primary even with replicas: what it fetches is cached until the next change
+        notification, and a replica may be behind notifications already heard (decision 0010).
+        """
         assert self.feed is not None
         cache, name = self.feed.cache, self.resource.name
         caller = None if ctx.actor.can(self.resource.policy.bypass_read) else ctx.actor.user_id
@@ -315,6 +333,7 @@ class ResourceManager:
             row = dict(await self._write(conn, sql, bind.params))
             await self.after_create(ctx, conn, row)
             await self._event(ctx, conn, "created", row)
+        await self._wrote(ctx)
         return row
 
     async def update(
@@ -349,6 +368,7 @@ class ResourceManager:
             await self.after_update(ctx, conn, row, current)
             diff = {n: {"from": current[n], "to": row[n]} for n in changes}
             await self._event(ctx, conn, "updated", row, diff)
+        await self._wrote(ctx)
         return row
 
     async def delete(
@@ -367,7 +387,15 @@ class ResourceManager:
                 raise Conflict(f"This {self.resource.name} item is still referenced by other items.") from exc
             await self.after_delete(ctx, conn, current)
             await self._event(ctx, conn, "deleted", current)
+        await self._wrote(ctx)
         return current
+
+    async def _wrote(self, ctx: Context) -> None:
+        """With replicas, the caller's next reads must see this write: leave their mark once it commits."""
+        reads = self.reads
+        if reads is not None:
+            subject = ctx.actor.user_id
+            await self.db.after_commit(lambda: reads.wrote(subject))
 
     async def _lock_for_write(
         self,
