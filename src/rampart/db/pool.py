@@ -134,6 +134,11 @@ class Database:
             raise ServiceUnavailable("The service is overloaded: no database connection was free.") from exc
         except _UNAVAILABLE as exc:
             raise ServiceUnavailable("The database is unavailable.") from exc
+        except asyncpg.PostgresError as exc:
+            # Refused while connecting: unknown database or role, wrong password, a pooler refusing a
+            # startup parameter. No query has run; to the request it is a database it cannot use.
+            log.warning("the database refused a new connection: %s", type(exc).__name__)
+            raise ServiceUnavailable("The database is unavailable.") from exc
         finally:
             self._waiting -= 1
         try:
