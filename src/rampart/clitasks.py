@@ -105,7 +105,10 @@ async def event_dead_letters(settings: Settings, *, limit: int) -> list[dict[str
     from rampart.events.dispatcher import dead_letters
 
     assert settings.database_url is not None
-    db = Database(settings.database_url.get_secret_value())
+    db = Database(
+        settings.database_url.get_secret_value(),
+        transaction_pooling=settings.database_pool_mode == "transaction",
+    )
     try:
         return await dead_letters(db, limit=limit)
     finally:
@@ -124,7 +127,10 @@ async def event_replay(settings: Settings, *, subscriber: str | None, event_id: 
         if parsed is None:
             raise click.ClickException(f"not an event id: {event_id}")
     assert settings.database_url is not None
-    db = Database(settings.database_url.get_secret_value())
+    db = Database(
+        settings.database_url.get_secret_value(),
+        transaction_pooling=settings.database_pool_mode == "transaction",
+    )
     try:
         return await replay(db, subscriber=subscriber, event_id=parsed)
     finally:
