@@ -236,9 +236,9 @@ class Replicas:
                     # only an unreachable replica is taken out of the rotation.
                     if not isinstance(exc.__cause__, TimeoutError):
                         replica.mark_down(f"read failed: {type(exc.__cause__).__name__}")
-                except asyncpg.SerializationError:
+                except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
                     # Cancelled by a conflict with recovery (the replica replayed a change the query needed
-                    # gone): the primary has no such conflict.
+                    # gone, or a lock it waited on): the primary has no such conflict.
                     log.info("read on %s cancelled by recovery; retrying on the primary", replica.name)
                 else:
                     self.counts["replica"] += 1
