@@ -144,3 +144,14 @@ def foreign_cores(
     used.sort(reverse=True)
     total = sum(c for c, _ in used)
     return (total / seconds if seconds > 0 else 0.0), [d for _, d in used[:3]]
+
+
+def cpu_seconds(before: dict[int, Proc], after: dict[int, Proc], pids: set[int]) -> float:
+    """CPU time the processes ``pids`` used between two snapshots."""
+    return sum(after[p].cpu_s - (before[p].cpu_s if p in before else 0.0) for p in pids if p in after)
+
+
+def database_backends(procs: dict[int, Proc], databases: set[str], pg_port: int | None = 5432) -> set[int]:
+    """PostgreSQL backends working for ``databases`` (their process title names the database)."""
+    postmasters = listener_pids(pg_port) if pg_port else set()
+    return {p.pid for p in procs.values() if p.ppid in postmasters and databases & set(p.name.split())}

@@ -149,6 +149,14 @@ def run_scenarios(
             ours = cpu.server_pids(after, server_pid, port)
             cores, top = cpu.foreign_cores(before, after, result.duration_s, ours, databases, pg_port)
             result.extra["other_work_cores"] = round(cores, 3)
+            # CPU per answered request, of the server and of its database backends: unlike the rate,
+            # it hardly moves when other work shares the cores, so it shows what a change saved.
+            answered = max(result.ok, 1)
+            backends = cpu.database_backends(after, databases, pg_port)
+            server_us = cpu.cpu_seconds(before, after, ours) / answered * 1e6
+            db_us = cpu.cpu_seconds(before, after, backends) / answered * 1e6
+            result.extra["server_cpu_us_per_request"] = round(server_us, 1)
+            result.extra["database_cpu_us_per_request"] = round(db_us, 1)
             if cores > OTHER_WORK_LIMIT:
                 result.warnings.append(f"other work used {cores:.2f} cores meanwhile: {', '.join(top)}")
             if name == "create" and database_url:
@@ -166,7 +174,8 @@ def run_scenarios(
             flag += "".join(f"  ~ {w}" for w in result.warnings)
             log(
                 f"  {name:<7} {result.ok_rps:>9,.0f} {scenario.unit:<8} p50 {result.latency_ms['p50']} ms"
-                f"  p99 {result.latency_ms['p99']} ms{flag}"
+                f"  p99 {result.latency_ms['p99']} ms"
+                f"  cpu/request: server {server_us:.0f} us, database {db_us:.0f} us{flag}"
             )
     if database_url:
         for note in asyncio.run(database.housekeeping(database_url, run_id)):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import redis.asyncio as aioredis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rampart import __version__
@@ -49,6 +48,9 @@ from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
 from rampart.resources.spec import Registry
 from rampart.schema import declared_resources
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("rampart")
 
@@ -161,7 +163,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
 
 def _install_row_cache(services: Services, dsn: str, max_rows: int) -> None:
     """One cache per worker, fed by the database's change notifications (see rampart.resources.caching)."""
-    cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2)
+    cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
     feed = CacheFeed(cache, services.registry)
     for manager in services.managers.values():
         resource = manager.resource
@@ -169,6 +171,8 @@ def _install_row_cache(services: Services, dsn: str, max_rows: int) -> None:
         manager.cached_reads = (
             resource.parent is None and resource.key == "id" and "get" in resource.operations
         )
+        manager.cached_lists = "list" in resource.operations
+
     services.cache = cache
     services.background.append(
         Listener(dsn, {CHANNEL: feed.on_notification}, on_up=feed.up, on_down=feed.down)
@@ -235,6 +239,8 @@ def create_app(settings: Settings) -> Rampart:
     redis_client = None
     limiter: RateLimiter
     if settings.redis_url is not None:
+        import redis.asyncio as aioredis  # only when Redis is configured: ~6 MB per worker otherwise
+
         # Bounded: a Redis that stops answering must give quick 503s, not hold every request to its timeout.
         redis_client = aioredis.from_url(
             settings.redis_url.get_secret_value(), socket_timeout=1.0, socket_connect_timeout=1.0
@@ -304,6 +310,8 @@ def create_app(settings: Settings) -> Rampart:
     if services.cache is not None:
         row_stats = services.cache.stats
         metrics.track_cache("rows", lambda: (row_stats.hits, row_stats.misses))
+        metrics.track_cache("pages", lambda: (row_stats.page_hits, row_stats.page_misses))
+
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
     specs += _install_events(services, metrics)
 

@@ -229,26 +229,64 @@ async def test_a_forbidden_write_writes_no_event(
     assert [e["type"] for e in await events_of(app, task["id"])] == ["tasks.created"]
 
 
-async def test_a_failure_after_the_event_insert_leaves_neither_change_nor_event(
-    client: httpx.AsyncClient, app: Rampart, alice: User, monkeypatch: pytest.MonkeyPatch
+async def test_an_update_event_names_only_what_changed_and_carries_the_row_as_returned(
+    client: httpx.AsyncClient, app: Rampart, alice: User
 ) -> None:
-    import rampart.resources.manager as manager_module
+    # A hook-free update is one statement that computes the diff in SQL: it must agree with the API.
+    project = await new_project(client, alice)
+    task = await new_task(client, alice, project["id"], priority=3)
+    body = {"status": "done", "priority": 3, "due_date": "2027-01-31"}
+    r = await client.patch(f"/api/v1/tasks/{task['id']}", json=body, headers=alice.headers)
+    assert r.status_code == 200
+    updated = r.json()["data"]
+    [_, event] = await events_of(app, task["id"])
+    assert event["data"] == updated
+    assert event["changes"] == {
+        "status": {"from": "todo", "to": "done"},
+        "due_date": {"from": None, "to": "2027-01-31"},
+    }
+    # Nothing changes: no new version, no event.
+    r = await client.patch(f"/api/v1/tasks/{task['id']}", json=body, headers=alice.headers)
+    assert r.status_code == 200
+    assert r.json()["data"]["version"] == updated["version"]
+    assert len(await events_of(app, task["id"])) == 2
 
-    real_write_event = manager_module.write_event
 
-    async def write_then_fail(conn: asyncpg.Connection, **kwargs: Any) -> dict[str, Any]:
-        event = await real_write_event(conn, **kwargs)
-        await conn.execute("SELECT 1 / 0")  # the database refuses something after the event row went in
-        return event
-
-    monkeypatch.setattr(manager_module, "write_event", write_then_fail)
-    name = f"doomed-{uuid.uuid4().hex}"
-    r = await client.post("/api/v1/projects", json={"name": name}, headers=alice.headers)
-    assert r.status_code == 500
-    assert r.headers["content-type"] == "application/problem+json"
-    monkeypatch.undo()
-    assert await app.services.db.fetchval("SELECT count(*) FROM projects WHERE name = $1", name) == 0
+async def test_a_failure_after_the_event_insert_leaves_neither_change_nor_event(
+    client: httpx.AsyncClient, app: Rampart, alice: User
+) -> None:
+    # The database refuses the event row itself (a trigger raising for this test's names only), after the
+    # change was written in the same statement or transaction: neither may remain.
+    db = app.services.db
+    await db.execute(
+        "CREATE FUNCTION doomed_event() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.data->>'name' LIKE 'doomed-%' OR NEW.data->>'title' LIKE 'doomed-%' THEN"
+        " RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER doomed_event BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION doomed_event()"
+    )
+    try:
+        name = f"doomed-{uuid.uuid4().hex}"
+        r = await client.post("/api/v1/projects", json={"name": name}, headers=alice.headers)
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "refused" not in r.text  # the database's message stays in the log
+        project = await new_project(client, alice)
+        task = await new_task(client, alice, project["id"])
+        title = f"doomed-{uuid.uuid4().hex}"
+        r = await client.patch(f"/api/v1/tasks/{task['id']}", json={"title": title}, headers=alice.headers)
+        assert r.status_code == 500
+    finally:
+        await db.execute("DROP TRIGGER doomed_event ON events")
+        await db.execute("DROP FUNCTION doomed_event()")
+    assert await db.fetchval("SELECT count(*) FROM projects WHERE name = $1", name) == 0
     assert await events_where(app, "data->>'name' = $1", name) == []
+    r = await client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["title"] == task["title"]
+    assert r.json()["data"]["version"] == task["version"]
+    assert await events_where(app, "data->>'title' = $1", title) == []
 
 
 # ----- the bus ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The row cache over HTTP, with two app instances on one database standing for two workers.
+"""The row and page caches over HTTP, with two app instances on one database standing for two workers.
 
 What is promised (docs/decisions/0009-row-cache.md): the writer's own worker reads its write at once;
 other workers (and other instances) see it once the database's change notification arrives, which is
@@ -234,3 +234,149 @@ async def test_reads_are_not_cached_while_a_resource_table_lacks_its_trigger(dat
         assert not app.services.cache.enabled
     finally:
         await app.aclose()
+
+
+# ----- list pages ------------------------------------------------------------------------------------
+def tasks_of(project: str) -> str:
+    return f"/api/v1/tasks?project_id={project}&sort=title"
+
+
+def titles(r: httpx.Response) -> list[str]:
+    assert r.status_code == 200, r.text
+    return [t["title"] for t in r.json()["data"]]
+
+
+async def test_a_repeated_list_is_served_from_the_page_cache(
+    client: httpx.AsyncClient, app: Rampart, alice: User
+) -> None:
+    project, _ = await project_with_task(client, alice)
+    cache = app.services.cache
+    assert cache is not None
+    first = await client.get(tasks_of(project), headers=alice.headers)
+    hits = cache.stats.page_hits
+    again = await client.get(tasks_of(project), headers=alice.headers)
+    assert cache.stats.page_hits == hits + 1  # the notifications of our own writes did not drop it
+    assert again.json() == first.json()
+    hits = cache.stats.page_hits
+    other_query = await client.get(tasks_of(project) + "&limit=5", headers=alice.headers)
+    assert cache.stats.page_hits == hits  # another query is another page
+    assert other_query.json()["data"] == first.json()["data"]
+
+
+async def test_a_cached_page_is_never_served_to_another_caller(
+    client: httpx.AsyncClient, alice: User, bob: User, admin: User
+) -> None:
+    project, _ = await project_with_task(client, alice)
+    for _ in range(3):  # alice's reads fill the cache; bob's answer must stay his own
+        assert titles(await client.get(tasks_of(project), headers=alice.headers)) == ["t"]
+        assert titles(await client.get(tasks_of(project), headers=bob.headers)) == []
+    assert titles(await client.get(tasks_of(project), headers=admin.headers)) == ["t"]
+
+
+async def test_a_write_changes_the_page_on_the_writers_worker_at_once_and_elsewhere_within_the_bound(
+    client: httpx.AsyncClient, alice: User, second: tuple[Rampart, httpx.AsyncClient]
+) -> None:
+    _, other = second
+    project, task = await project_with_task(client, alice)
+    for http in (client, other):  # both workers hold the page
+        assert titles(await http.get(tasks_of(project), headers=alice.headers)) == ["t"]
+    r = await client.patch(f"/api/v1/tasks/{task['id']}", json={"title": "u"}, headers=alice.headers)
+    assert r.status_code == 200
+    r = await client.post("/api/v1/tasks", json={"project_id": project, "title": "v"}, headers=alice.headers)
+    assert r.status_code == 201
+    assert titles(await client.get(tasks_of(project), headers=alice.headers)) == ["u", "v"]
+
+    async def other_sees_them() -> bool:
+        return titles(await other.get(tasks_of(project), headers=alice.headers)) == ["u", "v"]
+
+    await eventually(other_sees_them)
+    r = await other.delete(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+    assert r.status_code == 204
+    assert titles(await other.get(tasks_of(project), headers=alice.headers)) == ["v"]
+
+    async def first_sees_the_delete() -> bool:
+        return titles(await client.get(tasks_of(project), headers=alice.headers)) == ["v"]
+
+    await eventually(first_sees_the_delete)
+
+
+async def test_a_membership_change_changes_the_pages_of_who_gains_or_loses_access(
+    client: httpx.AsyncClient, alice: User, bob: User, second: tuple[Rampart, httpx.AsyncClient]
+) -> None:
+    _, other = second
+    project, _ = await project_with_task(client, alice)
+    for http in (client, other):  # a cached empty page for bob on both workers
+        assert titles(await http.get(tasks_of(project), headers=bob.headers)) == []
+    r = await client.post(
+        f"/api/v1/projects/{project}/members",
+        json={"user_id": bob.id, "role": "viewer"},
+        headers=alice.headers,
+    )
+    assert r.status_code == 201
+    assert titles(await client.get(tasks_of(project), headers=bob.headers)) == ["t"]
+
+    async def other_lets_bob_see() -> bool:
+        return titles(await other.get(tasks_of(project), headers=bob.headers)) == ["t"]
+
+    await eventually(other_lets_bob_see)
+    r = await other.delete(f"/api/v1/projects/{project}/members/{bob.id}", headers=alice.headers)
+    assert r.status_code == 204
+    assert titles(await other.get(tasks_of(project), headers=bob.headers)) == []
+
+    async def first_shuts_bob_out() -> bool:
+        return titles(await client.get(tasks_of(project), headers=bob.headers)) == []
+
+    await eventually(first_shuts_bob_out)
+
+
+async def test_a_direct_sql_write_changes_the_page_too(
+    client: httpx.AsyncClient, app: Rampart, alice: User
+) -> None:
+    project, task = await project_with_task(client, alice)
+    assert titles(await client.get(tasks_of(project), headers=alice.headers)) == ["t"]
+    await app.services.db.execute(
+        "UPDATE tasks SET title = 'by sql', version = version + 1 WHERE id = $1", task["id"]
+    )
+
+    async def seen() -> bool:
+        return titles(await client.get(tasks_of(project), headers=alice.headers)) == ["by sql"]
+
+    await eventually(seen)
+
+
+async def test_concurrent_writers_and_list_readers_on_two_workers_converge(
+    client: httpx.AsyncClient, app: Rampart, alice: User, second: tuple[Rampart, httpx.AsyncClient]
+) -> None:
+    _, other = second
+    project, _ = await project_with_task(client, alice)
+    created: list[str] = []
+    pages: list[list[str]] = []
+
+    async def writer(name: str, http: httpx.AsyncClient, n: int) -> None:
+        for i in range(n):
+            body = {"project_id": project, "title": f"{name}-{i:02d}"}
+            r = await http.post("/api/v1/tasks", json=body, headers=alice.headers)
+            assert r.status_code == 201
+            created.append(r.json()["data"]["title"])
+
+    async def reader(http: httpx.AsyncClient, n: int) -> None:
+        for _ in range(n):
+            pages.append(titles(await http.get(tasks_of(project) + "&limit=100", headers=alice.headers)))
+
+    await asyncio.gather(
+        writer("w1", client, 10), writer("w2", other, 10), reader(client, 30), reader(other, 30)
+    )
+    stored = await app.services.db.fetch("SELECT title FROM tasks WHERE project_id = $1", project)
+    expected = sorted(["t", *created])
+    assert sorted(r["title"] for r in stored) == expected  # every acknowledged create is stored
+    # Every page a reader got was a real state: sorted, and only ever rows that were created.
+    assert all(page == sorted(page) and set(page) <= set(expected) for page in pages)
+
+    async def both_final() -> bool:
+        got = [
+            titles(await h.get(tasks_of(project) + "&limit=100", headers=alice.headers))
+            for h in (client, other)
+        ]
+        return got == [expected, expected]
+
+    await eventually(both_final)

@@ -101,3 +101,42 @@ def test_memory_is_bounded() -> None:
         cache.put_decision("tasks", key, 1, "u", 0, True)
     assert len(cache) == 10
     assert len(cache._decisions) == 10
+
+
+# ----- list pages -------------------------------------------------------------------------------------
+def put_page(cache: RowCache, key: object, page: object, *, list_generation: int | None = None) -> None:
+    lg = cache.list_generation("tasks") if list_generation is None else list_generation
+    cache.put_page("tasks", key, page, list_generation=lg, generation=cache.generation)
+
+
+def test_a_page_is_served_until_a_row_of_its_resource_changes(cache: RowCache) -> None:
+    put_page(cache, "q", ["a"])
+    assert cache.page("tasks", "q") == ["a"]
+    cache.invalidate("projects", uuid.uuid4(), 2)  # another resource: the page stays
+    assert cache.page("tasks", "q") == ["a"]
+    cache.invalidate("tasks", uuid.uuid4(), 2)
+    assert cache.page("tasks", "q") is None
+
+
+def test_a_page_dies_with_an_epoch_bump_of_its_resource(cache: RowCache) -> None:
+    put_page(cache, "q", ["a"])
+    cache.bump("tasks")
+    assert cache.page("tasks", "q") is None
+
+
+def test_a_page_read_before_a_change_is_not_kept(cache: RowCache) -> None:
+    before = cache.list_generation("tasks")
+    cache.invalidate("tasks", K, 3)  # a change lands while the page is being fetched
+    put_page(cache, "q", ["stale"], list_generation=before)
+    assert cache.page("tasks", "q") is None
+
+
+def test_pages_are_dropped_by_a_clear_and_bounded() -> None:
+    cache = RowCache(max_rows=10, max_decisions=10, max_pages=5)
+    cache.enabled = True
+    for i in range(20):
+        put_page(cache, i, [i])
+    assert [cache.page("tasks", i) for i in range(15, 20)] == [[15], [16], [17], [18], [19]]
+    assert cache.page("tasks", 0) is None
+    cache.clear()
+    assert cache.page("tasks", 19) is None

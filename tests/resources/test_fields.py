@@ -247,7 +247,7 @@ def test_filter_operators_of_a_field(field: Field, operators: tuple[str, ...]) -
         (Integer(), "integer", "t.x"),
         (Integer(small=True), "smallint", "t.x"),
         (Boolean(), "boolean", "t.x"),
-        (Date(), "date", "t.x"),
+        (Date(), "date", "to_char(t.x, 'YYYY-MM-DD')"),
         (Id(), "uuid", "t.x::text"),
         (Timestamp(), "timestamptz", "to_char(t.x AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"),
     ],

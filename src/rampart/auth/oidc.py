@@ -14,13 +14,15 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode
 
-import httpx
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+
+if TYPE_CHECKING:  # httpx is imported on first use: workers without sign-in never load it
+    import httpx
 
 from rampart.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 
@@ -115,7 +117,11 @@ class OIDCClient:
         self._secret = client_secret
         self.redirect_uri = redirect_uri
         self.scopes = scopes
-        self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        if http is None:
+            import httpx
+
+            http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._http = http
         self._metadata: tuple[float, dict[str, Any]] | None = None
         self._keys: KeySet | None = None
         self._unknown_kid_fetched = -JWKS_MIN_REFETCH
@@ -168,6 +174,8 @@ class OIDCClient:
             return fresh
 
     async def _get_json(self, url: str) -> Any:
+        import httpx
+
         try:
             response = await self._http.get(url, headers={"Accept": "application/json"})
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -199,6 +207,8 @@ class OIDCClient:
 
     async def exchange(self, *, code: str, code_verifier: str) -> str:
         """The ID token the token endpoint gives for `code` (client_secret_basic authentication)."""
+        import httpx
+
         meta = await self.metadata()
         form = {
             "grant_type": "authorization_code",

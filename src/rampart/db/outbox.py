@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -42,14 +43,11 @@ def define_events_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-_INSERT = (
-    "INSERT INTO events (id, type, resource, resource_id, actor_id, occurred_at, data, changes, request_id)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)"
-)
+_COLUMNS = "id, type, resource, resource_id, actor_id, occurred_at, data, changes, request_id"
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)"
 
 
-async def write_event(
-    conn: asyncpg.Connection,
+def new_event(
     *,
     resource: str,
     action: str,
@@ -58,8 +56,8 @@ async def write_event(
     data: dict[str, Any],
     changes: dict[str, Any] | None = None,
     request_id: str | None = None,
-) -> dict[str, Any]:
-    """Insert one event row on `conn` (inside the caller's transaction) and return the event."""
+) -> tuple[dict[str, Any], uuid.UUID, dt.datetime]:
+    """The event as subscribers see it, with its id and time as the table keeps them."""
     event_id = new_id()
     now = dt.datetime.now(dt.UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the column keeps milliseconds
@@ -75,6 +73,30 @@ async def write_event(
         # Subscribers (audit log, webhooks, logs) correlate the event with the request that caused it.
         "request_id": request_id,
     }
+    return event, event_id, now
+
+
+async def write_event(
+    conn: asyncpg.Connection,
+    *,
+    resource: str,
+    action: str,
+    resource_id: str,
+    actor_id: uuid.UUID | None,
+    data: dict[str, Any],
+    changes: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Insert one event row on `conn` (inside the caller's transaction) and return the event."""
+    event, event_id, now = new_event(
+        resource=resource,
+        action=action,
+        resource_id=resource_id,
+        actor_id=actor_id,
+        data=data,
+        changes=changes,
+        request_id=request_id,
+    )
     await conn.execute(
         _INSERT,
         event_id,
@@ -88,3 +110,30 @@ async def write_event(
         request_id,
     )
     return event
+
+
+def event_insert_from(
+    source: str,
+    bind: Callable[[Any], str],
+    *,
+    event_id: uuid.UUID,
+    event_type: str,
+    resource: str,
+    actor_id: uuid.UUID | None,
+    occurred_at: dt.datetime,
+    request_id: str | None,
+    changes_sql: str = "'{}'::jsonb",
+    joined: str | None = None,
+) -> str:
+    """An INSERT of the event of the row in CTE `source`, for the same statement as the change.
+
+    `source` holds the row as clients see it (the manager's select list, values already JSON-shaped:
+    ids and timestamps as text), so `to_jsonb(source)` equals the JSON `write_event` would store.
+    `joined` is another CTE (one row) that `changes_sql` reads.
+    """
+    tables = f"{source}, {joined}" if joined else source
+    return (
+        f"INSERT INTO events ({_COLUMNS}) SELECT {bind(event_id)}, {bind(event_type)}, {bind(resource)},"
+        f" {source}.id, {bind(actor_id)}::uuid, {bind(occurred_at)}::timestamptz, to_jsonb({source}),"
+        f" {changes_sql}, {bind(request_id)}::text FROM {tables}"
+    )

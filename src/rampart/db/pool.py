@@ -114,11 +114,6 @@ class Database:
             await self._pool.close()
             self._pool = None
 
-    @staticmethod
-    def in_transaction() -> bool:
-        """Whether this task is inside `transaction()`: its reads then belong to that transaction."""
-        return _current.get() is not None
-
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The connection of the enclosing transaction, or one from the pool for this block."""
@@ -171,6 +166,11 @@ class Database:
         # Only reached when the transaction committed.
         for callback in callbacks:
             await callback()
+
+    @staticmethod
+    def in_transaction() -> bool:
+        """True inside `transaction()`: what is read there may not be committed (caches must not keep it)."""
+        return _current.get() is not None
 
     async def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` once the enclosing outermost transaction commits (at once outside one).

@@ -225,6 +225,13 @@ class Replicas:
 
         Inside a transaction it runs on the transaction's connection, which is the primary's.
         """
+        result, _ = await self.read_where(subject, work)
+        return result
+
+    async def read_where(
+        self, subject: Any, work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> tuple[T, bool]:
+        """`read`, and whether it ran on a replica (a cache must not keep what a replica answered)."""
         if not self._primary.in_transaction():
             replica = await self._choose(subject)
             if replica is not None:
@@ -242,10 +249,10 @@ class Replicas:
                     log.info("read on %s cancelled by recovery; retrying on the primary", replica.name)
                 else:
                     self.counts["replica"] += 1
-                    return result
+                    return result, True
         self.counts["primary"] += 1
         async with self._primary.connection() as conn:
-            return await work(conn)
+            return await work(conn), False
 
     async def fetch(self, subject: Any, sql: str, *args: Any) -> list[asyncpg.Record]:
         async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:

@@ -19,10 +19,12 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
+
+if TYPE_CHECKING:  # imported on first use: a worker that sends no webhook never loads httpx
+    import httpx
 
 SIGNATURE_HEADER = "X-Rampart-Signature"
 USER_AGENT = "Rampart-Webhooks/1"
@@ -60,6 +62,8 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def check_url_syntax(url: str) -> httpx.URL:
     """Parse a webhook URL: http(s), a host, no credentials. Raises UnsafeTarget."""
+    import httpx
+
     try:
         parsed = httpx.URL(url)
     except Exception as exc:
@@ -102,6 +106,8 @@ class WebhookSender:
     @property
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
+            import httpx
+
             # No proxies from the environment: the address check must see the real destination.
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False
@@ -125,6 +131,8 @@ class WebhookSender:
 
     async def send(self, *, url: str, secret: str, event: Mapping[str, Any]) -> Attempt:
         """POST `event` to `url`, signed with `secret`. Never raises: failures are in the Attempt."""
+        import httpx
+
         started = time.monotonic()
         body = orjson.dumps(event, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
         headers = {

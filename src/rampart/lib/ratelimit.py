@@ -17,9 +17,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis.asyncio
+if TYPE_CHECKING:  # the client is made (and redis imported) only where Redis is configured
+    import redis.asyncio
 
 from rampart.lib.rates import Rate
 

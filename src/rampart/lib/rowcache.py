@@ -1,4 +1,4 @@
-"""A per-process cache of single rows and of "may this caller see this row" decisions.
+"""A per-process cache of single rows, of "may this caller see this row" decisions, and of list pages.
 
 Correctness rests on three rules, none of which needs a scan or a global flush:
 
@@ -10,8 +10,12 @@ Correctness rests on three rules, none of which needs a scan or a global flush:
   the parent) bumps the epoch, which makes every decision of that resource unreachable at once.
 - Whoever feeds invalidations (the database listener) may lose them: `clear()` then drops everything,
   and `enabled` is False until the feed is back, so nothing is served that might have been missed.
+- A list page is keyed by its query and by who asked (the caller decides visibility), and stamped with
+  the resource's *list generation*, which moves on at any change to one of its rows and at every epoch
+  bump: a page is only served if nothing it could depend on has changed since it was read. Pages of
+  other resources, rows and decisions are untouched.
 
-Memory is bounded: both maps are LRU with a fixed number of entries.
+Memory is bounded: every map is LRU with a fixed number of entries.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ DELETED = 2**62  # the tombstone version of a deleted row: no real version is ev
 class CacheStats:
     hits: int = 0
     misses: int = 0
+    page_hits: int = 0
+    page_misses: int = 0
     invalidations: int = 0
     epochs: int = 0
     clears: int = 0
@@ -37,12 +43,17 @@ class CacheStats:
 class RowCache:
     """Rows by (resource, key) and visibility decisions by (resource, key, version, caller, epoch)."""
 
-    def __init__(self, *, max_rows: int = 20_000, max_decisions: int = 100_000) -> None:
+    def __init__(
+        self, *, max_rows: int = 20_000, max_decisions: int = 100_000, max_pages: int = 2_000
+    ) -> None:
         self._rows: OrderedDict[tuple[str, Hashable], tuple[int, Any]] = OrderedDict()
         self._decisions: OrderedDict[tuple[Hashable, ...], bool] = OrderedDict()
+        self._pages: OrderedDict[tuple[str, Hashable], tuple[int, Any]] = OrderedDict()
         self._epochs: dict[str, int] = {}
+        self._lists: dict[str, int] = {}  # list generation per resource
         self._max_rows = max_rows
         self._max_decisions = max_decisions
+        self._max_pages = max_pages
         self.enabled = False
         self.generation = 0  # moves on at every clear(): a fetch started before it must not be kept
         self.stats = CacheStats()
@@ -80,6 +91,7 @@ class RowCache:
     def invalidate(self, resource: str, key: Hashable, version: int | None) -> None:
         """A change to a row: only versions above `version` may be cached from now on (None: deleted)."""
         self.stats.invalidations += 1
+        self._lists[resource] = self._lists.get(resource, 0) + 1
         floor = DELETED if version is None else version - 1
         slot = (resource, key)
         current = self._rows.get(slot)
@@ -97,6 +109,7 @@ class RowCache:
     def bump(self, resource: str) -> None:
         """Something the visibility of `resource` depends on changed: forget its decisions."""
         self._epochs[resource] = self._epochs.get(resource, 0) + 1
+        self._lists[resource] = self._lists.get(resource, 0) + 1
         self.stats.epochs += 1
 
     def decision(self, resource: str, key: Hashable, version: int, caller: Hashable) -> bool | None:
@@ -118,15 +131,51 @@ class RowCache:
         if len(self._decisions) > self._max_decisions:
             self._decisions.popitem(last=False)
 
+    # ----- list pages -----------------------------------------------------------------------------
+    def list_generation(self, resource: str) -> int:
+        """Read before fetching a page; give it back to `put_page`."""
+        return self._lists.get(resource, 0)
+
+    def page(self, resource: str, key: Hashable) -> Any:
+        """The cached page for `key` (query and caller), or None."""
+        if not self.enabled:
+            return None
+        slot = (resource, key)
+        entry = self._pages.get(slot)
+        if entry is None or entry[0] != self._lists.get(resource, 0):
+            self.stats.page_misses += 1
+            return None
+        self._pages.move_to_end(slot)
+        self.stats.page_hits += 1
+        return entry[1]
+
+    def put_page(
+        self, resource: str, key: Hashable, page: Any, *, list_generation: int, generation: int
+    ) -> None:
+        """Keep `page` if nothing changed since `list_generation` (and the cache was not cleared)."""
+        if (
+            not self.enabled
+            or generation != self.generation
+            or list_generation != self._lists.get(resource, 0)
+        ):
+            return
+        slot = (resource, key)
+        self._pages[slot] = (list_generation, page)
+        self._pages.move_to_end(slot)
+        if len(self._pages) > self._max_pages:
+            self._pages.popitem(last=False)
+
     # ----- the feed -------------------------------------------------------------------------------
     def clear(self) -> None:
         """Forget everything (the invalidation feed was interrupted). Epochs move on, never back."""
         self._rows.clear()
         self._decisions.clear()
+        self._pages.clear()
         self.generation += 1
-
         for resource in self._epochs:
             self._epochs[resource] += 1
+        for resource in self._lists:
+            self._lists[resource] += 1
         self.stats.clears += 1
 
     def __len__(self) -> int:

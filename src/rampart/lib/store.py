@@ -6,9 +6,10 @@ import math
 import re
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis.asyncio
+if TYPE_CHECKING:  # the client is made (and redis imported) only where Redis is configured
+    import redis.asyncio
 
 # SCAN COUNT hint and UNLINK batch size: big enough to keep round trips few, small enough that
 # no single command blocks Redis noticeably.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,7 @@ from rampart.lib.rowcache import RowCache
 from rampart.resources.spec import Resource
 
 log = logging.getLogger("rampart.cache")
+_OWN_MAX = 10_000  # local changes whose notification has not come back yet
 
 CHANNEL = "rampart_cache"
 TRIGGER = "rampart_cache_notify"
@@ -48,6 +50,7 @@ class CacheFeed:
         self.cache = cache
         resources = list(resources)
         self._by_table = {r.table: r.name for r in resources}
+        self._own: OrderedDict[tuple[str, uuid.UUID, int | None], None] = OrderedDict()
         self._dependents: dict[str, set[str]] = {r.name: set() for r in resources}
         for resource in resources:
             declared = resource.policy.depends_on
@@ -57,8 +60,17 @@ class CacheFeed:
             for dep in deps:
                 self._dependents.setdefault(dep, set()).add(resource.name)
 
-    def changed(self, resource: str, key: uuid.UUID, version: int | None) -> None:
-        """Row `key` of `resource` is now at `version` (None: deleted)."""
+    def changed(self, resource: str, key: uuid.UUID, version: int | None, *, local: bool = False) -> None:
+        """Row `key` of `resource` is now at `version` (None: deleted).
+
+        `local`: this worker made the change and applies it at its commit; the database's notification
+        of it, a moment later, then carries nothing new and is skipped (it would only drop the pages
+        read in between, which already include the change).
+        """
+        if local:
+            self._own[(resource, key, version)] = None
+            if len(self._own) > _OWN_MAX:
+                self._own.popitem(last=False)
         self.cache.invalidate(resource, key, version)
         for dependent in self._dependents.get(resource, ()):
             self.cache.bump(dependent)
@@ -69,7 +81,10 @@ class CacheFeed:
         resource = self._by_table.get(table)
         if resource is None:
             return
-        self.changed(resource, uuid.UUID(key_text), None if version_text == "-" else int(version_text))
+        key, version = uuid.UUID(key_text), None if version_text == "-" else int(version_text)
+        if self._own.pop((resource, key, version), False) is None:
+            return  # our own change, applied at commit
+        self.changed(resource, key, version)
 
     async def up(self, conn: Any) -> None:
         """The feed is (back) on: whatever happened while it was off is unknown, so start empty.
@@ -78,6 +93,7 @@ class CacheFeed:
         one would leave stale rows, and stale decisions in whatever depends on it.
         """
         self.cache.clear()
+        self._own.clear()
         missing = sorted(set(self._by_table) - await tables_with_triggers(conn))
         if missing:
             log.warning(

@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
+from starlette.responses import Response
+
 from rampart.errors import NotFound
 from rampart.lib.ids import parse_uuid
 from rampart.resources.conditional import etag, if_none_match_hits
-from rampart.resources.endpoints import Call, RouteSpec, empty_response, json_response
+from rampart.resources.endpoints import JSON_OPTIONS, Call, RouteSpec, empty_response, json_response
 from rampart.resources.fields import FieldInvalid
 from rampart.resources.manager import Context, ResourceManager
 from rampart.resources.openapi_schema import (
@@ -58,11 +61,9 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         return f"{call.request.url.path.rstrip('/')}/{row[res.key]}"
 
     async def list_items(call: Call) -> Any:
-        page = await manager.list(_context(call), call.request.query_params, parent_id=parent_of(call))
-        meta: dict[str, Any] = {"next_cursor": page.next_cursor, "limit": page.limit}
-        if page.total is not None:
-            meta["total"] = page.total
-        return json_response({"data": page.items, "meta": meta})
+        query = call.request.query_params
+        body = await manager.list_json(_context(call), query, parent_id=parent_of(call))
+        return Response(body, media_type="application/json")
 
     async def create_item(call: Call) -> Any:
         body = call.json()
@@ -72,11 +73,17 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
 
     async def get_item(call: Call) -> Any:
         parent_id = parent_of(call)
-        row = await manager.get(_context(call), key_of(call), parent_id=parent_id)
-        tag_value = etag(row["version"])
-        if if_none_match_hits(call.request.headers.get("if-none-match"), row["version"]):
+        if parent_id is not None:
+            row = await manager.get(_context(call), key_of(call), parent_id=parent_id)
+            version, payload = row["version"], orjson.dumps(row, option=JSON_OPTIONS)
+        else:  # the row cache keeps rows encoded: a hit is sent as it is
+            version, payload = await manager.get_json(_context(call), key_of(call))
+        tag_value = etag(version)
+        if if_none_match_hits(call.request.headers.get("if-none-match"), version):
             return empty_response(304, {"ETag": tag_value})
-        return json_response({"data": row}, headers={"ETag": tag_value})
+        return Response(
+            b'{"data":' + payload + b"}", headers={"ETag": tag_value}, media_type="application/json"
+        )
 
     async def update_item(call: Call) -> Any:
         parent_id = parent_of(call)
