@@ -9,7 +9,8 @@
   `Store` (Redis: every worker and instance sees it) as the caller's *mark*. A replica may serve that
   caller once `pg_last_wal_replay_lsn()` has reached the mark.
 - Each replica's replay position and lag are read on a dedicated probe connection and kept for
-  `probe_ttl` seconds, so a read costs one store lookup plus, every few milliseconds, one probe.
+  `probe_ttl` seconds (20 ms); up to five times that, a read uses the kept state while a probe refreshes
+  it in the background. So a read costs one store lookup, and a probe runs at most every 20 ms.
 
 See docs/decisions/0010-read-replicas.md for the reasoning and the measurements.
 """
@@ -96,16 +97,25 @@ class Replica:
     def __repr__(self) -> str:
         return f"Replica({self.name})"
 
-    async def current(self, ttl: float) -> ReplicaState | None:
-        """The probed state, at most `ttl` seconds old; None when the replica cannot be reached."""
+    async def current(self, ttl: float, *, usable_for: float = 0.0) -> ReplicaState | None:
+        """The probed state; None when the replica cannot be reached.
+
+        Younger than `ttl`: as cached. Younger than `usable_for`: as cached too, while a probe refreshes it
+        in the background (the read does not wait for it). Older: after a probe. An old state understates
+        how far the replica has replayed (so it never lets a caller's read miss their write; it only sends
+        more reads to the primary), and may miss lag that began after it: for at most `usable_for`.
+        """
         state = self.state
-        if state is not None and time.monotonic() - state.checked_at < ttl:
+        age = time.monotonic() - state.checked_at if state is not None else None
+        if state is not None and age is not None and age < ttl:
             return state
         if self._probing is None:
             self._probing = asyncio.get_running_loop().create_task(
                 self._probe(), name="rampart-replica-probe"
             )
             self._probing.add_done_callback(self._probe_done)
+        if state is not None and age is not None and age < usable_for:
+            return state
         # Shielded: one caller's request timing out must not cancel the probe the others wait for.
         return await asyncio.shield(self._probing)
 
@@ -285,7 +295,7 @@ class Replicas:
             replica = self.replicas[(start + i) % count]
             if replica.down_until > now:
                 continue
-            state = await replica.current(self._probe_ttl)
+            state = await replica.current(self._probe_ttl, usable_for=self._probe_ttl * 5)
             if state is not None and state.problem is None and state.replayed >= needed:
                 return replica
         return None
