@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [part.strip() for part in _URL_LIST_SPLIT.split(value) if part.strip()]
+            return [part.strip(" ,") for part in _URL_LIST_SPLIT.split(value) if part.strip(" ,")]
         return value
 
     @field_validator("rate_limit", "rate_limit_auth")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -106,15 +107,15 @@ class Replica:
         more reads to the primary), and may miss lag that began after it: for at most `usable_for`.
         """
         state = self.state
-        age = time.monotonic() - state.checked_at if state is not None else None
-        if state is not None and age is not None and age < ttl:
+        age = time.monotonic() - state.checked_at if state is not None else math.inf
+        if age < ttl:
             return state
         if self._probing is None:
             self._probing = asyncio.get_running_loop().create_task(
                 self._probe(), name="rampart-replica-probe"
             )
             self._probing.add_done_callback(self._probe_done)
-        if state is not None and age is not None and age < usable_for:
+        if age < usable_for:
             return state
         # Shielded: one caller's request timing out must not cancel the probe the others wait for.
         return await asyncio.shield(self._probing)
