@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck contracts pytest bench bench-quick bench-scale bench-deps clean \
+.PHONY: help install run test lint typecheck contracts pytest bench bench-quick bench-scale bench-deps verify-deps clean \
 	verify verify-security verify-fuzz verify-sqlmap verify-faults verify-soak
 
 help:  ## List the targets
@@ -23,8 +23,8 @@ run: install  ## Serve the demo app on http://127.0.0.1:8000 (embedded PostgreSQ
 	$(BIN)/rampart serve --host 127.0.0.1 --port 8000
 
 lint: install  ## ruff (lint and format check)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench verify
+	$(BIN)/ruff format --check src tests bench verify
 
 typecheck: install  ## mypy --strict on src/
 	$(BIN)/mypy src
@@ -42,6 +42,12 @@ $(VENV)/.bench-deps: pyproject.toml $(BIN)/rampart
 	@touch $@
 
 bench-deps: $(VENV)/.bench-deps  ## Install the bench extra (matplotlib for the charts)
+
+$(VENV)/.verify-deps: pyproject.toml $(BIN)/rampart
+	$(BIN)/pip install --quiet -e '.[verify]'
+	@touch $@
+
+verify-deps: $(VENV)/.verify-deps  ## Install the verify extra (sqlmap)
 
 bench: install bench-deps  ## Benchmark against the Express reference (see bench/README.md)
 	$(BIN)/python bench/compare.py
@@ -62,13 +68,13 @@ verify-security: install  ## OWASP API Security Top 10 matrix (tests/security)
 verify-fuzz: install  ## schemathesis, all phases and stateful, against a running instance
 	$(BIN)/python verify/fuzz.py
 
-verify-sqlmap: install  ## sqlmap against every list/create/update parameter
+verify-sqlmap: install verify-deps  ## sqlmap against every list/create/update parameter
 	$(BIN)/python verify/sqlmap_scan.py
 
 verify-faults: install  ## fault injection under load: PostgreSQL restart, Redis stop, SIGKILL, read-only database
 	$(BIN)/python verify/faults.py
 
-verify-soak: install  ## 30 minutes of mixed load at half of peak (SOAK_ARGS=--minutes 5 for a shorter run)
+verify-soak: install bench-deps  ## 30 minutes of mixed load at half of peak (SOAK_ARGS=--minutes 5 for a shorter run)
 	$(BIN)/python verify/soak.py $(SOAK_ARGS)
 
 clean:  ## Remove caches (keeps .venv)

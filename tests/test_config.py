@@ -50,6 +50,7 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("RAMPART_OIDC_CLIENT_SECRET", "oidc-shh", "oidc_client_secret", "oidc-shh"),
     ("RAMPART_PUBLIC_URL", "https://api.example.com", "public_url", "https://api.example.com"),
     ("RAMPART_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true", "webhooks_allow_private_networks", True),
+    ("RAMPART_EVENTS_LEASE", "5", "events_lease", 5.0),
 ]  # fmt: skip
 
 
@@ -114,6 +115,7 @@ def test_good_rate_strings_are_accepted(monkeypatch: pytest.MonkeyPatch, good: s
         ("RAMPART_ACCESS_TOKEN_TTL", "ten"),
         ("RAMPART_ACCESS_TOKEN_TTL", "0"),
         ("RAMPART_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "perhaps"),
+        ("RAMPART_EVENTS_LEASE", "0.5"),
     ],
 )
 def test_other_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, bad: str) -> None:
@@ -239,3 +241,10 @@ def test_replica_max_lag_is_bounded(monkeypatch: pytest.MonkeyPatch, bad: str) -
     monkeypatch.setenv("RAMPART_DATABASE_REPLICA_MAX_LAG", bad)
     with pytest.raises(ValidationError):
         load()
+
+
+def test_the_event_lease_reaches_the_dispatcher() -> None:
+    from rampart.app import create_app
+
+    app = create_app(Settings(_env_file=None, database_url="postgresql://x@127.0.0.1:1/x", events_lease=7))  # type: ignore[call-arg]
+    assert app.services.dispatcher.lease == 7.0

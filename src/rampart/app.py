@@ -143,6 +143,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         sources=[webhooks],
         retry=RetryPolicy(max_attempts=settings.events_max_attempts),
         poll_interval=settings.events_poll_interval,
+        lease=settings.events_lease,
         retention_days=settings.events_retention_days,
         observer=lambda outcome, event_type: metrics.events.labels(event_type, outcome).inc(),
     )
@@ -156,6 +157,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         log=event_log,
         dsn=listen_dsn,
         reauthenticate=services.authenticator.authenticate,
+        max_per_user=settings.events_stream_max_per_user,
     )
     services.background.append(stream)
     return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]
@@ -239,11 +241,23 @@ def create_app(settings: Settings) -> Rampart:
     redis_client = None
     limiter: RateLimiter
     if settings.redis_url is not None:
-        import redis.asyncio as aioredis  # only when Redis is configured: ~6 MB per worker otherwise
+        # Imported only when Redis is configured: ~6 MB per worker otherwise.
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         # Bounded: a Redis that stops answering must give quick 503s, not hold every request to its timeout.
+        # A connection error is retried once, at once, on a new connection: after Redis restarts, every
+        # pooled connection is stale, and without the retry each one failed one request (a 503) on its
+        # next use, long after Redis was back. A retried script whose first run did count makes the
+        # limit stricter by one hit, never looser. Timeouts are not retried (a hung Redis stays 1 s).
         redis_client = aioredis.from_url(
-            settings.redis_url.get_secret_value(), socket_timeout=1.0, socket_connect_timeout=1.0
+            settings.redis_url.get_secret_value(),
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         limiter = RedisRateLimiter(redis_client)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import orjson
@@ -163,6 +164,7 @@ def serve(
     import uvicorn
 
     from rampart.clitasks import migrate_all
+    from rampart.ops.http_protocol import HeadDeadlineProtocol
 
     workers = workers or os.cpu_count() or 1
     if max_requests is not None and workers == 1:
@@ -216,12 +218,15 @@ def serve(
         # uvicorn re-raises SIGTERM once it has shut down gracefully; stop the embedded database then,
         # or the process would die leaving it running.
         signal.signal(signal.SIGTERM, on_sigterm)
+        # A partial of a module-level class pickles by reference, so it reaches spawned workers as well.
+        protocol = functools.partial(HeadDeadlineProtocol, head_timeout=settings.header_timeout)
         uvicorn.run(
             "rampart.asgi:create",
             factory=True,
             host=host,
             port=port,
             workers=workers,
+            http=cast("type[asyncio.Protocol]", protocol),  # uvicorn calls it like the class
             reload=reload,
             access_log=False,
             server_header=False,

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     rate_limit_auth: str = "20/minute"
     body_limit: int = Field(default=1_048_576, ge=1024)
     request_timeout: float = Field(default=10.0, gt=0)
+    # Seconds a connection of `rampart serve` has to deliver a complete request head (slow clients).
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
     db_pool_size: int = Field(default=10, ge=1, le=500)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     db_connect_timeout: float = Field(default=5.0, gt=0)
@@ -104,6 +106,11 @@ class Settings(BaseSettings):
     events_retention_days: int | None = Field(default=None, ge=1)
     events_max_attempts: int = Field(default=10, ge=1, le=100)
     events_poll_interval: float = Field(default=5.0, gt=0, le=300)
+    # Live streams (GET /api/v1/events/stream) one user may hold open per worker process.
+    events_stream_max_per_user: int = Field(default=10, ge=1, le=1000)
+    # How long a claimed delivery stays leased: after a worker crash, when another dispatcher retries it.
+    # Never shorter than a subscriber's own timeout plus a second (the dispatcher enforces that).
+    events_lease: float = Field(default=60.0, ge=1, le=3600)
     # Error tracking: error-level logs and unhandled exceptions go to Sentry, scrubbed (rampart.ops).
     sentry_dsn: SecretStr | None = None
 

@@ -219,6 +219,38 @@ async def test_every_documented_tasks_filter_is_accepted(
     assert r.status_code == 400  # and what is not documented is refused
 
 
+async def test_filter_schemas_admit_what_the_filter_accepts(
+    client: httpx.AsyncClient, document: dict[str, Any], alice: User
+) -> None:
+    # Found by `make verify-fuzz`: `title` kept the field's maxLength (200) as a filter, but a longer value
+    # is a valid filter (it matches nothing), so the document called an accepted request invalid.
+    params = {p["name"]: p["schema"] for p in document["paths"]["/api/v1/tasks"]["get"]["parameters"]}
+    assert params["title"] == {"type": "string"}
+    assert params["title[contains]"] == {"type": "string", "maxLength": 200}
+    r = await client.get("/api/v1/tasks", params={"title": "x" * 300}, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    r = await client.get("/api/v1/tasks", params={"title[contains]": "x" * 201}, headers=alice.headers)
+    assert r.status_code == 400, r.text
+    # and `priority[ne]=6` (over the field's maximum of 5) is a valid filter: the column's range applies
+    assert params["priority[ne]"] == {"type": "integer", "minimum": -32768, "maximum": 32767}
+    for value, status in (("6", 200), ("32767", 200), ("32768", 400)):
+        r = await client.get("/api/v1/tasks", params={"priority[ne]": value}, headers=alice.headers)
+        assert r.status_code == status, (value, r.text)
+
+
+async def test_text_body_schemas_exclude_nul_as_validation_does(
+    client: httpx.AsyncClient, document: dict[str, Any], alice: User
+) -> None:
+    # Found by `make verify-fuzz`: a NUL character satisfied the schema of `name` but got a 422.
+    create = document["paths"]["/api/v1/projects"]["post"]["requestBody"]["content"]["application/json"]
+    pattern = create["schema"]["properties"]["name"]["pattern"]
+    assert re.search(pattern, "plain")
+    assert not re.search(pattern, "a\x00b")
+    r = await client.post("/api/v1/projects", json={"name": "a\x00b"}, headers=alice.headers)
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["code"] == "invalid_characters"
+
+
 def test_bodies_exclude_server_owned_fields(document: dict[str, Any]) -> None:
     create = document["paths"]["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"][
         "schema"

@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlparse
 
 import asyncpg
 import httpx
@@ -120,6 +121,74 @@ async def test_a_rolled_back_transaction_resets_the_current_connection(db: Datab
 
 
 # ----- unavailability ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SET TRANSACTION READ ONLY; UPDATE {table} SET v = v",  # what a standby or a read-only server says
+        "DO $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$",
+    ],
+    ids=["read_only", "disk_full"],
+)
+async def test_a_database_that_cannot_take_writes_is_service_unavailable(
+    db: Database, table: str, statement: str
+) -> None:
+    # Found by tests/reliability: a read-only or full database answered 500 with a logged traceback.
+    with pytest.raises(ServiceUnavailable) as caught:
+        async with db.transaction() as conn:
+            await conn.execute(statement.format(table=table))
+    assert status_of(caught.value) == 503
+    assert isinstance(caught.value.__cause__, asyncpg.PostgresError)  # kept for the log, not the client
+    assert await values(db, table) == []  # and the pool still works
+
+
+async def _relay_closing_late(target_port: int, delay: float) -> asyncio.Server:
+    """A loopback TCP relay to PostgreSQL that passes data at once but the server's close only after
+    `delay`, as a proxy or a slow network may: the client reads a session's last message (the FATAL of a
+    terminated backend) well before it sees the connection end."""
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", target_port)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, close_after: float) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            finally:
+                await asyncio.sleep(close_after)
+                w.close()
+
+        await asyncio.gather(
+            pipe(client_r, server_w, 0), pipe(server_r, client_w, delay), return_exceptions=True
+        )
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_a_connection_the_server_ended_is_a_503_and_is_not_reused(database_url: str) -> None:
+    # Found by tests/reliability (PostgreSQL restarted under load): asyncpg's InternalClientError
+    # ("cannot switch to state 11; another operation (2) is in progress") from such a connection was a 500.
+    parsed = urlparse(database_url)
+    relay = await _relay_closing_late(parsed.port or 5432, delay=1.5)
+    port = relay.sockets[0].getsockname()[1]
+    database = Database(f"postgresql://{parsed.username}@127.0.0.1:{port}{parsed.path}", max_size=1)
+    try:
+        pid = await database.fetchval("SELECT pg_backend_pid()")
+        admin = await asyncpg.connect(database_url)
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.3)  # the FATAL has come through the relay; the close has not
+        with pytest.raises(ServiceUnavailable) as caught:
+            await database.fetchval("SELECT 1")
+        assert status_of(caught.value) == 503
+        assert await database.fetchval("SELECT pg_backend_pid()") != pid  # a new connection, not the dead one
+    finally:
+        await database.close()
+        relay.close()
+
+
 async def test_closed_port_is_service_unavailable_quickly() -> None:
     database = Database(f"postgresql://postgres@127.0.0.1:{closed_port()}/nope", connect_timeout=1.0)
     started = time.monotonic()

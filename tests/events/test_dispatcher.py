@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rampart.db.pool import Database
+from rampart.errors import ServiceUnavailable
 from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber, dead_letters, prune, replay
 from tests.events.conftest import emit, kind
 
@@ -215,6 +216,27 @@ async def test_a_hanging_subscriber_times_out_and_is_retried(db: Database) -> No
     assert state["status"] == "pending"
     assert state["attempts"] == 1
     assert "timed out" in state["last_error"]
+
+
+async def test_a_database_outage_in_a_subscriber_is_retried_without_an_error_log(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by tests/reliability: every delivery during a PostgreSQL restart logged an error with a
+    # traceback (and would page whoever watches error logs), for an outage, not a bug.
+    r = kind()
+
+    async def database_down(event: Mapping[str, Any]) -> None:
+        raise ServiceUnavailable("The database is unavailable.")
+
+    dispatcher = Dispatcher(db=db, subscribers=[Subscriber(f"u-{r}", f"{r}.*", database_down)], retry=FAST)
+    event_id = await emit(db, r)
+    caplog.set_level("INFO", logger="rampart.events")
+    await dispatcher.run_once()
+    state = await status_of(db, event_id, f"u-{r}")
+    assert state["status"] == "pending"
+    assert state["attempts"] == 1
+    assert "unavailable" in state["last_error"]
+    assert [rec for rec in caplog.records if rec.levelname == "ERROR" or rec.exc_info] == []
 
 
 async def test_pruning_keeps_recent_events_and_those_still_waiting(db: Database) -> None:

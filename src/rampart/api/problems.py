@@ -33,6 +33,10 @@ STATUS: dict[type[e.RampartError], int] = {
 }
 
 
+# A body of 60,000 unknown keys fits in the 1 MiB limit; listing every one would answer with megabytes.
+MAX_ERRORS = 100
+
+
 def status_of(exc: e.RampartError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
@@ -56,7 +60,12 @@ def problem(
             "code": exc.code,
         }
         if exc.errors:
-            body["errors"] = [{"field": f.field, "code": f.code, "message": f.message} for f in exc.errors]
+            shown = exc.errors[:MAX_ERRORS]
+            body["errors"] = [{"field": f.field, "code": f.code, "message": f.message} for f in shown]
+            if len(exc.errors) > MAX_ERRORS:
+                body["detail"] = (
+                    f"{exc.detail} The first {MAX_ERRORS} of {len(exc.errors)} errors are listed."
+                )
         if isinstance(exc, e.Unauthorized):
             value = 'Bearer error="invalid_token"' if exc.token_present else "Bearer"
             headers.append((b"www-authenticate", value.encode()))

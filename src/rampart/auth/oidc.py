@@ -12,13 +12,15 @@ import hashlib
 import hmac
 import logging
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode
 
+import orjson
 from joserfc import jws, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 
 if TYPE_CHECKING:  # httpx is imported on first use: workers without sign-in never load it
@@ -34,6 +36,11 @@ LEEWAY = 60  # seconds of clock skew tolerated on exp and iat
 MAX_ID_TOKEN_AGE = 600  # an ID token issued longer ago than this is not a fresh sign-in
 METADATA_TTL = 3600.0
 JWKS_MIN_REFETCH = 1.0  # an unknown kid refetches the JWKS, at most this often
+# Discovery documents and key sets are a few kilobytes; a provider sending more is broken or hostile.
+MAX_RESPONSE_BYTES = 1_048_576
+MAX_SUBJECT_LENGTH = 255  # OpenID Connect Core §2: `sub` is at most 255 ASCII characters
+MAX_EMAIL_LENGTH = 320
+_NOT_JSON = object()
 
 
 class SignInNotConfigured(NotFound):
@@ -166,27 +173,46 @@ class OIDCClient:
             meta = await self.metadata()
             doc = await self._get_json(meta["jwks_uri"])
             try:
-                fresh = KeySet.import_key_set(doc)
-            except (JoseError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                fresh = _import_keys(doc)
+            except (JoseError, ValueError, TypeError, KeyError, AttributeError, SecurityWarning) as exc:
                 raise ProviderUnavailable("The identity provider's keys are not valid.") from exc
             self._keys = fresh
             self.jwks_fetches += 1
             return fresh
 
     async def _get_json(self, url: str) -> Any:
+        status, body = await self._call("GET", url)
+        if status != 200 or body is _NOT_JSON:
+            raise ProviderUnavailable("The identity provider answered with an error.")
+        return body
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        """Status and parsed JSON body (`_NOT_JSON` when it is not JSON) of one request to the provider.
+
+        The provider's answers are not trusted to be small or sane: at most `MAX_RESPONSE_BYTES` are read,
+        and orjson parses them (its nesting limit turns a hostile `[[[[…` into an error, where the standard
+        library's parser would raise RecursionError).
+        """
         import httpx
 
         try:
-            response = await self._http.get(url, headers={"Accept": "application/json"})
+            async with self._http.stream(
+                method, url, headers={"Accept": "application/json"}, **kwargs
+            ) as response:
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        log.warning("identity provider answer over %d bytes", MAX_RESPONSE_BYTES)
+                        raise ProviderUnavailable("The identity provider answered with too much data.")
+                    chunks.append(chunk)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning("identity provider unreachable: %s", type(exc).__name__)
             raise ProviderUnavailable("The identity provider could not be reached.") from exc
-        if response.status_code != 200:
-            raise ProviderUnavailable("The identity provider answered with an error.")
         try:
-            return response.json()
-        except ValueError as exc:
-            raise ProviderUnavailable("The identity provider answered with an error.") from exc
+            return response.status_code, orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError:
+            return response.status_code, _NOT_JSON
 
     # ----- the flow -------------------------------------------------------------------------------------
 
@@ -216,25 +242,17 @@ class OIDCClient:
             "redirect_uri": self.redirect_uri,
             "code_verifier": code_verifier,
         }
-        try:
-            response = await self._http.post(
-                meta["token_endpoint"],
-                data=form,
-                auth=httpx.BasicAuth(_form_encode(self.client_id), _form_encode(self._secret)),
-                headers={"Accept": "application/json"},
-            )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            log.warning("identity provider token endpoint unreachable: %s", type(exc).__name__)
-            raise ProviderUnavailable("The identity provider could not be reached.") from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code == 400 and isinstance(body, dict) and body.get("error") == "invalid_grant":
+        status, body = await self._call(
+            "POST",
+            meta["token_endpoint"],
+            data=form,
+            auth=httpx.BasicAuth(_form_encode(self.client_id), _form_encode(self._secret)),
+        )
+        if status == 400 and isinstance(body, dict) and body.get("error") == "invalid_grant":
             raise CodeRejected("The identity provider did not accept the authorization code.")
-        if response.status_code != 200 or not isinstance(body, dict):
+        if status != 200 or not isinstance(body, dict):
             error = body.get("error") if isinstance(body, dict) else None
-            log.warning("token endpoint answered %s (%s)", response.status_code, error)
+            log.warning("token endpoint answered %s (%r)", status, str(error)[:100] if error else None)
             raise ProviderUnavailable("The identity provider refused the code exchange.")
         id_token = body.get("id_token")
         if not isinstance(id_token, str):
@@ -277,23 +295,45 @@ class OIDCClient:
         got = claims.get("nonce")
         if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
             raise InvalidIdToken("nonce")
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not _printable(subject, MAX_SUBJECT_LENGTH):
+            raise InvalidIdToken("sub is not a printable string of at most 255 characters")
         email = claims.get("email")
         if not isinstance(email, str) or "@" not in email:
             raise EmailNotVerified("The identity provider gave no email address.")
         if claims.get("email_verified") not in (True, "true"):
             raise EmailNotVerified("The email address is not verified by the identity provider.")
+        if not _printable(email, MAX_EMAIL_LENGTH):
+            # Control characters (NUL, newlines, terminal escapes) have no place in an address.
+            raise SignInDenied("The identity provider gave an email address that cannot be used here.")
         name = claims.get("name")
         return Identity(
             issuer=self.issuer,
-            subject=str(claims["sub"]),
+            subject=subject,
             email=email.strip().lower(),
-            name=name.strip()[:200] if isinstance(name, str) else "",
+            # A display name is kept, minus what is not printable (NUL would not even fit the column).
+            name="".join(c for c in name if c.isprintable()).strip()[:200] if isinstance(name, str) else "",
         )
 
     async def _allowed_algorithms(self) -> list[str]:
         meta = await self.metadata()
         advertised = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
         return [alg for alg in ID_TOKEN_ALGORITHMS if alg in advertised]
+
+
+def _import_keys(doc: Any) -> KeySet:
+    """The provider's key set. Symmetric keys are left out: no ID token may be verified with one
+    (`ID_TOKEN_ALGORITHMS`). A key joserfc calls weak (RSA under 2048 bits) refuses the whole set, the
+    same way whatever the process's warning filters are."""
+    if isinstance(doc, dict) and isinstance(doc.get("keys"), list):
+        doc = {**doc, "keys": [k for k in doc["keys"] if not (isinstance(k, dict) and k.get("kty") == "oct")]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SecurityWarning)
+        return KeySet.import_key_set(doc)
+
+
+def _printable(value: str, max_length: int) -> bool:
+    return 0 < len(value) <= max_length and value.isprintable()
 
 
 def _has_kid(keys: KeySet, kid: str) -> bool:

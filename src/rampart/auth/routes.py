@@ -82,7 +82,18 @@ def auth_routes(
         await bus.emit(event, request_id=call.request_id)
         return json_response({"data": pair.as_json()}, status=201)
 
-    me_schema = item_schema(users.resource)
+    user_schema = item_schema(users.resource)
+    me_schema = {
+        **user_schema,
+        "properties": {
+            **user_schema["properties"],
+            "permissions": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "What the caller's role may do (`users:manage`, `tasks:write`, ...).",
+            },
+        },
+    }
     return [
         RouteSpec(
             "GET",

@@ -30,6 +30,10 @@ _UNAVAILABLE = (
     asyncpg.CrashShutdownError,
     asyncpg.ConnectionFailureError,
 )
+# Errors that mean "the database cannot take writes right now": a read-only server (a standby, or
+# default_transaction_read_only) and exhausted resources (class 53: disk full, out of memory). Reads
+# still work; a write is refused whole, so nothing was stored and a retry later is safe.
+_CANNOT_WRITE = (asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError)
 
 _current: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
     "rampart_db_connection", default=None
@@ -139,6 +143,14 @@ class Database:
         try:
             yield cast(asyncpg.Connection, proxy)
         except _UNAVAILABLE as exc:
+            raise ServiceUnavailable("The database is unavailable.") from exc
+        except _CANNOT_WRITE as exc:
+            raise ServiceUnavailable("The database cannot take writes right now.") from exc
+        except asyncpg.InternalClientError as exc:
+            # The server ended this connection (a PostgreSQL shutdown, pg_terminate_backend) and its last
+            # message arrived before the socket closed: asyncpg's protocol waits for an answer that never
+            # comes, and any use of the connection fails. It is dead; drop it rather than pool it again.
+            proxy.terminate()
             raise ServiceUnavailable("The database is unavailable.") from exc
         except asyncpg.QueryCanceledError as exc:
             raise RequestTimeout("The database statement took too long and was cancelled.") from exc

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from rampart.db.pool import Database
+from rampart.errors import ServiceUnavailable
 from rampart.events.log import to_event
 from rampart.lib.bus import check_pattern, pattern_matches
 
@@ -51,7 +52,8 @@ Observer = Callable[[str, str], None]
 
 class DeliveryFailed(Exception):
     """An expected failure a subscriber reports (a receiver answered 500): retried, logged without a
-    traceback. Any other exception is retried too, but logged as the bug it probably is."""
+    traceback, as is the database being unavailable (`ServiceUnavailable`: it is down or restarting).
+    Any other exception is retried too, but logged as the bug it probably is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +320,7 @@ class Dispatcher:
                         await result
             except TimeoutError:
                 error = f"timed out after {subscriber.timeout:g} s"
-            except DeliveryFailed as exc:
+            except (DeliveryFailed, ServiceUnavailable) as exc:  # expected: retried, no traceback
                 error = str(exc)[:1000] or type(exc).__name__
                 log.info(
                     "subscriber %s: event %s not delivered (attempt %d): %s",

@@ -15,6 +15,8 @@ instance, so fan-out needs nothing else. Polling every `poll_interval` seconds c
 - **Slow clients.** Events wait for the client in a queue of at most `buffer` events, and one write may
   take at most `send_timeout` seconds. A client that falls behind either bound is cut off (its memory
   is bounded); it reconnects with `Last-Event-ID` and loses nothing.
+- **Many streams.** Each open stream costs a reader of the log on every wake-up, so one user may hold
+  at most `max_per_user` streams per worker process; one more gets 429 `too_many_streams`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
-from rampart.errors import FieldError, InvalidQuery, RampartError
+from rampart.errors import FieldError, InvalidQuery, RampartError, RateLimited
 from rampart.events.dispatcher import CHANNEL
 from rampart.events.log import EventLog, LogQuery, parse_log_query
 from rampart.lib.ids import parse_uuid
@@ -49,6 +51,11 @@ Reauthenticate = Callable[[str | None], Awaitable[Actor]]
 
 class _CutOff(Exception):
     """The client is too slow: its queue is full."""
+
+
+class TooManyStreams(RateLimited):
+    code = "too_many_streams"
+    title = "Too many streams"
 
 
 def _floor(ms: int) -> uuid.UUID:
@@ -75,6 +82,7 @@ class LiveStream:
         overlap: float = 15.0,
         poll_interval: float = 5.0,
         batch: int = 100,
+        max_per_user: int = 10,
     ) -> None:
         self.log = log
         self._dsn = dsn
@@ -85,6 +93,8 @@ class LiveStream:
         self.overlap_ms = int(overlap * 1000)
         self.poll_interval = poll_interval
         self.batch = batch
+        self.max_per_user = max_per_user
+        self._open: dict[uuid.UUID, int] = {}  # streams per user, in this process
         self._clients: set[asyncio.Event] = set()
         self._listener: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
@@ -169,9 +179,26 @@ class LiveStream:
                 message = "Last-Event-ID must be an event id."
                 raise InvalidQuery(message, errors=[FieldError("Last-Event-ID", "invalid", message)])
             query = replace(query, after=resume)
-        await self._ensure_listener()
-        authorization = call.request.headers.get("authorization")
-        return _Stream(self, actor, query, authorization)
+        if self._open.get(actor.user_id, 0) >= self.max_per_user:
+            raise TooManyStreams(
+                f"At most {self.max_per_user} live streams per user; close one first.", retry_after=3
+            )
+        # Counted at once, with no await since the check, so concurrent requests cannot all pass it; the
+        # stream gives it back when it ends.
+        self._open[actor.user_id] = self._open.get(actor.user_id, 0) + 1
+        try:
+            await self._ensure_listener()
+        except BaseException:
+            self._release(actor.user_id)
+            raise
+        return _Stream(self, actor, query, call.request.headers.get("authorization"))
+
+    def _release(self, user_id: uuid.UUID) -> None:
+        left = self._open.get(user_id, 0) - 1
+        if left > 0:
+            self._open[user_id] = left
+        else:
+            self._open.pop(user_id, None)
 
 
 class _Stream:
@@ -186,6 +213,12 @@ class _Stream:
         self.wake = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._serve(receive, send)
+        finally:
+            self.owner._release(self.actor.user_id)
+
+    async def _serve(self, receive: Receive, send: Send) -> None:
         owner = self.owner
         await send(
             {

@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a s
     import sqlalchemy as sa
 
 ALL_COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
+# The JSON Schema `pattern` of text without NUL characters (ECMA-262 syntax, as OpenAPI 3.1 uses).
+NO_NUL_PATTERN = r"^[^\x00]*$"
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # RFC 3339 with a mandatory offset; fromisoformat alone would also take naive times.
 _TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
@@ -57,6 +59,17 @@ class FieldType:
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of a value, for OpenAPI."""
         raise NotImplementedError
+
+    def filter_schema(self) -> dict[str, Any]:
+        """The JSON Schema of a filter value (what `parse` accepts), for OpenAPI.
+
+        A filter value is compared, not stored: any length or format parses (it may match nothing), so
+        only the type's other constraints (enum, format) apply.
+        """
+        schema = self.schema()
+        for constraint in ("minLength", "maxLength", "pattern"):
+            schema.pop(constraint, None)
+        return schema
 
     def to_json(self, value: Any) -> Any:
         """A stored Python value (as bound to SQL) in its JSON form, as `select` would give it."""
@@ -115,8 +128,8 @@ class Text(FieldType):
         out: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
         if self.min_length:
             out["minLength"] = self.min_length
-        if self.pattern is not None:
-            out["pattern"] = self.pattern.pattern
+        # NUL is refused by `check` (PostgreSQL text cannot hold it); a declared pattern says the rest.
+        out["pattern"] = self.pattern.pattern if self.pattern is not None else NO_NUL_PATTERN
         return out
 
 
@@ -163,6 +176,10 @@ class Integer(FieldType):
 
     def schema(self) -> dict[str, Any]:
         return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+
+    def filter_schema(self) -> dict[str, Any]:
+        bits = 15 if self.small else 31  # the column's range, as `parse` checks it
+        return {"type": "integer", "minimum": -(2**bits), "maximum": 2**bits - 1}
 
 
 class Boolean(FieldType):

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import asyncpg
 import orjson
+from starlette.datastructures import QueryParams
 
 from rampart.access.actor import Actor
 from rampart.db.outbox import event_insert_from, new_event, write_event
@@ -189,28 +190,34 @@ class ResourceManager:
         page, _ = await self._list(ctx, query, parent_id)
         return page
 
-    async def list_json(self, ctx: Context, params: Any, *, parent_id: uuid.UUID | None = None) -> bytes:
-        """`list` as the response body, through the page cache when it is on."""
+    async def list_json(
+        self, ctx: Context, query_string: bytes, *, parent_id: uuid.UUID | None = None
+    ) -> bytes:
+        """`list` as the response body, for the raw query string of the request, through the page cache
+        when it is on. A hit is answered before the query is even parsed: only a query that parsed (and
+        whose cursor verified) ever produced a cached page, and parsing depends on nothing else."""
         if self.resource.policy.read_permission:
             ctx.actor.require(self.resource.policy.read_permission)
-        query = parse_list_query(self.resource, params, self.cursors)
-        if not (
+        cached = (
             self.cached_lists
             and self.feed is not None
             and self.feed.cache.enabled
             and not self.db.in_transaction()
-        ):
+        )
+        if not cached or self.feed is None:
+            query = parse_list_query(self.resource, QueryParams(query_string), self.cursors)
             page, _ = await self._list(ctx, query, parent_id)
             return page.to_json()
         # The page depends on the query, on who asks (visibility), and on the rows: the cache keys it
         # by the first two and drops it when any row of this resource, or of one its visibility reads,
         # changes (see rampart.lib.rowcache). Kept encoded, in an exact-size copy (see _get_and_cache).
         cache, name = self.feed.cache, self.resource.name
-        key = (ctx.actor.user_id, ctx.actor.role, parent_id, str(params))
+        key = (ctx.actor.user_id, ctx.actor.role, parent_id, query_string)
         body: bytes | None = cache.page(name, key)
         if body is not None:
             return body
         generation, list_generation = cache.generation, cache.list_generation(name)
+        query = parse_list_query(self.resource, QueryParams(query_string), self.cursors)
         page, from_replica = await self._list(ctx, query, parent_id)
         body = bytes(memoryview(page.to_json()))
         # A page read on a replica is served but not kept: the notification that drops pages may have

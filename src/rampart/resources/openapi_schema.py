@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rampart.resources.query import MAX_CONTAINS_LENGTH
 from rampart.resources.spec import Resource
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -83,10 +84,10 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
             schema: dict[str, Any] = {"type": "string"}
             if op == "is":
                 schema = {"type": "string", "enum": ["null", "not_null"]}
-            elif op not in ("in", "contains"):
-                schema = field.type.schema()
-                schema.pop("minLength", None)
-                schema.pop("pattern", None)
+            elif op == "contains":
+                schema = {"type": "string", "maxLength": MAX_CONTAINS_LENGTH}
+            elif op != "in":
+                schema = field.type.filter_schema()
             params.append(
                 {
                     "name": key,

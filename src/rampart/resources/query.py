@@ -25,6 +25,7 @@ RESERVED = frozenset({"sort", "limit", "cursor", "fields", "include_total"})
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_IN_VALUES = 100
+MAX_CONTAINS_LENGTH = 200
 _KEY_RE = re.compile(r"^([a-z_][a-z0-9_]{0,62})(?:\[([a-z_]{1,16})\])?$")
 _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _LIKE_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
@@ -152,7 +153,9 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
         names = [n for n in _single(params, "fields").split(",") if n]
         unknown = [n for n in names if n not in fields]
         if unknown or not names:
-            raise _bad("fields", "invalid_fields", f"Unknown fields: {', '.join(unknown) or '(none given)'}.")
+            # Named up to ten, each cut short: the answer must not grow with what the client sends.
+            named = ", ".join(n[:100] for n in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+            raise _bad("fields", "invalid_fields", f"Unknown fields: {named or '(none given)'}.")
         sparse = tuple(dict.fromkeys(names))
 
     include_total = False
@@ -186,8 +189,8 @@ def _parse_filter_value(field_type: Any, op: str, raw: str) -> Any:
             raise FieldInvalid("invalid_value", f"needs 1 to {MAX_IN_VALUES} comma-separated values.")
         return [field_type.parse(item) for item in items]
     if op == "contains":
-        if len(raw) > 200:
-            raise FieldInvalid("invalid_value", "is longer than 200 characters.")
+        if len(raw) > MAX_CONTAINS_LENGTH:
+            raise FieldInvalid("invalid_value", f"is longer than {MAX_CONTAINS_LENGTH} characters.")
         return "%" + field_type.parse(raw).translate(_LIKE_ESCAPE) + "%"
     return field_type.parse(raw)
 

@@ -61,8 +61,8 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         return f"{call.request.url.path.rstrip('/')}/{row[res.key]}"
 
     async def list_items(call: Call) -> Any:
-        query = call.request.query_params
-        body = await manager.list_json(_context(call), query, parent_id=parent_of(call))
+        query_string: bytes = call.request.scope["query_string"]
+        body = await manager.list_json(_context(call), query_string, parent_id=parent_of(call))
         return Response(body, media_type="application/json")
 
     async def create_item(call: Call) -> Any:
