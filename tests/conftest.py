@@ -23,6 +23,7 @@ from rampart.auth.sessions import open_session
 from rampart.clitasks import migrate_all
 from rampart.config import Settings
 from rampart.resources.manager import Context
+from tests import pgservers
 
 ADMIN_URL = os.environ.get("RAMPART_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RAMPART_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -51,6 +52,26 @@ def database_url() -> Iterator[str]:
     migrate_all(make_settings(url))  # what `rampart migrate` does: migrations, then the change triggers
     yield url
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def replication() -> Iterator[pgservers.Replication]:
+    """A private primary with one streaming standby (tests/pgservers.py), migrated like the test database."""
+    if pgservers.postgres_bin_dir() is None:
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql (Debian's postgresql package)")
+    with pgservers.replication() as cluster:
+        migrate_all(make_settings(cluster.primary_url))
+        cluster.add_standby()
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def bouncer(database_url: str) -> Iterator[pgservers.Bouncer]:
+    """PgBouncer in transaction mode (pool of 3 server connections) in front of the test database."""
+    if pgservers.PGBOUNCER is None:
+        pytest.skip("pgbouncer is not installed (.ci/run installs it)")
+    with pgservers.pgbouncer(database_url, pool_size=3) as running:
+        yield running
 
 
 async def wait_for_cache(app: Rampart, timeout: float = 5.0) -> None:

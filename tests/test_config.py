@@ -187,6 +187,62 @@ def test_repr_does_not_leak_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "db-pass-9f2" not in repr(s)
 
 
+# ----- database at scale --------------------------------------------------------------------------------
+
+
+def test_replica_urls_split_at_commas_that_start_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A libpq URL may list several hosts with commas; only a comma followed by a new URL separates two.
+    monkeypatch.setenv(
+        "RAMPART_DATABASE_REPLICA_URLS",
+        "postgresql://app:pw@r1:5432,r2:5433/app?target_session_attrs=any, postgres://app:pw@r3/app,",
+    )
+    urls = [plain(u) for u in load().database_replica_urls]
+    assert urls == [
+        "postgresql://app:pw@r1:5432,r2:5433/app?target_session_attrs=any",
+        "postgres://app:pw@r3/app",
+    ]
+
+
+def test_replica_and_direct_urls_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "RAMPART_DATABASE_REPLICA_URLS",
+        "postgresql://app:rep-pass-1@r1/app,postgresql://app:rep-pass-2@r2/app",
+    )
+    monkeypatch.setenv("RAMPART_DATABASE_DIRECT_URL", "postgresql://app:direct-pass@db/app")
+    masked = load().masked()
+    text = orjson.dumps(masked).decode()
+    for needle in ("rep-pass-1", "rep-pass-2", "direct-pass"):
+        assert needle not in text
+    assert masked["database_replica_urls"] == ["********", "********"]
+    assert masked["database_direct_url"] == "********"
+
+
+def test_transaction_pooling_needs_the_direct_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAMPART_DATABASE_URL", "postgresql://app@pgbouncer:6432/app")
+    monkeypatch.setenv("RAMPART_DATABASE_POOL_MODE", "transaction")
+    with pytest.raises(ValidationError, match="RAMPART_DATABASE_DIRECT_URL"):
+        load()
+    monkeypatch.setenv("RAMPART_DATABASE_DIRECT_URL", "postgresql://app@db:5432/app")
+    settings = load()
+    assert plain(settings.session_database_url) == "postgresql://app@db:5432/app"
+
+
+def test_without_a_direct_url_sessions_use_the_main_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAMPART_DATABASE_URL", "postgresql://app@db:5432/app")
+    settings = load()
+    assert settings.database_pool_mode == "session"
+    assert plain(settings.session_database_url) == "postgresql://app@db:5432/app"
+    assert settings.database_replica_urls == []
+    assert settings.database_replica_max_lag == 1.0
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "61", "soon"])
+def test_replica_max_lag_is_bounded(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv("RAMPART_DATABASE_REPLICA_MAX_LAG", bad)
+    with pytest.raises(ValidationError):
+        load()
+
+
 def test_the_event_lease_reaches_the_dispatcher() -> None:
     from rampart.app import create_app
 

@@ -25,6 +25,7 @@ from rampart.config import Settings
 from rampart.db.listener import Listener
 from rampart.db.migrate import pending_migrations
 from rampart.db.pool import Database
+from rampart.db.replicas import Replicas
 from rampart.events.dispatcher import Dispatcher, RetryPolicy
 from rampart.events.log import EventLog
 from rampart.events.routes import event_routes
@@ -36,6 +37,7 @@ from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from rampart.lib.rates import parse_rate
 from rampart.lib.rowcache import RowCache
+from rampart.lib.store import MemoryStore, RedisStore
 from rampart.ops.drain import Drain
 from rampart.ops.health import OPERATIONS_PATHS, health_routes
 from rampart.ops.metrics import Metrics
@@ -72,6 +74,7 @@ class Services:
     oidc: OIDCClient | None = None
     dispatcher: Dispatcher | None = None
     webhooks: Webhooks | None = None
+    replicas: Replicas | None = None
 
 
 class Background(Protocol):
@@ -116,6 +119,8 @@ class Rampart:
             await worker.stop()
         await self.services.limiter.close()
 
+        if self.services.replicas is not None:
+            await self.services.replicas.close()
         await self.services.db.close()
         if self.services.oidc is not None:
             await self.services.oidc.aclose()
@@ -126,14 +131,15 @@ class Rampart:
 def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     """The event log and webhook routes, and the dispatcher (a background worker unless disabled)."""
     settings = services.settings
-    assert settings.database_url is not None
+    assert settings.session_database_url is not None
+    listen_dsn = settings.session_database_url.get_secret_value()  # LISTEN needs a session of its own
     sender = WebhookSender(
         timeout=settings.webhooks_timeout, allow_private_networks=settings.webhooks_allow_private_networks
     )
-    webhooks = Webhooks(db=services.db, bus=services.bus, sender=sender)
+    webhooks = Webhooks(db=services.db, bus=services.bus, sender=sender, reads=services.replicas)
     dispatcher = Dispatcher(
         db=services.db,
-        dsn=settings.database_url.get_secret_value(),
+        dsn=listen_dsn,
         sources=[webhooks],
         retry=RetryPolicy(max_attempts=settings.events_max_attempts),
         poll_interval=settings.events_poll_interval,
@@ -146,10 +152,10 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     services.background.append(webhooks)
     if settings.events_dispatcher:
         services.background.append(dispatcher)
-    event_log = EventLog(db=services.db, managers=services.managers)
+    event_log = EventLog(db=services.db, managers=services.managers, reads=services.replicas)
     stream = LiveStream(
         log=event_log,
-        dsn=settings.database_url.get_secret_value(),
+        dsn=listen_dsn,
         reauthenticate=services.authenticator.authenticate,
         max_per_user=settings.events_stream_max_per_user,
     )
@@ -175,6 +181,38 @@ def _install_row_cache(services: Services, dsn: str, max_rows: int) -> None:
     )
 
 
+def _install_replicas(services: Services, metrics: Metrics) -> None:
+    """Read pools on the replicas; managers read through them, and writes leave the caller's mark."""
+    settings = services.settings
+    pooling = settings.database_pool_mode == "transaction"
+
+    def pool(dsn: str) -> Database:
+        return Database(
+            dsn,
+            max_size=settings.db_pool_size,
+            acquire_timeout=settings.db_pool_timeout,
+            connect_timeout=settings.db_connect_timeout,
+            statement_timeout=settings.request_timeout + 1,
+            transaction_pooling=pooling,
+        )
+
+    # The marks must be seen by every worker and instance: Redis when configured. Without it they hold
+    # in this process only (`rampart serve` warns about that with several workers).
+    marks = RedisStore(services.redis) if services.redis is not None else MemoryStore()
+    replicas = Replicas(
+        services.db,
+        [url.get_secret_value() for url in settings.database_replica_urls],
+        marks=marks,
+        max_lag=settings.database_replica_max_lag,
+        make_pool=pool,
+        transaction_pooling=pooling,
+    )
+    for manager in services.managers.values():
+        manager.reads = replicas
+    services.replicas = replicas
+    metrics.track_reads(lambda: replicas.counts)
+
+
 def create_app(settings: Settings) -> Rampart:
     """Build the service with the resources of `settings.app` (the demo app by default)."""
     if settings.database_url is None:
@@ -186,7 +224,10 @@ def create_app(settings: Settings) -> Rampart:
         acquire_timeout=settings.db_pool_timeout,
         connect_timeout=settings.db_connect_timeout,
         statement_timeout=settings.request_timeout + 1,
+        transaction_pooling=settings.database_pool_mode == "transaction",
     )
+    assert settings.session_database_url is not None
+    listen_dsn = settings.session_database_url.get_secret_value()
     roles = Roles(settings.role_permissions)
     tokens = TokenIssuer(
         secret=secret,
@@ -242,7 +283,7 @@ def create_app(settings: Settings) -> Rampart:
             resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
         )
     if settings.cache == "memory":
-        _install_row_cache(services, settings.database_url.get_secret_value(), settings.cache_max_rows)
+        _install_row_cache(services, listen_dsn, settings.cache_max_rows)
     specs: list[RouteSpec] = []
     for manager in services.managers.values():
         specs += resource_routes(manager)
@@ -275,12 +316,11 @@ def create_app(settings: Settings) -> Rampart:
     specs += key_routes(tokens=tokens)
     # Revocations announced by any worker drop this worker's cached session state at once.
     services.background.append(
-        Listener(
-            settings.database_url.get_secret_value(),
-            {REVOCATION_CHANNEL: services.authenticator.on_announcement},
-        )
+        Listener(listen_dsn, {REVOCATION_CHANNEL: services.authenticator.on_announcement})
     )
     metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
+    if settings.database_replica_urls:
+        _install_replicas(services, metrics)
     if services.cache is not None:
         row_stats = services.cache.stats
         metrics.track_cache("rows", lambda: (row_stats.hits, row_stats.misses))
@@ -313,7 +353,8 @@ def create_app(settings: Settings) -> Rampart:
         max_requests_jitter=settings.max_requests_jitter,
     )
     services.background.append(drain)  # installed at startup, inside the server's signal handling
-    extra = [*health_routes(checks, drain=drain), *metrics.routes(), *docs_routes(spec)]
+    reports = [services.replicas.report] if services.replicas is not None else []
+    extra = [*health_routes(checks, drain=drain, reports=reports), *metrics.routes(), *docs_routes(spec)]
     rates = {"api": parse_rate(settings.rate_limit), "auth": parse_rate(settings.rate_limit_auth)}
     router = build_router(specs, auth=services.authenticator, limits=Limits(limiter, rates), extra=extra)
     pipeline = Pipeline(

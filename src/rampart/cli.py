@@ -191,6 +191,12 @@ def serve(
                 "(each worker allows the full limit)",
                 err=True,
             )
+            if settings.database_replica_urls:
+                click.echo(
+                    f"rampart: read replicas with {workers} workers and no RAMPART_REDIS_URL: a caller's "
+                    "next read sees their own write only on the worker that made it",
+                    err=True,
+                )
         if max_requests is not None:  # each worker counts its own and drains itself (rampart.ops.drain)
             os.environ["RAMPART_MAX_REQUESTS"] = str(max_requests)
             os.environ["RAMPART_MAX_REQUESTS_JITTER"] = str(max_requests_jitter)
@@ -280,11 +286,10 @@ def makemigrations(message: str) -> None:
 
     settings, server = _database(_settings())
     try:
-        assert settings.database_url is not None
-        upgrade(settings.database_url.get_secret_value(), versions_dir=settings.migrations_dir)
-        make_migration(
-            settings.database_url.get_secret_value(), message, versions_dir=settings.migrations_dir
-        )
+        assert settings.session_database_url is not None
+        dsn = settings.session_database_url.get_secret_value()
+        upgrade(dsn, versions_dir=settings.migrations_dir)
+        make_migration(dsn, message, versions_dir=settings.migrations_dir)
     finally:
         if server is not None:
             server.stop()

@@ -80,8 +80,10 @@ def migrate_all(settings: Settings) -> None:
     from rampart.resources.caching import install_triggers
     from rampart.schema import declared_resources
 
-    assert settings.database_url is not None
-    dsn = settings.database_url.get_secret_value()
+    # The direct URL when there is one: a transaction-mode pooler keeps neither Alembic's prepared
+    # statements nor a session across statements.
+    assert settings.session_database_url is not None
+    dsn = settings.session_database_url.get_secret_value()
     upgrade(dsn, versions_dir=settings.migrations_dir)
     tables = [r.table for r in declared_resources(settings, Roles(settings.role_permissions))]
 
@@ -103,7 +105,10 @@ async def event_dead_letters(settings: Settings, *, limit: int) -> list[dict[str
     from rampart.events.dispatcher import dead_letters
 
     assert settings.database_url is not None
-    db = Database(settings.database_url.get_secret_value())
+    db = Database(
+        settings.database_url.get_secret_value(),
+        transaction_pooling=settings.database_pool_mode == "transaction",
+    )
     try:
         return await dead_letters(db, limit=limit)
     finally:
@@ -122,7 +127,10 @@ async def event_replay(settings: Settings, *, subscriber: str | None, event_id: 
         if parsed is None:
             raise click.ClickException(f"not an event id: {event_id}")
     assert settings.database_url is not None
-    db = Database(settings.database_url.get_secret_value())
+    db = Database(
+        settings.database_url.get_secret_value(),
+        transaction_pooling=settings.database_pool_mode == "transaction",
+    )
     try:
         return await replay(db, subscriber=subscriber, event_id=parsed)
     finally:

@@ -5,6 +5,7 @@ Library code never reads this module: `create_app(settings)` and the CLI pass va
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -12,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "dev-insecure-secret-change-me-please-0000"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
+# Replica URLs are split at commas that start a new URL: a libpq URL may itself hold commas (host1,host2).
+_URL_LIST_SPLIT = re.compile(r",\s*(?=postgres(?:ql)?://)")
 
 DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
     "admin": [
@@ -37,6 +40,14 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production", "test"] = "development"
     database_url: SecretStr | None = None
+    # Streaming replicas that serve reads outside transactions (docs/decisions/0010-read-replicas.md).
+    database_replica_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Seconds a replica may be behind before reads skip it: the staleness bound for everyone but the writer.
+    database_replica_max_lag: float = Field(default=1.0, gt=0, le=60)
+    # "transaction": database_url (and the replicas) go through a transaction-mode pooler such as
+    # PgBouncer, so no statement cache and no session settings; LISTEN and migrations use the direct URL.
+    database_pool_mode: Literal["session", "transaction"] = "session"
+    database_direct_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
     jwt_issuer: str = "rampart"
@@ -112,6 +123,13 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("database_replica_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip(" ,") for part in _URL_LIST_SPLIT.split(value) if part.strip(" ,")]
+        return value
+
     @field_validator("rate_limit", "rate_limit_auth")
     @classmethod
     def _check_rate(cls, value: str) -> str:
@@ -132,9 +150,23 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _direct_url_behind_a_pooler(self) -> Settings:
+        if self.database_pool_mode == "transaction" and self.database_direct_url is None:
+            raise ValueError(
+                "RAMPART_DATABASE_POOL_MODE=transaction needs RAMPART_DATABASE_DIRECT_URL: LISTEN and "
+                "migrations need a session of their own, which a transaction-mode pooler does not keep"
+            )
+        return self
+
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def session_database_url(self) -> SecretStr | None:
+        """Where session-bound work goes (LISTEN, migrations): the direct URL when set, else the main one."""
+        return self.database_direct_url or self.database_url
 
     def masked(self) -> dict[str, Any]:
         """The settings as printable values, secrets replaced by '********'."""
@@ -143,6 +175,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 out[name] = "********" if value.get_secret_value() else ""
+            elif isinstance(value, list) and any(isinstance(item, SecretStr) for item in value):
+                out[name] = ["********" for _ in value]
             else:
                 out[name] = value
         return out

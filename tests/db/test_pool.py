@@ -202,6 +202,17 @@ async def test_closed_port_is_service_unavailable_quickly() -> None:
     await database.close()
 
 
+async def test_a_server_that_refuses_the_connection_is_service_unavailable(database_url: str) -> None:
+    # Regression: an error the server answers at connect (here: no such database; also a wrong password,
+    # or PgBouncer refusing a startup parameter) was a 500 instead of a 503.
+    database = Database(database_url.rpartition("/")[0] + f"/missing_{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ServiceUnavailable) as info:
+        await database.fetchval("SELECT 1")
+    assert isinstance(info.value.__cause__, asyncpg.InvalidCatalogNameError)
+    assert status_of(info.value) == 503
+    await database.close()
+
+
 async def test_a_server_that_never_answers_is_service_unavailable_within_the_connect_timeout() -> None:
     stop = asyncio.Event()
 

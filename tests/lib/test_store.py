@@ -136,6 +136,48 @@ async def test_concurrent_writes_and_reads(store: Store) -> None:
     assert values == [str(i).encode() for i in range(100)]
 
 
+async def test_set_max_keeps_the_greater_value(store: Store) -> None:
+    await store.set_max("lsn", b"00000000000000a0", ttl=60)
+    assert await store.get("lsn") == b"00000000000000a0"
+    await store.set_max("lsn", b"000000000000009f", ttl=60)  # an older position never wins
+    assert await store.get("lsn") == b"00000000000000a0"
+    await store.set_max("lsn", b"0000000000000100", ttl=60)
+    assert await store.get("lsn") == b"0000000000000100"
+
+
+async def test_set_max_compares_bytes_not_text(store: Store) -> None:
+    await store.set_max("k", b"\xff", ttl=60)
+    await store.set_max("k", b"\x7f\xff", ttl=60)
+    assert await store.get("k") == b"\xff"
+    await store.set_max("p", b"ab", ttl=60)
+    await store.set_max("p", b"a", ttl=60)  # a prefix is smaller
+    assert await store.get("p") == b"ab"
+
+
+async def test_set_max_restarts_the_ttl_even_when_it_keeps_the_value(store: Store) -> None:
+    await store.set_max("k", b"9", ttl=0.05)
+    await store.set_max("k", b"1", ttl=60)
+    await asyncio.sleep(0.1)
+    assert await store.get("k") == b"9"
+    await store.set_max("gone", b"9", ttl=0.05)
+    await asyncio.sleep(0.1)
+    await store.set_max("gone", b"1", ttl=60)  # the expired value no longer counts
+    assert await store.get("gone") == b"1"
+
+
+async def test_set_max_refuses_a_non_positive_ttl(store: Store) -> None:
+    with pytest.raises(ValueError, match="positive ttl"):
+        await store.set_max("k", b"1", ttl=0)
+
+
+async def test_concurrent_set_max_ends_with_the_greatest(store: Store) -> None:
+    # Writers racing (for Redis, on separate connections of the pool): the greatest value must survive.
+    values = [f"{i:016x}".encode() for i in range(50)]
+    shuffled = values[1::2] + values[::2]
+    await asyncio.gather(*(store.set_max("lsn", v, ttl=60) for v in shuffled))
+    assert await store.get("lsn") == values[-1]
+
+
 # Backend-specific behaviour.
 
 

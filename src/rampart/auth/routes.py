@@ -77,6 +77,8 @@ def auth_routes(
                 data={"session_id": str(pair.session_id)},
                 request_id=call.request_id,
             )
+        if users.reads is not None:  # the admin's next audit-log read must show the impersonation
+            await users.reads.wrote(admin.user_id)
         await bus.emit(event, request_id=call.request_id)
         return json_response({"data": pair.as_json()}, status=201)
 

@@ -68,13 +68,21 @@ class Database:
         connect_timeout: float = 5.0,
         statement_timeout: float | None = None,
         application_name: str = "rampart",
+        transaction_pooling: bool = False,
     ) -> None:
+        """`transaction_pooling`: `dsn` is a transaction-mode pooler (PgBouncer), which may run each
+        transaction on another server connection. Then no statement is kept prepared (asyncpg re-parses
+        each one, within its transaction) and `statement_timeout` is not sent: PgBouncer refuses startup
+        parameters it does not know, so the backstop must come from the role's own settings
+        (`ALTER ROLE ... SET statement_timeout`, see docs/guide/database-scaling.md).
+        """
         self._dsn = dsn
         self._max_size = max_size
         self._acquire_timeout = acquire_timeout
         self._connect_timeout = connect_timeout
         self._settings = {"application_name": application_name}
-        if statement_timeout is not None:
+        self._statement_cache_size = 0 if transaction_pooling else 100
+        if statement_timeout is not None and not transaction_pooling:
             # A backstop: the request timeout cancels the statement first; this bounds work nobody awaits.
             self._settings["statement_timeout"] = str(int(statement_timeout * 1000))
         self._pool: asyncpg.Pool | None = None
@@ -99,6 +107,7 @@ class Database:
                         server_settings=self._settings,
                         max_inactive_connection_lifetime=300,
                         reset=_light_reset,
+                        statement_cache_size=self._statement_cache_size,
                     )
                 except _UNAVAILABLE as exc:
                     raise ServiceUnavailable("The database is unavailable.") from exc
@@ -123,6 +132,11 @@ class Database:
         except TimeoutError as exc:
             raise ServiceUnavailable("The service is overloaded: no database connection was free.") from exc
         except _UNAVAILABLE as exc:
+            raise ServiceUnavailable("The database is unavailable.") from exc
+        except asyncpg.PostgresError as exc:
+            # Refused while connecting: unknown database or role, wrong password, a pooler refusing a
+            # startup parameter. No query has run; to the request it is a database it cannot use.
+            log.warning("the database refused a new connection: %s", type(exc).__name__)
             raise ServiceUnavailable("The database is unavailable.") from exc
         finally:
             self._waiting -= 1

@@ -19,6 +19,7 @@ import orjson
 
 from rampart.access.actor import Actor
 from rampart.db.pool import Database
+from rampart.db.replicas import Replicas
 from rampart.errors import FieldError, InvalidQuery
 from rampart.lib.ids import parse_uuid
 from rampart.resources.manager import ResourceManager
@@ -96,9 +97,12 @@ def parse_log_query(params: Any) -> LogQuery:
 class EventLog:
     """Reads events as a given actor may see them."""
 
-    def __init__(self, *, db: Database, managers: Mapping[str, ResourceManager]) -> None:
+    def __init__(
+        self, *, db: Database, managers: Mapping[str, ResourceManager], reads: Replicas | None = None
+    ) -> None:
         self.db = db
         self.managers = managers
+        self.reads = reads
 
     def visible_sql(self, actor: Actor, bind: Binder) -> str | None:
         """The condition on `events e` for events `actor` may see, or None when all are visible."""
@@ -119,8 +123,14 @@ class EventLog:
         # Events of anything not declared as a resource (webhooks, say) are for READ_ANY holders only.
         return "(" + " OR ".join(branches) + ")" if branches else "FALSE"
 
-    async def page(self, actor: Actor, query: LogQuery) -> tuple[list[dict[str, Any]], bool]:
-        """Up to `query.limit` visible events after the cursor, oldest first, and whether more exist."""
+    async def page(
+        self, actor: Actor, query: LogQuery, *, replica: bool = False
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `query.limit` visible events after the cursor, oldest first, and whether more exist.
+
+        `replica`: the read may go to a read replica (with read-your-writes for `actor`). The live stream
+        does not ask for it: it is woken by the primary's notifications and must then find the event.
+        """
         bind = Binder()
         where = []
         if query.resource is not None:
@@ -141,7 +151,10 @@ class EventLog:
             + (" WHERE " + " AND ".join(where) if where else "")
             + f" ORDER BY e.id LIMIT {query.limit + 1}"
         )
-        rows = await self.db.fetch(sql, *bind.params)
+        if replica and self.reads is not None:
+            rows = await self.reads.fetch(actor.user_id, sql, *bind.params)
+        else:
+            rows = await self.db.fetch(sql, *bind.params)
         events = [to_event(row) for row in rows[: query.limit]]
         return events, len(rows) > query.limit
 

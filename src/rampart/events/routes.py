@@ -56,7 +56,7 @@ def event_routes(log: EventLog, *, stream: LiveStream | None = None) -> list[Rou
 
     async def list_events(call: Call) -> Response:
         query = parse_log_query(call.request.query_params)
-        events, more = await log.page(call.user, query)
+        events, more = await log.page(call.user, query, replica=True)
         next_cursor = events[-1]["id"] if more else None
         return json_response({"data": events, "meta": {"next_cursor": next_cursor, "limit": query.limit}})
 

@@ -16,6 +16,7 @@ from typing import Any
 from rampart.access.actor import Actor
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
+from rampart.db.replicas import Replicas
 from rampart.errors import FieldError, NotFound, ValidationFailed
 from rampart.events.dispatcher import DeliveryFailed, Subscriber, redeliver
 from rampart.events.webhook_sender import UnsafeTarget, WebhookSender, check_url_syntax, resolve_public
@@ -53,10 +54,13 @@ def to_webhook(row: Any) -> dict[str, Any]:
 class Webhooks:
     """Webhook storage, validation and delivery; also the dispatcher's source of webhook subscribers."""
 
-    def __init__(self, *, db: Database, bus: EventBus, sender: WebhookSender) -> None:
+    def __init__(
+        self, *, db: Database, bus: EventBus, sender: WebhookSender, reads: Replicas | None = None
+    ) -> None:
         self.db = db
         self.bus = bus
         self.sender = sender
+        self.reads = reads  # with read replicas: the writer's next audit-log read must show its event
 
     def start(self) -> None:
         """Nothing to start: deliveries run in the dispatcher. (`start`/`stop` make this a background
@@ -237,6 +241,8 @@ class Webhooks:
         )
 
         async def notify() -> None:
+            if self.reads is not None:
+                await self.reads.wrote(actor.user_id)
             await self.bus.emit(event, request_id=request_id)
 
         await self.db.after_commit(notify)

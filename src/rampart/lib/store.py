@@ -18,6 +18,21 @@ _BATCH = 500
 # Characters that are special in Redis glob patterns (MATCH); a prefix must match literally.
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 
+# set_max in one step on the server. Bytes are compared one by one: Lua's own `<` on strings follows the
+# server's collation locale, which Redis takes from the environment.
+_SET_MAX = """
+local function less(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local new, current = ARGV[1], redis.call('GET', KEYS[1])
+if current and less(new, current) then new = current end
+redis.call('SET', KEYS[1], new, 'PX', ARGV[2])
+"""
+
 
 class Store(Protocol):
     """Bytes in, bytes out, with optional expiry.
@@ -29,6 +44,13 @@ class Store(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
+
+    async def set_max(self, key: str, value: bytes, *, ttl: float) -> None:
+        """Keep the greater of the stored value and `value` (bytes compared), in one atomic step.
+
+        The ttl (> 0) restarts either way. Writers that race never move the value back.
+        """
+        ...
 
     async def delete(self, *keys: str) -> None: ...
 
@@ -72,6 +94,13 @@ class MemoryStore:
         while len(self._data) > self._max_entries:
             self._data.popitem(last=False)
 
+    async def set_max(self, key: str, value: bytes, *, ttl: float) -> None:
+        """Keep the greater of the stored value and `value`; the ttl restarts either way."""
+        if ttl <= 0:
+            raise ValueError("set_max needs a positive ttl")
+        current = await self.get(key)
+        await self.set(key, value if current is None or value > current else current, ttl=ttl)
+
     async def delete(self, *keys: str) -> None:
         """Remove the keys; absent keys are ignored."""
         for key in keys:
@@ -103,6 +132,7 @@ class RedisStore:
             raise ValueError("RedisStore needs a client with decode_responses=False: values are bytes")
         self._client = client
         self._namespace = namespace
+        self._set_max = client.register_script(_SET_MAX)
 
     def _key(self, key: str) -> str:
         return self._namespace + key
@@ -122,6 +152,12 @@ class RedisStore:
             await self._client.unlink(self._key(key))
         else:
             await self._client.set(self._key(key), value, px=max(1, math.ceil(ttl * 1000)))
+
+    async def set_max(self, key: str, value: bytes, *, ttl: float) -> None:
+        """Keep the greater of the stored value and `value`, atomically (a Lua script); ttl restarts."""
+        if ttl <= 0:
+            raise ValueError("set_max needs a positive ttl")
+        await self._set_max(keys=[self._key(key)], args=[value, max(1, math.ceil(ttl * 1000))])
 
     async def delete(self, *keys: str) -> None:
         """Remove the keys; absent keys are ignored."""

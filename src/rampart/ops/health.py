@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 from starlette.requests import Request
@@ -13,10 +13,17 @@ from starlette.routing import BaseRoute, Route
 from rampart.ops.drain import Drain
 
 Check = Callable[[], Awaitable[str | None]]  # None when healthy, else a short public reason
+# Named conditions shown beside the checks but never failing readiness (a read replica down: the
+# primary serves its reads).
+Report = Callable[[], Awaitable[dict[str, str]]]
 
 
 def health_routes(
-    checks: dict[str, Check], *, timeout: float = 2.0, drain: Drain | None = None
+    checks: dict[str, Check],
+    *,
+    timeout: float = 2.0,
+    drain: Drain | None = None,
+    reports: Sequence[Report] = (),
 ) -> list[BaseRoute]:
     """`timeout` bounds each check: a hanging dependency must not hang the probe that should report it.
 
@@ -35,14 +42,26 @@ def health_routes(
         except Exception:
             return "unreachable"
 
+    async def report(source: Report) -> dict[str, str]:
+        try:
+            async with asyncio.timeout(timeout):
+                return await source()
+        except Exception:
+            return {}
+
     async def ready(request: Request) -> Response:
         results: dict[str, str] = {}
         failed: list[dict[str, str]] = []
-        outcomes = await asyncio.gather(*(run(check) for check in checks.values()))  # concurrently
+        outcomes, notes = await asyncio.gather(  # concurrently
+            asyncio.gather(*(run(check) for check in checks.values())),
+            asyncio.gather(*(report(source) for source in reports)),
+        )
         for name, problem in zip(checks, outcomes, strict=True):
             results[name] = "ok" if problem is None else problem
             if problem is not None:
                 failed.append({"field": name, "code": "unhealthy", "message": problem})
+        for note in notes:
+            results.update(note)
         if drain is not None and drain.draining:
             results["draining"] = "shutting down"
             failed.append({"field": "draining", "code": "unhealthy", "message": "shutting down"})

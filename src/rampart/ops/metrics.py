@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -188,18 +188,36 @@ class Metrics:
         self.cache = Counter(
             "rampart_cache_requests_total", "Cache lookups", ["cache", "result"], registry=self.registry
         )
+        self.reads = Counter(
+            "rampart_db_reads_total",
+            "Reads outside transactions, by where they ran (with read replicas only)",
+            ["target"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._caches: list[tuple[str, Callable[[], tuple[int, int]], list[int]]] = []
+        self._read_counts: Callable[[], Mapping[str, int]] | None = None
+        self._reads_seen: dict[str, int] = {}
         self._sampler: _WorkerSampler | None = None
         if multiprocess_dir is not None:
-            self._sampler = _WorkerSampler(pool_stats, [self.dispatcher_lag.sample, self._copy_cache_counts])
+            self._sampler = _WorkerSampler(pool_stats, [self.dispatcher_lag.sample, self._copy_counts])
             self._sampler.start()
 
     def track_cache(self, name: str, counts: Callable[[], tuple[int, int]]) -> None:
         """Export a cache's (hits, misses), which it keeps as plain integers: no metric call per lookup."""
         self._caches.append((name, counts, [0, 0]))
 
-    def _copy_cache_counts(self) -> None:
+    def track_reads(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export reads by target (`primary`, `replica`), kept as plain integers like the cache counts."""
+        self._read_counts = counts
+
+    def _copy_counts(self) -> None:
+        if self._read_counts is not None:
+            for target, total in self._read_counts().items():
+                copied = self._reads_seen.get(target, 0)
+                if total > copied:
+                    self.reads.labels(target).inc(total - copied)
+                    self._reads_seen[target] = total
         for name, counts, seen in self._caches:
             for i, (result, value) in enumerate(zip(("hit", "miss"), counts(), strict=True)):
                 if value > seen[i]:
@@ -231,7 +249,7 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text page: this process's metrics, or every worker's added up."""
         if self.multiprocess_dir is None:
-            self._copy_cache_counts()
+            self._copy_counts()
             return generate_latest(self.registry)
         assert self._sampler is not None
         self._sampler.sample()  # the answering worker's own values are current

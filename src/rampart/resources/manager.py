@@ -22,6 +22,7 @@ from starlette.datastructures import QueryParams
 from rampart.access.actor import Actor
 from rampart.db.outbox import event_insert_from, new_event, write_event
 from rampart.db.pool import Database
+from rampart.db.replicas import Replicas
 from rampart.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from rampart.lib.bus import EventBus
 from rampart.resources.caching import CacheFeed
@@ -83,6 +84,10 @@ class ResourceManager:
         self.feed: CacheFeed | None = None
         self.cached_reads = False
         self.cached_lists = False
+        # Set by create_app when read replicas are configured: reads outside transactions go through it
+        # (what the caches keep excepted, see `_get_and_cache` and `list_json`), and writes leave the
+        # caller's mark.
+        self.reads: Replicas | None = None
 
         fields = resource.all_fields
         self._columns = tuple(fields)
@@ -182,7 +187,8 @@ class ResourceManager:
         if self.resource.policy.read_permission:
             ctx.actor.require(self.resource.policy.read_permission)
         query = parse_list_query(self.resource, params, self.cursors)
-        return await self._list(ctx, query, parent_id)
+        page, _ = await self._list(ctx, query, parent_id)
+        return page
 
     async def list_json(
         self, ctx: Context, query_string: bytes, *, parent_id: uuid.UUID | None = None
@@ -200,7 +206,8 @@ class ResourceManager:
         )
         if not cached or self.feed is None:
             query = parse_list_query(self.resource, QueryParams(query_string), self.cursors)
-            return (await self._list(ctx, query, parent_id)).to_json()
+            page, _ = await self._list(ctx, query, parent_id)
+            return page.to_json()
         # The page depends on the query, on who asks (visibility), and on the rows: the cache keys it
         # by the first two and drops it when any row of this resource, or of one its visibility reads,
         # changes (see rampart.lib.rowcache). Kept encoded, in an exact-size copy (see _get_and_cache).
@@ -211,13 +218,16 @@ class ResourceManager:
             return body
         generation, list_generation = cache.generation, cache.list_generation(name)
         query = parse_list_query(self.resource, QueryParams(query_string), self.cursors)
-        body = bytes(memoryview((await self._list(ctx, query, parent_id)).to_json()))
-        cache.put_page(name, key, body, list_generation=list_generation, generation=generation)
+        page, from_replica = await self._list(ctx, query, parent_id)
+        body = bytes(memoryview(page.to_json()))
+        # A page read on a replica is served but not kept: the notification that drops pages may have
+        # come before the replica replayed the change, and the page would then stay stale (decision 0010).
+        if not from_replica:
+            cache.put_page(name, key, body, list_generation=list_generation, generation=generation)
         return body
 
-    async def _list(self, ctx: Context, query: ListQuery, parent_id: uuid.UUID | None) -> Page:
-        if parent_id is not None:
-            await self.require_parent(ctx, parent_id)
+    async def _list(self, ctx: Context, query: ListQuery, parent_id: uuid.UUID | None) -> tuple[Page, bool]:
+        """The page, and whether it was read on a replica."""
         bind = Binder()
         where = filter_sql(self.resource, self.alias, query.filters, bind)
         if parent_id is not None and self.resource.parent is not None:
@@ -229,12 +239,23 @@ class ResourceManager:
         if query.after is not None:
             where.append(keyset_sql(self.alias, query.sort, query.after, bind))
         sql = self._list_sql(query, where)
-        async with self.db.connection() as conn:
+
+        async def fetch(conn: asyncpg.Connection) -> tuple[builtins.list[asyncpg.Record], int | None]:
+            if parent_id is not None:
+                await self.require_parent(ctx, parent_id, conn=conn)
             records = await conn.fetch(sql, *bind.params)
             total = None
             if query.include_total:
                 count_sql = f"SELECT count(*) FROM {self._from}" + _where(count_where)
                 total = await conn.fetchval(count_sql, *count_params)
+            return records, total
+
+        from_replica = False
+        if self.reads is None:
+            async with self.db.connection() as conn:
+                records, total = await fetch(conn)
+        else:
+            (records, total), from_replica = await self.reads.read_where(ctx.actor.user_id, fetch)
         rows = [dict(r) for r in records]
         next_cursor = None
         if len(rows) > query.limit:
@@ -244,7 +265,7 @@ class ResourceManager:
         for row in rows:
             for name, _ in query.sort:
                 row.pop(f"_k_{name}", None)
-        return Page(rows, next_cursor, query.limit, total)
+        return Page(rows, next_cursor, query.limit, total), from_replica
 
     def _list_sql(self, query: ListQuery, where: Sequence[str]) -> str:
         keys = ", ".join(self._sort_keys[n] for n, _ in query.sort)
@@ -266,9 +287,11 @@ class ResourceManager:
         visible = self.visible_sql(ctx.actor, self.alias, bind)
         if visible is not None:
             where.append(visible)
-        row = await self.db.fetchrow(
-            f"SELECT {self._select_all} FROM {self._from}{_where(where)}", *bind.params
-        )
+        sql = f"SELECT {self._select_all} FROM {self._from}{_where(where)}"
+        if self.reads is None:
+            row = await self.db.fetchrow(sql, *bind.params)
+        else:
+            row = await self.reads.fetchrow(ctx.actor.user_id, sql, *bind.params)
         if row is None:
             if parent_id is not None:
                 await self.require_parent(ctx, parent_id)
@@ -321,6 +344,11 @@ class ResourceManager:
         return (version, payload) if seen else None
 
     async def _get_and_cache(self, ctx: Context, key: Any) -> tuple[Row, bytes]:
+        """A miss: read the row and the caller's decision, and keep both.
+
+        Always on the primary, even with replicas: what it fetches is kept until the next change
+        notification, and a replica may be behind notifications already heard (decision 0010).
+        """
         assert self.feed is not None
         cache, name = self.feed.cache, self.resource.name
         caller = None if ctx.actor.can(self.resource.policy.bypass_read) else ctx.actor.user_id
@@ -414,6 +442,7 @@ class ResourceManager:
             row = dict(await self._write(conn, sql, bind.params))
             await self.after_create(ctx, conn, row)
             await self._event(ctx, conn, "created", row)
+        await self._wrote(ctx)
         return row
 
     async def _create_at_once(self, ctx: Context, data: dict[str, Any]) -> Row | None:
@@ -437,6 +466,7 @@ class ResourceManager:
         row = dict(record)
         event["resource_id"], event["data"] = str(row["id"]), row
         await self._announce(ctx, event, "created", row)
+        await self._wrote(ctx)
         return row
 
     async def update(
@@ -475,6 +505,7 @@ class ResourceManager:
             await self.after_update(ctx, conn, row, current)
             diff = {n: {"from": current[n], "to": row[n]} for n in changes}
             await self._event(ctx, conn, "updated", row, diff)
+        await self._wrote(ctx)
         return row
 
     async def _update_at_once(self, ctx: Context, key: Any, data: dict[str, Any]) -> Row | None:
@@ -531,6 +562,7 @@ class ResourceManager:
         event["resource_id"], event["data"] = str(row["id"]), row
         event["changes"] = {n: {"from": old[n], "to": row[n]} for n in data if old[n] != row[n]}
         await self._announce(ctx, event, "updated", row)
+        await self._wrote(ctx)
         return row
 
     async def delete(
@@ -549,7 +581,15 @@ class ResourceManager:
                 raise Conflict(f"This {self.resource.name} item is still referenced by other items.") from exc
             await self.after_delete(ctx, conn, current)
             await self._event(ctx, conn, "deleted", current)
+        await self._wrote(ctx)
         return current
+
+    async def _wrote(self, ctx: Context) -> None:
+        """With replicas, the caller's next reads must see this write: leave their mark once it commits."""
+        reads = self.reads
+        if reads is not None:
+            subject = ctx.actor.user_id
+            await self.db.after_commit(lambda: reads.wrote(subject))
 
     async def _lock_for_write(
         self,
