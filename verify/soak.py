@@ -150,6 +150,12 @@ async def soak(started: Stack, args: argparse.Namespace) -> dict[str, Any]:
             }
             series.append(point)
             last = now
+            if ledger.unexpected_count > args.max_errors:  # broken, not drifting: stop and say why
+                print(
+                    f"soak: stopped: {ledger.unexpected_count} errors, e.g. {ledger.unexpected[:3]}",
+                    flush=True,
+                )
+                break
             if len(series) % max(1, int(60 / args.interval)) == 0:
                 print(
                     f"soak: {point['t'] / 60:.0f} min {point['rps']} req/s p99 {point['p99_ms']} ms "
@@ -300,6 +306,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds left out of the first window")
     parser.add_argument("--rss-growth-mb", type=float, default=40.0)
     parser.add_argument("--p99-factor", type=float, default=3.0)
+    parser.add_argument("--max-errors", type=int, default=200, help="stop early past this many errors")
     args = parser.parse_args()
     if (reason := available()) is not None:
         print(f"soak: cannot run: {reason}", file=sys.stderr)

@@ -31,9 +31,12 @@ import asyncpg
 import httpx
 import redis
 
-from rampart.app import create_app
+from rampart.access.system import system_actor
+from rampart.app import Rampart, create_app
+from rampart.auth.sessions import open_session
 from rampart.clitasks import migrate_all
-from tests.conftest import make_settings, new_user
+from rampart.resources.manager import Context
+from tests.conftest import make_settings
 from tests.scale.servers import Server, serve
 from tests.support import free_port
 
@@ -374,14 +377,30 @@ class Stack:
         return {"Authorization": f"Bearer {token or self.user_token}"}
 
 
+# Long enough for a soak: the load would otherwise get 401s once the default 15-minute token expires.
+TOKEN_TTL = 86_400
+
+
+async def _token(app: Rampart, role: str) -> str:
+    """A new user of `role` with a live session (a day long); its access token."""
+    services = app.services
+    row = await services.managers["users"].create(
+        Context(actor=system_actor(frozenset({"users:manage"}))),
+        {"email": f"u{uuid.uuid4().hex[:16]}@example.test", "name": f"reliability {role}", "role": role},
+    )
+    async with services.db.transaction() as conn:
+        pair = await open_session(
+            conn, services.tokens, user_id=uuid.UUID(row["id"]), role=role, session_ttl=TOKEN_TTL
+        )
+    return pair.access_token
+
+
 async def _users(database_url: str) -> tuple[str, str]:
-    app = create_app(make_settings(database_url))
+    app = create_app(make_settings(database_url, access_token_ttl=TOKEN_TTL))
     try:
-        admin = await new_user(app, role="admin")
-        user = await new_user(app, role="user")
+        return await _token(app, "admin"), await _token(app, "user")
     finally:
         await app.aclose()
-    return admin.token, user.token
 
 
 # The settings of the served instance: real limits off (the load is one user), a short delivery lease and
