@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import chart
+import cpu_table
 import report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -261,6 +262,24 @@ def comparison_section(payload: dict[str, Any], path: Path) -> list[str]:
     else:
         out += ["", f"(No chart: `{rel(png)}` was not drawn; `.venv/bin/python bench/chart.py {rel(path)}`.)"]
     out.append("")
+    has_cpu = any(
+        "server_cpu_us_per_request" in scenario
+        for rounds in payload.get("rounds", {}).values()
+        for r in rounds
+        for scenario in r.values()
+        if isinstance(scenario, dict)
+    )
+    if has_cpu:
+        out += [
+            "### CPU per request",
+            "",
+            "CPU time per answered request, of the server's processes and of its PostgreSQL backends (from "
+            "`/proc`, medians over rounds). It measures work, not waiting, so it compares the two sides even "
+            "when other work shares the cores; on this CPU-bound machine the rate ratio roughly follows its inverse.",
+            "",
+            cpu_table.markdown(payload),
+            "",
+        ]
     if payload.get("flags") or payload.get("disturbed"):
         out += ["### Flags and disturbance", ""]
         out += [f"- FLAGGED {line}" for line in payload.get("flags", [])]
