@@ -45,9 +45,10 @@ LISTS = ("/api/v1/projects", "/api/v1/tasks", "/api/v1/projects/{parent_id}/memb
 PER_RUN_TIMEOUT = 900
 # sqlmap first reports a tentative detection ("appears to be '<technique>' injectable"), then checks it
 # for a false positive (with a wrong answer, its own "false positive or unexploitable injection point
-# detected"). A finding is a tentative detection that survives that check, sqlmap's final report of an
+# detected", after which it concludes "does not seem to be injectable"). A finding is a tentative
+# detection that survives that check, sqlmap's final report of an
 # injection point, or its heuristic seeing a database error in a response ("might be injectable").
-TENTATIVE = re.compile(r"appears to be '.*' injectable", re.IGNORECASE)
+TENTATIVE = re.compile(r"appears to be ('.*' |UNION )?injectable", re.IGNORECASE)
 DISMISSED = re.compile(r"false positive or unexploitable injection point detected", re.IGNORECASE)
 CONFIRMED = re.compile(
     r"is vulnerable|identified the following injection point|(?<!not )\bmight be (SQL )?injectable|"
@@ -251,7 +252,8 @@ def judge(text: str) -> dict[str, Any]:
     return {
         "tentative": len(tentative),
         "dismissed_as_false_positive": dismissed,
-        "found": confirmed + (tentative if len(tentative) > dismissed else []),
+        # Each run marks one parameter, and sqlmap checks its injection point once, for all techniques.
+        "found": confirmed + (tentative if not dismissed else []),
         "concluded_clean": bool(CLEAN.search(text)),
     }
 
