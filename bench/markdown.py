@@ -275,7 +275,8 @@ def comparison_section(payload: dict[str, Any], path: Path) -> list[str]:
             "",
             "CPU time per answered request, of the server's processes and of its PostgreSQL backends (from "
             "`/proc`, medians over rounds). It measures work, not waiting, so it compares the two sides even "
-            "when other work shares the cores; on this CPU-bound machine the rate ratio roughly follows its inverse.",
+            "when other work shares the cores; on this CPU-bound machine the rate ratio roughly follows "
+            "its inverse.",
             "",
             cpu_table.markdown(payload),
             "",

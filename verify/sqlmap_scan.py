@@ -12,12 +12,14 @@ A fresh database and `rampart serve` (verify/_server.py). The targets are read f
 Each target is one sqlmap run (`--batch`, a Bearer token header) where only that parameter carries the
 injection mark `*`, the others keeping valid values, so the baseline request succeeds. sqlmap exits 0
 whatever it finds: the verdict comes from its output. A run fails the scan if it reports anything
-injectable or vulnerable, if it ends without its "not injectable" conclusion, or if the server logged a
-5xx or an error during the scan.
+injectable or vulnerable (a tentative detection that its own false-positive check does not dismiss
+counts), if it ends without its "not injectable" conclusion, or if the server logged a 5xx or an error
+during the scan.
 
 Raw output goes to verify/results/sqlmap-<time>/ (gitignored), with summary.json and summary.md.
 
     .venv/bin/python verify/sqlmap_scan.py [--level 5] [--risk 3] [--jobs 2] [--only tasks]
+    .venv/bin/python verify/sqlmap_scan.py --judge verify/results/sqlmap-<time>   # judge kept output again
 """
 
 from __future__ import annotations
@@ -41,10 +43,16 @@ from _server import RESULTS, Caller, Instance, running
 SQLMAP = str(Path(sys.executable).with_name("sqlmap"))
 LISTS = ("/api/v1/projects", "/api/v1/tasks", "/api/v1/projects/{parent_id}/members")
 PER_RUN_TIMEOUT = 900
-# What sqlmap prints when it finds something (heuristic hints included), and its negative conclusion.
-FOUND = re.compile(
-    r"is vulnerable|appears to be .* injectable|(?<!not )\bmight be injectable|"
-    r"identified the following injection point|possible DBMS",
+# sqlmap first reports a tentative detection ("appears to be '<technique>' injectable"), then checks it
+# for a false positive (with a wrong answer, its own "false positive or unexploitable injection point
+# detected", after which it concludes "does not seem to be injectable"). A finding is a tentative
+# detection that survives that check, sqlmap's final report of an
+# injection point, or its heuristic seeing a database error in a response ("might be injectable").
+TENTATIVE = re.compile(r"appears to be ('.*' |UNION )?injectable", re.IGNORECASE)
+DISMISSED = re.compile(r"false positive or unexploitable injection point detected", re.IGNORECASE)
+CONFIRMED = re.compile(
+    r"is vulnerable|identified the following injection point|(?<!not )\bmight be (SQL )?injectable|"
+    r"possible DBMS",
     re.IGNORECASE,
 )
 CLEAN = re.compile(r"do not appear to be injectable|does not seem to be injectable", re.IGNORECASE)
@@ -226,14 +234,27 @@ def run_sqlmap(target: Target, out: Path, index: int, args: argparse.Namespace) 
     seconds = time.monotonic() - started
     text = done.stdout + done.stderr
     log.write_text(f"# {target.label}\n# {target.method} {target.url}\n# body: {target.body}\n\n{text}")
-    found = [line.strip() for line in text.splitlines() if FOUND.search(line)]
     return {
         "target": target.label,
         "seconds": round(seconds, 1),
         "exit_code": done.returncode,
-        "found": found,
-        "concluded_clean": bool(CLEAN.search(text)),
+        **judge(text),
         "log": log.name,
+    }
+
+
+def judge(text: str) -> dict[str, Any]:
+    """sqlmap's verdict from its output (it exits 0 whatever it finds)."""
+    lines = text.splitlines()
+    tentative = [line.strip() for line in lines if TENTATIVE.search(line)]
+    dismissed = sum(1 for line in lines if DISMISSED.search(line))
+    confirmed = [line.strip() for line in lines if CONFIRMED.search(line)]
+    return {
+        "tentative": len(tentative),
+        "dismissed_as_false_positive": dismissed,
+        # Each run marks one parameter, and sqlmap checks its injection point once, for all techniques.
+        "found": confirmed + (tentative if not dismissed else []),
+        "concluded_clean": bool(CLEAN.search(text)),
     }
 
 
@@ -248,6 +269,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{summary['body_targets']} body)",
         f"- requests the server answered: {summary['requests']} ({summary['statuses']})",
         f"- duration: {summary['seconds']} s",
+        f"- tentative detections: {summary['tentative']}, each dismissed by sqlmap's own false-positive "
+        "check unless listed below",
         f"- reported injectable: {len(summary['findings'])}; "
         f"without a conclusion: {len(summary['inconclusive'])}",
         f"- 5xx or error log lines: {len(summary['server_errors'])}",
@@ -266,7 +289,10 @@ def main() -> int:
     parser.add_argument("--risk", type=int, default=3, choices=range(1, 4))
     parser.add_argument("--jobs", type=int, default=2, help="sqlmap processes at once")
     parser.add_argument("--only", default="", help="scan only targets whose label contains this")
+    parser.add_argument("--judge", type=Path, help="judge the output kept in this results folder again")
     args = parser.parse_args()
+    if args.judge is not None:
+        return judge_again(args.judge)
 
     stamp = time.strftime("%Y%m%dT%H%M%S")
     out = RESULTS / f"sqlmap-{stamp}"
@@ -312,14 +338,10 @@ def main() -> int:
         statuses = instance.status_counts() - before
         server_errors = instance.server_errors()
         (out / "server.log").write_bytes(instance.log.read_bytes())
-    version = subprocess.run(
-        [SQLMAP, "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    findings = [r for r in results if r["found"]]
-    inconclusive = [r for r in results if not r["found"] and not r["concluded_clean"]]
+    version = subprocess.run([SQLMAP, "--version"], capture_output=True, text=True, check=False)
     summary = {
         "started": stamp,
-        "sqlmap": version,
+        "sqlmap": version.stdout.strip(),
         "level": args.level,
         "risk": args.risk,
         "jobs": args.jobs,
@@ -329,19 +351,39 @@ def main() -> int:
         "requests": sum(statuses.values()),
         "statuses": dict(sorted(statuses.items())),
         "seconds": round(time.monotonic() - started, 1),
-        "findings": findings,
-        "inconclusive": inconclusive,
         "server_errors": server_errors[:50],
-        "ok": not findings and not inconclusive and not server_errors and bool(results),
         "runs": results,
     }
+    return finish(summary, out)
+
+
+def finish(summary: dict[str, Any], out: Path) -> int:
+    """Add the verdict to `summary`, write it into `out` and print it; the exit code."""
+    results = summary["runs"]
+    summary["tentative"] = sum(r["tentative"] for r in results)
+    summary["findings"] = [r for r in results if r["found"]]
+    summary["inconclusive"] = [r for r in results if not r["found"] and not r["concluded_clean"]]
+    summary["ok"] = (
+        not summary["findings"]
+        and not summary["inconclusive"]
+        and not summary["server_errors"]
+        and bool(results)
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(summary))
     print(markdown(summary))
-    for line in server_errors[:10]:
+    for line in summary["server_errors"][:10]:
         print(f"verify-sqlmap: server: {line[:400]}", file=sys.stderr)
     print(f"verify-sqlmap: {'PASS' if summary['ok'] else 'FAIL'} ({out})")
     return 0 if summary["ok"] else 1
+
+
+def judge_again(out: Path) -> int:
+    """Judge the sqlmap output kept in a results folder again (after a change to `judge`)."""
+    summary = json.loads((out / "summary.json").read_text())
+    for run in summary["runs"]:
+        run.update(judge((out / run["log"]).read_text()))
+    return finish(summary, out)
 
 
 if __name__ == "__main__":

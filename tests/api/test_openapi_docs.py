@@ -251,6 +251,22 @@ async def test_text_body_schemas_exclude_nul_as_validation_does(
     assert r.json()["errors"][0]["code"] == "invalid_characters"
 
 
+async def test_email_schema_matches_the_whole_value_as_validation_does(
+    client: httpx.AsyncClient, document: dict[str, Any], admin: User
+) -> None:
+    # Found by `make verify-fuzz`: the pattern matched anywhere in the value (JSON Schema semantics) and
+    # ECMA's \\s lacks \\x1c-\\x1f, so "00@\\x1d..." passed the document and got a 422.
+    create = document["paths"]["/api/v1/admin/users"]["post"]["requestBody"]["content"]["application/json"]
+    pattern = create["schema"]["properties"]["email"]["pattern"]
+    assert pattern.startswith("^")
+    assert pattern.endswith("$")
+    for email in ("00@\x1d", "a b@c", "a@b@c", "a\x00@b"):
+        assert not re.search(pattern, email), email
+        r = await client.post("/api/v1/admin/users", json={"email": email}, headers=admin.headers)
+        assert r.status_code == 422, (email, r.text)
+    assert re.search(pattern, " Ab@example.test ")  # stored trimmed and lower-cased
+
+
 def test_bodies_exclude_server_owned_fields(document: dict[str, Any]) -> None:
     create = document["paths"]["/api/v1/tasks"]["post"]["requestBody"]["content"]["application/json"][
         "schema"

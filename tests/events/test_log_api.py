@@ -137,6 +137,8 @@ async def test_filters_and_the_after_cursor_page_through_the_log(
         ("type=Tasks", "type"),
         ("status=todo", "status"),
         ("resource=tasks&resource=projects", "resource"),
+        ("resource_id=a%00b", "resource_id"),  # was a 500 (PostgreSQL text holds no NUL): verify-fuzz
+        ("resource_id=" + "x" * 201, "resource_id"),
     ],
 )
 async def test_a_bad_query_is_a_400_naming_the_parameter(

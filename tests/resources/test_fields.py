@@ -278,7 +278,15 @@ def test_to_json_matches_what_select_shows(field_type: FieldType, value: Any, sh
     [
         (
             Text(min_length=1, max_length=5, pattern="[a-z]+"),
-            {"type": "string", "maxLength": 5, "minLength": 1, "pattern": "[a-z]+"},
+            {"type": "string", "maxLength": 5, "minLength": 1, "pattern": "^(?:[a-z]+)$"},
+        ),
+        (
+            Text(pattern="[a-z]+", strip=True),
+            {
+                "type": "string",
+                "maxLength": 10_000,
+                "pattern": r"^[\s\x1c-\x1f\x85]*(?:[a-z]+)[\s\x1c-\x1f\x85]*$",
+            },
         ),
         (Text(max_length=9), {"type": "string", "maxLength": 9, "pattern": "^[^\\x00]*$"}),
         (Integer(minimum=0, maximum=5), {"type": "integer", "minimum": 0, "maximum": 5}),

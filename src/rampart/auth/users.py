@@ -13,7 +13,9 @@ from rampart.resources.fields import Boolean, Choice, Text
 from rampart.resources.manager import Context, ResourceManager, Row
 from rampart.resources.spec import Binder, Field, Policy, Resource
 
-EMAIL_PATTERN = r"[^@\s]{1,64}@[^@\s]{1,255}"
+# Written so that Python (validation) and ECMA-262 (the OpenAPI document) read it alike: their `\s` differ
+# on \x1c-\x1f, \x85 (Python only) and \ufeff (ECMA only), so the class names those as well.
+EMAIL_PATTERN = r"[^@\s\x00\x1c-\x1f\x85\ufeff]{1,64}@[^@\s\x00\x1c-\x1f\x85\ufeff]{1,255}"
 
 
 def _self_only(actor: Actor, t: str, bind: Binder) -> str:

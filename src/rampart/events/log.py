@@ -71,8 +71,9 @@ def parse_log_query(params: Any) -> LogQuery:
     if resource is not None and not _NAME_RE.fullmatch(resource):
         raise _bad("resource", "invalid", "resource must be a resource name such as 'tasks'.")
     resource_id = values.get("resource_id")
-    if resource_id is not None and not 1 <= len(resource_id) <= 200:
-        raise _bad("resource_id", "invalid", "resource_id must be 1 to 200 characters.")
+    # NUL too: PostgreSQL text cannot hold it, so binding it would fail the query (a 500).
+    if resource_id is not None and (not 1 <= len(resource_id) <= 200 or "\x00" in resource_id):
+        raise _bad("resource_id", "invalid", "resource_id must be 1 to 200 characters, without NUL.")
     event_type = values.get("type")
     if event_type is not None and not _TYPE_RE.fullmatch(event_type):
         raise _bad("type", "invalid", "type must look like 'tasks.updated'.")

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from rampart.events.log import DEFAULT_LIMIT, MAX_LIMIT, EventLog, parse_log_query
 from rampart.events.stream import LiveStream
 from rampart.resources.endpoints import Call, RouteSpec, json_response
+from rampart.resources.fields import NO_NUL_PATTERN
 from rampart.resources.openapi_schema import problem_responses
 from rampart.resources.routes import API_PREFIX
 
@@ -35,7 +36,11 @@ def _query_parameters() -> list[dict[str, Any]]:
 
     return [
         param("resource", {"type": "string"}, "Only events of this resource (`tasks`, `webhooks`)."),
-        param("resource_id", {"type": "string"}, "Only events of this object."),
+        param(
+            "resource_id",
+            {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL_PATTERN},
+            "Only events of this object.",
+        ),
         param("type", {"type": "string"}, "Only events of this type (`tasks.updated`)."),
         param("actor_id", {"type": "string", "format": "uuid"}, "Only events caused by this user."),
         param(

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a s
 ALL_COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
 # The JSON Schema `pattern` of text without NUL characters (ECMA-262 syntax, as OpenAPI 3.1 uses).
 NO_NUL_PATTERN = r"^[^\x00]*$"
+# What str.strip() removes, in a pattern both Python and ECMA-262 read alike (see auth/users.py).
+_STRIPPED = r"[\s\x1c-\x1f\x85]*"
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # RFC 3339 with a mandatory offset; fromisoformat alone would also take naive times.
 _TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
@@ -129,7 +131,11 @@ class Text(FieldType):
         if self.min_length:
             out["minLength"] = self.min_length
         # NUL is refused by `check` (PostgreSQL text cannot hold it); a declared pattern says the rest.
-        out["pattern"] = self.pattern.pattern if self.pattern is not None else NO_NUL_PATTERN
+        out["pattern"] = NO_NUL_PATTERN
+        if self.pattern is not None:
+            # `check` matches the whole (stripped) value; a JSON Schema pattern matches anywhere.
+            edge = _STRIPPED if self.strip else ""
+            out["pattern"] = f"^{edge}(?:{self.pattern.pattern}){edge}$"
         return out
 
 

@@ -75,6 +75,10 @@ class CursorCodec:
             if len(token) > 2048:
                 raise ValueError("too long")
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            # Only the spelling `encode` gives: the last character's unused bits could otherwise
+            # change (a different token) and still decode to the same signed bytes.
+            if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
+                raise ValueError("not canonical")
             payload, mac = raw[:-16], raw[-16:]
             if len(raw) <= 16 or not hmac.compare_digest(mac, self._mac(payload)):
                 raise ValueError("bad signature")
