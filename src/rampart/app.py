@@ -67,6 +67,8 @@ class Services:
     authenticator: Authenticator
     limiter: RateLimiter
     registry: Registry
+    # The worker's one LISTEN connection, for every channel (see rampart.db.listener).
+    listener: Listener
     managers: dict[str, ResourceManager] = field(default_factory=dict)
     redis: aioredis.Redis | None = None
     cache: RowCache | None = None
@@ -131,15 +133,13 @@ class Rampart:
 def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     """The event log and webhook routes, and the dispatcher (a background worker unless disabled)."""
     settings = services.settings
-    assert settings.session_database_url is not None
-    listen_dsn = settings.session_database_url.get_secret_value()  # LISTEN needs a session of its own
     sender = WebhookSender(
         timeout=settings.webhooks_timeout, allow_private_networks=settings.webhooks_allow_private_networks
     )
     webhooks = Webhooks(db=services.db, bus=services.bus, sender=sender, reads=services.replicas)
     dispatcher = Dispatcher(
         db=services.db,
-        dsn=listen_dsn,
+        listener=services.listener if settings.events_dispatcher else None,
         sources=[webhooks],
         retry=RetryPolicy(max_attempts=settings.events_max_attempts),
         poll_interval=settings.events_poll_interval,
@@ -155,7 +155,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     event_log = EventLog(db=services.db, managers=services.managers, reads=services.replicas)
     stream = LiveStream(
         log=event_log,
-        dsn=listen_dsn,
+        listener=services.listener,
         reauthenticate=services.authenticator.authenticate,
         max_per_user=settings.events_stream_max_per_user,
     )
@@ -163,7 +163,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]
 
 
-def _install_row_cache(services: Services, dsn: str, max_rows: int) -> None:
+def _install_row_cache(services: Services, max_rows: int) -> None:
     """One cache per worker, fed by the database's change notifications (see rampart.resources.caching)."""
     cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
     feed = CacheFeed(cache, services.registry)
@@ -176,9 +176,7 @@ def _install_row_cache(services: Services, dsn: str, max_rows: int) -> None:
         manager.cached_lists = "list" in resource.operations
 
     services.cache = cache
-    services.background.append(
-        Listener(dsn, {CHANNEL: feed.on_notification}, on_up=feed.up, on_down=feed.down)
-    )
+    services.listener.subscribe(CHANNEL, feed.on_notification, on_up=feed.up, on_down=feed.down)
 
 
 def _install_replicas(services: Services, metrics: Metrics) -> None:
@@ -271,8 +269,10 @@ def create_app(settings: Settings) -> Rampart:
         authenticator=Authenticator(db=db, tokens=tokens, roles=roles, cache_ttl=settings.session_cache_ttl),
         limiter=limiter,
         registry=Registry(),
+        listener=Listener(listen_dsn),
         redis=redis_client,
     )
+    services.background.append(services.listener)
     registry = services.registry
     for resource in declared_resources(settings, roles):
         registry.add(resource)
@@ -283,7 +283,7 @@ def create_app(settings: Settings) -> Rampart:
             resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
         )
     if settings.cache == "memory":
-        _install_row_cache(services, listen_dsn, settings.cache_max_rows)
+        _install_row_cache(services, settings.cache_max_rows)
     specs: list[RouteSpec] = []
     for manager in services.managers.values():
         specs += resource_routes(manager)
@@ -315,9 +315,7 @@ def create_app(settings: Settings) -> Rampart:
     )
     specs += key_routes(tokens=tokens)
     # Revocations announced by any worker drop this worker's cached session state at once.
-    services.background.append(
-        Listener(listen_dsn, {REVOCATION_CHANNEL: services.authenticator.on_announcement})
-    )
+    services.listener.subscribe(REVOCATION_CHANNEL, services.authenticator.on_announcement)
     metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
     if settings.database_replica_urls:
         _install_replicas(services, metrics)

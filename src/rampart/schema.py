@@ -27,7 +27,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
 
     from rampart.auth.sessions import define_sessions_table
     from rampart.auth.tables import define_auth_tables
-    from rampart.db.outbox import define_events_table
+    from rampart.db.outbox import define_event_queue_table, define_events_table
     from rampart.events.tables import define_delivery_tables
     from rampart.resources.tables import define_table
 
@@ -42,5 +42,6 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     define_sessions_table(metadata)
     define_auth_tables(metadata)
     define_events_table(metadata)
+    define_event_queue_table(metadata)
     define_delivery_tables(metadata)
     return metadata

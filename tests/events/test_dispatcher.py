@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rampart.db.listener import Listener
 from rampart.db.pool import Database
 from rampart.errors import ServiceUnavailable
 from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber, dead_letters, prune, replay
@@ -75,7 +76,7 @@ async def test_each_event_reaches_each_matching_subscriber_once(db: Database) ->
     assert created_b[0]["type"] == f"{b}.created"
     assert (await status_of(db, ids_a[0], f"all-{a}"))["status"] == "delivered"
     undelivered = await db.fetchval(
-        "SELECT count(*) FROM events WHERE id = ANY($1::uuid[]) AND delivered_at IS NULL",
+        "SELECT count(*) FROM event_queue WHERE id = ANY($1::uuid[])",
         [uuid.UUID(i) for i in ids_a + ids_b],
     )
     assert undelivered == 0
@@ -183,9 +184,11 @@ async def test_a_notification_wakes_a_running_dispatcher(db: Database, own_datab
     r = kind()
     seen, handle = recorder()
     # Polling every 30 s: only LISTEN/NOTIFY can deliver within the 5 s the test waits.
+    listener = Listener(own_database_url)
     dispatcher = Dispatcher(
-        db=db, dsn=own_database_url, subscribers=[Subscriber(f"n-{r}", f"{r}.*", handle)], poll_interval=30
+        db=db, listener=listener, subscribers=[Subscriber(f"n-{r}", f"{r}.*", handle)], poll_interval=30
     )
+    listener.start()
     dispatcher.start()
     try:
         await asyncio.sleep(0.3)  # the first round runs and the dispatcher goes to sleep
@@ -197,6 +200,7 @@ async def test_a_notification_wakes_a_running_dispatcher(db: Database, own_datab
         await until(arrived, timeout=5)
     finally:
         await dispatcher.stop()
+        await listener.stop()
 
 
 async def test_a_hanging_subscriber_times_out_and_is_retried(db: Database) -> None:
@@ -274,9 +278,7 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(attempts: int) -> Non
 
 async def test_a_dispatcher_outlives_a_database_outage(caplog: pytest.LogCaptureFixture) -> None:
     down = Database("postgresql://postgres@127.0.0.1:1/nowhere", connect_timeout=0.5)
-    dispatcher = Dispatcher(
-        db=down, dsn="postgresql://postgres@127.0.0.1:1/nowhere", subscribers=[], poll_interval=0.1
-    )
+    dispatcher = Dispatcher(db=down, subscribers=[], poll_interval=0.1)
     dispatcher.start()
     try:
         await asyncio.sleep(1.0)

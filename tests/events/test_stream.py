@@ -200,7 +200,8 @@ async def test_a_slow_client_is_cut_off(
     services = app.services
     stream = LiveStream(
         log=EventLog(db=services.db, managers=services.managers),
-        dsn=services.settings.database_url.get_secret_value() if services.settings.database_url else None,
+        listener=None,
+        poll_interval=0.2,  # polling stands in for the worker's listener here
         buffer=buffer,
         send_timeout=send_timeout,
     )
@@ -248,7 +249,7 @@ async def test_a_revoked_session_ends_its_stream(app: Rampart, make_user: Any) -
     carol = await make_user()
     stream = LiveStream(
         log=EventLog(db=services.db, managers=services.managers),
-        dsn=None,  # polling only: this test is about the session check at each heartbeat
+        listener=None,  # polling only: this test is about the session check at each heartbeat
         reauthenticate=services.authenticator.authenticate,
         heartbeat=0.1,
     )

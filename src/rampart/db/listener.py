@@ -1,8 +1,12 @@
 """A dedicated connection that LISTENs on PostgreSQL channels and reconnects by itself.
 
-Pooled connections never LISTEN (their reset skips UNLISTEN): notifications have this one connection.
-While it is down, `connected` is False and `on_down` has run, so whoever relies on the feed (the row
-cache) stops trusting what it holds; `on_up` runs on every (re)connection, before any notification.
+Pooled connections never LISTEN (their reset skips UNLISTEN): notifications have this one connection,
+and a worker has one for all its channels (row cache, revocations, event dispatcher, live stream):
+PostgreSQL wakes every listening session of the database at each commit that notifies, whatever
+channels it listens on, so each extra listening connection costs every write.
+While it is down, `connected` is False and the `on_down` callbacks have run, so whoever relies on the
+feed (the row cache) stops trusting what it holds; `on_up` callbacks run on every (re)connection, with
+the subscriptions active and before any notification is handled.
 """
 
 from __future__ import annotations
@@ -17,26 +21,46 @@ import asyncpg
 log = logging.getLogger("rampart.db.listener")
 
 Handler = Callable[[str], None]
+OnUp = Callable[[asyncpg.Connection], Awaitable[None] | None]
+OnDown = Callable[[], None]
 
 
 class Listener:
     def __init__(
         self,
         dsn: str,
-        channels: dict[str, Handler],
+        channels: dict[str, Handler] | None = None,
         *,
-        on_up: Callable[[asyncpg.Connection], Awaitable[None] | None] = lambda _conn: None,
-        on_down: Callable[[], None] = lambda: None,
+        on_up: OnUp | None = None,
+        on_down: OnDown | None = None,
         retry: float = 1.0,
     ) -> None:
         self._dsn = dsn
-        self._channels = channels
-        self._on_up = on_up
-        self._on_down = on_down
+        self._channels: dict[str, list[Handler]] = {}
+        self._on_up: list[OnUp] = []
+        self._on_down: list[OnDown] = []
+        for channel, handler in (channels or {}).items():
+            self.subscribe(channel, handler)
+        if on_up is not None:
+            self._on_up.append(on_up)
+        if on_down is not None:
+            self._on_down.append(on_down)
         self._retry = retry
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self.connected = False
+
+    def subscribe(
+        self, channel: str, handler: Handler, *, on_up: OnUp | None = None, on_down: OnDown | None = None
+    ) -> None:
+        """Call `handler(payload)` for each notification on `channel`; before `start()`."""
+        if self._task is not None:
+            raise RuntimeError("subscribe before the listener starts")
+        self._channels.setdefault(channel, []).append(handler)
+        if on_up is not None:
+            self._on_up.append(on_up)
+        if on_down is not None:
+            self._on_down.append(on_down)
 
     def start(self) -> None:
         if self._task is None:
@@ -59,12 +83,13 @@ class Listener:
 
                 self._lost.clear()
                 conn.add_termination_listener(lambda _c: self._lost.set())
-                for channel, handler in self._channels.items():
-                    await conn.add_listener(channel, _adapter(handler))
+                for channel, handlers in self._channels.items():
+                    await conn.add_listener(channel, _adapter(handlers))
                 # Runs with the subscriptions active, so nothing announced after it can be missed.
-                ready = self._on_up(conn)
-                if ready is not None:
-                    await ready
+                for on_up in self._on_up:
+                    ready = on_up(conn)
+                    if ready is not None:
+                        await ready
                 self.connected = True
                 await self._watch(conn)
             except asyncio.CancelledError:
@@ -74,7 +99,8 @@ class Listener:
             finally:
                 if self.connected:
                     self.connected = False
-                    self._on_down()
+                    for on_down in self._on_down:
+                        on_down()
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
             await asyncio.sleep(self._retry)
@@ -88,12 +114,13 @@ class Listener:
                 await conn.fetchval("SELECT 1", timeout=5)
 
 
-def _adapter(handler: Handler) -> Callable[[object, int, str, object], None]:
+def _adapter(handlers: list[Handler]) -> Callable[[object, int, str, object], None]:
     def on_notification(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-        try:
-            handler(str(payload))
-
-        except Exception:  # a bad payload must not stop the feed
-            log.exception("notification handler failed")
+        text = str(payload)
+        for handler in handlers:
+            try:
+                handler(text)
+            except Exception:  # a bad payload must not stop the feed
+                log.exception("notification handler failed")
 
     return on_notification

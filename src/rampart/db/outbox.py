@@ -1,7 +1,8 @@
 """The event outbox: every change writes its event row in the same transaction as the change.
 
 Delivery (dispatcher, audit API, live stream, webhooks) is built on top of this table by
-`rampart.events`; this module only defines the table and the insert.
+`rampart.events`; this module only defines the tables (the events, and the queue of those not yet
+fanned out) and the insert.
 """
 
 from __future__ import annotations
@@ -36,11 +37,37 @@ def define_events_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("data", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("changes", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("request_id", sa.Text(), nullable=True),
-        sa.Column("delivered_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
         sa.Index("events_resource_idx", "resource", "id"),
         sa.Index("events_resource_id_idx", "resource_id"),
-        sa.Index("events_undelivered_idx", "id", postgresql_where=sa.text("delivered_at IS NULL")),
     )
+
+
+def define_event_queue_table(metadata: sa.MetaData) -> sa.Table:
+    """The events the dispatcher has not fanned out yet: a statement trigger on `events` adds each new
+    one (migration 332b086b0f2f), the dispatcher deletes what it claims. A narrow table of its own, so
+    marking an event handled writes a few bytes, not a new version of the wide event row and its indexes.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql as pg
+
+    return sa.Table(
+        "event_queue",
+        metadata,
+        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column("type", sa.Text(), nullable=False),
+    )
+
+
+# One call per INSERT statement on `events`, whatever wrote it: queue the new rows, wake the dispatchers
+# (the notification is sent at commit, so they never look before the rows are visible).
+QUEUE_TRIGGER_SQL = (
+    "CREATE OR REPLACE FUNCTION rampart_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN INSERT INTO event_queue (id, type) SELECT id, type FROM new_events;"
+    " PERFORM pg_notify('rampart_events', ''); RETURN NULL; END $$",
+    "DROP TRIGGER IF EXISTS events_notify ON events",
+    "CREATE TRIGGER events_notify AFTER INSERT ON events REFERENCING NEW TABLE AS new_events"
+    " FOR EACH STATEMENT EXECUTE FUNCTION rampart_events_notify()",
+)
 
 
 _COLUMNS = "id, type, resource, resource_id, actor_id, occurred_at, data, changes, request_id"

@@ -2,9 +2,9 @@
 
 Two steps, each a short transaction, so no transaction stays open while a subscriber runs:
 
-1. **Fan-out.** Undelivered events (`delivered_at IS NULL`) are claimed with `FOR UPDATE SKIP LOCKED`;
-   one `event_deliveries` row is written per matching subscriber and the event is marked
-   (`delivered_at` means "handed to its subscribers").
+1. **Fan-out.** New events wait in `event_queue` (a trigger on `events` adds them in the writing
+   transaction); a batch is claimed by deleting it (`FOR UPDATE SKIP LOCKED`) and one
+   `event_deliveries` row is written per matching subscriber, in one transaction.
 2. **Delivery.** Due delivery rows are claimed with `FOR UPDATE SKIP LOCKED` and leased: the claim
    pushes `next_attempt_at` past the lease and counts the attempt, then commits. Another dispatcher
    skips a leased row, so two dispatchers never run one delivery at the same time. The outcome is
@@ -16,9 +16,9 @@ Failures are retried with exponential backoff and full jitter; after `max_attemp
 own timeout, so a raising or hanging subscriber never holds up the others. Subscribers receive the
 event with its `id`, which is their idempotency key: delivery is at least once.
 
-Wake-ups come from `LISTEN rampart_events` (a trigger on `events` notifies in the inserting
-transaction, so the notification arrives only after commit); polling every `poll_interval` seconds
-covers a lost listener connection.
+Wake-ups come from `LISTEN rampart_events` on the worker's listener connection (the trigger on
+`events` notifies in the inserting transaction, so the notification arrives only after commit);
+polling every `poll_interval` seconds covers a lost listener connection.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import asyncpg
-
+from rampart.db.listener import Listener
 from rampart.db.pool import Database
 from rampart.errors import ServiceUnavailable
 from rampart.events.log import to_event
@@ -99,14 +98,16 @@ class RetryPolicy:
         return ceiling * jitter
 
 
+# Claim a batch of queued events by removing it from the queue: in the fan-out's transaction, so a
+# crash before the commit leaves them queued.
 _FAN_OUT_CLAIM = (
-    "SELECT id, type FROM events WHERE delivered_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+    "DELETE FROM event_queue WHERE id IN"
+    " (SELECT id FROM event_queue ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, type"
 )
 _FAN_OUT_INSERT = (
     "INSERT INTO event_deliveries (event_id, subscriber)"
     " SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING"
 )
-_FAN_OUT_MARK = "UPDATE events SET delivered_at = now() WHERE id = ANY($1::uuid[])"
 _CLAIM = """
 UPDATE event_deliveries d
 SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
@@ -137,7 +138,8 @@ _DEAD = (
 _PRUNE = """
 DELETE FROM events WHERE id IN (
     SELECT e.id FROM events e
-    WHERE e.occurred_at < now() - make_interval(days => $1) AND e.delivered_at IS NOT NULL
+    WHERE e.occurred_at < now() - make_interval(days => $1)
+      AND NOT EXISTS (SELECT 1 FROM event_queue q WHERE q.id = e.id)
       AND NOT EXISTS (
           SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.status = 'pending'
       )
@@ -146,7 +148,8 @@ DELETE FROM events WHERE id IN (
 """
 _LAG = """
 SELECT GREATEST(
-    (SELECT extract(epoch FROM now() - min(occurred_at)) FROM events WHERE delivered_at IS NULL),
+    (SELECT extract(epoch FROM now() - occurred_at) FROM events
+     WHERE id = (SELECT min(id) FROM event_queue)),
     (SELECT extract(epoch FROM now() - min(next_attempt_at)) FROM event_deliveries
      WHERE status = 'pending' AND next_attempt_at <= now()),
     0
@@ -161,7 +164,7 @@ class Dispatcher:
         self,
         *,
         db: Database,
-        dsn: str | None = None,
+        listener: Listener | None = None,
         subscribers: Iterable[Subscriber] = (),
         sources: Iterable[SubscriberSource] = (),
         retry: RetryPolicy | None = None,
@@ -174,7 +177,8 @@ class Dispatcher:
         observer: Observer | None = None,
     ) -> None:
         self.db = db
-        self._dsn = dsn  # for the LISTEN connection; without it the dispatcher only polls
+        if listener is not None:  # without one the dispatcher only polls
+            listener.subscribe(CHANNEL, lambda _payload: self.wake(), on_up=lambda _conn: self.wake())
         self._subscribers = {s.name: s for s in subscribers}
         self._sources = list(sources)
         self.retry = retry or RetryPolicy()
@@ -187,7 +191,6 @@ class Dispatcher:
         self._observer = observer
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
         self._last_prune = -prune_interval
         self._last_measure = -_MEASURE_INTERVAL
         self.lag_seconds = 0.0
@@ -214,14 +217,12 @@ class Dispatcher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._close_listener()
 
     async def _run(self) -> None:
         failures = 0
         while True:
             self._wake.clear()
             try:
-                await self._ensure_listener()
                 busy = await self.run_once()
                 await self._housekeeping()
                 failures = 0
@@ -231,7 +232,6 @@ class Dispatcher:
                 # The database is down or a statement failed: keep the process up and try again later.
                 failures += 1
                 log.warning("event dispatcher round failed (%d in a row)", failures, exc_info=True)
-                await self._close_listener()
                 busy = False
                 await asyncio.sleep(min(self.poll_interval, 0.5 * 2 ** min(failures, 10)))
                 continue
@@ -239,19 +239,6 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._wake.wait()
-
-    async def _ensure_listener(self) -> None:
-        if self._dsn is None or (self._listener is not None and not self._listener.is_closed()):
-            return
-        conn = await asyncpg.connect(self._dsn, timeout=5.0)
-        await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
-        self._listener = conn
-
-    async def _close_listener(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), timeout=2.0)
 
     # ----- one round ---------------------------------------------------------------------------------
     async def run_once(self) -> bool:
@@ -270,6 +257,8 @@ class Dispatcher:
 
     async def fan_out(self, subscribers: Mapping[str, Subscriber]) -> int:
         """Turn a batch of new events into delivery rows; returns how many events were claimed."""
+        if not subscribers:  # nothing to write but the claim: one statement, no transaction around it
+            return len(await self.db.fetch(_FAN_OUT_CLAIM, self.batch_size))
         async with self.db.transaction() as conn:
             rows = await conn.fetch(_FAN_OUT_CLAIM, self.batch_size)
             if not rows:
@@ -283,7 +272,6 @@ class Dispatcher:
                         names.append(subscriber.name)
             if event_ids:
                 await conn.execute(_FAN_OUT_INSERT, event_ids, names)
-            await conn.execute(_FAN_OUT_MARK, [row["id"] for row in rows])
         return len(rows)
 
     async def deliver_due(self, subscribers: Mapping[str, Subscriber]) -> int:

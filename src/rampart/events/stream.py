@@ -30,11 +30,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-import asyncpg
 import orjson
 from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
+from rampart.db.listener import Listener
 from rampart.errors import FieldError, InvalidQuery, RampartError, RateLimited
 from rampart.events.dispatcher import CHANNEL
 from rampart.events.log import EventLog, LogQuery, parse_log_query
@@ -74,7 +74,7 @@ class LiveStream:
         self,
         *,
         log: EventLog,
-        dsn: str | None,
+        listener: Listener | None,
         reauthenticate: Reauthenticate | None = None,
         heartbeat: float = 15.0,
         buffer: int = 256,
@@ -85,7 +85,6 @@ class LiveStream:
         max_per_user: int = 10,
     ) -> None:
         self.log = log
-        self._dsn = dsn
         self._reauthenticate = reauthenticate
         self.heartbeat = heartbeat
         self.buffer = buffer
@@ -96,37 +95,20 @@ class LiveStream:
         self.max_per_user = max_per_user
         self._open: dict[uuid.UUID, int] = {}  # streams per user, in this process
         self._clients: set[asyncio.Event] = set()
-        self._listener: asyncpg.Connection | None = None
-        self._lock = asyncio.Lock()
+        if listener is not None:  # without one, clients only poll
+            # After a lost connection, clients look at once for what they may have missed.
+            listener.subscribe(CHANNEL, self._wake_all, on_up=self._wake_all)
 
-    # ----- the worker's listener ---------------------------------------------------------------------
+    # ----- waking the clients -----------------------------------------------------------------------
     def start(self) -> None:
-        """The listener connects with the first client; nothing to do before."""
+        """Nothing runs before the first client."""
 
     async def stop(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), timeout=2.0)
+        """Each stream ends with its client."""
 
     def _wake_all(self, *_: Any) -> None:
         for wake in self._clients:
             wake.set()
-
-    async def _ensure_listener(self) -> None:
-        if self._dsn is None or (self._listener is not None and not self._listener.is_closed()):
-            return
-        async with self._lock:
-            if self._listener is not None and not self._listener.is_closed():
-                return
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=5.0)
-                await conn.add_listener(CHANNEL, self._wake_all)
-            except Exception:
-                # Clients still poll; the next client or round tries again.
-                log.warning("live stream: cannot LISTEN for events; polling", exc_info=True)
-                return
-            self._listener = conn
 
     # ----- the route ---------------------------------------------------------------------------------
     def route_spec(self) -> RouteSpec:
@@ -186,11 +168,6 @@ class LiveStream:
         # Counted at once, with no await since the check, so concurrent requests cannot all pass it; the
         # stream gives it back when it ends.
         self._open[actor.user_id] = self._open.get(actor.user_id, 0) + 1
-        try:
-            await self._ensure_listener()
-        except BaseException:
-            self._release(actor.user_id)
-            raise
         return _Stream(self, actor, query, call.request.headers.get("authorization"))
 
     def _release(self, user_id: uuid.UUID) -> None:
@@ -271,7 +248,6 @@ class _Stream:
                 async with asyncio.timeout(owner.poll_interval):
                     await self.wake.wait()
             self.wake.clear()
-            await owner._ensure_listener()  # reconnects after a database restart
             after = max(low, _floor(newest - owner.overlap_ms))
             for _ in range(1000):  # bounded: a huge backlog is read over several wake-ups
                 events, more = await owner.log.page(self.actor, replace(self.query, after=after))

@@ -132,8 +132,8 @@ class Resource:
         declared = dict(self.fields)
         if self.owner_field and self.owner_field not in declared:
             declared[self.owner_field] = Field(
-                Reference("users", must="exist"), read_only=True, filter=("eq", "in"), index=True
-            )
+                Reference("users", must="exist"), read_only=True, filter=("eq", "in")
+            )  # indexed as a reference is (rampart.resources.tables)
         self.all_fields = {
             **server,
             **declared,
