@@ -116,6 +116,9 @@ def test_good_rate_strings_are_accepted(monkeypatch: pytest.MonkeyPatch, good: s
         ("RAMPART_ACCESS_TOKEN_TTL", "0"),
         ("RAMPART_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "perhaps"),
         ("RAMPART_EVENTS_LEASE", "0.5"),
+        ("RAMPART_CACHE", "disk"),
+        ("RAMPART_CACHE", "redis"),  # without RAMPART_REDIS_URL
+        ("RAMPART_CACHE_TTL", "0"),
     ],
 )
 def test_other_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, bad: str) -> None:

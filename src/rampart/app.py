@@ -36,7 +36,7 @@ from rampart.events.webhooks import Webhooks
 from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from rampart.lib.rates import parse_rate
-from rampart.lib.rowcache import RowCache
+from rampart.lib.rowcache import QueryCache, RowCache
 from rampart.lib.store import MemoryStore, RedisStore
 from rampart.ops.drain import Drain
 from rampart.ops.health import OPERATIONS_PATHS, health_routes
@@ -71,7 +71,7 @@ class Services:
     listener: Listener
     managers: dict[str, ResourceManager] = field(default_factory=dict)
     redis: aioredis.Redis | None = None
-    cache: RowCache | None = None
+    cache: QueryCache | None = None
     background: list[Background] = field(default_factory=list)
     oidc: OIDCClient | None = None
     dispatcher: Dispatcher | None = None
@@ -163,9 +163,20 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]
 
 
-def _install_row_cache(services: Services, max_rows: int) -> None:
-    """One cache per worker, fed by the database's change notifications (see rampart.resources.caching)."""
-    cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
+def _install_query_cache(services: Services) -> None:
+    """The query cache, fed by the database's change notifications (see rampart.resources.caching): one
+    per worker in memory, or one in Redis for every worker and instance."""
+    settings = services.settings
+    cache: QueryCache
+    if settings.cache == "redis":
+        assert services.redis is not None  # the settings refuse RAMPART_CACHE=redis without Redis
+        from rampart.lib.rediscache import RedisQueryCache
+
+        cache = shared = RedisQueryCache(services.redis, ttl=settings.cache_ttl)
+        services.background.append(shared)
+    else:
+        max_rows = settings.cache_max_rows
+        cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
     feed = CacheFeed(cache, services.registry)
     for manager in services.managers.values():
         resource = manager.resource
@@ -282,8 +293,8 @@ def create_app(settings: Settings) -> Rampart:
         services.managers[resource.name] = manager_cls(
             resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
         )
-    if settings.cache == "memory":
-        _install_row_cache(services, settings.cache_max_rows)
+    if settings.cache != "off":
+        _install_query_cache(services)
     specs: list[RouteSpec] = []
     for manager in services.managers.values():
         specs += resource_routes(manager)

@@ -86,9 +86,11 @@ class Settings(BaseSettings):
     app: str = "rampart.apps.tasks.resources:declare"
     # Where `makemigrations` writes an app's own revisions (applied after Rampart's); None = Rampart's folder.
     migrations_dir: str | None = None
-    # The per-worker row cache for reads by id ("off" to disable); see docs/decisions/0009-row-cache.md.
-    cache: Literal["memory", "off"] = "memory"
-    cache_max_rows: int = Field(default=20_000, ge=100)
+    # The query cache (rows by id, visibility decisions, list pages): "memory" per worker, "redis" shared
+    # by every worker and instance (needs RAMPART_REDIS_URL), "off"; see docs/decisions/0009-row-cache.md.
+    cache: Literal["memory", "redis", "off"] = "memory"
+    cache_max_rows: int = Field(default=20_000, ge=100)  # memory: rows per worker (pages: a tenth)
+    cache_ttl: float = Field(default=600.0, gt=0, le=86_400)  # redis: seconds an entry is kept
 
     public_url: str = "http://127.0.0.1:8000"
     oidc_issuer: str = "https://accounts.google.com"
@@ -148,6 +150,12 @@ class Settings(BaseSettings):
                     f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production "
                     "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _redis_cache_needs_redis(self) -> Settings:
+        if self.cache == "redis" and self.redis_url is None:
+            raise ValueError("RAMPART_CACHE=redis needs RAMPART_REDIS_URL")
         return self
 
     @model_validator(mode="after")

@@ -267,6 +267,28 @@ async def test_pruning_keeps_recent_events_and_those_still_waiting(db: Database)
     assert {str(row["id"]) for row in left} == {old_waiting, recent}
 
 
+async def test_an_event_not_fanned_out_yet_is_never_pruned_and_counts_in_the_lag(db: Database) -> None:
+    r = kind()
+    dispatcher = Dispatcher(db=db, subscribers=[Subscriber(f"q-{r}", f"{r}.*", recorder()[1])])
+    while await dispatcher.fan_out({}):  # an empty queue: whatever earlier tests left is taken
+        pass
+    queued = await emit(db, r)
+    await db.execute(
+        "UPDATE events SET occurred_at = now() - interval '40 days' WHERE id = $1", uuid.UUID(queued)
+    )
+    assert await db.fetchval("SELECT count(*) FROM event_queue WHERE id = $1", uuid.UUID(queued)) == 1
+    await prune(db, retention_days=30)
+    assert await db.fetchval("SELECT count(*) FROM events WHERE id = $1", uuid.UUID(queued)) == 1
+    await dispatcher._housekeeping()
+    assert dispatcher.lag_seconds > 39 * 86_400  # the oldest event still waiting for its fan-out
+
+    await dispatcher.run_once()  # fanned out: off the queue, no longer lagging, prunable
+    dispatcher._last_measure = -1e9
+    await dispatcher._housekeeping()
+    assert dispatcher.lag_seconds < 60
+    assert await db.fetchval("SELECT count(*) FROM event_queue WHERE id = $1", uuid.UUID(queued)) == 0
+
+
 @pytest.mark.parametrize("attempts", [1, 2, 5, 30])
 def test_backoff_grows_exponentially_with_jitter_and_a_cap(attempts: int) -> None:
     policy = RetryPolicy(base_delay=1.0, max_delay=60.0)

@@ -149,7 +149,7 @@ DELETE FROM events WHERE id IN (
 _LAG = """
 SELECT GREATEST(
     (SELECT extract(epoch FROM now() - occurred_at) FROM events
-     WHERE id = (SELECT min(id) FROM event_queue)),
+     WHERE id = (SELECT id FROM event_queue ORDER BY id LIMIT 1)),
     (SELECT extract(epoch FROM now() - min(next_attempt_at)) FROM event_deliveries
      WHERE status = 'pending' AND next_attempt_at <= now()),
     0

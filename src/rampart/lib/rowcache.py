@@ -16,14 +16,21 @@ Correctness rests on three rules, none of which needs a scan or a global flush:
   other resources, rows and decisions are untouched.
 
 Memory is bounded: every map is LRU with a fixed number of entries.
+
+`QueryCache` is what the resource managers use: `RowCache` is its in-process backend, and
+`rampart.lib.rediscache.RedisQueryCache` one shared by every worker and instance, with the same rules.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+# What a lookup finds: (version, the row's JSON) that the caller may see; False when the caller may not
+# see the row (a 404 without the database); None when the database must answer.
+Found = tuple[int, bytes] | bool | None
 
 DELETED = 2**62  # the tombstone version of a deleted row: no real version is ever that high
 
@@ -40,8 +47,63 @@ class CacheStats:
     by_result: dict[str, int] = field(default_factory=dict)
 
 
+class QueryCache(Protocol):
+    """The cache of rows, visibility decisions and list pages, as the resource managers use it.
+
+    A lookup also returns a *stamp*: what the cache knew before the database was asked. Whatever is kept
+    after a miss is kept with that stamp, and dropped if anything it could depend on changed since.
+    """
+
+    enabled: bool
+    stats: CacheStats
+
+    async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
+        """The row `key` of `resource` for `caller` (None: one who sees every row), and the stamp."""
+        ...
+
+    async def keep(
+        self,
+        resource: str,
+        key: Hashable,
+        version: int,
+        payload: bytes,
+        caller: Hashable | None,
+        visible: bool,
+        stamp: Any,
+    ) -> None:
+        """Keep a row read after `lookup` returned `stamp`, and the caller's decision about it."""
+        ...
+
+    async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
+        """The list page kept for `key` (query and caller), and the stamp."""
+        ...
+
+    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None: ...
+
+    def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
+        """Row `key` of `resource` is now at `version` (None: deleted), which changes what each of
+        `dependents` lets callers see. Applied at once, or queued (see `settle`)."""
+        ...
+
+    async def settle(self) -> None:
+        """Return once every change passed to `changed` before the call is applied."""
+        ...
+
+    async def reset(self) -> None:
+        """The change feed is (back) on: forget everything, since changes may have been missed."""
+        ...
+
+    def suspend(self) -> None:
+        """The change feed is down: serve and keep nothing until `reset`."""
+        ...
+
+
 class RowCache:
-    """Rows by (resource, key) and visibility decisions by (resource, key, version, caller, epoch)."""
+    """Rows by (resource, key) and visibility decisions by (resource, key, version, caller, epoch).
+
+    The in-process `QueryCache`: one per worker, fed by the worker's own writes and the database's
+    notifications; nothing is shared, so a hit costs no round trip.
+    """
 
     def __init__(
         self, *, max_rows: int = 20_000, max_decisions: int = 100_000, max_pages: int = 2_000
@@ -164,6 +226,56 @@ class RowCache:
         self._pages.move_to_end(slot)
         if len(self._pages) > self._max_pages:
             self._pages.popitem(last=False)
+
+    # ----- QueryCache -----------------------------------------------------------------------------
+    async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
+        stamp = (self.generation, self._epochs.get(resource, 0))
+        entry = self.row(resource, key)
+        if entry is None:
+            return None, stamp
+        seen = True if caller is None else self.decision(resource, key, entry[0], caller)
+        if seen is None:
+            return None, stamp
+        return (entry if seen else False), stamp
+
+    async def keep(
+        self,
+        resource: str,
+        key: Hashable,
+        version: int,
+        payload: bytes,
+        caller: Hashable | None,
+        visible: bool,
+        stamp: Any,
+    ) -> None:
+        generation, epoch = stamp
+        self.put_row(resource, key, version, payload, generation=generation)
+        if caller is not None and generation == self.generation:
+            self.put_decision(resource, key, version, caller, epoch, visible)
+
+    async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
+        stamp = (self.generation, self._lists.get(resource, 0))
+        return self.page(resource, key), stamp
+
+    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None:
+        generation, list_generation = stamp
+        self.put_page(resource, key, body, list_generation=list_generation, generation=generation)
+
+    def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
+        self.invalidate(resource, key, version)
+        for dependent in dependents:
+            self.bump(dependent)
+
+    async def settle(self) -> None:
+        """Changes apply at once here."""
+
+    async def reset(self) -> None:
+        self.clear()
+        self.enabled = True
+
+    def suspend(self) -> None:
+        self.enabled = False
+        self.clear()
 
     # ----- the feed -------------------------------------------------------------------------------
     def clear(self) -> None:

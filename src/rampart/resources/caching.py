@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from rampart.lib.rowcache import RowCache
+from rampart.lib.rowcache import QueryCache
 from rampart.resources.spec import Resource
 
 log = logging.getLogger("rampart.cache")
@@ -44,9 +44,9 @@ def trigger_sql(table: str) -> str:
 
 
 class CacheFeed:
-    """Applies row changes (from the listener, or from the writer itself) to a RowCache."""
+    """Applies row changes (from the listener, or from the writer itself) to the query cache."""
 
-    def __init__(self, cache: RowCache, resources: Iterable[Resource]) -> None:
+    def __init__(self, cache: QueryCache, resources: Iterable[Resource]) -> None:
         self.cache = cache
         resources = list(resources)
         self._by_table = {r.table: r.name for r in resources}
@@ -71,9 +71,7 @@ class CacheFeed:
             self._own[(resource, key, version)] = None
             if len(self._own) > _OWN_MAX:
                 self._own.popitem(last=False)
-        self.cache.invalidate(resource, key, version)
-        for dependent in self._dependents.get(resource, ()):
-            self.cache.bump(dependent)
+        self.cache.changed(resource, key, version, self._dependents.get(resource, ()))
 
     def on_notification(self, payload: str) -> None:
         table, _, rest = payload.partition(" ")
@@ -92,20 +90,19 @@ class CacheFeed:
         Reads go through the cache only if every resource table has its change trigger: a table without
         one would leave stale rows, and stale decisions in whatever depends on it.
         """
-        self.cache.clear()
         self._own.clear()
         missing = sorted(set(self._by_table) - await tables_with_triggers(conn))
         if missing:
+            self.cache.suspend()
             log.warning(
                 "tables without change triggers (run `rampart migrate`): %s; reads are not cached",
                 ", ".join(missing),
             )
             return
-        self.cache.enabled = True
+        await self.cache.reset()
 
     def down(self) -> None:
-        self.cache.enabled = False
-        self.cache.clear()
+        self.cache.suspend()
         log.warning("row cache disabled until the notification listener reconnects")
 
 

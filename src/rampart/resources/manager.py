@@ -207,17 +207,16 @@ class ResourceManager:
         # changes (see rampart.lib.rowcache). Kept encoded, in an exact-size copy (see _exact).
         cache, name = self.feed.cache, self.resource.name
         key = (ctx.actor.user_id, ctx.actor.role, parent_id, query_string)
-        body: bytes | None = cache.page(name, key)
+        body, stamp = await cache.lookup_page(name, key)
         if body is not None:
             return body
-        generation, list_generation = cache.generation, cache.list_generation(name)
         query = parse_list_query(self.resource, QueryParams(query_string), self.cursors)
         page, from_replica = await self._list(ctx, query, parent_id)
         body = _exact(page.to_json())
         # A page read on a replica is served but not kept: the notification that drops pages may have
         # come before the replica replayed the change, and the page would then stay stale (decision 0010).
         if not from_replica:
-            cache.put_page(name, key, body, list_generation=list_generation, generation=generation)
+            await cache.keep_page(name, key, body, stamp)
         return body
 
     async def _list(self, ctx: Context, query: ListQuery, parent_id: uuid.UUID | None) -> tuple[Page, bool]:
@@ -295,11 +294,8 @@ class ResourceManager:
     async def _get_cached(self, ctx: Context, key: Any) -> Row:
         """`get` through the row cache: a hit answers without the database, for this caller only if the
         cached decision for this row version (and visibility epoch) says they may see it."""
-        found = self._cache_hit(ctx, key)
-        if found is not None:
-            return cast(Row, orjson.loads(found[1]))
-        row, _ = await self._get_and_cache(ctx, key)
-        return row
+        _, payload = await self._get_through_cache(ctx, key)
+        return cast(Row, orjson.loads(payload))
 
     async def get_json(self, ctx: Context, key: Any) -> tuple[int, bytes]:
         """`get` (top level) as (version, the row encoded as JSON): a cache hit costs no encoding at all."""
@@ -308,11 +304,7 @@ class ResourceManager:
         if not self._reads_through_cache():
             row = await self.get(ctx, key)
             return row["version"], orjson.dumps(row, option=JSON_OPTIONS)
-        found = self._cache_hit(ctx, key)
-        if found is not None:
-            return found
-        row, payload = await self._get_and_cache(ctx, key)
-        return row["version"], payload
+        return await self._get_through_cache(ctx, key)
 
     def _reads_through_cache(self) -> bool:
         return self.cached_reads and self._cache_usable()
@@ -322,32 +314,23 @@ class ResourceManager:
         rows must never be kept)."""
         return self.feed is not None and self.feed.cache.enabled and not self.db.in_transaction()
 
-    def _cache_hit(self, ctx: Context, key: Any) -> tuple[int, bytes] | None:
-        """(version, JSON) when the cache holds the row and a decision for this caller that they may see it;
-        NotFound when the cached decision says they may not; None when the database must answer."""
-        assert self.feed is not None
-        cache, name = self.feed.cache, self.resource.name
-        caller = None if ctx.actor.can(self.resource.policy.bypass_read) else ctx.actor.user_id
-        entry = cache.row(name, key)
-        if entry is None:
-            return None
-        version, payload = entry
-        seen = True if caller is None else cache.decision(name, key, version, caller)
-        if seen is False:
-            raise self.not_found()
-        return (version, payload) if seen else None
+    async def _get_through_cache(self, ctx: Context, key: Any) -> tuple[int, bytes]:
+        """(version, JSON) of the row: from the cache when it holds the row and a decision for this caller
+        that they may see it (NotFound when it says they may not), else read and kept.
 
-    async def _get_and_cache(self, ctx: Context, key: Any) -> tuple[Row, bytes]:
-        """A miss: read the row and the caller's decision, and keep both.
-
-        Always on the primary, even with replicas: what it fetches is kept until the next change
+        A miss reads on the primary, even with replicas: what it fetches is kept until the next change
         notification, and a replica may be behind notifications already heard (decision 0010).
         """
         assert self.feed is not None
         cache, name = self.feed.cache, self.resource.name
         caller = None if ctx.actor.can(self.resource.policy.bypass_read) else ctx.actor.user_id
-        # Read what a miss must not outlive before asking: a change seen meanwhile voids the answer.
-        generation, epoch = cache.generation, cache.epoch(name)
+        # The stamp is what the cache knew before the database is asked: a change seen meanwhile voids
+        # what this miss would keep.
+        found, stamp = await cache.lookup(name, key, caller)
+        if found is False:
+            raise self.not_found()
+        if isinstance(found, tuple):
+            return found
         bind = Binder()
         where = self._key_where(key, None, bind)
         visible = self.visible_sql(ctx.actor, self.alias, bind) or "TRUE"
@@ -362,13 +345,10 @@ class ResourceManager:
         # Kept as its JSON: a third of the memory of the row's objects, nothing for the GC to walk, and
         # a hit is answered without encoding. Every column is read JSON-ready, so loads() gives the row.
         payload = _exact(orjson.dumps(row, option=JSON_OPTIONS))
-
-        cache.put_row(name, key, row["version"], payload, generation=generation)
-        if caller is not None:
-            cache.put_decision(name, key, row["version"], caller, epoch, seen)
+        await cache.keep(name, key, row["version"], payload, caller, seen, stamp)
         if not seen:
             raise self.not_found()
-        return row, payload
+        return row["version"], payload
 
     def _key_where(self, key: Any, parent_id: uuid.UUID | None, bind: Binder) -> builtins.list[str]:
         where = [f"{self.alias}.{self.resource.key} = {bind(key)}"]
@@ -782,9 +762,11 @@ class ResourceManager:
 
         async def notify() -> None:
             if self.feed is not None:
-                # This worker knows at once (read-your-writes); the others hear it from the trigger.
+                # This worker knows at once (read-your-writes; with a shared cache, every worker does once
+                # it settled); the others hear it from the trigger.
                 version = None if action == "deleted" else row["version"]
                 self.feed.changed(self.resource.name, current_id(row), version, local=True)
+                await self.feed.cache.settle()
             await self.bus.emit(event, request_id=ctx.request_id)
 
         await self.db.after_commit(notify)
