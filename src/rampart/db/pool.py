@@ -128,7 +128,10 @@ class Database:
         pool = await self._ensure_pool()
         self._waiting += 1
         try:
-            proxy = await pool.acquire(timeout=self._acquire_timeout)
+            # asyncio.timeout rather than acquire(timeout=): on Python 3.11 asyncpg applies that with
+            # asyncio.wait_for, which runs the acquisition in a task of its own, on every request.
+            async with asyncio.timeout(self._acquire_timeout):
+                proxy = await pool.acquire()
         except TimeoutError as exc:
             raise ServiceUnavailable("The service is overloaded: no database connection was free.") from exc
         except _UNAVAILABLE as exc:
@@ -156,7 +159,7 @@ class Database:
             raise RequestTimeout("The database statement took too long and was cancelled.") from exc
         finally:
             try:
-                await pool.release(proxy)
+                await pool.release(proxy, timeout=self._acquire_timeout)
             except Exception:  # a broken connection is dropped by the pool; nothing to tell the caller
                 log.debug("releasing a broken connection", exc_info=True)
 

@@ -58,7 +58,9 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
             raise NotFound(f"No such {name_item} item.") from None
 
     def location(row: dict[str, Any], call: Call) -> str:
-        return f"{call.request.url.path.rstrip('/')}/{row[res.key]}"
+        # The matched path itself (the router only matches plain segments): building `request.url` parses
+        # the Host header and the whole URL, for one path.
+        return f"{call.request.scope['path'].rstrip('/')}/{row[res.key]}"
 
     async def list_items(call: Call) -> Any:
         query_string: bytes = call.request.scope["query_string"]
