@@ -140,6 +140,8 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     dispatcher = Dispatcher(
         db=services.db,
         listener=services.listener if settings.events_dispatcher else None,
+        # Events written with a row change are announced on the change trigger's channel only.
+        also_wake_on=(CHANNEL,),
         sources=[webhooks],
         retry=RetryPolicy(max_attempts=settings.events_max_attempts),
         poll_interval=settings.events_poll_interval,

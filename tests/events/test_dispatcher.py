@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rampart.db.listener import Listener
+from rampart.db.outbox import write_event
 from rampart.db.pool import Database
 from rampart.errors import ServiceUnavailable
 from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber, dead_letters, prune, replay
@@ -296,6 +297,47 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(attempts: int) -> Non
     delays = [policy.delay(attempts) for _ in range(50)]
     assert all(ceiling / 2 <= d <= ceiling for d in delays)
     assert len(set(delays)) > 1  # jittered
+
+
+async def test_an_event_written_with_a_row_change_wakes_the_dispatcher_with_one_notification(
+    db: Database, own_database_url: str
+) -> None:
+    """The change trigger already notified (and marked the transaction): the event is queued without a
+    notification of its own, and the dispatcher wakes on the change trigger's channel."""
+    r = kind()
+    seen, handle = recorder()
+    heard: list[str] = []
+    listener = Listener(own_database_url)
+    listener.subscribe("rampart_events", heard.append)
+    dispatcher = Dispatcher(
+        db=db,
+        listener=listener,
+        also_wake_on=("test_changes",),
+        subscribers=[Subscriber(f"w-{r}", f"{r}.*", handle)],
+        poll_interval=30,
+    )
+    listener.start()
+    dispatcher.start()
+    try:
+        await asyncio.sleep(0.3)  # connected, first round done, asleep for 30 s
+        async with db.transaction() as conn:  # what a resource's change trigger does, then the event
+            await conn.execute(
+                "SELECT set_config('rampart.notified', 'on', true), pg_notify('test_changes', 'x')"
+            )
+            event = await write_event(
+                conn, resource=r, action="created", resource_id="1", actor_id=None, data={}
+            )
+
+        async def arrived() -> bool:
+            return [e["id"] for e in seen] == [event["id"]]
+
+        await until(arrived, timeout=5)
+        assert heard == []  # no second notification for the event
+        await emit(db, r, "updated")  # an event on its own still notifies
+        await until(lambda: asyncio.sleep(0, len(heard) == 1), timeout=5)
+    finally:
+        await dispatcher.stop()
+        await listener.stop()
 
 
 async def test_a_dispatcher_outlives_a_database_outage(caplog: pytest.LogCaptureFixture) -> None:

@@ -43,8 +43,8 @@ def define_events_table(metadata: sa.MetaData) -> sa.Table:
 
 
 def define_event_queue_table(metadata: sa.MetaData) -> sa.Table:
-    """The events the dispatcher has not fanned out yet: a statement trigger on `events` adds each new
-    one (migration 332b086b0f2f), the dispatcher deletes what it claims. A narrow table of its own, so
+    """The events the dispatcher has not fanned out yet: a trigger on `events` adds each new one
+    (migration 5d0c2a7e9b14), the dispatcher deletes what it claims. A narrow table of its own, so
     marking an event handled writes a few bytes, not a new version of the wide event row and its indexes.
     """
     import sqlalchemy as sa

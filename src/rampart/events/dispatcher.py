@@ -17,8 +17,11 @@ own timeout, so a raising or hanging subscriber never holds up the others. Subsc
 event with its `id`, which is their idempotency key: delivery is at least once.
 
 Wake-ups come from `LISTEN rampart_events` on the worker's listener connection (the trigger on
-`events` notifies in the inserting transaction, so the notification arrives only after commit);
-polling every `poll_interval` seconds covers a lost listener connection.
+`events` notifies in the inserting transaction, so the notification arrives only after commit), and
+from the channels in `also_wake_on`: a transaction that already notified the row-change channel writes
+its events without a notification of their own (migration 5d0c2a7e9b14). Woken rounds start at most
+every `coalesce` seconds, so under load a round takes many events. Polling every `poll_interval`
+seconds covers a lost listener connection.
 """
 
 from __future__ import annotations
@@ -165,11 +168,13 @@ class Dispatcher:
         *,
         db: Database,
         listener: Listener | None = None,
+        also_wake_on: Iterable[str] = (),
         subscribers: Iterable[Subscriber] = (),
         sources: Iterable[SubscriberSource] = (),
         retry: RetryPolicy | None = None,
         lease: float = 60.0,
         poll_interval: float = 5.0,
+        coalesce: float = 0.05,
         batch_size: int = 100,
         concurrency: int = 16,
         retention_days: int | None = None,
@@ -179,11 +184,17 @@ class Dispatcher:
         self.db = db
         if listener is not None:  # without one the dispatcher only polls
             listener.subscribe(CHANNEL, lambda _payload: self.wake(), on_up=lambda _conn: self.wake())
+            # Channels whose notifications may stand for new events (see `also_wake_on` in create_app).
+            for channel in also_wake_on:
+                listener.subscribe(channel, lambda _payload: self.wake())
         self._subscribers = {s.name: s for s in subscribers}
         self._sources = list(sources)
         self.retry = retry or RetryPolicy()
         self.lease = lease
         self.poll_interval = poll_interval
+        # Rounds start at most this often when woken: under load one round takes the events of many
+        # commits (a wake-up per commit would cost a round per event); an idle dispatcher answers at once.
+        self.coalesce = coalesce
         self.batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
         self.retention_days = retention_days
@@ -220,8 +231,10 @@ class Dispatcher:
 
     async def _run(self) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            started = loop.time()
             try:
                 busy = await self.run_once()
                 await self._housekeeping()
@@ -239,6 +252,9 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._wake.wait()
+                early = self.coalesce - (loop.time() - started)
+                if early > 0:
+                    await asyncio.sleep(early)
 
     # ----- one round ---------------------------------------------------------------------------------
     async def run_once(self) -> bool:

@@ -23,9 +23,12 @@ _OWN_MAX = 10_000  # local changes whose notification has not come back yet
 CHANNEL = "rampart_cache"
 TRIGGER = "rampart_cache_notify"
 
+# Also marks the transaction as one that notified: the statement trigger on `events` then sends no
+# notification of its own (the event dispatchers wake on this channel too), so a change costs one NOTIFY.
 FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION rampart_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM set_config('rampart.notified', 'on', true);
   IF TG_OP = 'DELETE' THEN
     PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || OLD.id::text || ' -');
   ELSE
