@@ -41,7 +41,7 @@ from rampart.lib.store import MemoryStore, RedisStore
 from rampart.ops.drain import Drain
 from rampart.ops.health import OPERATIONS_PATHS, health_routes
 from rampart.ops.metrics import Metrics
-from rampart.resources.caching import CHANNEL, CacheFeed
+from rampart.resources.caching import CHANNEL, Announcer, CacheFeed
 from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
@@ -150,6 +150,10 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         observer=lambda outcome, event_type: metrics.events.labels(event_type, outcome).inc(),
     )
     metrics.dispatcher_lag.set_function(lambda: dispatcher.lag_seconds)
+    if settings.events_dispatcher:
+        # This worker's own events are written without a notification (they would serialize commits,
+        # see rampart.resources.caching): its dispatcher hears of them from the bus, after the commit.
+        services.bus.on("*", lambda _event: dispatcher.wake())
     services.dispatcher, services.webhooks = dispatcher, webhooks
     services.background.append(webhooks)
     if settings.events_dispatcher:
@@ -229,6 +233,7 @@ def create_app(settings: Settings) -> Rampart:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     secret = settings.jwt_secret.get_secret_value()
+    announcing = settings.database_pool_mode != "transaction"
     db = Database(
         settings.database_url.get_secret_value(),
         max_size=settings.db_pool_size,
@@ -236,6 +241,10 @@ def create_app(settings: Settings) -> Rampart:
         connect_timeout=settings.db_connect_timeout,
         statement_timeout=settings.request_timeout + 1,
         transaction_pooling=settings.database_pool_mode == "transaction",
+        # This worker announces its own row changes after each commit (rampart.resources.caching); the
+        # tables' triggers stay quiet for its sessions. A transaction-mode pooler cannot carry a session
+        # setting: then the triggers announce, inside each write.
+        session_settings={"rampart.announces": "on"} if announcing else None,
     )
     assert settings.session_database_url is not None
     listen_dsn = settings.session_database_url.get_secret_value()
@@ -295,6 +304,11 @@ def create_app(settings: Settings) -> Rampart:
         services.managers[resource.name] = manager_cls(
             resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
         )
+    if announcing:
+        announcer = Announcer(db)
+        services.background.append(announcer)
+        for manager in services.managers.values():
+            manager.announcer = announcer
     if settings.cache != "off":
         _install_query_cache(services)
     specs: list[RouteSpec] = []

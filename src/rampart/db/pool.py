@@ -69,6 +69,7 @@ class Database:
         statement_timeout: float | None = None,
         application_name: str = "rampart",
         transaction_pooling: bool = False,
+        session_settings: dict[str, str] | None = None,
     ) -> None:
         """`transaction_pooling`: `dsn` is a transaction-mode pooler (PgBouncer), which may run each
         transaction on another server connection. Then no statement is kept prepared (asyncpg re-parses
@@ -80,7 +81,7 @@ class Database:
         self._max_size = max_size
         self._acquire_timeout = acquire_timeout
         self._connect_timeout = connect_timeout
-        self._settings = {"application_name": application_name}
+        self._settings = {"application_name": application_name, **(session_settings or {})}
         self._statement_cache_size = 0 if transaction_pooling else 100
         if statement_timeout is not None and not transaction_pooling:
             # A backstop: the request timeout cancels the statement first; this bounds work nobody awaits.

@@ -334,6 +334,12 @@ class RedisQueryCache:
         self._feed_up = False
         self.enabled = False
 
+    def forget(self) -> None:
+        """Step aside until the global generation moved on (the change writer does it next)."""
+        self._lost = True
+        self.enabled = False
+        self._pending.set()
+
 
 def _digest(key: Hashable) -> str:
     """A fixed-size key for a page: its query and who asked (never another caller's page)."""

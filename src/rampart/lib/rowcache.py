@@ -97,6 +97,11 @@ class QueryCache(Protocol):
         """The change feed is down: serve and keep nothing until `reset`."""
         ...
 
+    def forget(self) -> None:
+        """Forget everything (a worker started: changes may have gone unannounced), at once or as soon as
+        the backend can; nothing older is served meanwhile."""
+        ...
+
 
 class RowCache:
     """Rows by (resource, key) and visibility decisions by (resource, key, version, caller, epoch).
@@ -275,6 +280,9 @@ class RowCache:
 
     def suspend(self) -> None:
         self.enabled = False
+        self.clear()
+
+    def forget(self) -> None:
         self.clear()
 
     # ----- the feed -------------------------------------------------------------------------------

@@ -1,33 +1,54 @@
-"""Keeping the row cache true: which change invalidates what.
+"""Keeping the row cache true: which change invalidates what, and how every worker hears of it.
 
-Every resource table carries a trigger that NOTIFYs `rampart_cache` with "<table> <id> <version>" (or
-"-" for a delete) for each row written, by Rampart or by anyone else with SQL. `CacheFeed` turns those
-into invalidations of that row, and into epoch bumps of the resources whose visibility depends on it
-(`Policy.depends_on`; a resource that does not say depends on every other one).
+Changes are announced on the `rampart_cache` channel as lines "<table> <id> <version>" ("-" for a
+delete; a line "*" means "forget everything"). `CacheFeed` turns them into invalidations of that row,
+and into epoch bumps of the resources whose visibility depends on it (`Policy.depends_on`; a resource
+that does not say depends on every other one). Two sources:
+
+- **Rampart's own writes** are announced by the writing worker after the commit (`Announcer`), in
+  batches, from its pool connections, which carry `rampart.announces=on`. Not from inside the write:
+  PostgreSQL serializes the commits of all transactions that NOTIFY, holding a database-wide lock across
+  each one's WAL flush, which capped writes at one commit at a time (decision 0012).
+- **Anyone else's writes** (psql, another program, a foreign-key action) are announced by a trigger on
+  every resource table, inside their transaction, as before; it stays quiet for Rampart's own sessions.
+
+A worker that dies between a commit and its announcement (milliseconds) could leave other workers with
+the old row: every worker therefore announces "*" when it starts, so a crashed worker's replacement
+makes everyone forget what it may have failed to announce.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from rampart.db.pool import Database
 from rampart.lib.rowcache import QueryCache
 from rampart.resources.spec import Resource
 
 log = logging.getLogger("rampart.cache")
 _OWN_MAX = 10_000  # local changes whose notification has not come back yet
+_PAYLOAD = 7_900  # bytes per notification (PostgreSQL's limit is 8,000)
+_BACKLOG = 100_000  # lines waiting for the database, beyond which "*" replaces them
 
 CHANNEL = "rampart_cache"
 TRIGGER = "rampart_cache_notify"
 
 # Also marks the transaction as one that notified: the statement trigger on `events` then sends no
 # notification of its own (the event dispatchers wake on this channel too), so a change costs one NOTIFY.
+# Rampart's own sessions announce their changes after the commit (see above), except rows changed by a
+# foreign-key action inside their statement (trigger depth > 1), which Rampart's code never sees.
 FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION rampart_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  IF current_setting('rampart.announces', true) = 'on' AND pg_trigger_depth() = 1 THEN
+    RETURN NULL;
+  END IF;
   PERFORM set_config('rampart.notified', 'on', true);
   IF TG_OP = 'DELETE' THEN
     PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || OLD.id::text || ' -');
@@ -77,15 +98,19 @@ class CacheFeed:
         self.cache.changed(resource, key, version, self._dependents.get(resource, ()))
 
     def on_notification(self, payload: str) -> None:
-        table, _, rest = payload.partition(" ")
-        key_text, _, version_text = rest.partition(" ")
-        resource = self._by_table.get(table)
-        if resource is None:
-            return
-        key, version = uuid.UUID(key_text), None if version_text == "-" else int(version_text)
-        if self._own.pop((resource, key, version), False) is None:
-            return  # our own change, applied at commit
-        self.changed(resource, key, version)
+        for line in payload.split("\n"):
+            if line == "*":
+                self.cache.forget()
+                continue
+            table, _, rest = line.partition(" ")
+            key_text, _, version_text = rest.partition(" ")
+            resource = self._by_table.get(table)
+            if resource is None:
+                continue
+            key, version = uuid.UUID(key_text), None if version_text == "-" else int(version_text)
+            if self._own.pop((resource, key, version), False) is None:
+                continue  # our own change, applied at commit
+            self.changed(resource, key, version)
 
     async def up(self, conn: Any) -> None:
         """The feed is (back) on: whatever happened while it was off is unknown, so start empty.
@@ -107,6 +132,75 @@ class CacheFeed:
     def down(self) -> None:
         self.cache.suspend()
         log.warning("row cache disabled until the notification listener reconnects")
+
+
+class Announcer:
+    """Announces this worker's committed row changes to every worker and instance, after the commit.
+
+    Lines queue up and a background task sends them, a batch per statement (`pg_notify` of payloads up
+    to `_PAYLOAD` bytes), on a pool connection, outside any write: a notifying transaction that writes
+    nothing holds PostgreSQL's notify lock for a moment only. When the database is down the lines wait
+    (at most `_BACKLOG`; beyond that, one "*" replaces them: everyone forgets everything).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lines: list[str] = ["*"]  # a new worker: drop whatever a crashed predecessor did not announce
+        self._pending = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def announce(self, table: str, key: uuid.UUID, version: int | None) -> None:
+        if len(self._lines) >= _BACKLOG:
+            self._lines = ["*"]
+        self._lines.append(f"{table} {key} {'-' if version is None else version}")
+        self._pending.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._pending.set()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="rampart-announcer")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):  # the last changes, if the database still answers
+            await asyncio.wait_for(self._send(), timeout=2.0)
+
+    async def _run(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            try:
+                await self._send()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("announcing row changes failed; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
+                self._pending.set()
+
+    async def _send(self) -> None:
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        payloads: list[str] = []
+        current: list[str] = []
+        size = 0
+        for line in lines:
+            if current and size + len(line) + 1 > _PAYLOAD:
+                payloads.append("\n".join(current))
+                current, size = [], 0
+            current.append(line)
+            size += len(line) + 1
+        payloads.append("\n".join(current))
+        try:
+            await self._db.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", CHANNEL, payloads)
+        except BaseException:
+            self._lines[:0] = lines  # sent again, in order, before anything newer
+            raise
 
 
 async def install_triggers(conn: Any, tables: Iterable[str]) -> None:

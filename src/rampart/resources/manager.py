@@ -25,7 +25,7 @@ from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
 from rampart.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from rampart.lib.bus import EventBus
-from rampart.resources.caching import CacheFeed
+from rampart.resources.caching import Announcer, CacheFeed
 from rampart.resources.conditional import if_match_fails
 from rampart.resources.endpoints import JSON_OPTIONS
 from rampart.resources.fields import FieldInvalid, Reference
@@ -82,6 +82,9 @@ class ResourceManager:
         # Set by create_app when the row cache is on: every manager reports its changes to the feed,
         # and those read by id at the top level also read through the cache.
         self.feed: CacheFeed | None = None
+        # Set by create_app unless behind a transaction-mode pooler: announces committed changes to every
+        # worker (rampart.resources.caching); without it, the tables' triggers do.
+        self.announcer: Announcer | None = None
         self.cached_reads = False
         self.cached_lists = False
         # Set by create_app when read replicas are configured: reads outside transactions go through it
@@ -761,10 +764,12 @@ class ResourceManager:
         """After the commit: the row cache, then the bus (subscribers never hear of a rolled-back change)."""
 
         async def notify() -> None:
+            version = None if action == "deleted" else row["version"]
+            if self.announcer is not None:  # every other worker and instance, in the next batch
+                self.announcer.announce(self.resource.table, current_id(row), version)
             if self.feed is not None:
                 # This worker knows at once (read-your-writes; with a shared cache, every worker does once
-                # it settled); the others hear it from the trigger.
-                version = None if action == "deleted" else row["version"]
+                # it settled).
                 self.feed.changed(self.resource.name, current_id(row), version, local=True)
                 await self.feed.cache.settle()
             await self.bus.emit(event, request_id=ctx.request_id)

@@ -1,10 +1,11 @@
-"""one notification per change: events are queued by a row trigger that stays quiet when the change
-trigger of the same transaction already notified
+"""events are queued by a row trigger that notifies only when nobody else announces the change
 
-The change trigger of resource tables (installed by `rampart migrate`, rampart.resources.caching) marks
-its transaction (`rampart.notified`), and event dispatchers wake on its channel as well as on
-`rampart_events`. An event written in such a transaction needs no notification of its own: one fewer
-per change for PostgreSQL to queue and deliver to every listening session. The queueing trigger is a
+Rampart's own sessions (`rampart.announces=on`) announce their changes after the commit and wake their
+own dispatcher in-process: a NOTIFY inside the write would hold PostgreSQL's database-wide notify lock
+across the commit (decision 0012). For other sessions, the change trigger of resource tables marks its
+transaction (`rampart.notified`) and event dispatchers wake on its channel as well as on
+`rampart_events`, so an event written with a row change needs no notification of its own. The queueing
+trigger is a
 row trigger: PL/pgSQL cannot keep the plans of a trigger that reads a transition table, and replanning
 its statements at every change cost more than a row trigger's call (bench/run.py patch: 1,630-1,730
 req/s with the statement trigger, 2,000-2,240 with this one, alternating on one server).
@@ -29,7 +30,8 @@ def upgrade() -> None:
     op.execute(
         "CREATE OR REPLACE FUNCTION rampart_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$"
         " BEGIN INSERT INTO event_queue (id, type) VALUES (NEW.id, NEW.type);"
-        " IF current_setting('rampart.notified', true) IS DISTINCT FROM 'on' THEN"
+        " IF current_setting('rampart.announces', true) IS DISTINCT FROM 'on'"
+        " AND current_setting('rampart.notified', true) IS DISTINCT FROM 'on' THEN"
         " PERFORM pg_notify('rampart_events', ''); END IF; RETURN NULL; END $$"
     )
     op.execute(
