@@ -12,11 +12,12 @@ the subscriptions active and before any notification is handled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+
+from rampart.lib.aio import cancel_and_wait
 
 log = logging.getLogger("rampart.db.listener")
 
@@ -67,11 +68,8 @@ class Listener:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="rampart-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

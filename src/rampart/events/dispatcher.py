@@ -41,6 +41,7 @@ from rampart.db.listener import Listener
 from rampart.db.pool import Database
 from rampart.errors import ServiceUnavailable
 from rampart.events.log import to_event
+from rampart.lib.aio import cancel_and_wait
 from rampart.lib.bus import check_pattern, pattern_matches
 
 log = logging.getLogger("rampart.events")
@@ -224,10 +225,7 @@ class Dispatcher:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         failures = 0

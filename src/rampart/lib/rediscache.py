@@ -31,13 +31,13 @@ has a ttl; counters and `gen` expire only long after any entry that depends on t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
 from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from rampart.lib.aio import cancel_and_wait
 from rampart.lib.rowcache import DELETED, CacheStats, Found
 
 if TYPE_CHECKING:
@@ -181,10 +181,7 @@ class RedisQueryCache:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._release(self._queue)
         self._queue = []
 

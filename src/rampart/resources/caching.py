@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rampart.db.pool import Database
+from rampart.lib.aio import cancel_and_wait
 from rampart.lib.rowcache import QueryCache
 from rampart.resources.spec import Resource
 
@@ -162,10 +163,7 @@ class Announcer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         with contextlib.suppress(Exception):  # the last changes, if the database still answers
             await asyncio.wait_for(self._send(), timeout=2.0)
 
