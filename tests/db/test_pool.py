@@ -311,3 +311,32 @@ async def test_stats_report_size_in_use_idle_and_waiting(database_url: str) -> N
         assert database.stats()["size"] == 0
     finally:
         await database.close()
+
+
+async def test_connections_go_to_requests_in_the_order_they_asked(database_url: str) -> None:
+    """While requests wait for a connection, a newcomer queues behind them: it never takes a connection
+    released for a waiter (which then went back to the end of the line: a long tail of waits)."""
+    db = Database(database_url, max_size=2)
+    asked: list[int] = []
+    got: list[int] = []
+
+    async def request(i: int) -> None:
+        asked.append(i)
+        async with db.connection() as conn:
+            got.append(i)
+            await conn.execute("SELECT 1")
+
+    async def hold() -> None:
+        async with db.connection() as conn:
+            await conn.execute("SELECT pg_sleep(0.05)")
+
+    try:
+        await asyncio.gather(hold(), hold())  # both connections open: no connect in the way of the order
+        tasks = []
+        for i in range(60):  # newcomers keep arriving while earlier ones wait
+            tasks.append(asyncio.create_task(request(i)))
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+    finally:
+        await db.close()
+    assert got == asked
