@@ -345,6 +345,10 @@ def targets_section(payload: dict[str, Any]) -> list[str]:
             "met/not met says where the measured figure falls, nothing more."
         ),
         "",
+        "Where the time goes (profiles, wait events, CPU per request), each change that moved a figure, and"
+        " what would close each target not met: [docs/performance-notes.md](docs/performance-notes.md)."
+        " The soak target is measured by `make verify-soak` (RELIABILITY.md).",
+        "",
     ]
     return out
 
