@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -180,6 +181,30 @@ async def test_a_direct_sql_write_is_seen_too(
         return (await client.get(url, headers=alice.headers)).status_code == 404
 
     await eventually(gone)
+
+
+async def test_a_row_changed_by_a_foreign_key_action_is_not_served_stale(
+    client: httpx.AsyncClient, alice: User, make_user: Any, database_url: str
+) -> None:
+    """Deleting a user sets `assignee_id` to NULL in their tasks (ON DELETE SET NULL) without a new
+    version: the cached copy of such a task must not be served."""
+    bob = await make_user()
+    r = await client.post("/api/v1/projects", json={"name": "fk"}, headers=alice.headers)
+    project = r.json()["data"]["id"]
+    r = await client.post(
+        "/api/v1/tasks",
+        json={"project_id": project, "title": "t", "assignee_id": bob.id},
+        headers=alice.headers,
+    )
+    url = f"/api/v1/tasks/{r.json()['data']['id']}"
+    assert (await client.get(url, headers=alice.headers)).json()["data"]["assignee_id"] == bob.id
+    assert (await client.get(url, headers=alice.headers)).json()["data"]["assignee_id"] == bob.id  # cached
+    await outside_sql(database_url, "DELETE FROM users WHERE id = $1", uuid.UUID(bob.id))
+
+    async def unassigned() -> bool:
+        return (await client.get(url, headers=alice.headers)).json()["data"]["assignee_id"] is None
+
+    await eventually(unassigned)
 
 
 async def test_a_lost_feed_disables_the_cache_until_it_is_back(

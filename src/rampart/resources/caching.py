@@ -42,16 +42,20 @@ TRIGGER = "rampart_cache_notify"
 
 # Also marks the transaction as one that notified: the statement trigger on `events` then sends no
 # notification of its own (the event dispatchers wake on this channel too), so a change costs one NOTIFY.
-# Rampart's own sessions announce their changes after the commit (see above), except rows changed by a
-# foreign-key action inside their statement (trigger depth > 1), which Rampart's code never sees.
+# Rampart's own sessions announce their changes after the commit (see above). An update that keeps the
+# version is never Rampart's (every Rampart update bumps it): a foreign-key action (ON DELETE SET NULL) or
+# SQL that forgot. It is announced, from any session, as a removal: a cached copy with that version
+# would otherwise look current.
 FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION rampart_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  same_version boolean := TG_OP = 'UPDATE' AND NEW.version = OLD.version;
 BEGIN
-  IF current_setting('rampart.announces', true) = 'on' AND pg_trigger_depth() = 1 THEN
+  IF current_setting('rampart.announces', true) = 'on' AND NOT same_version THEN
     RETURN NULL;
   END IF;
   PERFORM set_config('rampart.notified', 'on', true);
-  IF TG_OP = 'DELETE' THEN
+  IF TG_OP = 'DELETE' OR same_version THEN
     PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || OLD.id::text || ' -');
   ELSE
     PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || NEW.id::text || ' ' || NEW.version::text);
