@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
 import json
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +24,7 @@ from rampart.events.dispatcher import Dispatcher, RetryPolicy
 from rampart.events.webhook_sender import WebhookSender
 from rampart.events.webhooks import Webhooks
 from tests.conftest import User, make_settings, new_user
+from tests.support import QuietHandler, serving
 
 SECRET = "whsec_test_" + "s" * 24
 
@@ -79,31 +78,23 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver(url="")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             state.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             if self.path.startswith("/redirect"):
                 self.send_response(302)
                 self.send_header("Location", state.url + "/ok?from=redirect")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif self.path.startswith("/fail") and state.failing:
-                self.send_response(500)
+                self.reply(500)
             else:
-                self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+                self.reply(204)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(Handler) as port:
+        state.url = f"http://127.0.0.1:{port}"
+        yield state
 
 
 @pytest.fixture(scope="module")

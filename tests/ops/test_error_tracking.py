@@ -4,10 +4,8 @@ here) with their request id, and no secret goes with them."""
 from __future__ import annotations
 
 import gzip
-import http.server
 import subprocess
 import sys
-import threading
 import zlib
 from collections.abc import Iterator
 
@@ -15,6 +13,7 @@ import pytest
 
 from rampart.ops.error_tracking import FILTERED, scrub, scrub_text
 from tests.conftest import TEST_SECRET
+from tests.support import QuietHandler, serving
 
 # The server's own factory (rampart.asgi:create) sets up error tracking; then an unhandled error is logged
 # the way the pipeline logs one, with secrets in its message and its extra fields.
@@ -37,7 +36,7 @@ sentry_sdk.flush(timeout=10)
 def ingest() -> Iterator[tuple[str, list[bytes]]]:
     received: list[bytes] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             encoding = self.headers.get("Content-Encoding", "")
@@ -48,20 +47,10 @@ def ingest() -> Iterator[tuple[str, list[bytes]]]:
             elif encoding == "br":
                 pytest.fail("brotli envelopes are not expected here")
             received.append(body)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(200)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://publickey@127.0.0.1:{server.server_address[1]}/1", received
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(Handler) as port:
+        yield f"http://publickey@127.0.0.1:{port}/1", received
 
 
 def test_an_error_log_reaches_sentry_with_its_request_id_and_without_secrets(

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import http.server
 import os
 import shutil
 import signal
@@ -25,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -38,7 +36,7 @@ from rampart.clitasks import migrate_all
 from rampart.resources.manager import Context
 from tests.conftest import make_settings
 from tests.scale.servers import Server, serve
-from tests.support import free_port
+from tests.support import QuietHandler, free_port, serving
 
 PG_BIN = Path(os.environ.get("RAMPART_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -299,7 +297,7 @@ def _signed(header: str, body: bytes) -> bool:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with state.lock:
@@ -308,23 +306,11 @@ def receiver() -> Iterator[Receiver]:
                     state.event_ids.add(self.headers.get("X-Rampart-Event-Id", ""))
                 else:
                     state.bad_signatures += 1
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(204)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as port:
+        state.url = f"http://127.0.0.1:{port}/hook"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def workers(supervisor: int) -> set[int]:
