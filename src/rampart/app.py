@@ -150,14 +150,13 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         observer=lambda outcome, event_type: metrics.events.labels(event_type, outcome).inc(),
     )
     metrics.dispatcher_lag.set_function(lambda: dispatcher.lag_seconds)
-    if settings.events_dispatcher:
-        # This worker's own events are written without a notification (they would serialize commits,
-        # see rampart.resources.caching): its dispatcher hears of them from the bus, after the commit.
-        services.bus.on("*", lambda _event: dispatcher.wake())
     services.dispatcher, services.webhooks = dispatcher, webhooks
     services.background.append(webhooks)
     if settings.events_dispatcher:
         services.background.append(dispatcher)
+        # This worker's own events are written without a notification (they would serialize commits,
+        # see rampart.resources.caching): its dispatcher hears of them from the bus, after the commit.
+        services.bus.on("*", lambda _event: dispatcher.wake())
     event_log = EventLog(db=services.db, managers=services.managers, reads=services.replicas)
     stream = LiveStream(
         log=event_log,
@@ -233,18 +232,18 @@ def create_app(settings: Settings) -> Rampart:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     secret = settings.jwt_secret.get_secret_value()
-    announcing = settings.database_pool_mode != "transaction"
+    pooled = settings.database_pool_mode == "transaction"
     db = Database(
         settings.database_url.get_secret_value(),
         max_size=settings.db_pool_size,
         acquire_timeout=settings.db_pool_timeout,
         connect_timeout=settings.db_connect_timeout,
         statement_timeout=settings.request_timeout + 1,
-        transaction_pooling=settings.database_pool_mode == "transaction",
+        transaction_pooling=pooled,
         # This worker announces its own row changes after each commit (rampart.resources.caching); the
         # tables' triggers stay quiet for its sessions. A transaction-mode pooler cannot carry a session
         # setting: then the triggers announce, inside each write.
-        session_settings={"rampart.announces": "on"} if announcing else None,
+        session_settings=None if pooled else {"rampart.announces": "on"},
     )
     assert settings.session_database_url is not None
     listen_dsn = settings.session_database_url.get_secret_value()
@@ -304,7 +303,7 @@ def create_app(settings: Settings) -> Rampart:
         services.managers[resource.name] = manager_cls(
             resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
         )
-    if announcing:
+    if not pooled:
         announcer = Announcer(db)
         services.background.append(announcer)
         for manager in services.managers.values():

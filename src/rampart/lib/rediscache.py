@@ -38,7 +38,7 @@ from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rampart.lib.aio import cancel_and_wait
-from rampart.lib.rowcache import DELETED, CacheStats, Found
+from rampart.lib.rowcache import CacheStats, Found, floor_after
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -252,7 +252,7 @@ class RedisQueryCache:
     # ----- changes ----------------------------------------------------------------------------------
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
         self.stats.invalidations += 1
-        floor = DELETED if version is None else version - 1
+        floor = floor_after(version)
         args = [self._ns, resource, str(key), str(floor), self._ttl_ms, str(_COUNTER_TTL_MS), *dependents]
         self._queue.append((args, None))
         self._pending.set()

@@ -35,6 +35,11 @@ Found = tuple[int, bytes] | bool | None
 DELETED = 2**62  # the tombstone version of a deleted row: no real version is ever that high
 
 
+def floor_after(version: int | None) -> int:
+    """After a change to `version` (None: a delete), the highest version that may no longer be kept."""
+    return DELETED if version is None else version - 1
+
+
 @dataclass(slots=True)
 class CacheStats:
     hits: int = 0
@@ -159,7 +164,7 @@ class RowCache:
         """A change to a row: only versions above `version` may be cached from now on (None: deleted)."""
         self.stats.invalidations += 1
         self._lists[resource] = self._lists.get(resource, 0) + 1
-        floor = DELETED if version is None else version - 1
+        floor = floor_after(version)
         slot = (resource, key)
         current = self._rows.get(slot)
         if current is not None and current[0] > floor and current[1] is not None:
