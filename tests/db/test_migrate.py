@@ -159,3 +159,64 @@ def test_the_migrations_have_a_single_head() -> None:
     """Branches (revisions grown in parallel from one parent) must be merged: `makemigrations` needs
     one head."""
     assert len(heads()) == 1, f"merge these heads: {heads()}"
+
+
+def _version_file(folder: Any, revision: str, down: object) -> None:
+    (folder / f"{revision}_step.py").write_text(
+        f'"""A step."""\nrevision: str = {revision!r}\ndown_revision = {down!r}\n\n'
+        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [],  # the project's own history only
+        [("aa01", "5d0c2a7e9b14")],  # an app's revision on top
+        [("aa01", "5d0c2a7e9b14"), ("bb02", "5d0c2a7e9b14")],  # two branches: two heads
+        [("aa01", "5d0c2a7e9b14"), ("bb02", "5d0c2a7e9b14"), ("cc03", ("aa01", "bb02"))],  # merged
+    ],
+)
+def test_heads_read_from_the_files_are_alembics(tmp_path: Any, steps: list[tuple[str, object]]) -> None:
+    """/health/ready reads the heads without Alembic; they must be the heads Alembic itself finds."""
+    from rampart.db import migrate
+
+    for revision, down in steps:
+        _version_file(tmp_path, revision, down)
+    folder = str(tmp_path) if steps else None
+    assert migrate._heads(folder) == migrate._alembic_heads(folder)
+    assert len(migrate._heads(folder)) == (2 if len(steps) == 2 else 1)
+
+
+def test_readiness_does_not_load_alembic_into_a_worker(database_url: str) -> None:
+    """A serving worker never imports Alembic or SQLAlchemy (~22 MB of RSS for its whole life)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys, httpx
+        from rampart.app import create_app
+        from rampart.config import Settings
+
+        async def main():
+            settings = Settings(
+                _env_file=None, env="test", database_url={database_url!r}, jwt_secret="x" * 40
+            )
+            app = create_app(settings)
+            await app.startup()
+            try:
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                    print((await http.get("/health/ready")).json()["checks"]["migrations"])
+            finally:
+                await app.aclose()
+            print(sorted(m for m in ("alembic", "sqlalchemy", "mako") if m in sys.modules))
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "[]"]
