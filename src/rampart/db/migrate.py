@@ -89,6 +89,7 @@ def _revision_ids(path: Path) -> tuple[str, tuple[str, ...]] | tuple[()] | None:
     """(revision, down revisions) of a version file; () for a file that is not one; None if not literal."""
     values: dict[str, object] = {}
     for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        target: ast.expr
         if isinstance(node, ast.AnnAssign) and node.value is not None:
             target, value = node.target, node.value
         elif isinstance(node, ast.Assign) and len(node.targets) == 1:
