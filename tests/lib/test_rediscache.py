@@ -86,6 +86,18 @@ async def test_a_change_keeps_the_version_it_announces(cache: RedisQueryCache) -
     assert (await cache.lookup("tasks", K, None))[0] == (2, row(2))
 
 
+async def test_a_created_row_leaves_no_tombstone(cache: RedisQueryCache, client: redis.asyncio.Redis) -> None:
+    """A new row (version 1) needs no floor: nothing older can be fetched. Its change still moves the
+    list generation on, and its own version can be kept."""
+    _, before = await cache.lookup_page("tasks", "q")
+    await change(cache, 1)
+    assert [k async for k in client.scan_iter(match=f"{cache._ns}*row:*")] == []
+    await cache.keep_page("tasks", "q", b"[]", before)
+    assert (await cache.lookup_page("tasks", "q"))[0] is None  # the page read before the create is void
+    await put(cache, 1)
+    assert (await cache.lookup("tasks", K, None))[0] == (1, row(1))
+
+
 async def test_a_deleted_row_is_never_kept_again(cache: RedisQueryCache) -> None:
     await put(cache, 3)
     await change(cache, None)

@@ -50,6 +50,23 @@ def test_an_invalidation_keeps_the_version_it_announces(cache: RowCache) -> None
     assert cache.row("tasks", K) == (2, row(2))
 
 
+def test_creates_do_not_evict_cached_rows(cache: RowCache) -> None:
+    """A created row (version 1) leaves no tombstone: nothing older can be fetched, and a burst of creates
+    would otherwise push the rows readers use out of the bounded map."""
+    cache.put_row("tasks", K, 4, row(4), generation=cache.generation)
+    for _ in range(500):  # five times the cache's bound
+        cache.invalidate("tasks", uuid.uuid4(), 1)
+    assert cache.row("tasks", K) == (4, row(4))
+    assert len(cache) == 1
+
+
+def test_a_new_rows_own_version_can_be_kept(cache: RowCache) -> None:
+    new = uuid.uuid4()
+    cache.invalidate("tasks", new, 1)
+    cache.put_row("tasks", new, 1, row(1), generation=cache.generation)
+    assert cache.row("tasks", new) == (1, row(1))
+
+
 def test_a_deleted_row_is_never_cached_again(cache: RowCache) -> None:
     cache.put_row("tasks", K, 3, row(3), generation=cache.generation)
     cache.invalidate("tasks", K, None)

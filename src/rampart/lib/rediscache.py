@@ -38,7 +38,7 @@ from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rampart.lib.aio import cancel_and_wait
-from rampart.lib.rowcache import CacheStats, Found, floor_after
+from rampart.lib.rowcache import FIRST_VERSION, CacheStats, Found, floor_after
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -116,7 +116,8 @@ return 1
 """
 )
 
-# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, counter ttl ms, dependents...
+# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, counter ttl ms, first version,
+# dependents...
 _CHANGED = (
     _PRELUDE
     + """
@@ -133,10 +134,12 @@ if current then
   if version > tonumber(floor) then
     if live then skip = true else floor = string.format('%d', version) end
   end
+elseif tonumber(floor) < tonumber(ARGV[7]) then
+  skip = true  -- a new row: nothing older than it can be fetched, no tombstone needed
 end
 if not skip then redis.call('SET', key, floor .. ':', 'PX', ARGV[5]) end
 move_on(p .. 'list:' .. res)
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   move_on(p .. 'epoch:' .. ARGV[i])
   move_on(p .. 'list:' .. ARGV[i])
 end
@@ -253,7 +256,16 @@ class RedisQueryCache:
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
         self.stats.invalidations += 1
         floor = floor_after(version)
-        args = [self._ns, resource, str(key), str(floor), self._ttl_ms, str(_COUNTER_TTL_MS), *dependents]
+        args = [
+            self._ns,
+            resource,
+            str(key),
+            str(floor),
+            self._ttl_ms,
+            str(_COUNTER_TTL_MS),
+            str(FIRST_VERSION),
+            *dependents,
+        ]
         self._queue.append((args, None))
         self._pending.set()
 

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 Found = tuple[int, bytes] | bool | None
 
 DELETED = 2**62  # the tombstone version of a deleted row: no real version is ever that high
+FIRST_VERSION = 1  # the version a row is created with (the tables' server default)
 
 
 def floor_after(version: int | None) -> int:
@@ -169,6 +170,8 @@ class RowCache:
         current = self._rows.get(slot)
         if current is not None and current[0] > floor and current[1] is not None:
             return  # already holds the new version (the writer put it)
+        if current is None and floor < FIRST_VERSION:
+            return  # a new row: no version of it can be older than what a reader may fetch
         self._rows[slot] = (max(floor, current[0]) if current else floor, None)
         self._rows.move_to_end(slot)
         if len(self._rows) > self._max_rows:

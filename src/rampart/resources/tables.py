@@ -5,10 +5,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.sql.schema import SchemaItem
 
+from rampart.lib.rowcache import FIRST_VERSION
 from rampart.resources.fields import Choice, Integer, Reference, Text
 from rampart.resources.spec import Resource
 
-_SERVER_DEFAULTS = {"created_at": sa.text("now()"), "updated_at": sa.text("now()"), "version": sa.text("1")}
+_SERVER_DEFAULTS = {
+    "created_at": sa.text("now()"),
+    "updated_at": sa.text("now()"),
+    "version": sa.text(str(FIRST_VERSION)),  # the row cache relies on it (rampart.lib.rowcache)
+}
 
 
 def define_table(resource: Resource, metadata: sa.MetaData, *, tables: dict[str, str]) -> sa.Table:
