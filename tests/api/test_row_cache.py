@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from rampart.app import Rampart, create_app
@@ -102,6 +103,32 @@ async def test_a_repeated_read_is_served_from_the_cache(
         f"/api/v1/tasks/{task['id']}", headers={**alice.headers, "If-None-Match": '"1"'}
     )
     assert not_modified.status_code == 304
+
+
+async def test_a_row_read_into_the_cache_is_the_json_the_api_writes_elsewhere(
+    client: httpx.AsyncClient, app: Rampart, alice: User
+) -> None:
+    """A miss keeps the JSON PostgreSQL wrote for the row: it must be byte for byte what the service writes
+    with orjson everywhere else (escapes, key order, no spaces), for text that tests escaping."""
+    project, _ = await project_with_task(client, alice)
+    title = 'q"uote\\back\x01ctl\ttab\u2028sep \U0001f600 </script> caf\u00e9\x7f'
+    r = await client.post(
+        "/api/v1/tasks", json={"project_id": project, "title": title}, headers=alice.headers
+    )
+    assert r.status_code == 201, r.text
+    created = r.json()["data"]
+    url = f"/api/v1/tasks/{created['id']}"
+    cache = app.services.cache
+    assert cache is not None
+    missed = cache.stats.misses
+    first, again = (
+        (await client.get(url, headers=alice.headers)),
+        (await client.get(url, headers=alice.headers)),
+    )
+    assert cache.stats.misses > missed  # it was read from the database
+    assert first.json()["data"] == created
+    assert first.json()["data"]["title"] == title
+    assert first.content == again.content == orjson.dumps({"data": orjson.loads(first.content)["data"]})
 
 
 async def test_a_cached_row_is_never_served_to_someone_who_may_not_see_it(

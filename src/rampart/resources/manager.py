@@ -337,21 +337,25 @@ class ResourceManager:
         bind = Binder()
         where = self._key_where(key, None, bind)
         visible = self.visible_sql(ctx.actor, self.alias, bind) or "TRUE"
-        record = await self.db.fetchrow(
-            f"SELECT {self._select_all}, ({visible}) AS _visible FROM {self._from}{_where(where)}",
-            *bind.params,
-        )
+        record = await self.db.fetchrow(self._cached_read_sql(visible, where), *bind.params)
         if record is None:
             raise self.not_found()
-        row = dict(record)
-        seen = bool(row.pop("_visible"))
         # Kept as its JSON: a third of the memory of the row's objects, nothing for the GC to walk, and
         # a hit is answered without encoding. Every column is read JSON-ready, so loads() gives the row.
-        payload = _exact(orjson.dumps(row, option=JSON_OPTIONS))
-        await cache.keep(name, key, row["version"], payload, caller, seen, stamp)
+        payload, version, seen = record[0].encode(), record[1], record[2]
+        await cache.keep(name, key, version, payload, caller, seen, stamp)
         if not seen:
             raise self.not_found()
-        return row["version"], payload
+        return version, payload
+
+    def _cached_read_sql(self, visible: str, where: Sequence[str]) -> str:
+        """The row as its JSON, its version and whether the caller may see it: PostgreSQL writes the JSON
+        (the same bytes orjson would: compact, keys in column order, the same escapes), which spares a
+        miss building the row's Python objects and encoding them again (~20 us of worker CPU)."""
+        return (
+            f"SELECT (SELECT row_to_json(_r)::text FROM (SELECT {self._select_all}) _r),"
+            f" {self.alias}.version, ({visible}) FROM {self._from}{_where(where)}"
+        )
 
     def _key_where(self, key: Any, parent_id: uuid.UUID | None, bind: Binder) -> builtins.list[str]:
         where = [f"{self.alias}.{self.resource.key} = {bind(key)}"]
