@@ -200,6 +200,17 @@ def serve(
         if max_requests is not None:  # each worker counts its own and drains itself (rampart.ops.drain)
             os.environ["RAMPART_MAX_REQUESTS"] = str(max_requests)
             os.environ["RAMPART_MAX_REQUESTS_JITTER"] = str(max_requests_jitter)
+        loop = "auto"
+        if workers > 1:  # spread connections evenly over the workers (rampart.ops.balance)
+            from rampart.ops.balance import ENV, create_ledger_file
+
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - memory, not a disk
+            fd, ledger = tempfile.mkstemp(prefix="rampart-balance-", dir=shm)
+            os.close(fd)
+            create_ledger_file(ledger, slots=max(8, 4 * workers))
+            os.environ[ENV] = ledger
+            cleanups.append(lambda: Path(ledger).unlink(missing_ok=True))
+            loop = "rampart.ops.balance:BalancedLoop"
         metrics_dir = _metrics_dir(workers)
         if metrics_dir is not None:
             cleanups.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
@@ -227,6 +238,8 @@ def serve(
             port=port,
             workers=workers,
             http=cast("type[asyncio.Protocol]", protocol),  # uvicorn calls it like the class
+            loop=loop,
+            ws="none",  # no WebSocket routes: an upgrade request is plain HTTP (and no websockets import)
             reload=reload,
             access_log=False,
             server_header=False,

@@ -21,6 +21,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from rampart.ops.balance import connection_closed
+
 DEFAULT_HEAD_TIMEOUT = 10.0
 MAX_HEAD_BYTES = 65_536
 _TOO_LARGE = (
@@ -53,6 +55,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        connection_closed()  # the worker's connection count (rampart.ops.balance)
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # Rampart serves no WebSocket (`rampart serve` runs uvicorn with ws="none"): a request asking to
+        # upgrade is answered as plain HTTP, as RFC 9110 allows, without two warnings per request.
+        pass
 
     def data_received(self, data: bytes) -> None:
         if self._awaiting_head:
