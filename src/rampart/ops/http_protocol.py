@@ -50,6 +50,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = _Coalescing(transport, self.loop)  # type: ignore[assignment]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -101,3 +102,38 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             return  # a request is being served; its own time limit applies
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class _Coalescing:
+    """A connection's transport whose writes of one event-loop step leave in one send.
+
+    uvicorn writes a response's head and its body separately, and uvloop sends each at once: two system
+    calls and two TCP segments per response. The writes of a step are joined and sent when the step
+    ends (or before the connection closes). Everything else is the transport's own.
+    """
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
