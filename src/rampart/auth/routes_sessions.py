@@ -124,7 +124,10 @@ def session_routes(
                 await announce(conn, session_id=actor.session_id)
         # This worker forgets at once; the others when the announcement arrives (or within the
         # cache bound of 1 s, should the notification connection be down).
-        authenticator.forget(None if everywhere else actor.session_id)
+        if everywhere:
+            authenticator.forget_user(actor.user_id)
+        else:
+            authenticator.forget(actor.session_id)
         response = empty_response()
         clear_token_cookies(response)
         return response

@@ -1,7 +1,9 @@
 """Server-side sessions: every token pair belongs to one, and revoking it ends its tokens within 1 s.
 
 Each worker keeps a tiny cache of session state for at most `cache_ttl` (≤ 1 s) seconds, so the check on
-every request costs a dictionary lookup most of the time and a single indexed query otherwise.
+every request costs a dictionary lookup most of the time and a single indexed query otherwise. Behind it
+may sit a tier shared by every worker and instance (`rampart.auth.sessions_shared`, Redis), asked before
+the database; the bound then counts from the database read across both tiers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from rampart.access.actor import Actor, Roles
+from rampart.auth.sessions_shared import Hit, Miss, SharedSessions, State
 from rampart.auth.tokens import TokenIssuer, UnknownKey
 from rampart.db.pool import Database
 from rampart.errors import Unauthorized
@@ -163,16 +166,18 @@ class Authenticator:
         roles: Roles,
         cache_ttl: float = 1.0,
         max_entries: int = 100_000,
+        shared: SharedSessions | None = None,
     ) -> None:
         self._db = db
         self._tokens = tokens
         self._roles = roles
         self._ttl = min(cache_ttl, 1.0)  # the revocation bound of API.md
         self._max = max_entries
-        self._cache: dict[uuid.UUID, tuple[float, tuple[uuid.UUID, str] | None]] = {}
-        self._inflight: dict[uuid.UUID, asyncio.Future[tuple[uuid.UUID, str] | None]] = {}
+        self._cache: dict[uuid.UUID, tuple[float, State]] = {}
+        self._inflight: dict[uuid.UUID, asyncio.Future[State]] = {}
         # Bumped by every announcement: an answer read before one must not be cached after it.
         self._generation = 0
+        self._shared = shared if self._ttl > 0 else None
 
     async def authenticate(self, header: str | None) -> Actor:
         if not header:
@@ -199,8 +204,22 @@ class Authenticator:
         self._generation += 1
         if session_id is None:
             self._cache.clear()
+            if self._shared is not None:
+                self._shared.drop_all()
         else:
             self._cache.pop(session_id, None)
+            if self._shared is not None:
+                self._shared.drop_session(session_id)
+
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        """Drop the cached state of every session of one user."""
+        self._generation += 1
+        for sid in [
+            sid for sid, (_, state) in self._cache.items() if state is not None and state[0] == user_id
+        ]:
+            del self._cache[sid]
+        if self._shared is not None:
+            self._shared.drop_user(user_id)
 
     def on_announcement(self, payload: str) -> None:
         """A message of REVOCATION_CHANNEL: `s:<session id>` or `u:<user id>` (see `announce`)."""
@@ -216,13 +235,9 @@ class Authenticator:
         if kind == "s":
             self.forget(key)
         elif kind == "u":
-            self._generation += 1
-            for sid in [
-                sid for sid, (_, state) in self._cache.items() if state is not None and state[0] == key
-            ]:
-                del self._cache[sid]
+            self.forget_user(key)
 
-    async def _state(self, sid: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+    async def _state(self, sid: uuid.UUID) -> State:
         now = time.monotonic()
         hit = self._cache.get(sid)
         if hit is not None and hit[0] > now:
@@ -238,17 +253,10 @@ class Authenticator:
                 # The request that ran the shared query was cancelled (its timeout, a disconnect): that
                 # must not end this one too, so run the query again.
                 pending = self._inflight.get(sid)
-        future: asyncio.Future[tuple[uuid.UUID, str] | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[State] = asyncio.get_running_loop().create_future()
         self._inflight[sid] = future
-        generation = self._generation
         try:
-            row = await self._db.fetchrow(_LOAD, sid)
-            state = (row["user_id"], row["role"]) if row else None
-            if len(self._cache) >= self._max:
-                self._evict(now)
-            if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
-                # Counted from before the query: the state may have changed while it ran.
-                self._cache[sid] = (now + self._ttl, state)
+            state = await self._load(sid, now)
             future.set_result(state)
             return state
         except BaseException as exc:
@@ -257,6 +265,33 @@ class Authenticator:
             raise
         finally:
             del self._inflight[sid]
+
+    async def _load(self, sid: uuid.UUID, now: float) -> State:
+        """Ask the shared tier, then the database; keep the answer unless an announcement came meanwhile."""
+        generation = self._generation
+        tier = self._shared
+        found = await tier.lookup(sid) if tier is not None else None
+        if isinstance(found, Hit):
+            if generation == self._generation:
+                # The entry's own deadline (at most `ttl` after its database read), from before we asked:
+                # never a fresh `ttl`.
+                self._keep(sid, now + min(found.ttl, self._ttl), found.state)
+            return found.state
+        started = time.monotonic()
+        row = await self._db.fetchrow(_LOAD, sid)
+        state = (row["user_id"], row["role"]) if row else None
+        if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
+            # Counted from before the query: the state may have changed while it ran. The shared entry's
+            # deadline is an instant of the store's clock, read before the query too.
+            self._keep(sid, started + self._ttl, state)
+            if tier is not None and isinstance(found, Miss):
+                tier.keep(sid, state, deadline=found.clock + self._ttl)
+        return state
+
+    def _keep(self, sid: uuid.UUID, until: float, state: State) -> None:
+        if len(self._cache) >= self._max:
+            self._evict(time.monotonic())
+        self._cache[sid] = (until, state)
 
     def _evict(self, now: float) -> None:
         expired = [k for k, (until, _) in self._cache.items() if until <= now]
