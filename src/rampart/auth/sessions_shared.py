@@ -14,7 +14,7 @@ of its second. The rules that keep API.md's 1 s revocation bound across both tie
   applied, the worker does not read this tier; its writes and deletions go out in order, one at a time,
   so none of its own writes lands after a deletion it queued later.
 - **Redis failing never fails a request nor stretches the bound.** Reads then go to the database. The
-  tier is used again once Redis answers and at least `quiet` (≥ the longest an entry lives) has passed
+  tier is used again once Redis answers and at least a second (the longest an entry lives) has passed
   since the last failure and since the last deletion it could not apply: every entry a missed deletion
   should have removed has expired by then.
 
@@ -43,6 +43,9 @@ log = logging.getLogger("rampart.auth.sessions")
 State = tuple[uuid.UUID, str] | None  # (user id, role) of a live session; None: no live session
 
 _MAX_QUEUED = 10_000  # writes beyond this are dropped while the store is slow (deletions never are)
+# After a failure, the tier stays unused at least this long: the longest an entry may live (the revocation
+# bound, which caps every Authenticator's ttl), so whatever a missed deletion should have removed is gone.
+_QUIET = 1.0
 
 
 class Hit(NamedTuple):
@@ -65,9 +68,8 @@ class _Op(NamedTuple):
 class SharedSessions:
     """Session state in a `Store`, shared by every worker; `start()`/`stop()` run its writer task."""
 
-    def __init__(self, store: Store, *, quiet: float = 1.0) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._quiet = quiet
         self._queue: deque[_Op] = deque()
         self._drops = 0  # deletions queued or being applied: meanwhile reads skip the tier
         self._wake = asyncio.Event()
@@ -143,7 +145,7 @@ class SharedSessions:
         if self._task is None:
             return
         if self._down:  # it cannot be applied: what it should remove must expire before the tier is used
-            self._quiet_until = max(self._quiet_until, time.monotonic() + self._quiet)
+            self._quiet_until = max(self._quiet_until, time.monotonic() + _QUIET)
             return
         self._drops += 1
         self._queue.append(op)
@@ -188,7 +190,7 @@ class SharedSessions:
             if time.monotonic() >= self._quiet_until:
                 await self._store.get_entry("probe")
         except Exception:
-            self._quiet_until = time.monotonic() + self._quiet
+            self._quiet_until = time.monotonic() + _QUIET
         if time.monotonic() < self._quiet_until:
             self._wake.set()  # not yet: wait again
             return
@@ -196,7 +198,7 @@ class SharedSessions:
         log.info("session cache: Redis answers again; the shared tier is back in use")
 
     def _failed(self, what: str, exc: Exception) -> None:
-        """Stop using the tier: reads go to the database until Redis answers and `quiet` has passed."""
+        """Stop using the tier: reads go to the database until Redis answers and `_QUIET` has passed."""
         if not self._down:
             # The exception's type only: its text may name the server, and adds nothing here.
             log.warning(
@@ -207,7 +209,7 @@ class SharedSessions:
             )
         self._down = True
         self._outages += 1
-        self._quiet_until = max(self._quiet_until, time.monotonic() + self._quiet)
+        self._quiet_until = max(self._quiet_until, time.monotonic() + _QUIET)
         # What was queued is dropped; a deletion among it counts as missed, which the quiet time covers.
         self._queue.clear()
         self._drops = 0
