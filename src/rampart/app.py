@@ -261,24 +261,9 @@ def create_app(settings: Settings) -> Rampart:
     redis_client = None
     limiter: RateLimiter
     if settings.redis_url is not None:
-        # Imported only when Redis is configured: ~6 MB per worker otherwise.
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
+        from rampart.lib.redisclient import connect
 
-        # Bounded: a Redis that stops answering must give quick 503s, not hold every request to its timeout.
-        # A connection error is retried once, at once, on a new connection: after Redis restarts, every
-        # pooled connection is stale, and without the retry each one failed one request (a 503) on its
-        # next use, long after Redis was back. A retried script whose first run did count makes the
-        # limit stricter by one hit, never looser. Timeouts are not retried (a hung Redis stays 1 s).
-        redis_client = aioredis.from_url(
-            settings.redis_url.get_secret_value(),
-            socket_timeout=1.0,
-            socket_connect_timeout=1.0,
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[RedisConnectionError],
-        )
+        redis_client = connect(settings.redis_url.get_secret_value())
         limiter = RedisRateLimiter(redis_client)
     else:
         limiter = MemoryRateLimiter()
