@@ -21,9 +21,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,23 +36,7 @@ from rampart.clitasks import migrate_all  # noqa: E402
 from rampart.db.pool import Database  # noqa: E402
 from rampart.db.replicas import _PROBE, Replicas  # noqa: E402
 from rampart.lib.store import MemoryStore, RedisStore  # noqa: E402
-
-
-async def timed(rounds: int, op: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
-    """Median and 99th percentile of `op`, in microseconds, after a warm-up."""
-    for _ in range(min(200, rounds)):
-        await op()
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        await op()
-        samples.append((time.perf_counter() - started) * 1e6)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
-
-
-def line(name: str, figures: tuple[float, float]) -> None:
-    print(f"| {name} | {figures[0]:.0f} | {figures[1]:.0f} |")
+from timing import line, timed  # noqa: E402
 
 
 async def measure(primary_url: str, standby_url: str, rounds: int) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
@@ -24,6 +25,9 @@ from rampart.clitasks import migrate_all
 from rampart.config import Settings
 from rampart.resources.manager import Context
 from tests import pgservers
+
+if TYPE_CHECKING:
+    from tests.reliability.services import PrivateRedis
 
 ADMIN_URL = os.environ.get("RAMPART_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RAMPART_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -63,6 +67,24 @@ def replication() -> Iterator[pgservers.Replication]:
         migrate_all(make_settings(cluster.primary_url))
         cluster.add_standby()
         yield cluster
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own (tests/reliability/services.py), which it may stop, restart or
+    freeze (SIGSTOP); left running again, then stopped, whatever the test did."""
+    from tests.reliability.services import PrivateRedis, available
+
+    if (reason := available()) is not None:
+        pytest.skip(reason)
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -30,7 +30,7 @@ from rampart.errors import Unauthorized
 from rampart.lib.redisclient import connect
 from tests.auth.conftest import CountingDb, Tiers
 from tests.conftest import REDIS_URL, MakeUser, User, make_settings, new_user
-from tests.reliability.services import PrivateRedis, available
+from tests.reliability.services import PrivateRedis
 
 BOUND = 1.0  # the session cache's ttl: the contract's revocation bound
 SLACK = 0.1  # this test's own polling and scheduling
@@ -164,20 +164,6 @@ async def test_an_announcement_heard_by_one_worker_deletes_the_shared_entry_for_
 
 async def _not(check: Callable[[], Awaitable[bool]]) -> bool:
     return not await check()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    if (reason := available()) is not None:
-        pytest.skip(reason)
-    server = PrivateRedis()
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
-        server.stop()
 
 
 @pytest.fixture

@@ -9,26 +9,12 @@ later, while Redis answered).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from rampart.app import create_app
 from tests.conftest import make_settings, new_user
-from tests.reliability.services import PrivateRedis, available
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    if (reason := available()) is not None:
-        pytest.skip(reason)
-    server = PrivateRedis()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.reliability.services import PrivateRedis
 
 
 async def test_after_a_redis_restart_no_request_fails(database_url: str, private_redis: PrivateRedis) -> None:
