@@ -111,6 +111,9 @@ tasks = Resource(
     indexes=[
         ("project_id", "status", "priority", "created_at"),
         ("owner_id", "status", "priority", "created_at"),
+        # A project's tasks, newest first (the default way to page through them): without it the list
+        # read and sorted all of a project's tasks (16 ms at 30,000; 0.3 ms with it).
+        ("project_id", "created_at"),
     ],
 )
 
