@@ -307,14 +307,27 @@ def main() -> int:
     parser.add_argument("--rss-growth-mb", type=float, default=40.0)
     parser.add_argument("--p99-factor", type=float, default=3.0)
     parser.add_argument("--max-errors", type=int, default=200, help="stop early past this many errors")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting (repeatable), e.g. RAMPART_CACHE_MAX_ROWS=2000 to run with the row cache full",
+    )
     args = parser.parse_args()
+    server_env: dict[str, str] = {}
+    for item in args.server_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("RAMPART_"):
+            parser.error(f"--server-env takes RAMPART_NAME=VALUE, not {item!r}")
+        server_env[name] = value
     if (reason := available()) is not None:
         print(f"soak: cannot run: {reason}", file=sys.stderr)
         return 2
     started_at = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     with (
         tempfile.TemporaryDirectory(prefix="rampart-verify-soak-") as workdir,
-        stack(Path(workdir), small_tablespace=False) as started,
+        stack(Path(workdir), small_tablespace=False, **server_env) as started,
     ):
         result = asyncio.run(soak(started, args))
         log_tail = started.server.output()[-4000:]
