@@ -491,7 +491,8 @@ def scale_section(payload: dict[str, Any] | None, path: Path | None) -> list[str
         f"{', '.join(map(str, cfg.get('workers', [])))}; {cfg.get('rounds', 1)} round(s) x "
         f"{cfg.get('duration_s', 0):g} s per scenario (+{cfg.get('warmup_s', 0):g} s warm-up), wrk "
         f"{cfg.get('threads', 2)} x {cfg.get('connections', 64)}, pool {cfg.get('pool_per_worker', 10)} "
-        "per worker."
+        f"per worker; CPU: {payload.get('machine', {}).get('cpu_model', 'not recorded')} (the scale run may "
+        "be older than the comparison above, and on another machine: compare its rows with each other)."
     )
     if problems:
         out += [
