@@ -74,7 +74,6 @@ class SharedSessions:
         self._drops = 0  # deletions queued or being applied: meanwhile reads skip the tier
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self._down = False
         self._outages = 0  # counts failures, so the writer knows its queue was dropped under it
         self._quiet_until = 0.0  # monotonic: not used again before this, even if Redis answers
@@ -82,16 +81,11 @@ class SharedSessions:
     # ----- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
-            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._write(), name="rampart-sessions")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        # Besides the cancel: on Python 3.11, asyncio.wait_for inside redis-py may swallow a cancel that
-        # lands as its command completes; the writer then ends at its next turn instead of waiting forever.
-        self._stopping = True
-        self._wake.set()
-        await cancel_and_wait(task)
+        await cancel_and_wait(task)  # which cancels again should redis-py swallow the cancel
         self._queue.clear()
         self._drops = 0
 
@@ -154,16 +148,14 @@ class SharedSessions:
     # ----- the writer -------------------------------------------------------------------------------
     async def _write(self) -> None:
         """Apply queued writes and deletions in order, one at a time; while Redis is down, probe it."""
-        while not self._stopping:
+        while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._stopping:
-                return
             if self._down:
                 await asyncio.sleep(max(0.0, self._quiet_until - time.monotonic()))
                 await self._probe()
                 continue
-            while self._queue and not self._down and not self._stopping:
+            while self._queue and not self._down:
                 op = self._queue.popleft()
                 outages = self._outages
                 try:

@@ -118,8 +118,8 @@ class Ledger:
             _SLOT.pack_into(self._map, self.index * _SLOT.size, self.pid, self._held, int(self._accepting))
 
 
-# This process's ledger and listener, once `BalancedLoop` made them: the HTTP protocol reports closed
-# connections here (`connection_closed`).
+# This process's listener, once `BalancedLoop` made it: the HTTP protocol reports closed connections to it
+# (`connection_closed`).
 _listener: BalancedListener | None = None
 
 
@@ -173,8 +173,7 @@ class BalancedListener:
 
     def closed_one(self) -> None:
         self._ledger.add(-1)
-        if not self._reading and not self._closed.is_set():
-            self._read()  # below the share again, perhaps: look at the socket now
+        self._recheck()  # below the share again, perhaps: look at the socket now
 
     # ----- accepting --------------------------------------------------------------------------------
     def _read(self) -> None:
