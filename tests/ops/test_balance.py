@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rampart.ops.balance import BalancedListener, Ledger, create_ledger_file
+from rampart.ops.balance import PATIENCE, BalancedListener, Ledger, _patience, create_ledger_file
 from tests.ops.test_workers import _workers
 from tests.scale.servers import serve
 
@@ -174,13 +175,29 @@ def _established(pid: int, port: int) -> int:
     return count
 
 
+def _accepting_slots(worker: int) -> set[int]:
+    """The live worker pids holding an accepting slot of the ledger `worker` was started with."""
+    environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    path = next(v.split(b"=", 1)[1] for v in environ if v.startswith(b"RAMPART_BALANCE_FILE="))
+    data = Path(path.decode()).read_bytes()
+    slots = (struct.unpack_from("qqq", data, i) for i in range(0, len(data), 24))
+    return {pid for pid, _, accepting in slots if pid and accepting and Path(f"/proc/{pid}").exists()}
+
+
 def test_rampart_serve_spreads_a_burst_of_connections_over_its_workers(
     database_url: str, tmp_path: Path
 ) -> None:
-    with serve(database_url, tmp_path, workers=2) as server:
+    # Patience of 5 s: on a loaded CI machine a worker may not run for over 0.1 s, and the other one would
+    # rightly stop waiting for it; here the test is the sharing, not that fallback (tested above).
+    with serve(database_url, tmp_path, workers=2, RAMPART_BALANCE_PATIENCE="5") as server:
         workers = _workers(server.proc.pid)
         assert len(workers) == 2
         port = int(server.url.rsplit(":", 1)[1])
+        # Ready means one worker answers; the other may not have its listener yet (it would get nothing).
+        deadline = time.monotonic() + 10
+        while _accepting_slots(min(workers)) != set(workers):
+            assert time.monotonic() < deadline, (_accepting_slots(min(workers)), workers)
+            time.sleep(0.02)
 
         async def burst() -> list[int]:
             limits = httpx.Limits(max_connections=40, max_keepalive_connections=40)
@@ -193,3 +210,22 @@ def test_rampart_serve_spreads_a_burst_of_connections_over_its_workers(
         held = asyncio.run(burst())
         assert sum(held) == 40
         assert max(held) - min(held) <= 2, held
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", PATIENCE),
+        ("2.5", 2.5),
+        ("0", PATIENCE),
+        ("-1", PATIENCE),
+        ("61", PATIENCE),
+        ("soon", PATIENCE),
+        ("nan", PATIENCE),
+    ],
+)
+def test_patience_comes_from_the_environment_within_bounds(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: float
+) -> None:
+    monkeypatch.setenv("RAMPART_BALANCE_PATIENCE", raw)
+    assert _patience() == expected

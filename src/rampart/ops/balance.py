@@ -36,9 +36,11 @@ import uvloop
 log = logging.getLogger("rampart.ops.balance")
 
 ENV = "RAMPART_BALANCE_FILE"
+PATIENCE_ENV = "RAMPART_BALANCE_PATIENCE"  # seconds; PATIENCE when unset
 # A connection is left to the other workers for at most PATIENCE seconds (measured: an idle worker takes
 # its next one within 5 ms at the median, 20 ms at most, while serving the first requests of a burst);
-# past that, this worker accepts regardless for ALONE seconds.
+# past that, this worker accepts regardless for ALONE seconds. On a machine so busy that a worker may not
+# run for longer than that, the balance falls back to first-come often; `RAMPART_BALANCE_PATIENCE` raises it.
 PATIENCE = 0.1
 ALONE = 1.0
 RECHECK = 0.001  # seconds between looks while over the share
@@ -241,6 +243,18 @@ class BalancedListener:
                 conn.close()
 
 
+def _patience() -> float:
+    raw = os.environ.get(PATIENCE_ENV, "")
+    try:
+        value = float(raw) if raw else PATIENCE
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 60:
+        log.warning("%s must be a number of seconds in (0, 60]; using %s", PATIENCE_ENV, PATIENCE)
+        return PATIENCE
+    return value
+
+
 class BalancedLoop(uvloop.Loop):
     """uvloop, whose servers on a socket shared by the workers balance their connections (see above)."""
 
@@ -254,5 +268,5 @@ class BalancedLoop(uvloop.Loop):
         sock.listen(kwargs.get("backlog", 100))  # uvicorn binds; listening is the server's part
         ledger = Ledger(path)
         ledger.claim()
-        _listener = BalancedListener(self, sock, protocol_factory, ledger)
+        _listener = BalancedListener(self, sock, protocol_factory, ledger, patience=_patience())
         return _listener
