@@ -12,8 +12,7 @@ from rampart.ops.logging import configure_logging
 
 def create() -> Rampart:
     settings = Settings()
-    json_logs = settings.log_format == "json" or (settings.log_format == "auto" and settings.is_production)
-    configure_logging(json=json_logs, level=settings.log_level)
+    configure_logging(json=settings.json_logs, level=settings.log_level)
     if settings.sentry_dsn is not None and settings.sentry_dsn.get_secret_value():
         from rampart.ops.error_tracking import init_error_tracking
 

@@ -226,13 +226,17 @@ def serve(
                 )
             )
             cleanups.append(stop_capture)
+        if workers > 1:  # the supervisor's own messages (a worker died, replaced, SIGTERM) as the workers'
+            from rampart.ops.logging import configure_logging
+
+            configure_logging(json=settings.json_logs, level=settings.log_level)
         # uvicorn re-raises SIGTERM once it has shut down gracefully; stop the embedded database then,
         # or the process would die leaving it running.
         signal.signal(signal.SIGTERM, on_sigterm)
         # A partial of a module-level class pickles by reference, so it reaches spawned workers as well.
         protocol = functools.partial(HeadDeadlineProtocol, head_timeout=settings.header_timeout)
-        uvicorn.run(
-            "rampart.asgi:create",
+        options: dict[str, Any] = dict(
+            app="rampart.asgi:create",
             factory=True,
             host=host,
             port=port,
@@ -252,6 +256,13 @@ def serve(
             # a reload (keeping the old code) when a busy machine slowed the new worker's start-up.
             timeout_worker_healthcheck=30,
         )
+        if workers > 1 and not reload:  # uvicorn's supervisor, with a liveness check of ours
+            from rampart.ops.supervisor import Supervisor
+
+            config = uvicorn.Config(**options)
+            Supervisor(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.run(**options)
     finally:
         clean_up()
         if server is not None:

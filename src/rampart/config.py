@@ -181,6 +181,11 @@ class Settings(BaseSettings):
         return self.env == "production"
 
     @property
+    def json_logs(self) -> bool:
+        """Logs as JSON lines: when asked for, or by default in production."""
+        return self.log_format == "json" or (self.log_format == "auto" and self.is_production)
+
+    @property
     def session_database_url(self) -> SecretStr | None:
         """Where session-bound work goes (LISTEN, migrations): the direct URL when set, else the main one."""
         return self.database_direct_url or self.database_url

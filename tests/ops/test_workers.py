@@ -66,6 +66,44 @@ def test_a_crashed_worker_is_replaced_and_the_others_keep_serving(database_url: 
         assert statuses == [200] * 40, statuses
 
 
+def _silence_then_kill(worker: int) -> None:
+    """A worker that stops answering the supervisor's ping, then is gone: what a worker in the middle of
+    exiting looks like (its ping thread no longer runs), with the ping pending when it goes."""
+    os.kill(worker, signal.SIGSTOP)
+    time.sleep(1.2)  # the supervisor pings every 0.5 s: one ping is waiting for an answer now
+    os.kill(worker, signal.SIGKILL)
+
+
+def test_a_worker_gone_while_the_supervisor_waits_for_its_answer_is_replaced_at_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    # uvicorn's own supervisor waited out the whole health-check timeout (30 s) before it saw the worker
+    # was gone, with fewer workers serving meanwhile (rampart.ops.supervisor).
+    with serve(database_url, tmp_path, workers=2) as server:
+        before = _workers(server.proc.pid)
+        victim = min(before)
+        _silence_then_kill(victim)
+        killed = time.monotonic()
+        while len(after := _workers(server.proc.pid)) != 2 or victim in after:
+            assert time.monotonic() - killed < 10, (victim, after)
+            time.sleep(0.05)
+        assert _load(server.url, 10) == [200] * 10
+
+
+def test_sigterm_while_the_supervisor_waits_for_an_answer_stops_every_worker(
+    database_url: str, tmp_path: Path
+) -> None:
+    with serve(database_url, tmp_path, workers=2) as server:
+        workers = _workers(server.proc.pid)
+        _silence_then_kill(min(workers))
+        server.proc.send_signal(signal.SIGTERM)
+        # uvicorn's supervisor acted on the signal only once its wait (30 s) was over; a test harness or
+        # an init system that gave up before then killed it and left its workers running with no parent.
+        assert server.proc.wait(timeout=15) == 0, server.output()[-3000:]
+        survivors = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        assert survivors == [], server.output()[-3000:]
+
+
 def test_sighup_reloads_code_and_config_with_zero_failed_requests(database_url: str, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("RAMPART_CORS_ORIGINS=http://old.example\n")
 
