@@ -48,6 +48,15 @@ def snapshot() -> dict[int, Proc]:
     return procs
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests while this machine's CPUs wanted it ("steal" in
+    /proc/stat), summed over the CPUs since boot; 0 outside a virtual machine."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (
+        int(fields[8]) / _TICKS if len(fields) > 8 else 0.0
+    )  # cpu user nice system idle iowait irq softirq steal
+
+
 def descendants(procs: dict[int, Proc], roots: set[int]) -> set[int]:
     out = set(roots)
     changed = True

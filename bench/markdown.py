@@ -387,8 +387,9 @@ def method_section(payload: dict[str, Any] | None) -> list[str]:
         "moves by up to **±25%** from the next; never compare single runs, and a ratio that moved by "
         "less than ~10% between comparisons is not a change.",
         "- **Disturbance flag** (`~`): the CPU used during each measured run by processes outside the "
-        "benchmark is recorded; above 0.15 cores the run is marked disturbed (the machine is shared "
-        "with test suites).",
+        "benchmark is recorded, and so is the CPU time the hypervisor gave to other guests (steal); "
+        "above 0.15 cores of either the run is marked disturbed (the machine is shared with test "
+        "suites, and may be a virtual machine).",
         "- wrk (not wrk2) is closed-loop: under saturation p99 understates what an open-loop client sees, "
         "for both sides alike.",
         "",

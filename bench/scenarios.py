@@ -135,7 +135,7 @@ def run_scenarios(
                 warm_ok = warm.ok
                 if warm.flagged:
                     log(f"  ! warm-up of {name}: {warm.flag_reason()}")
-            before = cpu.snapshot()
+            before, stolen = cpu.snapshot(), cpu.steal_seconds()
             result = run_wrk(
                 base_url,
                 scenario,
@@ -149,6 +149,9 @@ def run_scenarios(
             ours = cpu.server_pids(after, server_pid, port)
             cores, top = cpu.foreign_cores(before, after, result.duration_s, ours, databases, pg_port)
             result.extra["other_work_cores"] = round(cores, 3)
+            # A virtual machine's CPUs may be taken by other guests: that slows a run like other work here.
+            steal = (cpu.steal_seconds() - stolen) / max(result.duration_s, 1e-9)
+            result.extra["steal_cores"] = round(steal, 3)
             # CPU per answered request, of the server and of its database backends: unlike the rate,
             # it hardly moves when other work shares the cores, so it shows what a change saved.
             answered = max(result.ok, 1)
@@ -159,6 +162,10 @@ def run_scenarios(
             result.extra["database_cpu_us_per_request"] = round(db_us, 1)
             if cores > OTHER_WORK_LIMIT:
                 result.warnings.append(f"other work used {cores:.2f} cores meanwhile: {', '.join(top)}")
+            if steal > OTHER_WORK_LIMIT:
+                result.warnings.append(
+                    f"the hypervisor gave {steal:.2f} cores to other guests meanwhile (steal)"
+                )
             if name == "create" and database_url:
                 # Cross-check: every 201 the client saw is a row in the database.
                 # wrk drops the requests in flight when it stops (up to one per connection, at
