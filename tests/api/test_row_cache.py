@@ -9,6 +9,7 @@ Every test runs with each backend: per-worker memory, and Redis shared by both "
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,10 @@ import httpx
 import orjson
 import pytest
 
+from rampart.access.actor import Actor
 from rampart.app import Rampart, create_app
+from rampart.errors import NotFound
+from rampart.resources.manager import Context
 from tests.conftest import REDIS_URL, User, make_settings, wait_for_cache
 
 BOUND = 1.0  # seconds: the staleness bound we hold other workers to
@@ -140,6 +144,53 @@ async def test_a_cached_row_is_never_served_to_someone_who_may_not_see_it(
         assert (await client.get(url, headers=alice.headers)).status_code == 200
         assert (await client.get(url, headers=bob.headers)).status_code == 404
     assert (await client.get(url, headers=admin.headers)).status_code == 200
+
+
+async def test_misses_of_one_step_are_one_statement_and_each_caller_gets_their_own_answer(
+    client: httpx.AsyncClient,
+    alice: User,
+    bob: User,
+    admin: User,
+    second: tuple[Rampart, httpx.AsyncClient],
+    backend: dict[str, Any],
+) -> None:
+    """A cold worker's misses asked for together go out as one statement (rampart.db.batch), whose
+    visibility verdict is each caller's own: the owner sees the rows, a stranger gets 404 for the same
+    rows in the same statement, an admin sees them, and an id that does not exist is a 404."""
+    tasks = [(await project_with_task(client, alice))[1] for _ in range(3)]
+    cold, _ = second
+    manager = cold.services.managers["tasks"]
+    roles = cold.services.roles
+
+    def context(user: User) -> Context:
+        actor = Actor(uuid.UUID(user.id), user.role, user.session_id, roles.permissions(user.role))
+        return Context(actor=actor)
+
+    asks = [(user, uuid.UUID(t["id"])) for t in tasks for user in (alice, bob, admin)]
+    asks.append((alice, uuid.uuid4()))
+    before = dataclasses.replace(manager.misses.stats)
+    answers = await asyncio.gather(
+        *(manager.get_json(context(user), key) for user, key in asks), return_exceptions=True
+    )
+    if backend["cache"] == "memory":  # with Redis each lookup's answer arrives in its own time
+        # One statement per shape: the users' (a visibility rule bound to the caller), the admin's (none).
+        after = manager.misses.stats
+        assert (after.statements, after.rows, after.alone) == (
+            before.statements + 2,
+            before.rows + len(asks),
+            before.alone,
+        ), after
+    by_id = {t["id"]: t for t in tasks}
+    for (user, key), answer in zip(asks, answers, strict=True):
+        if user is bob or str(key) not in by_id:
+            assert isinstance(answer, NotFound), (user.email, answer)
+        else:
+            assert not isinstance(answer, BaseException), answer
+            assert orjson.loads(answer[1]) == by_id[str(key)]
+    # What was kept is each caller's verdict: bob is still refused from the cache, alice still served.
+    url = f"/api/v1/tasks/{tasks[0]['id']}"
+    assert (await second[1].get(url, headers=bob.headers)).status_code == 404
+    assert (await second[1].get(url, headers=alice.headers)).json()["data"] == tasks[0]
 
 
 async def test_the_writers_worker_reads_its_write_at_once_and_another_within_the_bound(

@@ -35,6 +35,21 @@ class Binder:
         return f"${len(self.params)}"
 
 
+class ColumnBinder(Binder):
+    """A binder whose placeholders name columns, `prefix` + position, instead of `$n` (a statement run
+    for many parameter sets at once: `rampart.db.batch`)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __call__(self, value: Any) -> str:
+        self.params.append(value)
+        return f"{self.prefix}{len(self.params)}"
+
+
 # A row predicate: given the actor, the table alias and a binder, the SQL condition (values bound, never
 # inlined), or None when every row qualifies.
 Predicate = Callable[["Actor", str, Binder], "str | None"]
