@@ -14,13 +14,6 @@ from rampart.resources.spec import ColumnBinder
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, max_size=3, acquire_timeout=2.0, connect_timeout=2.0)
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 async def notes(db: Database) -> AsyncIterator[tuple[str, dict[uuid.UUID, uuid.UUID]]]:
     """A table of notes (id -> owner); 10 notes, 5 owners."""
     name = f"batch_test_{uuid.uuid4().hex[:10]}"

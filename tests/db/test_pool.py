@@ -27,13 +27,6 @@ class Boom(Exception):
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, max_size=3, acquire_timeout=1.0, connect_timeout=2.0)
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 async def table(db: Database) -> AsyncIterator[str]:
     name = f"pool_test_{uuid.uuid4().hex[:10]}"
     await db.execute(f"CREATE TABLE {name} (v int PRIMARY KEY)")
