@@ -343,6 +343,14 @@ def create_app(settings: Settings) -> Rampart:
         row_stats = services.cache.stats
         metrics.track_cache("rows", lambda: (row_stats.hits, row_stats.misses))
         metrics.track_cache("pages", lambda: (row_stats.page_hits, row_stats.page_misses))
+        batches = [manager.misses.stats for manager in services.managers.values()]
+        metrics.track_batches(
+            lambda: (
+                sum(b.statements for b in batches),
+                sum(b.rows for b in batches),
+                sum(b.alone for b in batches),
+            )
+        )
 
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
     specs += _install_events(services, metrics)

@@ -14,9 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Router
 
+from rampart.access.actor import Actor
 from rampart.api.pipeline import Pipeline
 from rampart.app import Rampart, create_app
 from rampart.ops.health import health_routes
+from rampart.resources.manager import Context
 from tests.apps.slow import serve
 from tests.conftest import ADMIN_URL, REDIS_URL, User, make_settings, wait_for_cache
 
@@ -255,6 +257,30 @@ async def test_pool_gauges_show_connections_in_use_and_callers_waiting(
         samples = _samples((await http.get("/metrics")).text)
         assert _value(samples, "rampart_db_pool_connections", state="in_use") == 0
         assert _value(samples, "rampart_db_pool_connections", state="waiting") == 0
+
+
+async def test_cache_misses_read_together_are_counted_as_a_batch(database_url: str, alice: User) -> None:
+    app = create_app(make_settings(database_url))
+    await app.startup()
+    try:
+        await wait_for_cache(app)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as http:
+            ids = []
+            for name in ("a", "b", "c"):
+                created = await http.post("/api/v1/projects", json={"name": name}, headers=alice.headers)
+                assert created.status_code == 201, created.text
+                ids.append(uuid.UUID(created.json()["data"]["id"]))
+            roles = app.services.roles
+            actor = Actor(uuid.UUID(alice.id), alice.role, alice.session_id, roles.permissions(alice.role))
+            manager = app.services.managers["projects"]
+            await asyncio.gather(*(manager.get_json(Context(actor=actor), key) for key in ids))
+            samples = _samples((await http.get("/metrics")).text)
+    finally:
+        await app.aclose()
+    assert _value(samples, "rampart_cache_miss_batches_total") == 1
+    assert _value(samples, "rampart_cache_miss_reads_total", sent="batched") == 3
 
 
 async def test_row_cache_hits_and_misses_are_counted(database_url: str, alice: User) -> None:

@@ -188,6 +188,18 @@ class Metrics:
         self.cache = Counter(
             "rampart_cache_requests_total", "Cache lookups", ["cache", "result"], registry=self.registry
         )
+        self.miss_reads = Counter(
+            "rampart_cache_miss_reads_total",
+            "Row cache misses read from the database, by statement: batched with others of the same "
+            "loop step, or alone",
+            ["sent"],
+            registry=self.registry,
+        )
+        self.miss_batches = Counter(
+            "rampart_cache_miss_batches_total",
+            "Statements that read several row cache misses at once",
+            registry=self.registry,
+        )
         self.reads = Counter(
             "rampart_db_reads_total",
             "Reads outside transactions, by where they ran (with read replicas only)",
@@ -197,6 +209,8 @@ class Metrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._caches: list[tuple[str, Callable[[], tuple[int, int]], list[int]]] = []
         self._read_counts: Callable[[], Mapping[str, int]] | None = None
+        self._batch_counts: Callable[[], tuple[int, int, int]] | None = None
+        self._batches_seen = [0, 0, 0]
         self._reads_seen: dict[str, int] = {}
         self._sampler: _WorkerSampler | None = None
         if multiprocess_dir is not None:
@@ -211,7 +225,18 @@ class Metrics:
         """Export reads by target (`primary`, `replica`), kept as plain integers like the cache counts."""
         self._read_counts = counts
 
+    def track_batches(self, counts: Callable[[], tuple[int, int, int]]) -> None:
+        """Export the miss batches (statements, reads batched, reads alone), plain integers too."""
+        self._batch_counts = counts
+
     def _copy_counts(self) -> None:
+        if self._batch_counts is not None:
+            seen = self._batches_seen
+            statements, batched, alone = totals = self._batch_counts()
+            self.miss_batches.inc(statements - seen[0])
+            self.miss_reads.labels("batched").inc(batched - seen[1])
+            self.miss_reads.labels("alone").inc(alone - seen[2])
+            self._batches_seen = list(totals)
         if self._read_counts is not None:
             for target, total in self._read_counts().items():
                 copied = self._reads_seen.get(target, 0)
