@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rampart.lib.ids import new_id, parse_uuid
+from rampart.lib.ids import new_id, new_id_text, parse_uuid
 
 CANONICAL = "0190f6b2-3c4d-7e8f-9a0b-1c2d3e4f5a6b"
 
@@ -25,6 +25,15 @@ def test_new_ids_are_unique_and_time_ordered() -> None:
     assert len(set(ids)) == len(ids)
     # uuid_utils keeps v7 monotonic within a millisecond, so generation order is sort order.
     assert ids == sorted(ids)
+
+
+def test_new_id_text_is_a_canonical_uuid7_and_unique() -> None:
+    texts = [new_id_text() for _ in range(1_000)]
+    assert len(set(texts)) == len(texts)
+    for text in texts[:50]:
+        assert parse_uuid(text) is not None
+        assert str(uuid.UUID(text)) == text  # canonical, lower case
+        assert uuid.UUID(text).version == 7
 
 
 @pytest.mark.parametrize("text", [CANONICAL, CANONICAL.upper(), "0190F6B2-3c4d-7E8F-9a0b-1C2D3E4F5A6B"])

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rampart.api.problems import PROBLEM_TYPE, problem
 from rampart.errors import MalformedJSON, PayloadTooLarge, RampartError, RequestTimeout, UnsupportedMediaType
-from rampart.lib.ids import new_id
+from rampart.lib.ids import new_id_text
 
 log = logging.getLogger("rampart.request")
 access_log = logging.getLogger("rampart.access")
@@ -71,7 +71,7 @@ class Pipeline:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         incoming = headers.get(b"x-request-id")
-        request_id = incoming.decode() if incoming and _REQUEST_ID_RE.fullmatch(incoming) else str(new_id())
+        request_id = incoming.decode() if incoming and _REQUEST_ID_RE.fullmatch(incoming) else new_id_text()
         scope["rampart.request_id"] = request_id
         origin = headers.get(b"origin")
         cors = origin is not None and origin in self.origins
