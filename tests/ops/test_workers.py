@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -15,11 +16,20 @@ from tests.scale.servers import serve
 
 
 def _workers(supervisor: int) -> set[int]:
-    """The supervisor's worker processes (its children, the multiprocessing helper aside)."""
+    """The supervisor's worker processes (its children, the multiprocessing helper aside). A child
+    that is gone by the time it is looked at (a killed worker being collected) is not one."""
     children: set[int] = set()
     for task in Path(f"/proc/{supervisor}/task").iterdir():
-        children |= {int(pid) for pid in (task / "children").read_text().split()}
-    return {pid for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        with contextlib.suppress(FileNotFoundError):  # a thread of the supervisor that just ended
+            children |= {int(pid) for pid in (task / "children").read_text().split()}
+    workers = set()
+    for pid in children:
+        try:
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.add(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return workers
 
 
 def _load(url: str, count: int) -> list[int | str]:
