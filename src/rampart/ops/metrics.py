@@ -139,6 +139,9 @@ def _forget_dead(directory: str) -> None:
             pass  # alive, owned by someone else
 
 
+_Target = tuple[Counter, tuple[str, ...]]  # a counter and the label values of the child to increment
+
+
 class Metrics:
     """`multiprocess_dir`: the folder shared by the workers (PROMETHEUS_MULTIPROC_DIR), None for one process.
 
@@ -207,10 +210,10 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._caches: list[tuple[str, Callable[[], tuple[int, int]], list[int]]] = []
+        # Counts kept as plain integers elsewhere, copied into counters: (counters with their label values,
+        # counts, seen). A labelled child is made at its first increment, as if counted directly.
+        self._copied: list[tuple[tuple[_Target, ...], Callable[[], tuple[int, ...]], list[int]]] = []
         self._read_counts: Callable[[], Mapping[str, int]] | None = None
-        self._batch_counts: Callable[[], tuple[int, int, int]] | None = None
-        self._batches_seen = [0, 0, 0]
         self._reads_seen: dict[str, int] = {}
         self._sampler: _WorkerSampler | None = None
         if multiprocess_dir is not None:
@@ -219,7 +222,7 @@ class Metrics:
 
     def track_cache(self, name: str, counts: Callable[[], tuple[int, int]]) -> None:
         """Export a cache's (hits, misses), which it keeps as plain integers: no metric call per lookup."""
-        self._caches.append((name, counts, [0, 0]))
+        self._copy(((self.cache, (name, "hit")), (self.cache, (name, "miss"))), counts)
 
     def track_reads(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export reads by target (`primary`, `replica`), kept as plain integers like the cache counts."""
@@ -227,26 +230,24 @@ class Metrics:
 
     def track_batches(self, counts: Callable[[], tuple[int, int, int]]) -> None:
         """Export the miss batches (statements, reads batched, reads alone), plain integers too."""
-        self._batch_counts = counts
+        self._copy(
+            ((self.miss_batches, ()), (self.miss_reads, ("batched",)), (self.miss_reads, ("alone",))), counts
+        )
+
+    def _copy(self, counters: tuple[_Target, ...], counts: Callable[[], tuple[int, ...]]) -> None:
+        self._copied.append((counters, counts, [0] * len(counters)))
 
     def _copy_counts(self) -> None:
-        if self._batch_counts is not None:
-            seen = self._batches_seen
-            statements, batched, alone = totals = self._batch_counts()
-            self.miss_batches.inc(statements - seen[0])
-            self.miss_reads.labels("batched").inc(batched - seen[1])
-            self.miss_reads.labels("alone").inc(alone - seen[2])
-            self._batches_seen = list(totals)
         if self._read_counts is not None:
             for target, total in self._read_counts().items():
                 copied = self._reads_seen.get(target, 0)
                 if total > copied:
                     self.reads.labels(target).inc(total - copied)
                     self._reads_seen[target] = total
-        for name, counts, seen in self._caches:
-            for i, (result, value) in enumerate(zip(("hit", "miss"), counts(), strict=True)):
+        for counters, counts, seen in self._copied:
+            for i, ((counter, labels), value) in enumerate(zip(counters, counts(), strict=True)):
                 if value > seen[i]:
-                    self.cache.labels(name, result).inc(value - seen[i])
+                    (counter.labels(*labels) if labels else counter).inc(value - seen[i])
                     seen[i] = value
 
     def observe(self, scope: Scope, status: int, duration: float) -> None:
