@@ -45,16 +45,13 @@ class RowBatcher:
         self.stats = BatchStats()
         self._pending: dict[str, list[tuple[Sequence[Any], asyncio.Future[Any]]]] = {}
         self._flush_scheduled = False
-        self._single: dict[str, str] = {}  # statement text -> its one-row form ($n placeholders)
-        self._batched: dict[tuple[str, int], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def fetch(self, statement: str, params: Sequence[Any]) -> Any:
         """The row `statement` returns for `params` (as a record or tuple: index it), or None. The
         statement's parameters are written PREFIX + position (`rampart.resources.spec.ColumnBinder`)."""
         if not all(isinstance(p, uuid.UUID) for p in params):
-            self.stats.alone += 1
-            return await self.db.fetchrow(self._one_row(statement), *params)
+            return await self._alone(statement, params)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.setdefault(statement, []).append((params, future))
@@ -73,15 +70,14 @@ class RowBatcher:
 
     async def _answer(self, statement: str, waiting: list[tuple[Sequence[Any], asyncio.Future[Any]]]) -> None:
         waiting = [(params, future) for params, future in waiting if not future.done()]  # not given up
+        if not waiting:
+            return
         try:
             if len(waiting) == 1:
-                self.stats.alone += 1
                 params, future = waiting[0]
-                row = await self.db.fetchrow(self._one_row(statement), *params)
+                row = await self._alone(statement, params)
                 if not future.done():
                     future.set_result(row)
-                return
-            if not waiting:
                 return
             count = len(waiting[0][0])
             columns = [[params[i] for params, _ in waiting] for i in range(count)]
@@ -103,20 +99,16 @@ class RowBatcher:
                 future.cancel()
             raise
 
-    def _one_row(self, statement: str) -> str:
-        single = self._single.get(statement)
-        if single is None:
-            single = self._single[statement] = statement.replace(PREFIX, "$")
-        return single
+    async def _alone(self, statement: str, params: Sequence[Any]) -> Any:
+        """The one-row statement itself ($n placeholders), for a read that goes out on its own."""
+        self.stats.alone += 1
+        return await self.db.fetchrow(statement.replace(PREFIX, "$"), *params)
 
-    def _many_rows(self, statement: str, count: int) -> str:
-        key = (statement, count)
-        batched = self._batched.get(key)
-        if batched is None:
-            arrays = ", ".join(f"${i}::uuid[]" for i in range(1, count + 1))
-            names = ", ".join(f"p{i}" for i in range(1, count + 1))
-            batched = self._batched[key] = (
-                f"SELECT _miss.ord, q.* FROM unnest({arrays}) WITH ORDINALITY AS _miss({names}, ord)"
-                f" LEFT JOIN LATERAL ({statement}) q ON TRUE"
-            )
-        return batched
+    @staticmethod
+    def _many_rows(statement: str, count: int) -> str:
+        arrays = ", ".join(f"${i}::uuid[]" for i in range(1, count + 1))
+        names = ", ".join(f"p{i}" for i in range(1, count + 1))
+        return (
+            f"SELECT _miss.ord, q.* FROM unnest({arrays}) WITH ORDINALITY AS _miss({names}, ord)"
+            f" LEFT JOIN LATERAL ({statement}) q ON TRUE"
+        )

@@ -21,11 +21,11 @@ import logging
 import pickle
 import time
 
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 log = logging.getLogger("uvicorn.error")
 
-STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start (the app or socket is broken)
 _SLICE = 0.05  # seconds between looks at the worker's process while waiting for its answer
 
 
@@ -41,7 +41,7 @@ class Supervisor(Multiprocess):
                 continue
             process.kill()  # gone already, or hung: make sure, and collect it
             process.join()
-            if process.exitcode == STARTUP_FAILURE:
+            if process.exitcode == STARTUP_FAILURE:  # the app or the socket is broken: so is a replacement
                 log.error("Child process [%s] failed to start, stopping the parent process.", process.pid)
                 self.should_exit.set()
                 return
