@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
+from rampart.access.actor import Actor
 from rampart.access.system import system_actor
 from rampart.app import Rampart, create_app
 from rampart.auth.sessions import open_session
@@ -153,6 +154,12 @@ class User:
 
 
 MakeUser = Callable[..., Awaitable[User]]
+
+
+def context_of(app: Rampart, user: User) -> Context:
+    """A manager call's context for `user`, as the pipeline would make it for their request."""
+    permissions = app.services.roles.permissions(user.role)
+    return Context(actor=Actor(uuid.UUID(user.id), user.role, user.session_id, permissions))
 
 
 async def new_user(app: Rampart, *, role: str = "user", name: str = "") -> User:

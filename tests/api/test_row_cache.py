@@ -20,11 +20,9 @@ import httpx
 import orjson
 import pytest
 
-from rampart.access.actor import Actor
 from rampart.app import Rampart, create_app
 from rampart.errors import NotFound
-from rampart.resources.manager import Context
-from tests.conftest import REDIS_URL, User, make_settings, wait_for_cache
+from tests.conftest import REDIS_URL, User, context_of, make_settings, wait_for_cache
 
 BOUND = 1.0  # seconds: the staleness bound we hold other workers to
 BACKENDS = {"memory": {"cache": "memory"}, "redis": {"cache": "redis", "redis_url": REDIS_URL}}
@@ -160,17 +158,11 @@ async def test_misses_of_one_step_are_one_statement_and_each_caller_gets_their_o
     tasks = [(await project_with_task(client, alice))[1] for _ in range(3)]
     cold, _ = second
     manager = cold.services.managers["tasks"]
-    roles = cold.services.roles
-
-    def context(user: User) -> Context:
-        actor = Actor(uuid.UUID(user.id), user.role, user.session_id, roles.permissions(user.role))
-        return Context(actor=actor)
-
     asks = [(user, uuid.UUID(t["id"])) for t in tasks for user in (alice, bob, admin)]
     asks.append((alice, uuid.uuid4()))
     before = dataclasses.replace(manager.misses.stats)
     answers = await asyncio.gather(
-        *(manager.get_json(context(user), key) for user, key in asks), return_exceptions=True
+        *(manager.get_json(context_of(cold, user), key) for user, key in asks), return_exceptions=True
     )
     if backend["cache"] == "memory":  # with Redis each lookup's answer arrives in its own time
         # One statement per shape: the users' (a visibility rule bound to the caller), the admin's (none).

@@ -14,13 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Router
 
-from rampart.access.actor import Actor
 from rampart.api.pipeline import Pipeline
 from rampart.app import Rampart, create_app
 from rampart.ops.health import health_routes
-from rampart.resources.manager import Context
 from tests.apps.slow import serve
-from tests.conftest import ADMIN_URL, REDIS_URL, User, make_settings, wait_for_cache
+from tests.conftest import ADMIN_URL, REDIS_URL, User, context_of, make_settings, wait_for_cache
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -259,46 +257,41 @@ async def test_pool_gauges_show_connections_in_use_and_callers_waiting(
         assert _value(samples, "rampart_db_pool_connections", state="waiting") == 0
 
 
-async def test_cache_misses_read_together_are_counted_as_a_batch(database_url: str, alice: User) -> None:
-    app = create_app(make_settings(database_url))
+@pytest.fixture
+async def cached(fresh: tuple[Rampart, httpx.AsyncClient]) -> tuple[Rampart, httpx.AsyncClient]:
+    """`fresh`, with its row cache on and listening."""
+    app, _ = fresh
     await app.startup()
-    try:
-        await wait_for_cache(app)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http:
-            ids = []
-            for name in ("a", "b", "c"):
-                created = await http.post("/api/v1/projects", json={"name": name}, headers=alice.headers)
-                assert created.status_code == 201, created.text
-                ids.append(uuid.UUID(created.json()["data"]["id"]))
-            roles = app.services.roles
-            actor = Actor(uuid.UUID(alice.id), alice.role, alice.session_id, roles.permissions(alice.role))
-            manager = app.services.managers["projects"]
-            await asyncio.gather(*(manager.get_json(Context(actor=actor), key) for key in ids))
-            samples = _samples((await http.get("/metrics")).text)
-    finally:
-        await app.aclose()
+    await wait_for_cache(app)
+    return fresh
+
+
+async def test_cache_misses_read_together_are_counted_as_a_batch(
+    cached: tuple[Rampart, httpx.AsyncClient], alice: User
+) -> None:
+    app, http = cached
+    ids = []
+    for name in ("a", "b", "c"):
+        created = await http.post("/api/v1/projects", json={"name": name}, headers=alice.headers)
+        assert created.status_code == 201, created.text
+        ids.append(uuid.UUID(created.json()["data"]["id"]))
+    manager = app.services.managers["projects"]
+    await asyncio.gather(*(manager.get_json(context_of(app, alice), key) for key in ids))
+    samples = _samples((await http.get("/metrics")).text)
     assert _value(samples, "rampart_cache_miss_batches_total") == 1
     assert _value(samples, "rampart_cache_miss_reads_total", sent="batched") == 3
 
 
-async def test_row_cache_hits_and_misses_are_counted(database_url: str, alice: User) -> None:
-    app = create_app(make_settings(database_url))
-    await app.startup()
-    try:
-        await wait_for_cache(app)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http:
-            created = await http.post("/api/v1/projects", json={"name": "cached"}, headers=alice.headers)
-            assert created.status_code == 201, created.text
-            url = f"/api/v1/projects/{created.json()['data']['id']}"
-            for _ in range(3):
-                assert (await http.get(url, headers=alice.headers)).status_code == 200
-            samples = _samples((await http.get("/metrics")).text)
-    finally:
-        await app.aclose()
+async def test_row_cache_hits_and_misses_are_counted(
+    cached: tuple[Rampart, httpx.AsyncClient], alice: User
+) -> None:
+    _, http = cached
+    created = await http.post("/api/v1/projects", json={"name": "cached"}, headers=alice.headers)
+    assert created.status_code == 201, created.text
+    url = f"/api/v1/projects/{created.json()['data']['id']}"
+    for _ in range(3):
+        assert (await http.get(url, headers=alice.headers)).status_code == 200
+    samples = _samples((await http.get("/metrics")).text)
     hits = _value(samples, "rampart_cache_requests_total", cache="rows", result="hit")
     misses = _value(samples, "rampart_cache_requests_total", cache="rows", result="miss")
     assert hits >= 2
