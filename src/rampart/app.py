@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rampart import __version__
@@ -22,12 +24,13 @@ from rampart.auth.routes_sessions import session_routes
 from rampart.auth.sessions import REVOCATION_CHANNEL, Authenticator
 from rampart.auth.sessions_shared import SharedSessions
 from rampart.auth.tokens import TokenIssuer
+from rampart.auth.users import users_resource
 from rampart.config import Settings
 from rampart.db.listener import Listener
 from rampart.db.migrate import pending_migrations
 from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
-from rampart.events.dispatcher import Dispatcher, RetryPolicy
+from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber
 from rampart.events.log import EventLog
 from rampart.events.routes import event_routes
 from rampart.events.stream import LiveStream
@@ -47,7 +50,7 @@ from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
-from rampart.resources.spec import Registry
+from rampart.resources.spec import Registry, Resource, check_references
 from rampart.schema import declared_resources
 
 if TYPE_CHECKING:
@@ -228,8 +231,29 @@ def _install_replicas(services: Services, metrics: Metrics) -> None:
     metrics.track_reads(lambda: replicas.counts)
 
 
-def create_app(settings: Settings) -> Rampart:
-    """Build the service with the resources of `settings.app` (the demo app by default)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    resources: Iterable[Resource] | None = None,
+    routes: Iterable[RouteSpec] = (),
+    middleware: Sequence[Middleware] = (),
+    subscribers: Iterable[Subscriber] = (),
+) -> Rampart:
+    """Build the service: the framework's routes, your resources' routes, and your own.
+
+    - `settings`: read from the environment (`RAMPART_*`, `.env`) when not given.
+    - `resources`: your declared resources; when not given, those of `settings.app` (`RAMPART_APP`, the
+      demo app by default). Rampart adds its `users` resource itself.
+    - `routes`: your own `Route`s. They go through the same pipeline as every route: authentication
+      (unless `public=True`), the route's `permission`, rate limits, errors as problem+json, OpenAPI.
+    - `middleware`: Starlette `Middleware(cls, **options)` entries, outermost first. They wrap the router,
+      inside the pipeline: they see every request with its request id (`scope["rampart.request_id"]`)
+      and the body already read and bounded, before authentication and routing; a Rampart error they
+      raise is answered as problem+json with the security headers.
+    - `subscribers`: `Subscriber(name, pattern, handler)`s that receive the events at least once, through
+      the event dispatcher (docs/guide/events.md).
+    """
+    settings = settings if settings is not None else Settings()
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     secret = settings.jwt_secret.get_secret_value()
@@ -289,8 +313,14 @@ def create_app(settings: Settings) -> Rampart:
     if shared_sessions is not None:
         services.background.append(shared_sessions)
     registry = services.registry
-    for resource in declared_resources(settings, roles):
+    declared = (
+        [users_resource(roles.names), *resources]
+        if resources is not None
+        else declared_resources(settings, roles)
+    )
+    for resource in declared:
         registry.add(resource)
+    check_references(registry)
     cursors = CursorCodec(secret.encode())
     for resource in registry:
         manager_cls = resource.manager or ResourceManager
@@ -354,6 +384,10 @@ def create_app(settings: Settings) -> Rampart:
 
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
     specs += _install_events(services, metrics)
+    assert services.dispatcher is not None
+    for subscriber in subscribers:
+        services.dispatcher.subscribe(subscriber)
+    specs += routes
 
     async def check_database() -> str | None:
         await db.fetchval("SELECT 1")
@@ -382,9 +416,18 @@ def create_app(settings: Settings) -> Rampart:
     reports = [services.replicas.report] if services.replicas is not None else []
     extra = [*health_routes(checks, drain=drain, reports=reports), *metrics.routes(), *docs_routes(spec)]
     rates = {"api": parse_rate(settings.rate_limit), "auth": parse_rate(settings.rate_limit_auth)}
-    router = build_router(specs, auth=services.authenticator, limits=Limits(limiter, rates), extra=extra)
+    router = build_router(
+        specs,
+        auth=services.authenticator,
+        limits=Limits(limiter, rates),
+        extra=extra,
+        resources=services.managers,
+    )
+    inner: ASGIApp = router
+    for cls, args, options in reversed(middleware):
+        inner = cls(inner, *args, **options)
     pipeline = Pipeline(
-        router,
+        inner,
         cors_origins=settings.cors_origins,
         body_limit=settings.body_limit,
         timeout=settings.request_timeout,

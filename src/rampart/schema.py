@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rampart.access.actor import Roles
 from rampart.auth.users import users_resource
@@ -14,12 +14,29 @@ if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a s
     import sqlalchemy as sa
 
 
+def app_target(settings: Settings) -> Any:
+    """What `RAMPART_APP` (`module:name`) names, resolved: a list of resources (a `declare()` function is
+    called, a list or tuple taken as it is), or an application built by `create_app`."""
+    module_name, _, attribute = settings.app.partition(":")
+    target = getattr(importlib.import_module(module_name), attribute or "declare")
+    if callable(target) and not hasattr(target, "services"):
+        target = target()
+    if hasattr(target, "services"):
+        return target
+    if isinstance(target, list | tuple) and all(isinstance(r, Resource) for r in target):
+        return list(target)
+    raise ValueError(
+        f"RAMPART_APP={settings.app} names neither resources (a list, or a function that returns one)"
+        " nor an application made by create_app"
+    )
+
+
 def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
-    """The users resource plus the resources of the configured app (`RAMPART_APP`, module:function)."""
-    module_name, _, func = settings.app.partition(":")
-    declare = getattr(importlib.import_module(module_name), func or "declare")
-    resources: list[Resource] = [users_resource(roles.names), *declare()]
-    return resources
+    """The users resource plus the resources of the configured app (`RAMPART_APP`)."""
+    target = app_target(settings)
+    if isinstance(target, list):
+        return [users_resource(roles.names), *target]
+    return list(target.services.registry)  # an application: its registry already holds users
 
 
 def build_metadata(settings: Settings | None = None) -> sa.MetaData:
