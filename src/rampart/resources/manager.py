@@ -222,10 +222,14 @@ class ResourceManager:
     def _select_list(self, names: tuple[str, ...] | None) -> str:
         return self._select_all if names is None else ", ".join(self._select[n] for n in names)
 
-    async def list(self, ctx: Context, params: Any, *, parent_id: uuid.UUID | None = None) -> Page:
-        """A page of visible rows; `params` is the request's query (see `rampart.resources.query`)."""
+    async def list(self, ctx: Context, params: Any = None, *, parent_id: uuid.UUID | None = None) -> Page:
+        """A page of visible rows. `params` is a query in the API's query language (see
+        `rampart.resources.query`): a mapping such as `{"status": "todo", "sort": "-priority"}`, a query
+        string, or the request's `QueryParams`."""
         if self.resource.policy.read_permission:
             ctx.actor.require(self.resource.policy.read_permission)
+        if not isinstance(params, QueryParams):
+            params = QueryParams(params or {})
         query = parse_list_query(self.resource, params, self.cursors)
         page, _ = await self._list(ctx, query, parent_id)
         return page
