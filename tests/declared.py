@@ -55,15 +55,15 @@ class Served:
 
 
 @asynccontextmanager
-async def serve(
-    database_url: str, resources: Iterable[Resource], **create: Any
-) -> AsyncIterator[Served]:
+async def serve(database_url: str, resources: Iterable[Resource], **create: Any) -> AsyncIterator[Served]:
     """The app of `resources` (plus `create_app`'s other arguments), started, with a client."""
     resources = list(resources)
     await create_tables(database_url, resources)
     app = create_app(make_settings(database_url), resources=resources, **create)
     await app.startup()
-    served = Served(app, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver"))
+    served = Served(
+        app, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    )
 
     async def hear(event: Any) -> None:
         served.events.append(dict(event))

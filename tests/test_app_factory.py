@@ -29,7 +29,7 @@ from rampart import (
 )
 from rampart.access.actor import Roles
 from rampart.schema import app_target, declared_resources
-from tests.conftest import TEST_SECRET, MakeUser, User, fresh_database, make_settings, new_user
+from tests.conftest import TEST_SECRET, User, fresh_database, make_settings, new_user
 from tests.declared import Served, serve
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -225,7 +225,9 @@ async def test_the_events_guides_subscriber_example_runs_as_written(
         ) as c:
             project = (await c.post("/api/v1/projects", json={"name": "p"}, headers=alice.headers)).json()
             r = await c.post(
-                "/api/v1/tasks", json={"project_id": project["data"]["id"], "title": "t"}, headers=alice.headers
+                "/api/v1/tasks",
+                json={"project_id": project["data"]["id"], "title": "t"},
+                headers=alice.headers,
             )
             assert r.status_code == 201, r.text
             event_ids = {

@@ -24,7 +24,6 @@ from rampart import (
     HookContext,
     Hooks,
     Integer,
-    Policy,
     Reference,
     Resource,
     Text,
@@ -117,7 +116,9 @@ async def _scenario(served: Served, name: str, owner: User, stranger: User, path
     """Run one scenario; what the client saw (statuses, bodies without ids and times) and the events."""
     c = served.client
     shelf = (await c.post("/api/v1/hk_shelves", json={"name": "s"}, headers=owner.headers)).json()["data"]
-    foreign = (await c.post("/api/v1/hk_shelves", json={"name": "f"}, headers=stranger.headers)).json()["data"]
+    foreign = (await c.post("/api/v1/hk_shelves", json={"name": "f"}, headers=stranger.headers)).json()[
+        "data"
+    ]
     r = await c.post(path, json={"title": "first", "shelf_id": shelf["id"]}, headers=owner.headers)
     assert r.status_code == 201, r.text
     item = r.json()["data"]
@@ -127,7 +128,9 @@ async def _scenario(served: Served, name: str, owner: User, stranger: User, path
         "create": [("POST", path, owner.headers, {"title": "second", "size": 3})],
         "create-unknown-field": [("POST", path, owner.headers, {"title": "x", "colour": "red"})],
         "create-bad-type": [("POST", path, owner.headers, {"title": "x", "size": "3"})],
-        "create-invisible-reference": [("POST", path, owner.headers, {"title": "x", "shelf_id": foreign["id"]})],
+        "create-invisible-reference": [
+            ("POST", path, owner.headers, {"title": "x", "shelf_id": foreign["id"]})
+        ],
         "update": [("PATCH", url, owner.headers, {"title": "renamed"})],
         "update-same-values": [("PATCH", url, owner.headers, {"title": "first", "size": 0})],
         "update-empty": [("PATCH", url, owner.headers, {})],
@@ -276,7 +279,9 @@ async def test_update_hooks(
     events: list[str],
 ) -> None:
     owner = await make_user()
-    item = (await served.client.post("/api/v1/hk_busy", json={"title": "hello"}, headers=owner.headers)).json()
+    item = (
+        await served.client.post("/api/v1/hk_busy", json={"title": "hello"}, headers=owner.headers)
+    ).json()
     served.events.clear()
     r = await served.client.patch(f"/api/v1/hk_busy/{item['data']['id']}", json=change, headers=owner.headers)
     assert r.status_code == status, r.text
@@ -289,7 +294,9 @@ async def test_a_delete_hook_that_refuses_keeps_the_row_and_fires_nothing(
     served: Served, make_user: MakeUser
 ) -> None:
     owner = await make_user()
-    pinned = (await served.client.post("/api/v1/hk_busy", json={"title": "pinned"}, headers=owner.headers)).json()
+    pinned = (
+        await served.client.post("/api/v1/hk_busy", json={"title": "pinned"}, headers=owner.headers)
+    ).json()
     served.events.clear()
     r = await served.client.delete(f"/api/v1/hk_busy/{pinned['data']['id']}", headers=owner.headers)
     assert r.status_code == 403

@@ -37,7 +37,9 @@ notices = Resource(name="pol_notices", fields=_named(), policy=Policy.shared())
 rules = Resource(name="pol_rules", fields=_named(), policy=Policy.read_only())
 # Role-based: users (tasks:write) read, admins (users:manage) write.
 reports = Resource(
-    name="pol_reports", fields=_named(), policy=Policy.for_permissions(read="tasks:write", write="users:manage")
+    name="pol_reports",
+    fields=_named(),
+    policy=Policy.for_permissions(read="tasks:write", write="users:manage"),
 )
 # Admins only.
 secrets_ = Resource(name="pol_secrets", fields=_named(), policy=Policy.admin_only())
@@ -52,7 +54,18 @@ shared_chapters = Resource(
 
 @pytest.fixture(scope="module")
 async def served(database_url: str) -> AsyncIterator[Served]:
-    resources = [diaries, books, chapters, margins, notices, rules, reports, secrets_, shared_books, shared_chapters]
+    resources = [
+        diaries,
+        books,
+        chapters,
+        margins,
+        notices,
+        rules,
+        reports,
+        secrets_,
+        shared_books,
+        shared_chapters,
+    ]
     async with serve(database_url, resources) as running:
         yield running
 
@@ -108,8 +121,12 @@ async def test_a_resource_without_a_policy_deletes_only_for_its_owner(
 ) -> None:
     owner, other = await make_user(), await make_user()
     item = await _make(served, "pol_diaries", owner)
-    assert (await served.client.delete(f"/api/v1/pol_diaries/{item}", headers=other.headers)).status_code == 404
-    assert (await served.client.delete(f"/api/v1/pol_diaries/{item}", headers=owner.headers)).status_code == 204
+    assert (
+        await served.client.delete(f"/api/v1/pol_diaries/{item}", headers=other.headers)
+    ).status_code == 404
+    assert (
+        await served.client.delete(f"/api/v1/pol_diaries/{item}", headers=owner.headers)
+    ).status_code == 204
 
 
 async def test_inherit_follows_the_referenced_row(served: Served, make_user: MakeUser) -> None:
@@ -135,7 +152,9 @@ async def test_inherit_follows_the_referenced_row(served: Served, make_user: Mak
     assert r.status_code == 422
     # The owner of the book writes its chapters, whoever made them; an admin too.
     chapter_by_admin = await _make(served, "pol_chapters", boss, book_id=book)
-    r = await c.patch(f"/api/v1/pol_chapters/{chapter_by_admin}", json={"name": "mine"}, headers=owner.headers)
+    r = await c.patch(
+        f"/api/v1/pol_chapters/{chapter_by_admin}", json={"name": "mine"}, headers=owner.headers
+    )
     assert r.status_code == 200
     # Deleting the book removes its chapters and their notes (ON DELETE CASCADE, with their events).
     served.events.clear()
@@ -146,7 +165,9 @@ async def test_inherit_follows_the_referenced_row(served: Served, make_user: Mak
     )
 
 
-async def test_inherit_from_a_shared_row_reads_but_does_not_write(served: Served, make_user: MakeUser) -> None:
+async def test_inherit_from_a_shared_row_reads_but_does_not_write(
+    served: Served, make_user: MakeUser
+) -> None:
     owner, reader = await make_user(), await make_user()
     book = await _make(served, "pol_shared_books", owner)
     chapter = await _make(served, "pol_shared_chapters", owner, book_id=book)
@@ -154,8 +175,12 @@ async def test_inherit_from_a_shared_row_reads_but_does_not_write(served: Served
     assert (await c.get(f"/api/v1/pol_shared_chapters/{chapter}", headers=reader.headers)).status_code == 200
     r = await c.patch(f"/api/v1/pol_shared_chapters/{chapter}", json={"name": "n"}, headers=reader.headers)
     assert r.status_code == 403  # visible, not writable
-    assert (await c.delete(f"/api/v1/pol_shared_chapters/{chapter}", headers=reader.headers)).status_code == 403
-    r = await c.post("/api/v1/pol_shared_chapters", json={"name": "x", "book_id": book}, headers=reader.headers)
+    assert (
+        await c.delete(f"/api/v1/pol_shared_chapters/{chapter}", headers=reader.headers)
+    ).status_code == 403
+    r = await c.post(
+        "/api/v1/pol_shared_chapters", json={"name": "x", "book_id": book}, headers=reader.headers
+    )
     assert r.status_code == 422  # may not add to a book one cannot write
 
 
