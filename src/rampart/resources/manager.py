@@ -33,7 +33,7 @@ from rampart.resources.endpoints import JSON_OPTIONS
 from rampart.resources.fields import FieldInvalid, Reference
 from rampart.resources.query import CursorCodec, ListQuery, filter_sql, keyset_sql, parse_list_query
 from rampart.resources.spec import Binder, ColumnBinder, Resource
-from rampart.resources.validation import validate_create, validate_update
+from rampart.resources.validation import WHOLE_BODY, validate_create, validate_update
 
 log = logging.getLogger("rampart.resources")
 Row = dict[str, Any]
@@ -759,7 +759,7 @@ class ResourceManager:
             raise ValidationFailed(
                 [
                     FieldError(
-                        getattr(exc, "column_name", None) or "body",
+                        getattr(exc, "column_name", None) or WHOLE_BODY,
                         "invalid",
                         "The value breaks a constraint.",
                     )
@@ -867,7 +867,7 @@ def _fk_field(exc: asyncpg.ForeignKeyViolationError) -> str:
     # PostgreSQL says 'Key (project_id)=(...) is not present in table ...': the column name is ours.
     if detail.startswith("Key (") and ")=" in detail:
         return detail[5 : detail.index(")=")]
-    return "body"
+    return WHOLE_BODY
 
 
 __all__ = ["Context", "FieldInvalid", "Page", "ResourceManager"]
