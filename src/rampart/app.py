@@ -91,12 +91,35 @@ class Background(Protocol):
     async def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class AppParts:
+    """What an app was built from besides its settings (the arguments of `create_app`)."""
+
+    resources: tuple[Resource, ...] | None = None
+    routes: tuple[RouteSpec, ...] = ()
+    middleware: tuple[Middleware, ...] = ()
+    subscribers: tuple[Subscriber, ...] = ()
+
+
 class Rampart:
     """The ASGI application: the pipeline around the router, plus lifespan."""
 
-    def __init__(self, services: Services, app: ASGIApp) -> None:
+    def __init__(self, services: Services, app: ASGIApp, parts: AppParts | None = None) -> None:
         self.services = services
         self._app = app
+        self.parts = parts or AppParts()
+
+    def rebuild(self, settings: Settings) -> Rampart:
+        """The same application (resources, routes, middleware, subscribers) on other settings: what
+        `rampart.testing` serves on its test database when `RAMPART_APP` names an application."""
+        parts = self.parts
+        return create_app(
+            settings,
+            resources=parts.resources,
+            routes=parts.routes,
+            middleware=parts.middleware,
+            subscribers=parts.subscribers,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -254,6 +277,12 @@ def create_app(
       the event dispatcher (docs/guide/events.md).
     """
     settings = settings if settings is not None else Settings()
+    resources, routes, middleware, subscribers = (
+        None if resources is None else tuple(resources),
+        tuple(routes),
+        tuple(middleware),
+        tuple(subscribers),
+    )
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     secret = settings.jwt_secret.get_secret_value()
@@ -435,4 +464,4 @@ def create_app(
         access_log_enabled=settings.access_log,
         observers=[metrics.observe, drain.observe],
     )
-    return Rampart(services, pipeline)
+    return Rampart(services, pipeline, AppParts(resources, routes, middleware, subscribers))
