@@ -42,7 +42,7 @@ from rampart.config import DEFAULT_JWT_SECRET, Settings
 from rampart.resources.context import Context
 from rampart.schema import app_target
 
-_TEST_SECRET = "rampart-testing-" + "k" * 48  # noqa: S105 - signs tokens of a throwaway test database
+_TEST_SECRET = "rampart-testing-" + "k" * 48  # signs the tokens of a throwaway test database
 
 
 @dataclass(frozen=True)
