@@ -24,7 +24,7 @@ import pytest
 
 from rampart.app import create_app
 from rampart.config import DEFAULT_JWT_SECRET, Settings
-from tests.conftest import make_settings
+from tests.conftest import User, make_settings
 from tests.scale.servers import Server
 from tests.security.surface import OPERATIONS, PLAIN, Operation
 
@@ -180,6 +180,52 @@ async def test_no_route_allows_a_foreign_origin_by_default(
     url = Operation(method, path, "", False, None, False, "").url({"name": "swagger-ui.css"})
     r = await client.request(method, url, headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+# ----- media types -----------------------------------------------------------------------------------
+
+# Issue 13, finding 9: any `+json` type (and any parameter) was taken as JSON. Only `application/json`,
+# with at most `charset=utf-8`, is documented (API.md); a `+json` type promises semantics the API lacks.
+ACCEPTED_TYPES = [
+    "application/json",
+    "Application/JSON",
+    "application/json; charset=utf-8",
+    "application/json;charset=UTF-8",
+    'application/json; charset="utf-8"',
+]
+REFUSED_TYPES = [
+    "application/merge-patch+json",
+    "application/ld+json",
+    "application/vnd.api+json",
+    "application/problem+json",
+    "application/json-patch+json",
+    "application/json; charset=latin-1",
+    "application/json; charset=utf-16",
+    "application/json; profile=x",
+    "application/json; charset=utf-8; boundary=x",
+    "application/jsonx",
+    "text/json",
+]
+
+
+@pytest.mark.parametrize("ctype", ACCEPTED_TYPES)
+async def test_the_documented_json_types_are_accepted(
+    client: httpx.AsyncClient, alice: User, ctype: str
+) -> None:
+    r = await client.post(
+        "/api/v1/projects", content=b'{"name": "typed"}', headers={**alice.headers, "content-type": ctype}
+    )
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("ctype", REFUSED_TYPES)
+async def test_other_json_like_types_are_415(client: httpx.AsyncClient, alice: User, ctype: str) -> None:
+    r = await client.post(
+        "/api/v1/projects", content=b'{"name": "typed"}', headers={**alice.headers, "content-type": ctype}
+    )
+    assert r.status_code == 415, ctype
+    assert r.json()["code"] == "unsupported_media_type"
+    _assert_dressed(r)
 
 
 # ----- production ---------------------------------------------------------------------------------------

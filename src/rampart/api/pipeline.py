@@ -24,6 +24,7 @@ log = logging.getLogger("rampart.request")
 access_log = logging.getLogger("rampart.access")
 
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: `$` would allow "\n"
+_UTF8_CHARSET = re.compile(rb'charset\s*=\s*(?:utf-8|"utf-8")\s*;?', re.IGNORECASE)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 _DOCS_CSP = (
@@ -167,9 +168,9 @@ class Pipeline:
                 raise PayloadTooLarge(f"The body is larger than {self.body_limit} bytes.")
         if (length is None or length == b"0") and not chunked:
             return b""
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if content_type != b"application/json" and not content_type.endswith(b"+json"):
-            raise UnsupportedMediaType("The request body must be application/json.")
+        content_type = headers.get(b"content-type", b"")
+        if content_type != b"application/json" and not _is_json(content_type):
+            raise UnsupportedMediaType("The request body must be application/json (charset utf-8, if any).")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -197,6 +198,19 @@ class Pipeline:
         headers += [(b"content-type", PROBLEM_TYPE.encode()), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _is_json(content_type: bytes) -> bool:
+    """`application/json`, any case and spacing, with at most one parameter: `charset=utf-8`.
+
+    Nothing else: a `+json` type promises semantics (merge patch, JSON-LD, ...) that the API does not
+    implement, and another charset would be decoded as UTF-8 regardless.
+    """
+    media_type, _, params = content_type.partition(b";")
+    if media_type.strip().lower() != b"application/json":
+        return False
+    params = params.strip()
+    return not params or _UTF8_CHARSET.fullmatch(params) is not None
 
 
 def _replay(body: bytes, downstream: Receive) -> Receive:
