@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pydantic
 import pytest
 
@@ -275,6 +277,63 @@ def test_a_production_server_shows_no_internals(
     assert "debug" not in problem
     assert not INTERNALS.search(r.text), r.text
     assert "server" not in r.headers
+
+
+# Issue 13, finding 9: what uvicorn wrote itself for requests the application never sees had neither the
+# security headers nor a request id (text/plain "Invalid HTTP request received.").
+UNPARSEABLE = {
+    "bad request line": b"GARBAGE / HTTP/9.9\r\n\r\n",
+    "bad content-length": b"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    "two content-lengths": (
+        b"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"
+    ),
+    "content-length and chunked": (
+        b"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "space in a header name": b"GET /health/live HTTP/1.1\r\nHost: x\r\nBad Name: x\r\n\r\n",
+    "control character in the path": b"GET /he\x01alth HTTP/1.1\r\nHost: x\r\n\r\n",
+    "head over 64 KiB": b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: "
+    + b"a" * 70_000,  # and more to come
+}
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65_536):  # the server closes after answering
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("request_bytes", list(UNPARSEABLE.values()), ids=list(UNPARSEABLE))
+def test_answers_written_below_the_application_are_dressed(
+    production_server: Server, request_bytes: bytes
+) -> None:
+    answer = _raw(production_server.port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    assert status_line in ("HTTP/1.1 400 Bad Request", "HTTP/1.1 431 Request Header Fields Too Large"), answer
+    assert headers.get("x-content-type-options") == "nosniff"
+    assert headers.get("referrer-policy") == "no-referrer"
+    assert headers.get("x-frame-options") == "DENY"
+    assert headers.get("cross-origin-opener-policy") == "same-origin"
+    assert headers.get("content-security-policy") == API_CSP
+    assert headers.get("content-type") == "application/problem+json"
+    assert headers.get("connection") == "close"
+    assert "server" not in headers
+    problem = orjson.loads(body)
+    assert problem["status"] == int(status_line.split()[1])
+    assert problem["code"] in ("malformed_request", "header_too_large")
+    request_id = headers["x-request-id"]
+    assert problem["request_id"] == request_id
+    assert not INTERNALS.search(body.decode())
+    deadline = time.monotonic() + 5  # and the log line carries the same id
+    while request_id not in production_server.output():
+        assert time.monotonic() < deadline, production_server.output()[-2000:]
+        time.sleep(0.05)
 
 
 def test_a_malformed_request_gets_no_version_banner(production_server: Server) -> None:

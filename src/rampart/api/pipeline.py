@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rampart.api.problems import PROBLEM_TYPE, problem
 from rampart.errors import MalformedJSON, PayloadTooLarge, RampartError, RequestTimeout, UnsupportedMediaType
 from rampart.lib.ids import new_id_text
+from rampart.lib.security_headers import API_CSP, SECURITY_HEADERS
 
 log = logging.getLogger("rampart.request")
 access_log = logging.getLogger("rampart.access")
@@ -26,16 +27,9 @@ access_log = logging.getLogger("rampart.access")
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: `$` would allow "\n"
 _UTF8_CHARSET = re.compile(rb'charset\s*=\s*(?:utf-8|"utf-8")\s*;?', re.IGNORECASE)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 _DOCS_CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 )
-_SECURITY = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
 _EXPOSE = b"X-Request-ID, ETag, Location, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After"
 _ALLOW_HEADERS = b"Authorization, Content-Type, If-Match, If-None-Match, Last-Event-ID, X-Request-ID"
 _ALLOW_METHODS = b"GET, POST, PATCH, DELETE, OPTIONS"
@@ -77,11 +71,11 @@ class Pipeline:
         origin = headers.get(b"origin")
         cors = origin is not None and origin in self.origins
         path: str = scope["path"]
-        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode()), *_SECURITY]
+        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
         extra.append(
             (
                 b"content-security-policy",
-                _DOCS_CSP if path == "/docs" or path.startswith("/docs/") else _API_CSP,
+                _DOCS_CSP if path == "/docs" or path.startswith("/docs/") else API_CSP,
             )
         )
         if scope.get("scheme") == "https":
