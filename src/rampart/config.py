@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit: str = "600/minute"
     rate_limit_auth: str = "20/minute"
+    # Without Redis: a table file that every process of this host using it shares its limits through
+    # (rampart.lib.ratelimit_shm). `rampart serve --workers N` makes one in /dev/shm when this is unset.
+    rate_limit_file: str | None = None
     body_limit: int = Field(default=1_048_576, ge=1024)
     request_timeout: float = Field(default=10.0, gt=0)
     # Seconds a connection of `rampart serve` has to deliver a complete request head (slow clients).
