@@ -1,4 +1,4 @@
-"""The `rampart` command: serve, migrate, makemigrations, users, tokens, config."""
+"""The `rampart` command: serve, migrate, makemigrations, config, secrets, users, tokens, keys, events."""
 
 from __future__ import annotations
 
@@ -328,6 +328,19 @@ def makemigrations(message: str) -> None:
 def show_config() -> None:
     """Print the effective settings, secrets masked."""
     click.echo(orjson.dumps(_settings().masked(), option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """Secrets for the configuration."""
+
+
+@secrets_group.command("generate")
+def secrets_generate() -> None:
+    """Print a new random secret for RAMPART_JWT_SECRET (64 URL-safe characters, 384 bits)."""
+    from rampart.lib.secret_strength import generate
+
+    sys.stdout.write(generate() + "\n")
 
 
 @main.group()

@@ -13,7 +13,9 @@ test_pipeline.py); a 500 in production reveals nothing and one in development ca
 
 from __future__ import annotations
 
+import base64
 import re
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +28,7 @@ import pytest
 
 from rampart.app import create_app
 from rampart.config import DEFAULT_JWT_SECRET, Settings
+from rampart.lib import secret_strength
 from tests.conftest import User, make_settings
 from tests.scale.servers import Server
 from tests.security.surface import OPERATIONS, PLAIN, Operation
@@ -233,11 +236,42 @@ async def test_other_json_like_types_are_415(client: httpx.AsyncClient, alice: U
 # ----- production ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("secret", [DEFAULT_JWT_SECRET, "short-secret", "x" * 31])
+# Issue 13, finding 7: only the length was checked, so 64 × "a" or a phrase of common words passed.
+WEAK_SECRETS = {
+    "the development default": DEFAULT_JWT_SECRET,
+    "short": "short-secret",
+    "31 characters": "x" * 31,
+    "one letter 64 times": "a" * 64,
+    "a repeated word": "changeme-changeme-changeme-changeme-123",
+    "a phrase of common words": "this-is-my-super-secret-jwt-signing-key-2024",
+    "words and a name": "my-company-name-jwt-signing-key-for-production",
+    "sequences": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ",
+    "keyboard rows": "qwertyuiopasdfghjklzxcvbnm1234567890!@#$",
+    "a padded word": "s3cr3t-" + "k" * 40,
+    "128 random bits in hex (RFC 7518 wants 256 for HS256)": "0ac2b1ffb56762549d7340ea095d75ee",
+}
+STRONG_SECRETS = {
+    "rampart secrets generate": secret_strength.generate(),
+    "token_urlsafe(32)": secrets.token_urlsafe(32),
+    "openssl rand -hex 32": secrets.token_hex(32),
+    "openssl rand -base64 32": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "longer than the estimated part": secrets.token_urlsafe(120),
+}
+
+
+@pytest.mark.parametrize("secret", list(WEAK_SECRETS.values()), ids=list(WEAK_SECRETS))
 def test_production_refuses_a_weak_secret(secret: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match="RAMPART_JWT_SECRET"):
+    with pytest.raises(pydantic.ValidationError, match="RAMPART_JWT_SECRET") as refused:
         Settings(_env_file=None, env="production", jwt_secret=secret)  # type: ignore[call-arg]
-    Settings(_env_file=None, env="production", jwt_secret="y" * 32)  # type: ignore[call-arg]
+    message = str(refused.value)
+    assert "rampart secrets generate" in message  # says how to make a good one
+    assert secret not in message  # and never repeats the secret
+    Settings(_env_file=None, env="test", jwt_secret=secret)  # type: ignore[call-arg] # not outside production
+
+
+@pytest.mark.parametrize("secret", list(STRONG_SECRETS.values()), ids=list(STRONG_SECRETS))
+def test_production_takes_a_random_secret(secret: str) -> None:
+    Settings(_env_file=None, env="production", jwt_secret=secret)  # type: ignore[call-arg]
 
 
 def test_production_is_the_mode_of_the_shipped_deployments() -> None:
