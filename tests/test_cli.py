@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -335,10 +336,30 @@ def test_production_refuses_to_start_without_a_strong_jwt_secret(
 
 
 def test_production_with_a_strong_secret_starts(tmp_path: Path) -> None:
-    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET="z" * 48)
+    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET=TEST_SECRET)
     result = rampart("config", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["env"] == "production"
+
+
+def test_secrets_generate_prints_a_new_secret_that_production_takes(tmp_path: Path) -> None:
+    env = cli_env(None)
+    first, second = (rampart("secrets", "generate", env=env, cwd=tmp_path) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    secret = first.stdout.strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{64}", secret)
+    assert second.stdout.strip() != secret
+    accepted = rampart(
+        "config", env=cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET=secret), cwd=tmp_path
+    )
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_production_refusal_of_a_guessable_secret_says_how_to_make_one(tmp_path: Path) -> None:
+    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET="a" * 64)
+    result = rampart("config", env=env, cwd=tmp_path)
+    assert_clean_failure(result, "rampart secrets generate")
+    assert "a" * 64 not in result.stderr
 
 
 # ----- serve -------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from rampart.events.webhook_sender import WebhookSender
 from rampart.events.webhooks import Webhooks
 from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from rampart.lib.ratelimit_shm import SharedMemoryRateLimiter
 from rampart.lib.rates import parse_rate
 from rampart.lib.rowcache import QueryCache, RowCache
 from rampart.lib.store import MemoryStore, RedisStore
@@ -265,6 +266,8 @@ def create_app(settings: Settings) -> Rampart:
 
         redis_client = connect(settings.redis_url.get_secret_value())
         limiter = RedisRateLimiter(redis_client)
+    elif settings.rate_limit_file:  # the workers of one `rampart serve` (or of any server on this host)
+        limiter = SharedMemoryRateLimiter(settings.rate_limit_file)
     else:
         limiter = MemoryRateLimiter()
     shared_sessions = None
