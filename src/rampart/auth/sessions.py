@@ -218,8 +218,8 @@ State = Live | None  # None: no live session
 
 # One indexed read of the session and its user. An impersonation session also reads the session that
 # opened it and that session's user (both by primary key); for any other session the two outer joins
-# look up a NULL key, which PostgreSQL answers without touching an index (EXPLAIN ANALYZE: "never
-# executed"), so the common check costs what it did before (docs/decisions/0015-impersonation-bound.md).
+# look up a NULL key, which PostgreSQL answers without reading a page (EXPLAIN ANALYZE: 8 buffers, as
+# before), so the common check costs what it did (docs/decisions/0015-impersonation-bound.md).
 # The impersonator of session `s` (`iu`), found only while they are enabled and the session that opened
 # `s` lives (neither revoked nor expired).
 IMPERSONATOR_JOIN = (
