@@ -4,6 +4,9 @@ Each worker keeps a tiny cache of session state for at most `cache_ttl` (≤ 1 s
 every request costs a dictionary lookup most of the time and a single indexed query otherwise. Behind it
 may sit a tier shared by every worker and instance (`rampart.auth.sessions_shared`, Redis), asked before
 the database; the bound then counts from the database read across both tiers.
+
+An impersonation session is live only while the rules of `rampart.access.impersonation` hold for its
+impersonator and the session that opened it; the same query reads them, so its end keeps the same bound.
 """
 
 from __future__ import annotations
@@ -216,10 +219,6 @@ class Live(NamedTuple):
 
 State = Live | None  # None: no live session
 
-# One indexed read of the session and its user. An impersonation session also reads the session that
-# opened it and that session's user (both by primary key); for any other session the two outer joins
-# look up a NULL key, which PostgreSQL answers without reading a page (EXPLAIN ANALYZE: 8 buffers, as
-# before), so the common check costs what it did (docs/decisions/0015-impersonation-bound.md).
 # The impersonator of session `s` (`iu`), found only while they are enabled and the session that opened
 # `s` lives (neither revoked nor expired).
 IMPERSONATOR_JOIN = (
@@ -227,6 +226,10 @@ IMPERSONATOR_JOIN = (
     " AND o.expires_at > now()"
     " LEFT JOIN users iu ON iu.id = o.user_id AND NOT iu.disabled"
 )
+# One indexed read of the session and its user. An impersonation session also reads the session that
+# opened it and that session's user (both by primary key); for any other session the two outer joins
+# look up a NULL key, which PostgreSQL answers without reading a page (EXPLAIN ANALYZE: 8 buffers, as
+# before), so the common check costs what it did (docs/decisions/0015-impersonation-bound.md).
 _LOAD = (
     "SELECT s.user_id, u.role, s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role"
     f" FROM sessions s JOIN users u ON u.id = s.user_id{IMPERSONATOR_JOIN}"
