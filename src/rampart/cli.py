@@ -365,6 +365,40 @@ def users_create(email: str, name: str, role: str) -> None:
             server.stop()
 
 
+def _update_user(email: str, changes: dict[str, Any]) -> None:
+    from rampart.clitasks import update_user
+
+    settings, server = _database(_settings())
+    try:
+        row = asyncio.run(update_user(settings, email=email, changes=changes))
+        click.echo(orjson.dumps(row).decode())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@users.command("set-role")
+@click.option("--email", required=True)
+@click.option("--role", required=True)
+def users_set_role(email: str, role: str) -> None:
+    """Change a user's role; prints the user. The last enabled admin cannot be demoted."""
+    _update_user(email, {"role": role})
+
+
+@users.command("disable")
+@click.option("--email", required=True)
+def users_disable(email: str) -> None:
+    """Disable a user and end every session of theirs at once; prints the user."""
+    _update_user(email, {"disabled": True})
+
+
+@users.command("enable")
+@click.option("--email", required=True)
+def users_enable(email: str) -> None:
+    """Enable a disabled user (their old sessions stay ended); prints the user."""
+    _update_user(email, {"disabled": False})
+
+
 @main.group()
 def tokens() -> None:
     """Issue tokens."""

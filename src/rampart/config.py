@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
     access_token_ttl: int = Field(default=900, ge=30, le=86_400)
     session_ttl: int = Field(default=30 * 86_400, ge=60)
+    # Seconds an impersonation session lives (an hour at most); refreshing never extends it.
+    impersonation_ttl: int = Field(default=3600, ge=60, le=3600)
     session_cache_ttl: float = Field(default=1.0, ge=0.0, le=1.0)
     # Where session state is cached: "memory" per worker, or "redis" behind it, shared by every worker and
     # instance (needs RAMPART_REDIS_URL); see docs/decisions/0005-session-check.md.

@@ -14,6 +14,7 @@ Already covered elsewhere, and cited in SECURITY.md: 24 kinds of forged token on
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -319,3 +320,160 @@ async def test_the_sign_in_cookie_is_short_lived_http_only_lax_and_only_for_the_
         assert ("secure" in parts) is secure
     finally:
         await app.aclose()
+
+
+# ----- impersonation is bounded by its impersonator (issue 13, finding 1) -------------------------------
+# An admin's impersonation used to be an ordinary 30-day session: demoting and disabling the admin ended
+# the admin's own sessions but not the ones opened as someone else. The real-process versions (two
+# workers; two instances sharing Redis) are tests/api/test_impersonation_processes.py.
+
+API = "/api/v1"
+BOUND = 1.0  # seconds: API.md's revocation bound, which an impersonation's end also keeps
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def impersonate(client: httpx.AsyncClient, admin: User, target: User) -> dict[str, str]:
+    r = await client.post(f"{API}/admin/users/{target.id}/impersonate", headers=admin.headers)
+    assert r.status_code == 201, r.text
+    data: dict[str, str] = r.json()["data"]
+    return data
+
+
+def session_of(token: str) -> uuid.UUID:
+    return uuid.UUID(jwt.decode(token, options={"verify_signature": False})["sid"])
+
+
+async def refused_within(client: httpx.AsyncClient, token: str, bound: float = BOUND) -> float:
+    """Seconds until `token` gets 401 on /auth/me (served 200 until then), failing past `bound`."""
+    started = time.monotonic()
+    while True:
+        r = await client.get(f"{API}/auth/me", headers=bearer(token))
+        elapsed = time.monotonic() - started
+        if r.status_code == 401:
+            return elapsed
+        assert r.status_code == 200, r.text
+        assert elapsed < bound, f"the impersonation still works {elapsed:.2f} s after its end"
+        await asyncio.sleep(0.02)
+
+
+ENDS = ["demoted", "disabled", "logged_out", "logged_out_everywhere", "revoked_by_admin", "target_promoted"]
+
+
+@pytest.mark.parametrize("end", ENDS)
+async def test_an_impersonation_ends_with_its_impersonator(
+    client: httpx.AsyncClient, app: Rampart, end: str
+) -> None:
+    boss, admin, target = (
+        await new_user(app, role="admin"),
+        await new_user(app, role="admin"),
+        await new_user(app),
+    )
+    pair = await impersonate(client, admin, target)
+    r = await client.get(f"{API}/auth/me", headers=bearer(pair["access_token"]))
+    assert r.status_code == 200
+    assert r.json()["data"]["id"] == target.id
+
+    if end == "demoted":
+        r = await client.patch(f"{API}/admin/users/{admin.id}", json={"role": "user"}, headers=boss.headers)
+    elif end == "disabled":
+        r = await client.patch(f"{API}/admin/users/{admin.id}", json={"disabled": True}, headers=boss.headers)
+    elif end == "logged_out":
+        r = await client.post(f"{API}/auth/logout", headers=admin.headers)
+    elif end == "logged_out_everywhere":
+        r = await client.post(f"{API}/auth/logout?all=true", headers=admin.headers)
+    elif end == "revoked_by_admin":
+        sid = session_of(pair["access_token"])
+        r = await client.delete(f"{API}/admin/impersonations/{sid}", headers=admin.headers)
+    else:  # the user became an admin: an impersonation never acts as one
+        r = await client.patch(f"{API}/admin/users/{target.id}", json={"role": "admin"}, headers=boss.headers)
+    assert r.status_code in (200, 204), r.text
+
+    await refused_within(client, pair["access_token"])
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert r.status_code == 401, r.text
+    # Listed nowhere as live, and the target's own session is untouched.
+    r = await client.get(f"{API}/auth/sessions", headers=target.headers)
+    assert [s["impersonated"] for s in r.json()["data"]] == [False]
+    if end in ("demoted", "revoked_by_admin", "target_promoted"):  # the admin's own session still works
+        r = await client.get(f"{API}/auth/me", headers=admin.headers)
+        assert r.status_code == 200
+
+
+async def test_a_re_promoted_admin_does_not_bring_an_ended_impersonation_back(
+    client: httpx.AsyncClient, app: Rampart
+) -> None:
+    boss, admin, target = (
+        await new_user(app, role="admin"),
+        await new_user(app, role="admin"),
+        await new_user(app),
+    )
+    pair = await impersonate(client, admin, target)
+    for role in ("user", "admin"):
+        r = await client.patch(f"{API}/admin/users/{admin.id}", json={"role": role}, headers=boss.headers)
+        assert r.status_code == 200, r.text
+    await refused_within(client, pair["access_token"])
+    revoked = await app.services.db.fetchval(
+        "SELECT revoked_at IS NOT NULL FROM sessions WHERE id = $1", session_of(pair["access_token"])
+    )
+    assert revoked
+
+
+async def test_an_impersonation_lasts_an_hour_at_most_and_refreshing_never_extends_it(
+    client: httpx.AsyncClient, app: Rampart
+) -> None:
+    admin, target = await new_user(app, role="admin"), await new_user(app)
+    pair = await impersonate(client, admin, target)
+    sid = session_of(pair["access_token"])
+    db = app.services.db
+    row = await db.fetchrow("SELECT created_at, expires_at FROM sessions WHERE id = $1", sid)
+    assert (row["expires_at"] - row["created_at"]).total_seconds() <= 3600
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert r.status_code == 200, r.text
+    refreshed = r.json()["data"]
+    assert await db.fetchval("SELECT expires_at FROM sessions WHERE id = $1", sid) == row["expires_at"]
+    # The hour is over (moved back rather than waited for): neither the token nor a refresh works.
+    await db.execute("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", sid)
+    await refused_within(client, refreshed["access_token"])
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": refreshed["refresh_token"]})
+    assert r.status_code == 401
+
+
+async def test_admins_list_and_end_the_impersonations_they_opened_and_only_those(
+    client: httpx.AsyncClient, app: Rampart
+) -> None:
+    admin, other, target = (
+        await new_user(app, role="admin"),
+        await new_user(app, role="admin"),
+        await new_user(app),
+    )
+    pair = await impersonate(client, admin, target)
+    sid = str(session_of(pair["access_token"]))
+    assert pair["session_id"] == sid
+
+    r = await client.get(f"{API}/admin/impersonations", headers=admin.headers)
+    assert r.status_code == 200, r.text
+    [opened] = r.json()["data"]
+    assert (opened["id"], opened["user_id"], opened["opened_by"]) == (sid, target.id, str(admin.session_id))
+    assert opened["expires_at"] == pair["session_expires_at"]
+    r = await client.get(f"{API}/admin/impersonations", headers=other.headers)
+    assert r.json()["data"] == []
+    # The target's list says who opened it.
+    r = await client.get(f"{API}/auth/sessions", headers=target.headers)
+    assert {s["id"]: s["impersonator_id"] for s in r.json()["data"]} == {
+        str(target.session_id): None,
+        sid: admin.id,
+    }
+    # Another admin cannot end it: answered like a session that does not exist.
+    r = await client.delete(f"{API}/admin/impersonations/{sid}", headers=other.headers)
+    ghost = await client.delete(f"{API}/admin/impersonations/{uuid.uuid4()}", headers=other.headers)
+    assert r.status_code == ghost.status_code == 404
+    assert (await client.get(f"{API}/auth/me", headers=bearer(pair["access_token"]))).status_code == 200
+    r = await client.delete(f"{API}/admin/impersonations/{sid}", headers=admin.headers)
+    assert r.status_code == 204
+    await refused_within(client, pair["access_token"])
+    assert (await client.get(f"{API}/admin/impersonations", headers=admin.headers)).json()["data"] == []
+    r = await client.delete(f"{API}/admin/impersonations/{sid}", headers=admin.headers)
+    assert r.status_code == 404
