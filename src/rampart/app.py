@@ -18,6 +18,7 @@ from rampart.api.router import Limits, build_router
 from rampart.auth.keys import KeyRing
 from rampart.auth.oidc import OIDCClient
 from rampart.auth.routes import auth_routes
+from rampart.auth.routes_impersonation import impersonation_routes
 from rampart.auth.routes_keys import key_routes
 from rampart.auth.routes_oidc import CALLBACK_PATH, oidc_routes
 from rampart.auth.routes_sessions import session_routes
@@ -39,6 +40,7 @@ from rampart.events.webhook_sender import WebhookSender
 from rampart.events.webhooks import Webhooks
 from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from rampart.lib.ratelimit_shm import SharedMemoryRateLimiter
 from rampart.lib.rates import parse_rate
 from rampart.lib.rowcache import QueryCache, RowCache
 from rampart.lib.store import MemoryStore, RedisStore
@@ -318,6 +320,8 @@ def create_app(
 
         redis_client = connect(settings.redis_url.get_secret_value())
         limiter = RedisRateLimiter(redis_client)
+    elif settings.rate_limit_file:  # the workers of one `rampart serve` (or of any server on this host)
+        limiter = SharedMemoryRateLimiter(settings.rate_limit_file)
     else:
         limiter = MemoryRateLimiter()
     shared_sessions = None
@@ -343,17 +347,14 @@ def create_app(
         services.background.append(shared_sessions)
     registry = services.registry
     declared = (
-        [users_resource(roles.names), *resources]
-        if resources is not None
-        else declared_resources(settings, roles)
+        [users_resource(roles), *resources] if resources is not None else declared_resources(settings, roles)
     )
     for resource in declared:
         registry.add(resource)
     check_references(registry)
     cursors = CursorCodec(secret.encode())
     for resource in registry:
-        manager_cls = resource.manager or ResourceManager
-        services.managers[resource.name] = manager_cls(
+        services.managers[resource.name] = ResourceManager(
             resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
         )
     if not pooled:
@@ -366,14 +367,20 @@ def create_app(
     specs: list[RouteSpec] = []
     for manager in services.managers.values():
         specs += resource_routes(manager)
-    specs += auth_routes(
-        users=services.managers["users"], tokens=tokens, bus=services.bus, session_ttl=settings.session_ttl
+    specs += auth_routes(users=services.managers["users"])
+    specs += impersonation_routes(
+        users=services.managers["users"],
+        tokens=tokens,
+        roles=roles,
+        authenticator=services.authenticator,
+        ttl=settings.impersonation_ttl,
     )
     specs += session_routes(
         db=db,
         tokens=tokens,
         authenticator=services.authenticator,
         bus=services.bus,
+        roles=roles,
         session_ttl=settings.session_ttl,
     )
     if settings.oidc_client_id and settings.oidc_client_secret is not None:

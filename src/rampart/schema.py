@@ -35,7 +35,7 @@ def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
     """The users resource plus the resources of the configured app (`RAMPART_APP`)."""
     target = app_target(settings)
     if isinstance(target, list):
-        return [users_resource(roles.names), *target]
+        return [users_resource(roles), *target]
     return list(target.services.registry)  # an application: its registry already holds users
 
 

@@ -1,9 +1,9 @@
 """The generic resource manager: list, get, create, update and delete for any declared resource.
 
 It applies, in this order: validation (strict types, no mass assignment), visibility (SQL predicates, so
-lists and counts filter in the database), write permission, optimistic concurrency, the subclass hooks,
-and the event row written in the same transaction as the change. The in-process bus hears of the event
-after commit. Subclass it and override the hooks to add business logic.
+lists and counts filter in the database), write permission, optimistic concurrency, the resource's hooks
+(`Resource.hooks`), and the event row written in the same transaction as the change. The in-process bus
+hears of the event after commit.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Page:
 
 
 class ResourceManager:
-    """Owns every query of one resource. Override the hooks; call `super()` is not needed."""
+    """Owns every query of one resource; runs the resource's hooks (`Resource.hooks`) in its writes."""
 
     alias = "t"
 
@@ -97,19 +97,9 @@ class ResourceManager:
         # Without hooks a create or an update is one statement (checks, change and event together), no
         # BEGIN/COMMIT round trips; with a hook it runs in the transaction the hook runs in. Both paths
         # answer alike (tests/resources/test_hooks.py runs every scenario on both).
-        cls, hooks = type(self), resource.hooks
-        self._one_statement_create = (
-            hooks.before_create is None
-            and hooks.after_create is None
-            and cls.before_create is ResourceManager.before_create
-            and cls.after_create is ResourceManager.after_create
-        )
-        self._one_statement_update = (
-            hooks.before_update is None
-            and hooks.after_update is None
-            and cls.before_update is ResourceManager.before_update
-            and cls.after_update is ResourceManager.after_update
-        )
+        hooks = resource.hooks
+        self._one_statement_create = hooks.before_create is None and hooks.after_create is None
+        self._one_statement_update = hooks.before_update is None and hooks.after_update is None
 
     # ----- hooks ---------------------------------------------------------------------------------------
     async def _hook(self, name: str, ctx: Context, conn: asyncpg.Connection, **arguments: Any) -> None:
@@ -126,26 +116,6 @@ class ResourceManager:
                 ),
                 **arguments,
             )
-
-    async def before_create(self, ctx: Context, conn: asyncpg.Connection, data: dict[str, Any]) -> None:
-        """Runs in the transaction before the insert; may change `data` or raise a domain error."""
-
-    async def after_create(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
-        """Runs in the transaction after the insert."""
-
-    async def before_update(
-        self, ctx: Context, conn: asyncpg.Connection, current: Row, changes: dict[str, Any]
-    ) -> None:
-        """Runs in the transaction before the update; may change `changes` or raise."""
-
-    async def after_update(self, ctx: Context, conn: asyncpg.Connection, row: Row, before: Row) -> None:
-        """Runs in the transaction after the update."""
-
-    async def before_delete(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
-        """Runs in the transaction before the delete."""
-
-    async def after_delete(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
-        """Runs in the transaction after the delete."""
 
     # ----- predicates ----------------------------------------------------------------------------------
     def visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
@@ -450,7 +420,6 @@ class ResourceManager:
         async with self.db.transaction() as conn:
             if parent_id is not None:
                 await self.require_parent(ctx, parent_id, manage=True, conn=conn)
-            await self.before_create(ctx, conn, data)
             await self._hook("before_create", ctx, conn, data=data)
             await self.check_references(ctx, conn, data)
             names = list(data)
@@ -461,7 +430,6 @@ class ResourceManager:
                 f" RETURNING {self._select_all}"
             )
             row = dict(await self._write(conn, sql, bind.params))
-            await self.after_create(ctx, conn, row)
             await self._hook("after_create", ctx, conn, row=row)
             await self._event(ctx, conn, "created", row)
         await self._wrote(ctx)
@@ -518,7 +486,6 @@ class ResourceManager:
             current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=False)
             fields = self.resource.all_fields
             changes = {n: v for n, v in data.items() if fields[n].type.to_json(v) != current[n]}
-            await self.before_update(ctx, conn, current, changes)
             await self._hook("before_update", ctx, conn, current=current, changes=changes)
             if not changes:
                 return current
@@ -531,7 +498,6 @@ class ResourceManager:
                 f" WHERE {self.alias}.id = {bind(current_id(current))} RETURNING {self._select_all}"
             )
             row = dict(await self._write(conn, sql, bind.params))
-            await self.after_update(ctx, conn, row, current)
             await self._hook("after_update", ctx, conn, row=row, before=current)
             diff = {n: {"from": current[n], "to": row[n]} for n in changes}
             await self._event(ctx, conn, "updated", row, diff)
@@ -603,14 +569,12 @@ class ResourceManager:
             ctx.actor.require(self.resource.policy.write_permission)
         async with self.db.transaction() as conn:
             current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=True)
-            await self.before_delete(ctx, conn, current)
             await self._hook("before_delete", ctx, conn, row=current)
             try:
                 await self._cascade(ctx, conn, [current_id(current)])
                 await conn.execute(f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current))
             except asyncpg.ForeignKeyViolationError as exc:  # a RESTRICT reference still points here
                 raise Conflict(f"This {self.resource.name} item is still referenced by other items.") from exc
-            await self.after_delete(ctx, conn, current)
             await self._hook("after_delete", ctx, conn, row=current)
             await self._event(ctx, conn, "deleted", current)
         await self._wrote(ctx)
@@ -784,6 +748,7 @@ class ResourceManager:
             data=row,
             changes=changes,
             request_id=ctx.request_id,
+            impersonator_id=ctx.actor.impersonator_id,
         )
         await self._announce(ctx, event, action, row)
         return event
@@ -806,6 +771,7 @@ class ResourceManager:
             actor_id=ctx.actor.user_id,
             data={},
             request_id=ctx.request_id,
+            impersonator_id=ctx.actor.impersonator_id,
         )
         sql = event_insert_from(
             source,
@@ -816,6 +782,7 @@ class ResourceManager:
             actor_id=ctx.actor.user_id,
             occurred_at=occurred_at,
             request_id=ctx.request_id,
+            impersonator_id=ctx.actor.impersonator_id,
             changes_sql=changes_sql,
             joined=joined,
         )

@@ -16,7 +16,6 @@ from rampart.resources.fields import FieldType, Id, Integer, Reference, Timestam
 
 if TYPE_CHECKING:
     from rampart.access.actor import Actor
-    from rampart.resources.manager import ResourceManager
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MISSING: Any = object()
@@ -260,7 +259,6 @@ class Resource:
     parent: Parent | None = None
     key: str = "id"
     operations: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
-    manager: type[ResourceManager] | None = None
     description: str = ""
     hooks: Hooks = field(default_factory=Hooks)
     all_fields: dict[str, Field] = field(init=False)
