@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-import jwt
 import pytest
 
 from rampart.app import Rampart, create_app
 from rampart.auth.sessions import open_session
 from tests.api.test_auth_tokens import assert_unauthorized, claims_for, craft, mint
 from tests.conftest import User, make_settings, new_user
+from tests.jwts import sign, unverified
 from tests.security.surface import OPERATIONS, PLAIN, PROTECTED, Operation, ids
 
 # Reviewed: the only operations anyone may call without a token. A new public route fails this module
@@ -81,7 +81,7 @@ async def creds(app: Rampart) -> Credentials:
         refresh=pair.refresh_token,
         revoked=revoked_user.token,
         disabled=disabled_user.token,
-        other_secret=jwt.encode(claims_for(app, user), "another-secret-" + "z" * 40, algorithm="HS256"),
+        other_secret=sign(claims_for(app, user), "another-secret-" + "z" * 40, "HS256"),
         alg_none=craft({"alg": "none", "typ": "JWT"}, claims_for(app, user), None),
         expired=mint(app, user, iat=now - 1200, exp=now - 60),
         wrong_audience=mint(app, user, aud="another-api"),
@@ -150,7 +150,7 @@ def test_the_unauthenticated_surface_is_the_reviewed_one() -> None:
 
 
 async def test_access_tokens_live_fifteen_minutes(app: Rampart, alice: User) -> None:
-    claims = jwt.decode(alice.token, options={"verify_signature": False})
+    claims = unverified(alice.token)[1]
     assert claims["exp"] - claims["iat"] == 900
     assert {"iss", "aud", "sub", "sid", "role", "iat", "exp", "jti"} <= set(claims)
 
