@@ -7,6 +7,7 @@ label that does not match the signature); see tests/jwts.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
@@ -221,3 +224,40 @@ def test_the_cache_is_bounded() -> None:
         small.verify(token)
     assert len(small._verified) <= 3
     assert small.verify(tokens[0]).role == "user"  # evicted entries verify again from scratch
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+_HEADERS = st.one_of(
+    _JSON,
+    st.fixed_dictionaries(
+        {"alg": st.sampled_from(["HS256", "none", "RS256", "EdDSA", 5, None])},
+        optional={name: _JSON for name in ("typ", "kid", "crit", "b64", "jku", "x5c", "cty", "zip")},
+    ),
+)
+_PAYLOADS = st.one_of(
+    _JSON,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            name: st.one_of(_JSON, st.just(good_claims()[name]))
+            for name in ("iss", "aud", "sub", "sid", "role", "iat", "exp", "jti")
+        }
+        | {"nbf": _JSON},
+    ),
+)
+
+
+@settings(database=None, max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=_HEADERS, claims=_PAYLOADS)
+def test_any_token_signed_with_the_secret_is_verified_or_refused_never_an_error(
+    issuer: TokenIssuer, header: Any, claims: Any
+) -> None:
+    """Signed with the right secret, so every header and claim check is reached: whatever they hold, the
+    answer is the claims or Unauthorized, never another exception (which would be a 500)."""
+    token = craft(header, claims, SECRET)
+    with contextlib.suppress(Unauthorized):
+        issuer.verify(token)
