@@ -68,6 +68,16 @@ def tamper_signature(token: str) -> str:
     return f"{head}.{payload}.{flipped}"
 
 
+def reencode_signature(token: str, padded: bool = False) -> str:
+    """The same signature bytes, written another way: a last character whose unused low bits are set (the
+    lenient decoders read it as the canonical one), or with `=` padding."""
+    head, payload, sig = token.split(".")
+    if padded:
+        return f"{head}.{payload}.{sig}{'=' * (-len(sig) % 4)}"
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return f"{head}.{payload}.{sig[:-1]}{alphabet[alphabet.index(sig[-1]) + 1]}"
+
+
 def tamper_payload(token: str) -> str:
     head, _, sig = token.split(".")
     forged = b64(json.dumps(good_claims(role="admin")).encode())
@@ -116,6 +126,9 @@ def test_hand_crafted_hs256_is_accepted(issuer: TokenIssuer) -> None:
 BAD_TOKENS: list[tuple[str, Callable[[], str]]] = [
     ("tampered_signature", lambda: tamper_signature(hs256(good_claims()))),
     ("tampered_payload", lambda: tamper_payload(hs256(good_claims()))),
+    # One token, one string: the cache of verified strings relies on it.
+    ("signature_non_canonical_ending", lambda: reencode_signature(hs256(good_claims()))),
+    ("signature_padded", lambda: reencode_signature(hs256(good_claims()), padded=True)),
     ("other_secret", lambda: hs256(good_claims(), key="another-secret-" + "z" * 40)),
     ("alg_none", lambda: craft({"alg": "none", "typ": "JWT"}, good_claims(), None)),
     ("alg_none_by_a_library", lambda: sign(good_claims(), None, "none")),
