@@ -3,7 +3,7 @@
 HS256 with the configured secret by default; with a KeyRing, EdDSA or RS256 with the ring's keys, each
 token naming its key by `kid`. Exactly one algorithm is accepted: never `none`, never another.
 Signing and verification are joserfc's (decision 0018), through objects made once per issuer: the
-key, a signature registry that knows only the one algorithm, and the claim checks.
+key, a registry of the one algorithm (`rampart.auth.algorithms`), and the claim checks.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 from joserfc import jws
-from joserfc.errors import JoseError, UnsupportedAlgorithmError
-from joserfc.jwa import EdDSAAlgorithm, JWSAlgModel
+from joserfc.errors import JoseError
 from joserfc.jwk import Key, OctKey
 from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
+from rampart.auth.algorithms import Algorithms
 from rampart.auth.keys import KeyRing
 from rampart.errors import Unauthorized
 from rampart.lib.ids import new_id, parse_uuid
@@ -46,26 +46,6 @@ class Claims:
     expires_at: int
 
 
-class _EdDSA(EdDSAAlgorithm):
-    """RFC 8037's EdDSA, without the warning joserfc gives on every use: RFC 9864 prefers the name
-    "Ed25519" for the same signature, but the contract (API.md) and most verifiers know "EdDSA"."""
-
-    security_warning = ""  # joserfc warns when this is not empty
-
-
-class _OneAlgorithm(jws.JWSRegistry):
-    """A signature registry that knows one algorithm: any other `alg`, `none` included, is unsupported."""
-
-    def __init__(self, alg: str) -> None:
-        super().__init__(algorithms=[alg])
-        self._model: JWSAlgModel = _EdDSA() if alg == "EdDSA" else jws.JWSRegistry.algorithms[alg]
-
-    def get_alg(self, name: str) -> JWSAlgModel:
-        if name != self._model.name:
-            raise UnsupportedAlgorithmError(f"algorithm {name!r} not accepted")
-        return self._model
-
-
 class TokenIssuer:
     """Issues and verifies access tokens in one algorithm: HS256, or the KeyRing's."""
 
@@ -87,7 +67,7 @@ class TokenIssuer:
         self.ttl = ttl
         self._clock = clock
         self._secret: Key | None = OctKey.import_key(secret) if keys is None else None
-        self._registry = _OneAlgorithm(self.algorithm)
+        self._registry = Algorithms([self.algorithm])
         required: ClaimsOption = {"essential": True}
         self._claims = JWTClaimsRegistry(
             now=lambda: int(clock()),
