@@ -20,7 +20,7 @@ from rampart.resources.fields import (
     Text,
     Timestamp,
 )
-from rampart.resources.spec import Field
+from rampart.resources.spec import Field, Resource
 
 U = "0190a6d2-7c1e-7b4a-9a31-6f2f8d1c2e3b"
 UTC = dt.UTC
@@ -316,3 +316,18 @@ def test_reference_accepts_its_options(must: Any) -> None:
     assert ref.must is must
     assert ref.target == "projects"
     assert ref.pg_type == "uuid"
+
+
+def test_an_explicit_filter_tuple_is_checked_against_the_type_at_declaration() -> None:
+    """docs/guide/resources.md: an operator the type does not offer stops the declaration."""
+
+    def declare(filter_ops: tuple[str, ...], *, nullable: bool = False) -> Resource:
+        field = Field(Text(), filter=filter_ops, nullable=nullable, default="")
+        return Resource(name="notes", fields={"body": field})
+
+    with pytest.raises(ValueError, match=r"notes\.body: operators \['gt'\] do not apply"):
+        declare(("eq", "gt"))
+    with pytest.raises(ValueError, match="do not apply"):
+        declare(("is",))  # only a nullable field offers `is`
+    assert declare(("is",), nullable=True).all_fields["body"].operators == ("is",)
+    assert declare(("eq", "in")).all_fields["body"].operators == ("eq", "in")
