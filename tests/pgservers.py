@@ -252,31 +252,40 @@ def citus_missing() -> str | None:
 
 @dataclass
 class CitusCluster:
-    """A Citus coordinator and its workers; `database` exists on each with the extension created."""
+    """A Citus coordinator and its workers. Each database of the cluster exists on every node with the
+    extension created and the workers registered (Citus keeps its node list per database)."""
 
     bin_dir: Path
     root: Path
     coordinator: Node
     database: str
     workers: list[Node] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         """The coordinator's database: what Rampart connects to."""
         return self.coordinator.url(self.database)
 
-    def _new_node(self, name: str) -> Node:
-        node = Node(self.bin_dir, self.root / name, free_port(), self.root / f"{name}.log")
-        _initdb(node, _CITUS_CONF)
-        node.start()
-        _sql(node.url(), f'CREATE DATABASE "{self.database}"')
-        _sql(node.url(self.database), "CREATE EXTENSION citus")
-        return node
+    def create_database(self, name: str) -> str:
+        """Another database of the cluster (on every node, workers registered); returns its URL."""
+        for node in [self.coordinator, *self.workers]:
+            _with_extension(node, name)
+        url = self.coordinator.url(name)
+        # The coordinator in the metadata too: local tables on it may then reference reference tables,
+        # and it holds a copy of them.
+        _sql(url, f"SELECT citus_set_coordinator_host('127.0.0.1', {self.coordinator.port})")
+        for node in self.workers:
+            _sql(url, f"SELECT citus_add_node('127.0.0.1', {node.port})")
+        self.databases.append(name)
+        return url
 
     def add_worker(self) -> Node:
         """A new worker, started and added to the cluster (it holds no shards until a rebalance)."""
-        node = self._new_node(f"worker{len(self.workers) + 1}")
-        _sql(self.url, f"SELECT citus_add_node('127.0.0.1', {node.port})")
+        node = _citus_node(self.bin_dir, self.root, f"worker{len(self.workers) + 1}")
+        for name in self.databases:
+            _with_extension(node, name)
+            _sql(self.coordinator.url(name), f"SELECT citus_add_node('127.0.0.1', {node.port})")
         self.workers.append(node)
         return node
 
@@ -287,9 +296,22 @@ class CitusCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _citus_node(bin_dir: Path, root: Path, name: str) -> Node:
+    node = Node(bin_dir, root / name, free_port(), root / f"{name}.log")
+    _initdb(node, _CITUS_CONF)
+    node.start()
+    return node
+
+
+def _with_extension(node: Node, database: str) -> None:
+    _sql(node.url(), f'CREATE DATABASE "{database}"')
+    _sql(node.url(database), "CREATE EXTENSION citus")
+
+
 @contextlib.contextmanager
 def citus_cluster(workers: int = 2, database: str = "rampart") -> Iterator[CitusCluster]:
-    """A coordinator and `workers` workers on free loopback ports, each its own initdb'd server."""
+    """A coordinator and `workers` workers on free loopback ports, each its own initdb'd server, and
+    `database` on all of them."""
     reason = citus_missing()
     assert reason is None, reason
     bin_dir = postgres_bin_dir()
@@ -299,12 +321,10 @@ def citus_cluster(workers: int = 2, database: str = "rampart") -> Iterator[Citus
         bin_dir, root, Node(bin_dir, root / "coordinator", 0, root / "coordinator.log"), database
     )
     try:
-        cluster.coordinator = cluster._new_node("coordinator")
-        # The coordinator in the metadata too: local tables on it may then reference reference tables,
-        # and it may hold their copies.
-        _sql(cluster.url, f"SELECT citus_set_coordinator_host('127.0.0.1', {cluster.coordinator.port})")
-        for _ in range(workers):
-            cluster.add_worker()
+        cluster.coordinator = _citus_node(bin_dir, root, "coordinator")
+        for number in range(1, workers + 1):
+            cluster.workers.append(_citus_node(bin_dir, root, f"worker{number}"))
+        cluster.create_database(database)
         yield cluster
     finally:
         cluster.close()

@@ -16,6 +16,7 @@ from tests.conftest import make_settings
 
 from rampart.clitasks import migrate_all
 from rampart.db.citus import PlacementError, citus_enabled, place_tables, tables_on_workers
+from rampart.db.migrate import alembic_config, upgrade
 from rampart.lib.ids import new_id
 
 T = TypeVar("T")
@@ -280,6 +281,82 @@ async def test_a_trigger_or_a_unique_index_citus_cannot_keep_is_refused(
         await conn.execute(f"DROP TABLE IF EXISTS {name}")
         await conn.execute("DROP FUNCTION IF EXISTS scratch_touch()")
         await conn.close()
+
+
+# An app's later revision: a column and an index on a distributed table, a column on the reference table.
+LATER_REVISION = """
+from alembic import op
+import sqlalchemy as sa
+
+revision = "c1705a000001"
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("tasks", sa.Column("estimate", sa.SmallInteger(), nullable=True))
+    op.create_index("tasks_project_id_estimate_idx", "tasks", ["project_id", "estimate"])
+    op.add_column("users", sa.Column("locale", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("users", "locale")
+    op.drop_index("tasks_project_id_estimate_idx", table_name="tasks")
+    op.drop_column("tasks", "estimate")
+"""
+
+
+def test_a_later_migration_changes_distributed_and_reference_tables(
+    citus_cluster: pgservers.CitusCluster, tmp_path: Any
+) -> None:
+    from alembic.script import ScriptDirectory
+
+    url = citus_cluster.create_database(f"later_{uuid.uuid4().hex[:8]}")
+    migrate_all(make_settings(url))
+    on(url, lambda c: place_tables(c, DEMO))
+    heads = tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
+    (tmp_path / "c1705a000001_later.py").write_text(
+        LATER_REVISION.format(down=heads[0] if len(heads) == 1 else heads)
+    )
+    # Alembic runs the revision in one transaction: without sequential mode Citus refuses the reference
+    # table's DDL after the distributed one's ("there was a parallel DDL access to distributed table").
+    upgrade(url, versions_dir=str(tmp_path))
+
+    database = url.rsplit("/", 1)[1]
+    worker = citus_cluster.workers[0].url(database)
+
+    async def shard_columns(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+        # Citus hides shards from ordinary clients' catalog queries on a worker.
+        await conn.execute("SET citus.show_shards_for_app_name_prefixes TO '*'")
+        rows = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE column_name IN ('estimate', 'locale') AND table_name ~ '_[0-9]+$'"
+        )
+        indexes = await conn.fetch(
+            "SELECT tablename FROM pg_indexes WHERE indexname ~ '^tasks_project_id_estimate_idx_[0-9]+$'"
+        )
+        return [(r["table_name"], r["column_name"]) for r in rows] + [
+            (r["tablename"], "index") for r in indexes
+        ]
+
+    found = on(worker, shard_columns)
+    shards = on(
+        url,
+        lambda c: c.fetch(
+            "SELECT shard_name FROM citus_shards WHERE nodeport = $1 AND table_name IN ('tasks'::regclass,"
+            " 'users'::regclass)",
+            citus_cluster.workers[0].port,
+        ),
+    )
+    tasks_shards = {r["shard_name"] for r in shards if r["shard_name"].startswith("tasks_")}
+    users_shards = {r["shard_name"] for r in shards if r["shard_name"].startswith("users_")}
+    assert tasks_shards
+    assert len(users_shards) == 1  # the worker's copy of the reference table
+    # Every shard of tasks on the worker got the column and the index, and its copy of users the column.
+    assert {t for t, c in found if c == "estimate"} == tasks_shards
+    assert {t for t, c in found if c == "index"} == tasks_shards
+    assert {t for t, c in found if c == "locale"} == users_shards
 
 
 async def test_on_plain_postgresql_placing_does_nothing(database_url: str) -> None:
