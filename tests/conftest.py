@@ -82,6 +82,16 @@ def replication() -> Iterator[pgservers.Replication]:
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def citus_cluster() -> Iterator[pgservers.CitusCluster]:
+    """A private Citus coordinator with 2 workers (tests/pgservers.py), database `rampart` created on each
+    with the extension, nothing else in it: tests migrate and place what they need."""
+    if (reason := pgservers.citus_missing()) is not None:
+        pytest.skip(reason)
+    with pgservers.citus_cluster(workers=2) as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A redis-server of this test's own (tests/reliability/services.py), which it may stop, restart or

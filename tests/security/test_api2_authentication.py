@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import jwt
 import pytest
 
 from rampart.app import Rampart, create_app
 from rampart.auth.sessions import open_session
 from tests.api.test_auth_tokens import assert_unauthorized, claims_for, craft, mint
 from tests.conftest import User, make_settings, new_user
+from tests.jwts import sign, unverified
 from tests.oidc.node_provider import (
     CALLBACK_PREFIX,
     CLIENT_ID,
@@ -93,7 +93,7 @@ async def creds(app: Rampart) -> Credentials:
         refresh=pair.refresh_token,
         revoked=revoked_user.token,
         disabled=disabled_user.token,
-        other_secret=jwt.encode(claims_for(app, user), "another-secret-" + "z" * 40, algorithm="HS256"),
+        other_secret=sign(claims_for(app, user), "another-secret-" + "z" * 40, "HS256"),
         alg_none=craft({"alg": "none", "typ": "JWT"}, claims_for(app, user), None),
         expired=mint(app, user, iat=now - 1200, exp=now - 60),
         wrong_audience=mint(app, user, aud="another-api"),
@@ -162,7 +162,7 @@ def test_the_unauthenticated_surface_is_the_reviewed_one() -> None:
 
 
 async def test_access_tokens_live_fifteen_minutes(app: Rampart, alice: User) -> None:
-    claims = jwt.decode(alice.token, options={"verify_signature": False})
+    claims = unverified(alice.token)[1]
     assert claims["exp"] - claims["iat"] == 900
     assert {"iss", "aud", "sub", "sid", "role", "iat", "exp", "jti"} <= set(claims)
 
@@ -343,7 +343,7 @@ async def impersonate(client: httpx.AsyncClient, admin: User, target: User) -> d
 
 
 def session_of(token: str) -> uuid.UUID:
-    return uuid.UUID(jwt.decode(token, options={"verify_signature": False})["sid"])
+    return uuid.UUID(unverified(token)[1]["sid"])
 
 
 async def refused_within(client: httpx.AsyncClient, token: str, bound: float = BOUND) -> float:

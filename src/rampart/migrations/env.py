@@ -21,6 +21,10 @@ def _run(connection: Connection) -> None:
     with context.begin_transaction():
         # Held until this transaction commits: concurrent `migrate` runs queue here, then find no work.
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        # On a Citus coordinator, DDL on a reference table after DDL on a distributed one in the same
+        # transaction fails ("there was a parallel DDL access to distributed table"); one connection per
+        # worker avoids it (decision 0019). On plain PostgreSQL this only sets an unused placeholder.
+        connection.execute(sa.text("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"))
         context.run_migrations()
 
 
