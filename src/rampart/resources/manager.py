@@ -121,6 +121,10 @@ class ResourceManager:
     def visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
         """The condition for rows `actor` may see, or None when all are visible."""
         policy = self.resource.policy
+        if policy.read_permission is not None and not actor.can(policy.read_permission):
+            # Lists and reads by id answer 403 before asking; everything else that reads rows through
+            # this rule (references, the audit log, the live stream) must see none either.
+            return "FALSE"
         if actor.can(policy.bypass_read):
             return None
         conds = []
