@@ -22,12 +22,12 @@ from alembic.script import ScriptDirectory
 
 from rampart.app import create_app
 from rampart.auth.tokens import TokenIssuer
-from rampart.db.migrate import alembic_config, upgrade
-from tests.conftest import TEST_SECRET, _admin, _db_url, make_settings
+from rampart.db.migrate import alembic_config
+from tests.conftest import DEMO_MIGRATIONS, TEST_SECRET, _admin, _db_url, make_settings, upgrade_demo
 from tests.support import free_port
 
-# Sibling revisions (parallel branches with one parent) are all applied: one alembic_version row each.
-HEADS = frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+# One alembic_version row per chain: Rampart's and the demo app's (the default RAMPART_APP).
+HEADS = frozenset(ScriptDirectory.from_config(alembic_config(versions_dir=DEMO_MIGRATIONS)).get_heads())
 
 RAMPART = str(Path(sys.executable).with_name("rampart"))
 TIMEOUT = 60  # every wait on a child process is bounded
@@ -54,7 +54,7 @@ def empty_database() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def migrated_database() -> Iterator[str]:
     name, url = _new_database()
-    upgrade(url)
+    upgrade_demo(url)
     yield url
     _drop(name)
 

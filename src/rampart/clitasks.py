@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from rampart.auth.sessions import open_session
 from rampart.config import Settings
 from rampart.errors import Conflict, RampartError
 from rampart.resources.manager import Context
+
+if TYPE_CHECKING:
+    from rampart.db.migrate import Generated
 
 
 async def create_user(settings: Settings, *, email: str, name: str, role: str) -> dict[str, Any]:
@@ -78,13 +81,13 @@ def migrate_all(settings: Settings) -> None:
     from rampart.access.actor import Roles
     from rampart.db.migrate import upgrade
     from rampart.resources.caching import install_triggers
-    from rampart.schema import declared_resources
+    from rampart.schema import declared_resources, migrations_dir
 
     # The direct URL when there is one: a transaction-mode pooler keeps neither Alembic's prepared
     # statements nor a session across statements.
     assert settings.session_database_url is not None
     dsn = settings.session_database_url.get_secret_value()
-    upgrade(dsn, versions_dir=settings.migrations_dir)
+    upgrade(dsn, versions_dir=migrations_dir(settings))
     tables = [r.table for r in declared_resources(settings, Roles(settings.role_permissions))]
 
     async def install() -> None:
@@ -97,6 +100,23 @@ def migrate_all(settings: Settings) -> None:
             await conn.close()
 
     asyncio.run(install())
+
+
+def make_app_migration(settings: Settings, *, message: str, allow_destructive: bool) -> Generated:
+    """Bring the database up to date, then write the app's changes as a revision into its folder."""
+    from rampart.db.migrate import make_migration
+    from rampart.schema import build_metadata, migrations_dir
+
+    assert settings.session_database_url is not None
+    metadata = build_metadata(settings)
+    return make_migration(
+        settings.session_database_url.get_secret_value(),
+        message,
+        versions_dir=migrations_dir(settings),
+        metadata=metadata,
+        app_tables=metadata.info["app_tables"],
+        allow_destructive=allow_destructive,
+    )
 
 
 async def event_dead_letters(settings: Settings, *, limit: int) -> list[dict[str, Any]]:

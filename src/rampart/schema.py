@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rampart.access.actor import Roles
@@ -22,7 +24,21 @@ def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
     return resources
 
 
+def migrations_dir(settings: Settings) -> Path:
+    """The folder of the app's own migrations (decision 0020): `RAMPART_MIGRATIONS_DIR`; else, for an app
+    shipped inside Rampart (the demo), the `migrations` folder beside its module; else `./migrations`."""
+    if settings.migrations_dir:
+        return Path(settings.migrations_dir).resolve()
+    module_name = settings.app.partition(":")[0]
+    if module_name.partition(".")[0] == "rampart":
+        spec = importlib.util.find_spec(module_name)
+        if spec is not None and spec.origin is not None:
+            return Path(spec.origin).resolve().parent / "migrations"
+    return (Path.cwd() / "migrations").resolve()
+
+
 def build_metadata(settings: Settings | None = None) -> sa.MetaData:
+    """Every declared table; `metadata.info["app_tables"]` names the app's (the others are Rampart's)."""
     import sqlalchemy as sa
 
     from rampart.auth.sessions import define_sessions_table
@@ -44,4 +60,6 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     define_events_table(metadata)
     define_event_queue_table(metadata)
     define_delivery_tables(metadata)
+    # `users` is Rampart's own resource; the app's migrations make only the app's tables.
+    metadata.info["app_tables"] = frozenset(r.table for r in registry if r.name != "users")
     return metadata
