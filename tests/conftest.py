@@ -56,7 +56,7 @@ DEMO_MIGRATIONS = migrations_dir(Settings(_env_file=None))  # type: ignore[call-
 
 def upgrade_demo(url: str) -> None:
     """Rampart's migrations and the demo app's, without the change triggers that `migrate_all` adds."""
-    upgrade(url, versions_dir=DEMO_MIGRATIONS)
+    upgrade(url, app_folders=[DEMO_MIGRATIONS])
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from tests.conftest import DEMO_MIGRATIONS, TEST_SECRET, _admin, _db_url, make_s
 from tests.support import free_port
 
 # One alembic_version row per chain: Rampart's and the demo app's (the default RAMPART_APP).
-HEADS = frozenset(ScriptDirectory.from_config(alembic_config(versions_dir=DEMO_MIGRATIONS)).get_heads())
+HEADS = frozenset(ScriptDirectory.from_config(alembic_config(app_folders=[DEMO_MIGRATIONS])).get_heads())
 
 RAMPART = str(Path(sys.executable).with_name("rampart"))
 TIMEOUT = 60  # every wait on a child process is bounded

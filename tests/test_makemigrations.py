@@ -278,3 +278,49 @@ def test_an_app_chain_built_on_an_older_rampart_revision_keeps_working(project: 
     assert "down_revision: str | Sequence[str] | None = '01d01d01d01d'" in new.read_text()
     assert project.run("migrate").returncode == 0
     assert applied(project.url) == {core_head(), new.name.partition("_")[0]}
+
+
+EXTENDS_THE_DEMO = """
+from rampart.apps.tasks import resources as demo
+from rampart.resources.fields import Reference, Text
+from rampart.resources.spec import Field, Parent, Resource
+
+comments = Resource(
+    name="comments",
+    parent=Parent(resource="tasks", field="task_id"),
+    fields={
+        "task_id": Field(Reference("tasks"), read_only=True),
+        "body": Field(Text(min_length=1, max_length=2000), required=True),
+    },
+)
+
+
+def declare():
+    return [*demo.declare(), comments]
+"""
+
+
+@pytest.mark.parametrize("start", ["demo migrated", "empty"])
+def test_an_app_that_extends_the_demo_builds_on_the_demos_chain(
+    project: Project, installed: None, start: str
+) -> None:
+    """The guide's worked example: the demo's resources plus comments on tasks. The demo's chain stays the
+    demo's; the app's own folder gets only the comments."""
+    if start == "demo migrated":  # `make run` first, with the demo alone
+        env = project.env()
+        del env["RAMPART_APP"]
+        assert rampart("migrate", env=env, cwd=project.path).returncode == 0
+    (project.path / "shop" / "resources.py").write_text(EXTENDS_THE_DEMO)
+
+    result = project.run("makemigrations", "-m", "comments")
+    assert result.returncode == 0, result.stderr
+    (first,) = project.files()
+    upgrade = first.read_text().partition("def downgrade")[0]
+    assert "op.create_table('comments'" in upgrade
+    assert upgrade.count("op.create_table(") == 1
+    assert project.run("migrate").returncode == 0
+    assert public_tables(project.url) >= DEMO_TABLES | {"comments"}
+    (demo_head,) = history([DEMO_MIGRATIONS]).folder_heads(DEMO_MIGRATIONS)
+    assert applied(project.url) == {core_head(), demo_head, first.name.partition("_")[0]}
+    again = project.run("makemigrations", "-m", "nothing")
+    assert "No changes" in again.stderr

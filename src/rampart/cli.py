@@ -349,9 +349,9 @@ def makemigrations(message: str | None, allow_destructive: bool, merge: bool) ->
     finally:
         if server is not None:
             server.stop()
-    for change in found.framework:
+    for change in found.not_written:
         click.echo(
-            f"rampart: not written (Rampart's own tables change only by Rampart's migrations): {change}",
+            f"rampart: not written (another chain's table, Rampart's own or a bundled app's): {change}",
             err=True,
         )
     if found.dropped and not allow_destructive:
@@ -371,13 +371,12 @@ def makemigrations(message: str | None, allow_destructive: bool, merge: bool) ->
 
 
 def _merge_migrations(message: str) -> None:
-    from rampart.db.migrate import merge_heads
+    from rampart.clitasks import merge_app_migrations
     from rampart.schema import migrations_dir
 
-    folder = migrations_dir(_settings())
-    path = merge_heads(message, versions_dir=folder)
-    if path is None:
-        click.echo(f"Nothing to merge: the migrations in {folder} have one head.", err=True)
+    settings = _settings()
+    if merge_app_migrations(settings, message=message) is None:
+        click.echo(f"Nothing to merge: the migrations in {migrations_dir(settings)} have one head.", err=True)
 
 
 @main.command("config")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,10 @@ def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
     return resources
 
 
+# Apps shipped inside Rampart (the demo), each with its own migrations beside its module.
+_BUNDLED_APPS = ("rampart.apps.tasks.resources",)
+
+
 def migrations_dir(settings: Settings) -> Path:
     """The folder of the app's own migrations (decision 0020): `RAMPART_MIGRATIONS_DIR`; else, for an app
     shipped inside Rampart (the demo), the `migrations` folder beside its module; else `./migrations`."""
@@ -35,6 +41,24 @@ def migrations_dir(settings: Settings) -> Path:
         if spec is not None and spec.origin is not None:
             return Path(spec.origin).resolve().parent / "migrations"
     return (Path.cwd() / "migrations").resolve()
+
+
+def migration_folders(settings: Settings, resources: Sequence[Resource]) -> list[Path]:
+    """The app's migration folders, in the order their chains apply after Rampart's: those of the apps
+    shipped in Rampart whose resources `resources` holds (the demo's, for an app that extends it), then
+    the app's own, where `makemigrations` writes."""
+    own = migrations_dir(settings)
+    declared = {id(r) for r in resources}
+    folders = []
+    for name in _BUNDLED_APPS:
+        module = sys.modules.get(name)  # loaded only when the app uses it
+        if module is None or module.__file__ is None:
+            continue
+        folder = Path(module.__file__).resolve().parent / "migrations"
+        theirs = {id(v) for v in vars(module).values() if isinstance(v, Resource)}
+        if folder != own and declared & theirs:
+            folders.append(folder)
+    return [*folders, own]
 
 
 def build_metadata(settings: Settings | None = None) -> sa.MetaData:

@@ -56,7 +56,7 @@ def empty_database() -> Iterator[str]:
 
 def heads() -> list[str]:
     """Alembic's heads of Rampart's chain and the demo app's: one each."""
-    found = sorted(ScriptDirectory.from_config(alembic_config(versions_dir=DEMO_MIGRATIONS)).get_heads())
+    found = sorted(ScriptDirectory.from_config(alembic_config(app_folders=[DEMO_MIGRATIONS])).get_heads())
     assert found, "the migration history has no head"
     return found
 
@@ -108,7 +108,7 @@ def pending(url: str) -> list[str]:
     async def run() -> list[str]:
         db = Database(url)
         try:
-            return await pending_migrations(db, versions_dir=DEMO_MIGRATIONS)
+            return await pending_migrations(db, app_folders=[DEMO_MIGRATIONS])
         finally:
             await db.close()
 
@@ -169,7 +169,7 @@ def test_upgrade_is_idempotent(empty_database: str) -> None:
 
 def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(empty_database: str) -> None:
     upgrade_demo(empty_database)
-    command.downgrade(alembic_config(empty_database, versions_dir=DEMO_MIGRATIONS), "base")
+    command.downgrade(alembic_config(empty_database, app_folders=[DEMO_MIGRATIONS]), "base")
     assert tables(empty_database) <= {"alembic_version"}
     assert pending(empty_database) == heads()
     upgrade_demo(empty_database)
@@ -194,7 +194,7 @@ async def test_readiness_names_pending_migrations(empty_database: str) -> None:
 def test_each_chain_has_a_single_head() -> None:
     """Branches (revisions grown in parallel from one parent) must be merged: Rampart's chain and the
     demo's each end in one head, and each is in its own folder."""
-    found = history(DEMO_MIGRATIONS)
+    found = history([DEMO_MIGRATIONS])
     assert len(found.folder_heads(CORE_VERSIONS)) == 1, f"merge these heads: {heads()}"
     assert len(found.folder_heads(DEMO_MIGRATIONS)) == 1, f"merge these heads: {heads()}"
     assert len(heads()) == 2
@@ -241,7 +241,7 @@ def test_heads_read_from_the_files_are_alembics(tmp_path: Path, steps: list[tupl
     from_files = revisions.read_history(folders)
     from_alembic = revisions._alembic_history(folders)
     assert from_files.revisions == from_alembic.revisions
-    expected = set(ScriptDirectory.from_config(alembic_config(versions_dir=tmp_path)).get_heads())
+    expected = set(ScriptDirectory.from_config(alembic_config(app_folders=[tmp_path])).get_heads())
     assert from_files.heads() == expected
     for folder in folders:
         assert from_files.folder_heads(folder) == from_alembic.folder_heads(folder)
@@ -252,9 +252,9 @@ def test_a_revision_applied_through_a_dependency_is_not_pending(empty_database: 
     applied, and readiness must not report it pending."""
     (core_head,) = history().folder_heads(CORE_VERSIONS)
     _version_file(tmp_path, "aa01", None, core_head)
-    upgrade(empty_database, versions_dir=tmp_path)
+    upgrade(empty_database, app_folders=[tmp_path])
     assert versions(empty_database) == {"aa01"}  # Rampart's head is implied by the dependency
-    assert history(tmp_path).pending(versions(empty_database)) == []
+    assert history([tmp_path]).pending(versions(empty_database)) == []
 
 
 def test_readiness_does_not_load_alembic_into_a_worker(database_url: str) -> None:
