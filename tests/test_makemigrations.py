@@ -190,6 +190,16 @@ def test_a_drop_is_refused_unless_allowed(project: Project, installed: None) -> 
 SHELF_COLUMNS = "SELECT column_name FROM information_schema.columns WHERE table_name = 'shelves'"
 
 
+def test_an_empty_revision_to_write_by_hand(project: Project) -> None:
+    first = migrated(project)
+    result = project.run("makemigrations", "--empty", "-m", "rename a column")
+    assert result.returncode == 0, result.stderr
+    (second,) = set(project.files()) - {first}
+    text = second.read_text()
+    assert f"down_revision: str | Sequence[str] | None = {first.name.partition('_')[0]!r}" in text
+    assert "def upgrade() -> None:\n    pass" in text
+
+
 def test_changes_that_lock_a_busy_table_are_written_with_the_safe_recipe(project: Project) -> None:
     first = migrated(project)
     # `code`: NOT NULL without a default, and indexed; `rank`: from integer to text.

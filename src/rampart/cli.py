@@ -334,7 +334,10 @@ def migrate() -> None:
     help="Write a migration that drops a table or a column (their data is lost).",
 )
 @click.option("--merge", is_flag=True, help="Join the diverged heads of the app's migrations instead.")
-def makemigrations(message: str | None, allow_destructive: bool, merge: bool) -> None:
+@click.option(
+    "--empty", is_flag=True, help="Write a revision with no operations, to fill in by hand (a rename...)."
+)
+def makemigrations(message: str | None, allow_destructive: bool, merge: bool, empty: bool) -> None:
     """Generate the app's migration from its declared resources (review it before committing)."""
     if merge:
         _merge_migrations(message or "merge")
@@ -345,7 +348,9 @@ def makemigrations(message: str | None, allow_destructive: bool, merge: bool) ->
 
     settings, server = _database(_settings())
     try:
-        found = make_app_migration(settings, message=message, allow_destructive=allow_destructive)
+        found = make_app_migration(
+            settings, message=message, allow_destructive=allow_destructive, empty=empty
+        )
     finally:
         if server is not None:
             server.stop()

@@ -105,7 +105,9 @@ def migrate_all(settings: Settings) -> None:
     asyncio.run(install())
 
 
-def make_app_migration(settings: Settings, *, message: str, allow_destructive: bool) -> Generated:
+def make_app_migration(
+    settings: Settings, *, message: str, allow_destructive: bool, empty: bool
+) -> Generated:
     """Bring the database up to date, then write the app's changes as a revision into its folder."""
     from rampart.access.actor import Roles
     from rampart.db.migration_writer import make_migration
@@ -121,6 +123,7 @@ def make_app_migration(settings: Settings, *, message: str, allow_destructive: b
         metadata=metadata,
         app_tables=metadata.info["app_tables"],
         allow_destructive=allow_destructive,
+        empty=empty,
     )
 
 

@@ -66,9 +66,11 @@ def make_migration(
     metadata: sa.MetaData,
     app_tables: frozenset[str],
     allow_destructive: bool = False,
+    empty: bool = False,
 ) -> Generated:
     """Bring the database up to date, compare it with the declared tables (`metadata`) and write the app's
-    changes as a revision into its own folder, the last of `app_folders`.
+    changes as a revision into its own folder, the last of `app_folders`. `empty`: a revision with no
+    operations, to write by hand (a rename, a data migration, a changed CHECK).
 
     The app's tables are those of `app_tables` that no other chain made (the demo's, for an app that
     extends it), plus those its own revisions made (so that one it no longer declares can be dropped).
@@ -111,13 +113,13 @@ def make_migration(
         script = command.revision(
             config,
             message=message,
-            autogenerate=True,
+            autogenerate=not empty,
             head=heads[0] if heads else "base",
             version_path=str(folder),
             branch_label=None if heads else APP_BRANCH,
             # An app's chain needs Rampart's first revision (users), which its tables reference.
             depends_on=None if heads else core_base,
-            process_revision_directives=review,
+            process_revision_directives=None if empty else review,
         )
     if script is not None and not isinstance(script, list):
         result.path = Path(script.path)
