@@ -37,28 +37,37 @@ def migrations_dir(settings: Settings) -> Path:
         return Path(settings.migrations_dir).resolve()
     module_name = settings.app.partition(":")[0]
     if module_name.partition(".")[0] == "rampart":
-        spec = importlib.util.find_spec(module_name)
-        if spec is not None and spec.origin is not None:
-            return Path(spec.origin).resolve().parent / "migrations"
+        folder = _folder_beside(module_name)
+        if folder is not None:
+            return folder
     return (Path.cwd() / "migrations").resolve()
+
+
+def _folder_beside(module_name: str) -> Path | None:
+    """The `migrations` folder beside a module, found without importing it."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).resolve().parent / "migrations"
 
 
 def migration_folders(settings: Settings, resources: Sequence[Resource]) -> list[Path]:
     """The app's migration folders, in the order their chains apply after Rampart's: those of the apps
     shipped in Rampart whose resources `resources` holds (the demo's, for an app that extends it), then
     the app's own, where `makemigrations` writes."""
-    own = migrations_dir(settings)
     declared = {id(r) for r in resources}
-    folders = []
+    used: list[Path] = []
+    unused: list[Path] = []
     for name in _BUNDLED_APPS:
-        module = sys.modules.get(name)  # loaded only when the app uses it
-        if module is None or module.__file__ is None:
-            continue
-        folder = Path(module.__file__).resolve().parent / "migrations"
-        theirs = {id(v) for v in vars(module).values() if isinstance(v, Resource)}
-        if folder != own and declared & theirs:
-            folders.append(folder)
-    return [*folders, own]
+        module = sys.modules.get(name)  # loaded when the app uses it
+        theirs = {id(v) for v in vars(module).values() if isinstance(v, Resource)} if module else set()
+        folder = _folder_beside(name)
+        if folder is not None:
+            (used if declared & theirs else unused).append(folder)
+    own = migrations_dir(settings)
+    if own in unused:  # RAMPART_APP names the demo, but the resources are others (given to create_app)
+        own = (Path.cwd() / "migrations").resolve()
+    return [*(folder for folder in used if folder != own), own]
 
 
 def build_metadata(settings: Settings | None = None) -> sa.MetaData:
