@@ -45,6 +45,8 @@ def sqlalchemy_url(dsn: str) -> str:
 
 def version_folders(app_folders: Folders = ()) -> tuple[Path, ...]:
     """Rampart's versions folder, then the app's, resolved, each once."""
+    if isinstance(app_folders, str | Path):  # one folder (a str is a sequence too: not of folders)
+        app_folders = (app_folders,)
     found = [CORE_VERSIONS]
     for folder in app_folders:
         resolved = Path(folder).resolve()
@@ -104,8 +106,8 @@ def upgrade(dsn: str, *, app_folders: Folders = ()) -> None:
 
 
 @functools.cache
-def _cached_history(app_folders: tuple[str, ...]) -> History:
-    return history(app_folders)
+def _cached_history(folders: tuple[Path, ...]) -> History:
+    return read_history(folders)
 
 
 async def pending_migrations(db: Database, *, app_folders: Folders = ()) -> list[str]:
@@ -114,7 +116,7 @@ async def pending_migrations(db: Database, *, app_folders: Folders = ()) -> list
     rows: list[str] = []
     if exists:
         rows = [r["version_num"] for r in await db.fetch("SELECT version_num FROM alembic_version")]
-    return _cached_history(tuple(str(f) for f in app_folders)).pending(rows)
+    return _cached_history(version_folders(app_folders)).pending(rows)
 
 
 _UNKNOWN = re.compile(r"Can't locate revision identified by '([^']+)'")
