@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 ADMIN_URL = os.environ.get("RAMPART_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RAMPART_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TEST_SECRET = "test-secret-" + "x" * 40
+# Strong enough for production mode (about 170 bits by rampart.lib.secret_strength): tests may use it there.
+TEST_SECRET = "test-secret-7Qm2VxK9fLp4RzT8wYc3NbH6jD1sGe5uA0oIkXvZqWn"
 
 
 def _db_url(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ import orjson
 import pytest
 from alembic.script import ScriptDirectory
 
+from rampart.access.system import SYSTEM_ID
 from rampart.app import create_app
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.migrate import alembic_config
@@ -277,6 +279,86 @@ def test_users_create_with_invalid_values_fails_with_a_message(
     assert_clean_failure(result, needle)
 
 
+def _user_by_cli(*args: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    result = rampart("users", *args, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    row: dict[str, Any] = orjson.loads(result.stdout)
+    return row
+
+
+def test_users_set_role_disable_and_enable_change_the_user(migrated_database: str, tmp_path: Path) -> None:
+    """The console's way to recover from a bad role change without SQL (issue 13, finding 8)."""
+    email = f"ops-{uuid.uuid4().hex[:8]}@example.test"
+    env = cli_env(migrated_database)
+    user = _user_by_cli("create", "--email", email, env=env, cwd=tmp_path)
+    assert user["role"] == "user"
+    promoted = _user_by_cli("set-role", "--email", email.upper(), "--role", "admin", env=env, cwd=tmp_path)
+    assert (promoted["id"], promoted["role"], promoted["version"]) == (user["id"], "admin", 2)
+    token = rampart("tokens", "issue", "--email", email, env=env, cwd=tmp_path).stdout.strip()
+    assert asyncio.run(_whoami(migrated_database, token)).status_code == 200
+
+    disabled = _user_by_cli("disable", "--email", email, env=env, cwd=tmp_path)
+    assert disabled["disabled"] is True
+    live = query(
+        migrated_database,
+        f"SELECT count(*) AS n FROM sessions WHERE user_id = '{user['id']}' AND revoked_at IS NULL",
+    )
+    assert live[0]["n"] == 0  # disabling ended the session, as the API's does
+    assert asyncio.run(_whoami(migrated_database, token)).status_code == 401
+    enabled = _user_by_cli("enable", "--email", email, env=env, cwd=tmp_path)
+    assert enabled["disabled"] is False
+    events = query(
+        migrated_database,
+        f"SELECT type, actor_id FROM events WHERE resource_id = '{user['id']}' ORDER BY id",
+    )
+    assert [(e["type"], str(e["actor_id"])) for e in events] == [
+        ("users.created", str(SYSTEM_ID)),
+        ("users.updated", str(SYSTEM_ID)),
+        ("users.updated", str(SYSTEM_ID)),
+        ("users.updated", str(SYSTEM_ID)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["set-role", "--email", "ghost-{}@example.test", "--role", "admin"], "no user with email"),
+        (["disable", "--email", "ghost-{}@example.test"], "no user with email"),
+        (["set-role", "--email", "{email}", "--role", "emperor"], "role"),
+    ],
+)
+def test_users_changes_with_an_unknown_email_or_a_bad_role_fail_with_a_message(
+    migrated_database: str, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    env = cli_env(migrated_database)
+    email = f"cli-{uuid.uuid4().hex[:8]}@example.test"
+    assert rampart("users", "create", "--email", email, env=env, cwd=tmp_path).returncode == 0
+    args = [a.format(uuid.uuid4().hex[:8], email=email) for a in args]
+    result = rampart("users", *args, env=env, cwd=tmp_path)
+    assert_clean_failure(result, needle)
+    assert result.stdout == ""
+
+
+def test_the_last_admin_cannot_be_demoted_or_disabled_from_the_command_line(
+    empty_database: str, tmp_path: Path
+) -> None:
+    upgrade_demo(empty_database)
+    env = cli_env(empty_database)
+    first = f"first-{uuid.uuid4().hex[:8]}@example.test"
+    second = f"second-{uuid.uuid4().hex[:8]}@example.test"
+    _user_by_cli("create", "--email", first, "--role", "admin", env=env, cwd=tmp_path)
+    for args in (["set-role", "--email", first, "--role", "user"], ["disable", "--email", first]):
+        result = rampart("users", *args, env=env, cwd=tmp_path)
+        assert_clean_failure(result, "last enabled admin", "last_admin")
+    _user_by_cli("create", "--email", second, "--role", "admin", env=env, cwd=tmp_path)
+    assert (
+        _user_by_cli("set-role", "--email", first, "--role", "user", env=env, cwd=tmp_path)["role"] == "user"
+    )
+    assert_clean_failure(rampart("users", "disable", "--email", second, env=env, cwd=tmp_path), "last_admin")
+    rows = query(empty_database, "SELECT email FROM users WHERE role = 'admin' AND NOT disabled")
+    assert [r["email"] for r in rows] == [second]
+
+
 # ----- tokens ------------------------------------------------------------------------------------------
 async def _whoami(database_url: str, token: str) -> httpx.Response:
     app = create_app(make_settings(database_url))
@@ -394,10 +476,30 @@ def test_production_refuses_to_start_without_a_strong_jwt_secret(
 
 
 def test_production_with_a_strong_secret_starts(tmp_path: Path) -> None:
-    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET="z" * 48)
+    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET=TEST_SECRET)
     result = rampart("config", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["env"] == "production"
+
+
+def test_secrets_generate_prints_a_new_secret_that_production_takes(tmp_path: Path) -> None:
+    env = cli_env(None)
+    first, second = (rampart("secrets", "generate", env=env, cwd=tmp_path) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    secret = first.stdout.strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{64}", secret)
+    assert second.stdout.strip() != secret
+    accepted = rampart(
+        "config", env=cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET=secret), cwd=tmp_path
+    )
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_production_refusal_of_a_guessable_secret_says_how_to_make_one(tmp_path: Path) -> None:
+    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET="a" * 64)
+    result = rampart("config", env=env, cwd=tmp_path)
+    assert_clean_failure(result, "rampart secrets generate")
+    assert "a" * 64 not in result.stderr
 
 
 # ----- serve -------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pydantic import SecretStr, ValidationError
 
 from rampart.config import DEFAULT_JWT_SECRET, Settings
 
-STRONG_SECRET = "s3cr3t-" + "k" * 40
+STRONG_SECRET = "s3cr3t-Hq8Ld2Pw6Tz0Vr4Xn9Bc7Fm1Kj5Ys3Ga8Ue2Io6"
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +152,7 @@ def test_production_refuses_a_default_or_short_jwt_secret(
 
 def test_production_accepts_a_long_random_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAMPART_ENV", "production")
-    monkeypatch.setenv("RAMPART_JWT_SECRET", "x" * 32)
+    monkeypatch.setenv("RAMPART_JWT_SECRET", STRONG_SECRET)
     s = load()
     assert s.is_production
 

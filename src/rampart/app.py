@@ -16,6 +16,7 @@ from rampart.api.router import Limits, build_router
 from rampart.auth.keys import KeyRing
 from rampart.auth.oidc import OIDCClient
 from rampart.auth.routes import auth_routes
+from rampart.auth.routes_impersonation import impersonation_routes
 from rampart.auth.routes_keys import key_routes
 from rampart.auth.routes_oidc import CALLBACK_PATH, oidc_routes
 from rampart.auth.routes_sessions import session_routes
@@ -36,6 +37,7 @@ from rampart.events.webhook_sender import WebhookSender
 from rampart.events.webhooks import Webhooks
 from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from rampart.lib.ratelimit_shm import SharedMemoryRateLimiter
 from rampart.lib.rates import parse_rate
 from rampart.lib.rowcache import QueryCache, RowCache
 from rampart.lib.store import MemoryStore, RedisStore
@@ -265,6 +267,8 @@ def create_app(settings: Settings) -> Rampart:
 
         redis_client = connect(settings.redis_url.get_secret_value())
         limiter = RedisRateLimiter(redis_client)
+    elif settings.rate_limit_file:  # the workers of one `rampart serve` (or of any server on this host)
+        limiter = SharedMemoryRateLimiter(settings.rate_limit_file)
     else:
         limiter = MemoryRateLimiter()
     shared_sessions = None
@@ -307,14 +311,20 @@ def create_app(settings: Settings) -> Rampart:
     specs: list[RouteSpec] = []
     for manager in services.managers.values():
         specs += resource_routes(manager)
-    specs += auth_routes(
-        users=services.managers["users"], tokens=tokens, bus=services.bus, session_ttl=settings.session_ttl
+    specs += auth_routes(users=services.managers["users"])
+    specs += impersonation_routes(
+        users=services.managers["users"],
+        tokens=tokens,
+        roles=roles,
+        authenticator=services.authenticator,
+        ttl=settings.impersonation_ttl,
     )
     specs += session_routes(
         db=db,
         tokens=tokens,
         authenticator=services.authenticator,
         bus=services.bus,
+        roles=roles,
         session_ttl=settings.session_ttl,
     )
     if settings.oidc_client_id and settings.oidc_client_secret is not None:

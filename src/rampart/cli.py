@@ -1,4 +1,4 @@
-"""The `rampart` command: serve, migrate, makemigrations, users, tokens, config."""
+"""The `rampart` command: serve, migrate, makemigrations, config, secrets, users, tokens, keys, events."""
 
 from __future__ import annotations
 
@@ -210,11 +210,10 @@ def serve(
         if migrate:
             migrate_all(settings)
         if workers > 1 and settings.redis_url is None:
-            click.echo(
-                f"rampart: {workers} workers without RAMPART_REDIS_URL: rate limits are per worker "
-                "(each worker allows the full limit)",
-                err=True,
-            )
+            if settings.rate_limit_file is None:  # the workers share their limits through it
+                table = _shared_file("rampart-ratelimit-")
+                os.environ["RAMPART_RATE_LIMIT_FILE"] = table
+                cleanups.append(lambda: Path(table).unlink(missing_ok=True))
             if settings.database_replica_urls:
                 click.echo(
                     f"rampart: read replicas with {workers} workers and no RAMPART_REDIS_URL: a caller's "
@@ -228,9 +227,7 @@ def serve(
         if workers > 1:  # spread connections evenly over the workers (rampart.ops.balance)
             from rampart.ops.balance import ENV, create_ledger_file
 
-            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - memory, not a disk
-            fd, ledger = tempfile.mkstemp(prefix="rampart-balance-", dir=shm)
-            os.close(fd)
+            ledger = _shared_file("rampart-balance-")
             create_ledger_file(ledger, slots=max(8, 4 * workers))
             os.environ[ENV] = ledger
             cleanups.append(lambda: Path(ledger).unlink(missing_ok=True))
@@ -291,6 +288,14 @@ def serve(
         clean_up()
         if server is not None:
             server.stop()
+
+
+def _shared_file(prefix: str) -> str:
+    """A new empty file (mode 0600) the workers share by mapping it: in /dev/shm, memory, where it exists."""
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - memory, not a disk
+    fd, path = tempfile.mkstemp(prefix=prefix, dir=shm)
+    os.close(fd)
+    return path
 
 
 def _metrics_dir(workers: int) -> str | None:
@@ -390,6 +395,19 @@ def show_config() -> None:
     click.echo(orjson.dumps(_settings().masked(), option=orjson.OPT_INDENT_2).decode())
 
 
+@main.group("secrets")
+def secrets_group() -> None:
+    """Secrets for the configuration."""
+
+
+@secrets_group.command("generate")
+def secrets_generate() -> None:
+    """Print a new random secret for RAMPART_JWT_SECRET (64 URL-safe characters, 384 bits)."""
+    from rampart.lib.secret_strength import generate
+
+    sys.stdout.write(generate() + "\n")
+
+
 @main.group()
 def users() -> None:
     """Manage users."""
@@ -410,6 +428,40 @@ def users_create(email: str, name: str, role: str) -> None:
     finally:
         if server is not None:
             server.stop()
+
+
+def _update_user(email: str, changes: dict[str, Any]) -> None:
+    from rampart.clitasks import update_user
+
+    settings, server = _database(_settings())
+    try:
+        row = asyncio.run(update_user(settings, email=email, changes=changes))
+        click.echo(orjson.dumps(row).decode())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@users.command("set-role")
+@click.option("--email", required=True)
+@click.option("--role", required=True)
+def users_set_role(email: str, role: str) -> None:
+    """Change a user's role; prints the user. The last enabled admin cannot be demoted."""
+    _update_user(email, {"role": role})
+
+
+@users.command("disable")
+@click.option("--email", required=True)
+def users_disable(email: str) -> None:
+    """Disable a user and end every session of theirs at once; prints the user."""
+    _update_user(email, {"disabled": True})
+
+
+@users.command("enable")
+@click.option("--email", required=True)
+def users_enable(email: str) -> None:
+    """Enable a disabled user (their old sessions stay ended); prints the user."""
+    _update_user(email, {"disabled": False})
 
 
 @main.group()

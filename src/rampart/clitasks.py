@@ -36,6 +36,26 @@ async def create_user(settings: Settings, *, email: str, name: str, role: str) -
         await app.aclose()
 
 
+async def update_user(settings: Settings, *, email: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change a user found by email (`role`, `disabled`) through the users manager, as an admin's PATCH
+    would: the same validation, the same last-admin rule, sessions revoked on disabling, an event."""
+    from starlette.datastructures import QueryParams
+
+    app = create_app(settings)
+    users = app.services.managers["users"]
+    ctx = Context(actor=system_actor(frozenset({"users:manage"})))
+    try:
+        page = await users.list(ctx, QueryParams({"email": email.strip().lower(), "fields": "id"}))
+        if not page.items:
+            raise click.ClickException(f"no user with email {email}")
+        return await users.update(ctx, page.items[0]["id"], changes)
+    except RampartError as exc:
+        details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
+        raise click.ClickException(f"{details} ({exc.code})") from None
+    finally:
+        await app.aclose()
+
+
 async def issue_token(settings: Settings, *, email: str) -> str:
     app = create_app(settings)
     services = app.services

@@ -34,8 +34,14 @@ DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
 class Settings(BaseSettings):
     """Every setting Rampart reads. Names are `RAMPART_<FIELD>` in the environment."""
 
+    # hide_input_in_errors: a refusal would otherwise repeat every value it was given, secrets included
+    # (the message of a ValidationError reaches logs, e.g. when a worker of a server fails to start).
     model_config = SettingsConfigDict(
-        env_prefix="RAMPART_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="RAMPART_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "production", "test"] = "development"
@@ -57,6 +63,8 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
     access_token_ttl: int = Field(default=900, ge=30, le=86_400)
     session_ttl: int = Field(default=30 * 86_400, ge=60)
+    # Seconds an impersonation session lives (an hour at most); refreshing never extends it.
+    impersonation_ttl: int = Field(default=3600, ge=60, le=3600)
     session_cache_ttl: float = Field(default=1.0, ge=0.0, le=1.0)
     # Where session state is cached: "memory" per worker, or "redis" behind it, shared by every worker and
     # instance (needs RAMPART_REDIS_URL); see docs/decisions/0005-session-check.md.
@@ -66,6 +74,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit: str = "600/minute"
     rate_limit_auth: str = "20/minute"
+    # Without Redis: a table file that every process of this host using it shares its limits through
+    # (rampart.lib.ratelimit_shm). `rampart serve --workers N` makes one in /dev/shm when this is unset.
+    rate_limit_file: str | None = None
     body_limit: int = Field(default=1_048_576, ge=1024)
     request_timeout: float = Field(default=10.0, gt=0)
     # Seconds a connection of `rampart serve` has to deliver a complete request head (slow clients).
@@ -146,14 +157,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_secret_in_production(self) -> Settings:
-        if self.env == "production":
-            secret = self.jwt_secret.get_secret_value()
-            if secret == DEFAULT_JWT_SECRET or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
-                raise ValueError(
-                    "RAMPART_JWT_SECRET must be set to a random value of at least "
-                    f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production "
-                    "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-                )
+        if self.env != "production":
+            return self
+        from rampart.lib.secret_strength import MIN_BITS, estimate
+
+        secret = self.jwt_secret.get_secret_value()
+        how = "make one with: rampart secrets generate"
+        if secret == DEFAULT_JWT_SECRET or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
+            raise ValueError(
+                "RAMPART_JWT_SECRET must be set to a random value of at least "
+                f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production ({how})"
+            )
+        strength = estimate(secret)
+        if strength.bits < MIN_BITS:
+            found = f"; it has {', '.join(strength.found)}" if strength.found else ""
+            raise ValueError(
+                f"RAMPART_JWT_SECRET is too easy to guess for production: about {strength.bits:.0f} bits, "
+                f"at least {MIN_BITS} are needed{found} ({how})"
+            )
         return self
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
     """The users resource plus the resources of the configured app (`RAMPART_APP`, module:function)."""
     module_name, _, func = settings.app.partition(":")
     declare = getattr(importlib.import_module(module_name), func or "declare")
-    resources: list[Resource] = [users_resource(roles.names), *declare()]
+    resources: list[Resource] = [users_resource(roles), *declare()]
     return resources
 
 

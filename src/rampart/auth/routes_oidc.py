@@ -15,7 +15,15 @@ from starlette.responses import RedirectResponse, Response
 
 from rampart.auth.cookies import set_token_cookies
 from rampart.auth.oidc import InvalidState, OIDCClient, SignInDenied, SignInNotConfigured
-from rampart.auth.oidc_login import check_redirect, link_user, open_login_session, start_login, take_state
+from rampart.auth.oidc_login import (
+    STATE_TTL,
+    check_browser,
+    check_redirect,
+    link_user,
+    open_login_session,
+    start_login,
+    take_state,
+)
 from rampart.auth.routes_sessions import NO_STORE, TOKEN_PAIR_SCHEMA
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
@@ -47,14 +55,30 @@ def oidc_routes(
         redirect_to = call.request.query_params.get("redirect_to")
         if redirect_to is not None:
             redirect_to = check_redirect(redirect_to, redirect_allowlist)
-        url = await start_login(db=db, client=configured(), redirect_to=redirect_to)
-        return RedirectResponse(url, status_code=302, headers=NO_STORE)
+        oidc = configured()
+        url, binding = await start_login(db=db, client=oidc, redirect_to=redirect_to)
+        response = RedirectResponse(url, status_code=302, headers=NO_STORE)
+        # Lax: sent on the provider's redirect back (a top-level GET from another site), not on a
+        # cross-site subrequest. Secure whenever the browser is on HTTPS (here, or at the public URL).
+        response.set_cookie(
+            binding.name,
+            binding.value,
+            max_age=STATE_TTL,
+            path=CALLBACK_PATH,
+            httponly=True,
+            samesite="lax",
+            secure=call.request.url.scheme == "https" or oidc.redirect_uri.startswith("https:"),
+        )
+        return response
 
     async def callback(call: Call) -> Any:
         oidc = configured()
         query = call.request.query_params
         state = query.get("state") or ""
         error = query.get("error")
+        if state or error is None:
+            # Before anything is read or spent: another browser's visit (login CSRF) changes nothing.
+            check_browser(state, call.request.cookies)
         if error is not None:
             if state:
                 with contextlib.suppress(InvalidState):
@@ -126,7 +150,17 @@ def oidc_routes(
                     }
                 ],
                 "responses": {
-                    "302": {"description": "To the provider's authorize URL", "headers": location},
+                    "302": {
+                        "description": "To the provider's authorize URL",
+                        "headers": {
+                            **location,
+                            "Set-Cookie": {
+                                "schema": {"type": "string"},
+                                "description": "rampart_signin_<id>: binds the sign-in to this browser"
+                                " (HttpOnly, SameSite=Lax, Path=/api/v1/auth/google/callback, 10 minutes)",
+                            },
+                        },
+                    },
                     **problem_responses(400, 404, 429, 503),
                 },
             },

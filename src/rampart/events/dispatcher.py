@@ -124,8 +124,8 @@ WHERE d.event_id = due.event_id AND d.subscriber = due.subscriber
 RETURNING d.event_id, d.subscriber, d.attempts
 """
 _EVENTS = (
-    "SELECT id, type, resource, resource_id, actor_id, occurred_at, data, changes, request_id"
-    " FROM events WHERE id = ANY($1::uuid[])"
+    "SELECT id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes,"
+    " request_id FROM events WHERE id = ANY($1::uuid[])"
 )
 _DONE = (
     "UPDATE event_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL,"

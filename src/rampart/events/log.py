@@ -37,7 +37,8 @@ _RESOURCE_UUID = (
     " THEN e.resource_id::uuid END)"
 )
 _COLUMNS = (
-    "e.id, e.type, e.resource, e.resource_id, e.actor_id, e.occurred_at, e.data, e.changes, e.request_id"
+    "e.id, e.type, e.resource, e.resource_id, e.actor_id, e.impersonator_id, e.occurred_at, e.data,"
+    " e.changes, e.request_id"
 )
 
 
@@ -169,6 +170,7 @@ def to_event(row: Any) -> dict[str, Any]:
         "resource": row["resource"],
         "resource_id": row["resource_id"],
         "actor_id": str(row["actor_id"]) if row["actor_id"] is not None else None,
+        "impersonator_id": str(row["impersonator_id"]) if row["impersonator_id"] is not None else None,
         "occurred_at": occurred.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "data": _json(row["data"]),
         "changes": _json(row["changes"]),

@@ -15,13 +15,28 @@ from rampart.resources.routes import API_PREFIX
 
 EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["id", "type", "resource", "resource_id", "actor_id", "occurred_at", "data", "changes"],
+    "required": [
+        "id",
+        "type",
+        "resource",
+        "resource_id",
+        "actor_id",
+        "impersonator_id",
+        "occurred_at",
+        "data",
+        "changes",
+    ],
     "properties": {
         "id": {"type": "string", "format": "uuid"},
         "type": {"type": "string", "examples": ["tasks.updated"]},
         "resource": {"type": "string"},
         "resource_id": {"type": "string"},
         "actor_id": {"type": ["string", "null"], "format": "uuid"},
+        "impersonator_id": {
+            "type": ["string", "null"],
+            "format": "uuid",
+            "description": "The admin who acted as `actor_id` (impersonation), else null",
+        },
         "occurred_at": {"type": "string", "format": "date-time"},
         "data": {"type": "object"},
         "changes": {"type": "object"},

@@ -238,6 +238,7 @@ class Webhooks:
             data=webhook,
             changes=changes,
             request_id=request_id,
+            impersonator_id=actor.impersonator_id,
         )
 
         async def notify() -> None:

@@ -730,6 +730,7 @@ class ResourceManager:
             data=row,
             changes=changes,
             request_id=ctx.request_id,
+            impersonator_id=ctx.actor.impersonator_id,
         )
         await self._announce(ctx, event, action, row)
         return event
@@ -752,6 +753,7 @@ class ResourceManager:
             actor_id=ctx.actor.user_id,
             data={},
             request_id=ctx.request_id,
+            impersonator_id=ctx.actor.impersonator_id,
         )
         sql = event_insert_from(
             source,
@@ -762,6 +764,7 @@ class ResourceManager:
             actor_id=ctx.actor.user_id,
             occurred_at=occurred_at,
             request_id=ctx.request_id,
+            impersonator_id=ctx.actor.impersonator_id,
             changes_sql=changes_sql,
             joined=joined,
         )
