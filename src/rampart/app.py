@@ -50,7 +50,7 @@ from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
 from rampart.resources.spec import Registry
-from rampart.schema import declared_resources
+from rampart.schema import declared_resources, migration_folders
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -369,8 +369,10 @@ def create_app(settings: Settings) -> Rampart:
         await db.fetchval("SELECT 1")
         return None
 
+    app_migrations = migration_folders(settings, list(registry))
+
     async def check_migrations() -> str | None:
-        pending = await pending_migrations(db, versions_dir=settings.migrations_dir)
+        pending = await pending_migrations(db, app_folders=app_migrations)
         return None if not pending else f"{len(pending)} pending"
 
     checks: dict[str, Any] = {"database": check_database, "migrations": check_migrations}

@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     role_permissions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS))
     data_dir: str | None = None
     app: str = "rampart.apps.tasks.resources:declare"
-    # Where `makemigrations` writes an app's own revisions (applied after Rampart's); None = Rampart's folder.
+    # The app's own migrations folder: `makemigrations` writes there, `migrate` applies it after Rampart's
+    # chain. None: ./migrations, or the demo's own folder for the demo (rampart.schema.migrations_dir).
     migrations_dir: str | None = None
     # The query cache (rows by id, visibility decisions, list pages): "memory" per worker, "redis" shared
     # by every worker and instance (needs RAMPART_REDIS_URL), "off"; see docs/decisions/0009-row-cache.md.

@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from rampart.db.migrate import upgrade
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
-from tests.conftest import _admin, _db_url
+from tests.conftest import _admin, _db_url, upgrade_demo
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +19,7 @@ def own_database_url() -> Iterator[str]:
     name = f"rampart_evt_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     url = _db_url(name)
-    upgrade(url)
+    upgrade_demo(url)
     yield url
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
