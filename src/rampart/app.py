@@ -163,6 +163,8 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         log=event_log,
         listener=services.listener,
         reauthenticate=services.authenticator.authenticate,
+        sessions=services.authenticator.live_sessions,
+        session_channel=REVOCATION_CHANNEL,
         max_per_user=settings.events_stream_max_per_user,
     )
     services.background.append(stream)

@@ -13,6 +13,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -149,10 +150,14 @@ async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> Non
     await announce(conn, session_id=session_id)
 
 
-_LOAD = (
-    "SELECT s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id"
-    " WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled"
+# A live session: not revoked, not expired, its user enabled. Read for one session per request (_LOAD) and
+# for every session with an open live stream at once (_LOAD_MANY).
+_LIVE = (
+    "FROM sessions s JOIN users u ON u.id = s.user_id"
+    " WHERE s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled"
 )
+_LOAD = f"SELECT s.user_id, u.role {_LIVE} AND s.id = $1"
+_LOAD_MANY = f"SELECT s.id, s.user_id, u.role {_LIVE} AND s.id = ANY($1::uuid[])"
 
 
 class Authenticator:
@@ -198,6 +203,18 @@ class Authenticator:
             raise Unauthorized("The session has ended.", token_present=True)
         role = state[1]
         return Actor(claims.user_id, role, claims.session_id, self._roles.permissions(role))
+
+    async def live_sessions(
+        self, session_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:
+        """Those of `session_ids` that are live now, with their (user id, role), in one statement.
+
+        Read from the database, past both cache tiers: the live stream checks its sessions with it (every
+        half second, and at once on an announcement) and must see a revocation the caches may not have
+        dropped yet.
+        """
+        rows = await self._db.fetch(_LOAD_MANY, list(session_ids))
+        return {row["id"]: (row["user_id"], row["role"]) for row in rows}
 
     def forget(self, session_id: uuid.UUID | None = None) -> None:
         """Drop cached state (one session, or all): used when this worker revokes something itself."""
