@@ -173,9 +173,9 @@ class EventLog:
             if live is None:  # every event of this resource is visible
                 one_by_one.append(f"w.resource = {resource}")
                 mine = replace(query, resource=name)
-                where = " AND ".join([*_filters("e", mine, bind), f"e.id > {after}"])
+                of_all = " AND ".join([*_filters("e", mine, bind), f"e.id > {after}"])
                 found.append(
-                    f"(SELECT e.id FROM events e WHERE {where} ORDER BY {_order('e', mine)} LIMIT {n})"
+                    f"(SELECT e.id FROM events e WHERE {of_all} ORDER BY {_order('e', mine)} LIMIT {n})"
                 )
                 continue
             gone = manager.events_visible_sql(actor, "o", bind)
@@ -228,7 +228,7 @@ def _filters(alias: str, query: LogQuery, bind: Binder) -> list[str]:
     (c, id). With `c = v` it drops `c` from the order, and may then walk the primary key and filter,
     reading every event before the first match (270,000 rows for a resource whose events are all recent).
     """
-    where = []
+    where: list[str] = []
     for column, value in _given(query):
         param = bind(value)
         where.append(

@@ -23,6 +23,7 @@ Create Date: 2026-12-06 04:31:00.000000
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -39,7 +40,7 @@ _SERVER_COLUMNS = (('created_at', _TS), ('updated_at', _TS), ('version', sa.Inte
 # Per resource of Rampart's own schema: its table, its columns after `id`, and the indexes of its record
 # of deleted rows (those of the table, none unique). An app's own resources get theirs from
 # `rampart makemigrations`.
-DELETED: dict[str, tuple[str, list[tuple[str, sa.types.TypeEngine]], list[list[str]]]] = {
+DELETED: dict[str, tuple[str, list[tuple[str, sa.types.TypeEngine[Any]]], list[list[str]]]] = {
     'users': (
         'users',
         [('email', sa.Text()), ('name', sa.Text()), ('role', sa.Text()), ('disabled', sa.Boolean())],
