@@ -15,7 +15,9 @@ instance, so fan-out needs nothing else. Polling every `poll_interval` seconds c
   statement every `session_check` seconds and at once when a revocation, a disabled user or a role
   change is announced (`session_channel`, on the worker's listener): a stream whose session has ended
   is closed, and one whose role changed is closed too, so the client reconnects (`Last-Event-ID`) and
-  what follows is filtered by the new role. Nothing already queued is sent once the end is decided.
+  what follows is filtered by the new role. From an announcement until that read, streams send
+  nothing, and nothing queued is sent once the end is decided: an event committed after the change is
+  announced after it, so it never goes out under the old role.
 - **Heartbeats.** A comment line every `heartbeat` seconds keeps proxies from closing an idle stream;
   the caller's token is checked again at the same moment (an expired token ends the stream).
 - **Slow clients.** Events wait for the client in a queue of at most `buffer` events, and one write may
@@ -110,11 +112,12 @@ class LiveStream:
         self._open: dict[uuid.UUID, int] = {}  # streams per user, in this process
         self._streams: set[_Stream] = set()
         self._recheck = asyncio.Event()
+        self._announced = 0  # announcements heard: a check read before the last one clears nothing
         self._watcher: asyncio.Task[None] | None = None
         if listener is not None:  # without one, clients only poll
             # After a lost connection, clients look at once for what they may have missed.
             listener.subscribe(CHANNEL, self._wake_all, on_up=self._wake_all)
-            if session_channel is not None:
+            if session_channel is not None and sessions is not None:
                 # Any announcement (its payload is the authenticator's business) has every stream's session
                 # read again: one statement, and announcements are rare. So does a reconnection, after
                 # which announcements may have been missed.
@@ -138,6 +141,12 @@ class LiveStream:
 
     # ----- following the sessions --------------------------------------------------------------------
     def _sessions_changed(self, *_: Any) -> None:
+        # Until the sessions are read again, no stream sends anything: a change committed after this
+        # announcement (bob's next task, after the caller's demotion) is announced after it too, so it
+        # cannot go out under the caller's old role.
+        self._announced += 1
+        for stream in self._streams:
+            stream.cleared.clear()
         self._recheck.set()
 
     def _watch_sessions(self) -> None:
@@ -155,6 +164,7 @@ class LiveStream:
                 async with asyncio.timeout(self.session_check):
                     await self._recheck.wait()
             self._recheck.clear()  # before reading: an announcement from now on is read again
+            announced = self._announced
             streams = list(self._streams)
             if not streams:
                 break
@@ -176,6 +186,8 @@ class LiveStream:
                     stream.end("session ended")
                 elif state[1] != stream.actor.role:
                     stream.end("role changed")
+                elif announced == self._announced:
+                    stream.cleared.set()
 
     # ----- the route ---------------------------------------------------------------------------------
     def route_spec(self) -> RouteSpec:
@@ -257,12 +269,16 @@ class _Stream:
         self.wake = asyncio.Event()
         self.ended = asyncio.Event()  # set by `end`: the stream closes, sending nothing more
         self.reason: str | None = None
+        # Cleared while the session is being read again after an announcement: nothing is sent meanwhile.
+        self.cleared = asyncio.Event()
+        self.cleared.set()
 
     def end(self, reason: str) -> None:
         """Close the stream (its session ended, its role changed): nothing more is sent."""
         if self.reason is None:
             self.reason = reason
             self.ended.set()
+            self.cleared.set()  # a waiting delivery wakes, and sees the end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -373,6 +389,7 @@ class _Stream:
             if event is None:
                 await write(b": heartbeat\n\n")
                 continue
+            await self.cleared.wait()
             if self.ended.is_set():
                 return  # its session ended (or its role changed) while it waited: not for this caller
             data = orjson.dumps(event, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
