@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -221,3 +222,75 @@ def test_readiness_does_not_load_alembic_into_a_worker(database_url: str) -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ok", "[]"]
+
+
+def test_the_records_of_deleted_rows_start_with_the_objects_deleted_before(empty_database: str) -> None:
+    """Revision d3cb02b91283 (decision 0016) fills `<table>_deleted` from each object's `deleted` event,
+    so a member keeps seeing the history of what was deleted before the upgrade."""
+    upgrade(empty_database, "86270a25deee")
+    owner, project, gone, alive = (uuid.uuid4() for _ in range(4))
+    row = {
+        "id": str(gone), "project_id": str(project), "title": "old", "description": "", "status": "done",
+        "priority": 2, "due_date": "2026-12-01", "assignee_id": None, "owner_id": str(owner),
+        "created_at": "2026-11-01T10:00:00.000Z", "updated_at": "2026-11-02T10:00:00.000Z", "version": 3,
+    }  # fmt: skip
+
+    async def write() -> None:
+        conn = await asyncpg.connect(empty_database)
+        try:
+            await conn.execute(
+                "INSERT INTO users (id, email, name, role, disabled) VALUES ($1, 'o@x', '', 'user', false)",
+                owner,
+            )
+            await conn.execute(
+                "INSERT INTO projects (id, name, description, owner_id) VALUES ($1, 'p', '', $2)",
+                project,
+                owner,
+            )
+            await conn.execute(
+                "INSERT INTO tasks (id, project_id, title, description, status, priority, owner_id)"
+                " VALUES ($1, $2, 'here', '', 'todo', 0, $3)",
+                alive,
+                project,
+                owner,
+            )
+            events = [
+                ("tasks.created", gone, {**row, "title": "first"}),
+                ("tasks.deleted", gone, row),
+                ("tasks.deleted", alive, {"id": str(alive)}),  # still there: not a deleted object
+                ("tasks.deleted", uuid.uuid4(), {"title": "no id"}),  # not the row of an object
+            ]
+            for number, (kind, object_id, data) in enumerate(events):
+                await conn.execute(
+                    "INSERT INTO events (id, type, resource, resource_id, occurred_at, data)"
+                    " VALUES ($1, $2, 'tasks', $3,"
+                    " '2026-11-03T10:00:00Z'::timestamptz + make_interval(secs => $4), $5::jsonb)",
+                    uuid.UUID(int=(1 << 127) + number),
+                    kind,
+                    str(object_id),
+                    number,
+                    orjson.dumps(data).decode(),
+                )
+        finally:
+            await conn.close()
+
+    async def kept() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(empty_database)
+        try:
+            return list(await conn.fetch("SELECT * FROM tasks_deleted"))
+        finally:
+            await conn.close()
+
+    asyncio.run(write())
+    upgrade(empty_database)
+    (record,) = asyncio.run(kept())
+    assert record["id"] == gone
+    assert (record["title"], record["priority"], record["version"], str(record["due_date"])) == (
+        "old",
+        2,
+        3,
+        "2026-12-01",
+    )
+    assert (record["project_id"], record["owner_id"]) == (project, owner)
+    assert record["deleted_at"].isoformat() == "2026-11-03T10:00:01+00:00"
+    assert schema_diff(empty_database) == []
