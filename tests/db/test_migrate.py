@@ -18,6 +18,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.apps.library import CREATE_TABLES
 from tests.conftest import _admin, _db_url, make_settings
 
 from rampart import schema
@@ -152,6 +153,31 @@ async def test_readiness_names_pending_migrations(empty_database: str) -> None:
             assert body["checks"]["database"] == "ok"
             assert body["checks"]["migrations"] != "ok"
             assert "migrations" in body["detail"]
+    finally:
+        await app.aclose()
+
+
+async def test_readiness_names_the_declared_tables_an_app_has_not_created(empty_database: str) -> None:
+    """An app's resources get their tables, and their records of deleted rows (decision 0016), from the
+    app's own revisions: until `rampart makemigrations` wrote them, nothing is pending, but they are
+    missing, and an instance must not take traffic."""
+    await asyncio.to_thread(upgrade, empty_database)
+    app = create_app(make_settings(empty_database, app="tests.apps.library:declare"))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            r = await http.get("/health/ready")
+            assert r.status_code == 503
+            assert r.json()["checks"]["migrations"] == (
+                "missing tables: shelves, shelves_deleted, books, books_deleted"
+            )
+            conn = await asyncpg.connect(empty_database)
+            try:
+                await conn.execute(CREATE_TABLES)
+            finally:
+                await conn.close()
+            r = await http.get("/health/ready")
+            assert r.status_code == 200, r.text
     finally:
         await app.aclose()
 

@@ -346,3 +346,28 @@ async def test_a_dispatcher_outlives_a_database_outage(caplog: pytest.LogCapture
         await dispatcher.stop()
         await down.close()
     assert any("dispatcher round failed" in r.message for r in caplog.records)
+
+
+async def test_pruning_goes_in_short_batches_and_drops_the_rows_deleted_as_long_ago(db: Database) -> None:
+    r = kind()
+    old = [await emit_aged(db, r, 40) for _ in range(5)]
+    recent = await emit_aged(db, r, 20)
+    dispatcher = Dispatcher(db=db)
+    while await dispatcher.fan_out({}):  # handed out (no subscriber): prunable once old enough
+        pass
+    gone_long_ago, gone_lately = uuid.uuid4(), uuid.uuid4()
+    await db.execute(
+        "INSERT INTO tasks_deleted (id, title, deleted_at) VALUES"
+        " ($1, 'old', now() - interval '40 days'), ($2, 'new', now() - interval '20 days')",
+        gone_long_ago,
+        gone_lately,
+    )
+    assert await prune(db, retention=30 * 86_400, deleted_tables=["tasks_deleted"], batch=2) >= 5
+    left = await db.fetch(
+        "SELECT id FROM events WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in (*old, recent)]
+    )
+    assert [str(row["id"]) for row in left] == [recent]
+    kept = await db.fetch(
+        "SELECT id FROM tasks_deleted WHERE id = ANY($1::uuid[])", [gone_long_ago, gone_lately]
+    )
+    assert [row["id"] for row in kept] == [gone_lately]
