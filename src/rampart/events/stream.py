@@ -203,7 +203,9 @@ class LiveStream:
                 "description": (
                     "`text/event-stream`: one message per event (`id:` the event id, `data:` the event "
                     "as JSON), and a comment as heartbeat. Reconnect with `Last-Event-ID` to resume. "
-                    "Takes the filters of `GET /api/v1/events`."
+                    "Takes the filters of `GET /api/v1/events`. The stream ends within a second of its "
+                    "session ending (logout, revocation, the user disabled) and when the caller's role "
+                    "changes: reconnect to go on under the new role."
                 ),
                 "parameters": [
                     {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
