@@ -78,7 +78,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     from rampart.auth.tables import define_auth_tables
     from rampart.db.outbox import define_event_queue_table, define_events_table
     from rampart.events.tables import define_delivery_tables
-    from rampart.resources.tables import define_table
+    from rampart.resources.tables import define_deleted_table, define_table
 
     settings = settings or Settings(database_url=None)
     metadata = sa.MetaData()
@@ -88,6 +88,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     tables = {r.name: r.table for r in registry}
     for resource in registry:
         define_table(resource, metadata, tables=tables)
+        define_deleted_table(resource, metadata)
     define_sessions_table(metadata)
     define_auth_tables(metadata)
     define_events_table(metadata)

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -19,6 +20,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.apps.library import CREATE_TABLES
 from tests.conftest import DEMO_MIGRATIONS, _admin, _db_url, make_settings, upgrade_demo
 
 from rampart import schema
@@ -41,6 +43,9 @@ FRAMEWORK_TABLES = {
     "events", "event_queue", "event_deliveries", "webhooks", "webhook_attempts",
 }  # fmt: skip
 DEMO_TABLES = {"projects", "project_members", "tasks"}
+# The records of deleted rows (decision 0016), in the same chains as their tables.
+FRAMEWORK_RECORDS = {"users_deleted"}
+DEMO_RECORDS = {"projects_deleted", "project_members_deleted", "tasks_deleted"}
 # Rampart's version files as they were before the demo app got a chain of its own (decision 0020).
 VERSIONS_BEFORE_0020 = Path(__file__).parent / "versions_before_0020"
 
@@ -129,10 +134,10 @@ def test_an_empty_database_differs_from_the_models(empty_database: str) -> None:
 
 def test_rampart_s_own_chain_makes_only_the_framework_s_tables(empty_database: str) -> None:
     upgrade(empty_database)  # no app folder: Rampart's chain alone
-    assert tables(empty_database) == FRAMEWORK_TABLES | {"alembic_version"}
+    assert tables(empty_database) == FRAMEWORK_TABLES | FRAMEWORK_RECORDS | {"alembic_version"}
     # Compared with the declarations (the demo's included), only the demo's tables are missing.
     diff = schema_diff(empty_database)
-    assert {op[1].name for op in diff if op[0] == "add_table"} == DEMO_TABLES
+    assert {op[1].name for op in diff if op[0] == "add_table"} == DEMO_TABLES | DEMO_RECORDS
     assert {op[0] for op in diff} == {"add_table", "add_index"}
 
 
@@ -198,6 +203,31 @@ def test_each_chain_has_a_single_head() -> None:
     assert len(found.folder_heads(CORE_VERSIONS)) == 1, f"merge these heads: {heads()}"
     assert len(found.folder_heads(DEMO_MIGRATIONS)) == 1, f"merge these heads: {heads()}"
     assert len(heads()) == 2
+
+
+async def test_readiness_names_the_declared_tables_an_app_has_not_created(empty_database: str) -> None:
+    """An app's resources get their tables, and their records of deleted rows (decision 0016), from the
+    app's own revisions: until `rampart makemigrations` wrote them, nothing is pending, but they are
+    missing, and an instance must not take traffic."""
+    await asyncio.to_thread(upgrade, empty_database)
+    app = create_app(make_settings(empty_database, app="tests.apps.library:declare"))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            r = await http.get("/health/ready")
+            assert r.status_code == 503
+            assert r.json()["checks"]["migrations"] == (
+                "missing tables: shelves, shelves_deleted, books, books_deleted"
+            )
+            conn = await asyncpg.connect(empty_database)
+            try:
+                await conn.execute(CREATE_TABLES)
+            finally:
+                await conn.close()
+            r = await http.get("/health/ready")
+            assert r.status_code == 200, r.text
+    finally:
+        await app.aclose()
 
 
 def _version_file(folder: Path, revision: str, down: object, depends_on: object = None) -> None:
@@ -490,3 +520,75 @@ def indexes(url: str) -> set[str]:
             await conn.close()
 
     return asyncio.run(run())
+
+
+def test_the_records_of_deleted_rows_start_with_the_objects_deleted_before(empty_database: str) -> None:
+    """Revision d3cb02b91283 (decision 0016) fills `<table>_deleted` from each object's `deleted` event,
+    so a member keeps seeing the history of what was deleted before the upgrade."""
+    migrate_as_before_0020(empty_database, "86270a25deee")  # the demo's tables in Rampart's chain then
+    owner, project, gone, alive = (uuid.uuid4() for _ in range(4))
+    row = {
+        "id": str(gone), "project_id": str(project), "title": "old", "description": "", "status": "done",
+        "priority": 2, "due_date": "2026-12-01", "assignee_id": None, "owner_id": str(owner),
+        "created_at": "2026-11-01T10:00:00.000Z", "updated_at": "2026-11-02T10:00:00.000Z", "version": 3,
+    }  # fmt: skip
+
+    async def write() -> None:
+        conn = await asyncpg.connect(empty_database)
+        try:
+            await conn.execute(
+                "INSERT INTO users (id, email, name, role, disabled) VALUES ($1, 'o@x', '', 'user', false)",
+                owner,
+            )
+            await conn.execute(
+                "INSERT INTO projects (id, name, description, owner_id) VALUES ($1, 'p', '', $2)",
+                project,
+                owner,
+            )
+            await conn.execute(
+                "INSERT INTO tasks (id, project_id, title, description, status, priority, owner_id)"
+                " VALUES ($1, $2, 'here', '', 'todo', 0, $3)",
+                alive,
+                project,
+                owner,
+            )
+            events = [
+                ("tasks.created", gone, {**row, "title": "first"}),
+                ("tasks.deleted", gone, row),
+                ("tasks.deleted", alive, {"id": str(alive)}),  # still there: not a deleted object
+                ("tasks.deleted", uuid.uuid4(), {"title": "no id"}),  # not the row of an object
+            ]
+            for number, (kind, object_id, data) in enumerate(events):
+                await conn.execute(
+                    "INSERT INTO events (id, type, resource, resource_id, occurred_at, data)"
+                    " VALUES ($1, $2, 'tasks', $3,"
+                    " '2026-11-03T10:00:00Z'::timestamptz + make_interval(secs => $4), $5::jsonb)",
+                    uuid.UUID(int=(1 << 127) + number),
+                    kind,
+                    str(object_id),
+                    number,
+                    orjson.dumps(data).decode(),
+                )
+        finally:
+            await conn.close()
+
+    async def kept() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(empty_database)
+        try:
+            return list(await conn.fetch("SELECT * FROM tasks_deleted"))
+        finally:
+            await conn.close()
+
+    asyncio.run(write())
+    migrate_all(make_settings(empty_database))  # both chains: the demo's makes tasks_deleted
+    (record,) = asyncio.run(kept())
+    assert record["id"] == gone
+    assert (record["title"], record["priority"], record["version"], str(record["due_date"])) == (
+        "old",
+        2,
+        3,
+        "2026-12-01",
+    )
+    assert (record["project_id"], record["owner_id"]) == (project, owner)
+    assert record["deleted_at"].isoformat() == "2026-11-03T10:00:01+00:00"
+    assert schema_diff(empty_database) == []

@@ -157,6 +157,51 @@ class ResourceManager:
             return "FALSE"  # a resource with no visibility rule is visible only to bypassing roles
         return " AND ".join(f"({c})" for c in conds) if conds else None
 
+    def events_visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
+        """The condition on a row of this resource under which `actor` may see the object's events, or None
+        when every event of the resource is visible. The row is the live one, or the one kept in the
+        record of deleted rows (`Resource.deleted_table`) as the object was when deleted.
+
+        The audit log uses it two ways (decision 0016): on one row found by id, and to list every row
+        that meets it, which must be answered through the table's indexes, never row by row over the
+        table (the record of deleted rows has the same indexes). The default is the visibility rule of
+        `visible_sql`, with the parent's part written as a set: `<field> = ANY(ARRAY(<visible parent
+        ids>))`, which the index on the reference answers; the policy's own predicate must be such a
+        condition too (see docs/guide/resources.md, "Visibility that an index answers").
+        """
+        policy = self.resource.policy
+        if actor.can(policy.bypass_read):
+            return None
+        conds = []
+        if self.resource.parent is not None:
+            parent = self.managers[self.resource.parent.resource]
+            inner = parent.events_visible_sql(actor, "par", bind)
+            if inner is not None:
+                conds.append(
+                    f"{alias}.{self.resource.parent.field} = ANY(ARRAY("
+                    f"SELECT par.id FROM {parent.resource.table} par WHERE {inner}))"
+                )
+        if policy.visible is not None:
+            own = policy.visible(actor, alias, bind)
+            if own is not None:
+                conds.append(own)
+        if policy.visible is None and self.resource.parent is None:
+            return "FALSE"
+        return " AND ".join(f"({c})" for c in conds) if conds else None
+
+    def events_visible_ids_sql(self, actor: Actor, bind: Binder) -> str | None:
+        """A query of the ids (column `id`) of this resource's objects whose events `actor` may see, live or
+        deleted, found through the indexes of the table and of its record of deleted rows; None when every
+        event of the resource is visible."""
+        cond = self.events_visible_sql(actor, "o", bind)
+        if cond is None:
+            return None
+        gone = self.events_visible_sql(actor, "o", bind)
+        return (
+            f"SELECT o.id FROM {self.resource.table} o WHERE {cond}"
+            f" UNION ALL SELECT o.id FROM {self.resource.deleted_table} o WHERE {gone}"
+        )
+
     def writable_sql(self, actor: Actor, alias: str, bind: Binder, *, delete: bool = False) -> str | None:
         policy = self.resource.policy
         if actor.can(policy.bypass_write):
@@ -558,7 +603,7 @@ class ResourceManager:
             await self.before_delete(ctx, conn, current)
             try:
                 await self._cascade(ctx, conn, [current_id(current)])
-                await conn.execute(f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current))
+                await conn.execute(self._delete_sql("id = $1"), current_id(current))
             except asyncpg.ForeignKeyViolationError as exc:  # a RESTRICT reference still points here
                 raise Conflict(f"This {self.resource.name} item is still referenced by other items.") from exc
             await self.after_delete(ctx, conn, current)
@@ -626,13 +671,19 @@ class ResourceManager:
                 if not child_ids:
                     continue
                 await other._cascade(ctx, conn, child_ids)
-                rows = await conn.fetch(
-                    f"DELETE FROM {table} AS {other.alias} WHERE {other.alias}.id = ANY($1::uuid[])"
-                    f" RETURNING {other._select_all}",
-                    child_ids,
-                )
+                rows = await conn.fetch(other._delete_sql("id = ANY($1::uuid[])", returning=True), child_ids)
                 for row in rows:
                     await other._event(ctx, conn, "deleted", dict(row))
+
+    def _delete_sql(self, where: str, *, returning: bool = False) -> str:
+        """Delete the rows matching `where` (on the table's own column names) and keep each, as it was, in
+        the record of deleted rows, in one statement; with `returning`, the rows as clients see them."""
+        a, names = self.alias, ", ".join(self._columns)
+        return (
+            f"WITH gone AS (DELETE FROM {self.resource.table} WHERE {where} RETURNING *),"
+            f" kept AS (INSERT INTO {self.resource.deleted_table} ({names}) SELECT {names} FROM gone)"
+            + (f" SELECT {self._select_all} FROM gone {a}" if returning else " SELECT count(*) FROM gone")
+        )
 
     def _reference_checks(
         self, ctx: Context, data: Mapping[str, Any], bind: Binder
