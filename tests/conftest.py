@@ -25,7 +25,9 @@ from rampart.app import Rampart, create_app
 from rampart.auth.sessions import open_session
 from rampart.clitasks import migrate_all
 from rampart.config import Settings
+from rampart.db.migrate import upgrade
 from rampart.resources.manager import Context
+from rampart.schema import migrations_dir
 from tests import pgservers
 
 if TYPE_CHECKING:
@@ -48,6 +50,15 @@ async def _admin(sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+# The demo app's own migrations (the default RAMPART_APP's): applied after Rampart's.
+DEMO_MIGRATIONS = migrations_dir(Settings(_env_file=None))  # type: ignore[call-arg]
+
+
+def upgrade_demo(url: str) -> None:
+    """Rampart's migrations and the demo app's, without the change triggers that `migrate_all` adds."""
+    upgrade(url, app_folders=[DEMO_MIGRATIONS])
 
 
 @contextmanager

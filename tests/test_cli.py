@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,12 +25,12 @@ from alembic.script import ScriptDirectory
 from rampart.access.system import SYSTEM_ID
 from rampart.app import create_app
 from rampart.auth.tokens import TokenIssuer
-from rampart.db.migrate import alembic_config, upgrade
-from tests.conftest import TEST_SECRET, _admin, _db_url, make_settings
+from rampart.db.migrate import alembic_config
+from tests.conftest import DEMO_MIGRATIONS, TEST_SECRET, _admin, _db_url, make_settings, upgrade_demo
 from tests.support import free_port
 
-# Sibling revisions (parallel branches with one parent) are all applied: one alembic_version row each.
-HEADS = frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+# One alembic_version row per chain: Rampart's and the demo app's (the default RAMPART_APP).
+HEADS = frozenset(ScriptDirectory.from_config(alembic_config(app_folders=[DEMO_MIGRATIONS])).get_heads())
 
 RAMPART = str(Path(sys.executable).with_name("rampart"))
 TIMEOUT = 60  # every wait on a child process is bounded
@@ -56,7 +57,7 @@ def empty_database() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def migrated_database() -> Iterator[str]:
     name, url = _new_database()
-    upgrade(url)
+    upgrade_demo(url)
     yield url
     _drop(name)
 
@@ -173,6 +174,64 @@ def test_an_unusable_database_fails_with_a_message(tmp_path: Path, where: str, c
     assert "pw-not-shown" not in result.stderr + result.stdout
 
 
+# ----- which database ----------------------------------------------------------------------------------
+DATABASE_COMMANDS = [
+    ["migrate"],
+    ["makemigrations", "-m", "nothing"],
+    ["users", "create", "--email", "which-{}@example.test"],
+    ["tokens", "issue", "--email", "nobody@example.test"],
+    ["events", "dead"],
+    ["serve", "--port", "{port}", "--no-migrate", "--workers", "1"],
+]
+
+
+@pytest.mark.parametrize("source", ["environment", ".env"])
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_every_database_command_says_which_database_it_uses(
+    migrated_database: str, tmp_path: Path, command: list[str], source: str
+) -> None:
+    """With RAMPART_DATABASE_URL unset, a command meant for another database quietly used the embedded
+    one ("no enabled user"): each one now says which, its password masked, on stderr."""
+    url = migrated_database.replace("postgres@", "postgres:pw-not-shown@")  # trust: any password works
+    env = cli_env(url)
+    if source == ".env":
+        del env["RAMPART_DATABASE_URL"]
+        (tmp_path / ".env").write_text(f"RAMPART_DATABASE_URL={url}\n")
+    args = [a.replace("{}", uuid.uuid4().hex[:8]).replace("{port}", str(free_port())) for a in command]
+    if command[0] == "serve":  # it serves until stopped: it is enough that it started
+        with subprocess.Popen(
+            [RAMPART, *args], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            proc.terminate()
+            proc.wait(timeout=TIMEOUT)
+        stderr = line
+    else:
+        result = rampart(*args, env=env, cwd=tmp_path)
+        stderr = result.stderr
+        assert "pw-not-shown" not in result.stdout + result.stderr
+    origin = "RAMPART_DATABASE_URL" if source == "environment" else "RAMPART_DATABASE_URL in .env"
+    masked = migrated_database.replace("postgres@", "postgres:***@")
+    assert stderr.splitlines()[0] == f"rampart: database {masked} (from {origin})", stderr
+
+
+def test_the_embedded_database_is_named_when_it_is_used(tmp_path: Path) -> None:
+    import tempfile
+
+    data_dir = Path(tempfile.mkdtemp(prefix="rampart-cli-", dir="/var/tmp")) / "pgdata"
+    try:
+        result = rampart("migrate", env=cli_env(None, RAMPART_DATA_DIR=str(data_dir)), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        first = result.stderr.splitlines()[0]
+        assert (
+            first
+            == f"rampart: database: the embedded PostgreSQL in {data_dir} (RAMPART_DATABASE_URL is not set)"
+        )
+    finally:
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
 # ----- users -------------------------------------------------------------------------------------------
 def test_users_create_prints_the_user(migrated_database: str, tmp_path: Path) -> None:
     email = f"Boot-{uuid.uuid4().hex[:8]}@Example.test"
@@ -283,7 +342,7 @@ def test_users_changes_with_an_unknown_email_or_a_bad_role_fail_with_a_message(
 def test_the_last_admin_cannot_be_demoted_or_disabled_from_the_command_line(
     empty_database: str, tmp_path: Path
 ) -> None:
-    upgrade(empty_database)
+    upgrade_demo(empty_database)
     env = cli_env(empty_database)
     first = f"first-{uuid.uuid4().hex[:8]}@example.test"
     second = f"second-{uuid.uuid4().hex[:8]}@example.test"

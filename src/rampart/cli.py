@@ -31,8 +31,17 @@ def _settings() -> Settings:
 
 
 def _database(settings: Settings) -> tuple[Settings, Any]:
-    """Settings with a database URL: the configured one, or a started embedded server (returned to stop)."""
+    """Settings with a database URL: the configured one, or a started embedded server (returned to stop).
+
+    Says on stderr which database the command uses: a command meant for another one (RAMPART_DATABASE_URL
+    unset in this shell) would otherwise quietly work on the embedded database.
+    """
     if settings.database_url is not None:
+        click.echo(f"rampart: database {_source(settings.database_url, 'RAMPART_DATABASE_URL')}", err=True)
+        direct = settings.database_direct_url
+        if direct is not None and direct.get_secret_value() != settings.database_url.get_secret_value():
+            where = _source(direct, "RAMPART_DATABASE_DIRECT_URL")
+            click.echo(f"rampart: direct connection (migrations, LISTEN) {where}", err=True)
         return settings, None
     if settings.is_production:
         # The embedded server trusts anyone who can open its socket folder: a development convenience.
@@ -47,9 +56,20 @@ def _database(settings: Settings) -> tuple[Settings, Any]:
         dsn = server.start()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"rampart: using the embedded PostgreSQL in {data_dir}", err=True)
+    click.echo(
+        f"rampart: database: the embedded PostgreSQL in {data_dir} (RAMPART_DATABASE_URL is not set)",
+        err=True,
+    )
     os.environ["RAMPART_DATABASE_URL"] = dsn  # worker processes inherit it
     return settings.model_copy(update={"database_url": SecretStr(dsn)}), server
+
+
+def _source(url: SecretStr, name: str) -> str:
+    """`url`, its password masked, and where it was set."""
+    from rampart.ops.logging import redact
+
+    origin = name if name in os.environ else f"{name} in .env"
+    return f"{redact(url.get_secret_value())} (from {origin})"
 
 
 def _exit_on_signal(signum: int, server: Any) -> None:
@@ -84,6 +104,10 @@ class _Commands(click.Group):
         except click.ClickException:
             raise
         except Exception as exc:
+            from rampart.db.migrate import MigrationError
+
+            if isinstance(exc, MigrationError):
+                raise click.ClickException(str(exc)) from None
             reason = _database_failure(exc)
             if reason is None:
                 raise
@@ -308,20 +332,61 @@ def migrate() -> None:
 
 
 @main.command()
-@click.option("-m", "--message", required=True)
-def makemigrations(message: str) -> None:
-    """Generate a migration from the declared resources (review it before committing)."""
-    from rampart.db.migrate import make_migration, upgrade
+@click.option("-m", "--message", default=None, help="What the migration does (its file name follows it).")
+@click.option(
+    "--allow-destructive",
+    is_flag=True,
+    help="Write a migration that drops a table or a column (their data is lost).",
+)
+@click.option("--merge", is_flag=True, help="Join the diverged heads of the app's migrations instead.")
+@click.option(
+    "--empty", is_flag=True, help="Write a revision with no operations, to fill in by hand (a rename...)."
+)
+def makemigrations(message: str | None, allow_destructive: bool, merge: bool, empty: bool) -> None:
+    """Generate the app's migration from its declared resources (review it before committing)."""
+    if merge:
+        _merge_migrations(message or "merge")
+        return
+    if not message:
+        raise click.UsageError("Missing option '-m' / '--message'.")
+    from rampart.clitasks import make_app_migration
 
     settings, server = _database(_settings())
     try:
-        assert settings.session_database_url is not None
-        dsn = settings.session_database_url.get_secret_value()
-        upgrade(dsn, versions_dir=settings.migrations_dir)
-        make_migration(dsn, message, versions_dir=settings.migrations_dir)
+        found = make_app_migration(
+            settings, message=message, allow_destructive=allow_destructive, empty=empty
+        )
     finally:
         if server is not None:
             server.stop()
+    for change in found.not_written:
+        click.echo(
+            f"rampart: not written (another chain's table, Rampart's own or a bundled app's): {change}",
+            err=True,
+        )
+    if found.dropped and not allow_destructive:
+        raise click.ClickException(
+            f"refused: this migration would drop {', '.join(found.dropped)}, data included; nothing was "
+            "written. Run again with --allow-destructive if that is what you want."
+        )
+    if found.path is None:
+        click.echo("No changes: the database matches the declared resources; no migration written.", err=True)
+        return
+    for item in found.locking:
+        click.echo(
+            f"rampart: warning: {item.what}: {item.why}.\n  Safe on a busy table: {item.recipe}.", err=True
+        )
+    if found.dropped:
+        click.echo(f"rampart: this migration drops {', '.join(found.dropped)}, data included", err=True)
+
+
+def _merge_migrations(message: str) -> None:
+    from rampart.clitasks import merge_app_migrations
+    from rampart.schema import migrations_dir
+
+    settings = _settings()
+    if merge_app_migrations(settings, message=message) is None:
+        click.echo(f"Nothing to merge: the migrations in {migrations_dir(settings)} have one head.", err=True)
 
 
 @main.command("config")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,11 @@ from rampart.auth.sessions import open_session
 from rampart.config import Settings
 from rampart.errors import Conflict, RampartError
 from rampart.resources.manager import Context
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rampart.db.migration_writer import Generated
 
 
 async def create_user(settings: Settings, *, email: str, name: str, role: str) -> dict[str, Any]:
@@ -98,14 +103,15 @@ def migrate_all(settings: Settings) -> None:
     from rampart.access.actor import Roles
     from rampart.db.migrate import upgrade
     from rampart.resources.caching import install_triggers
-    from rampart.schema import declared_resources
+    from rampart.schema import declared_resources, migration_folders
 
     # The direct URL when there is one: a transaction-mode pooler keeps neither Alembic's prepared
     # statements nor a session across statements.
     assert settings.session_database_url is not None
     dsn = settings.session_database_url.get_secret_value()
-    upgrade(dsn, versions_dir=settings.migrations_dir)
-    tables = [r.table for r in declared_resources(settings, Roles(settings.role_permissions))]
+    resources = declared_resources(settings, Roles(settings.role_permissions))
+    upgrade(dsn, app_folders=migration_folders(settings, resources))
+    tables = [r.table for r in resources]
 
     async def install() -> None:
         conn = await asyncpg.connect(dsn)
@@ -117,6 +123,38 @@ def migrate_all(settings: Settings) -> None:
             await conn.close()
 
     asyncio.run(install())
+
+
+def make_app_migration(
+    settings: Settings, *, message: str, allow_destructive: bool, empty: bool
+) -> Generated:
+    """Bring the database up to date, then write the app's changes as a revision into its folder."""
+    from rampart.access.actor import Roles
+    from rampart.db.migration_writer import make_migration
+    from rampart.schema import build_metadata, declared_resources, migration_folders
+
+    assert settings.session_database_url is not None
+    metadata = build_metadata(settings)
+    resources = declared_resources(settings, Roles(settings.role_permissions))
+    return make_migration(
+        settings.session_database_url.get_secret_value(),
+        message,
+        app_folders=migration_folders(settings, resources),
+        metadata=metadata,
+        app_tables=metadata.info["app_tables"],
+        allow_destructive=allow_destructive,
+        empty=empty,
+    )
+
+
+def merge_app_migrations(settings: Settings, *, message: str) -> Path | None:
+    """A merge revision of the diverged heads of the app's own migrations; None when there is one head."""
+    from rampart.access.actor import Roles
+    from rampart.db.migration_writer import merge_heads
+    from rampart.schema import declared_resources, migration_folders
+
+    resources = declared_resources(settings, Roles(settings.role_permissions))
+    return merge_heads(message, app_folders=migration_folders(settings, resources))
 
 
 async def event_dead_letters(settings: Settings, *, limit: int) -> list[dict[str, Any]]:

@@ -6,11 +6,15 @@ Library code never reads this module: `create_app(settings)` and the CLI pass va
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+DEFAULT_EVENTS_RETENTION = 90 * 86_400.0  # seconds: RAMPART_EVENTS_RETENTION=90d
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 DEFAULT_JWT_SECRET = "dev-insecure-secret-change-me-please-0000"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
 # Replica URLs are split at commas that start a new URL: a libpq URL may itself hold commas (host1,host2).
@@ -29,6 +33,20 @@ DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
     ],
     "user": ["projects:create", "tasks:write"],
 }
+
+
+def parse_duration(text: str) -> float | None:
+    """`90d`, `12h`, `30m`, `45s` as seconds; `off` as None (no limit). A bare number is refused: its unit
+    would be a guess (the retention's former setting counted days)."""
+    value = text.strip().lower()
+    if value in ("off", "none", "forever"):
+        return None
+    found = _DURATION.fullmatch(value)
+    if found is None:
+        raise ValueError(
+            f"{text!r} is not a duration: write a number and a unit (s, m, h, d), e.g. 90d, or off"
+        )
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
 
 
 class Settings(BaseSettings):
@@ -98,7 +116,8 @@ class Settings(BaseSettings):
     role_permissions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS))
     data_dir: str | None = None
     app: str = "rampart.apps.tasks.resources:declare"
-    # Where `makemigrations` writes an app's own revisions (applied after Rampart's); None = Rampart's folder.
+    # The app's own migrations folder: `makemigrations` writes there, `migrate` applies it after Rampart's
+    # chain. None: ./migrations, or the demo's own folder for the demo (rampart.schema.migrations_dir).
     migrations_dir: str | None = None
     # The query cache (rows by id, visibility decisions, list pages): "memory" per worker, "redis" shared
     # by every worker and instance (needs RAMPART_REDIS_URL), "off"; see docs/decisions/0009-row-cache.md.
@@ -116,9 +135,12 @@ class Settings(BaseSettings):
     auth_redirect_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhooks_allow_private_networks: bool = False
     webhooks_timeout: float = Field(default=10.0, gt=0, le=60)
-    # Event delivery (rampart.events): a dispatcher per worker process; events older than the retention
-    # (days) are pruned once delivered (None keeps them forever).
+    # Event delivery (rampart.events): a dispatcher per worker process, which also prunes events older than
+    # the retention once delivered (in batches), and the records of rows deleted as long ago.
     events_dispatcher: bool = True
+    # Seconds, written as a duration (`90d`, `12h`, `30m`); `off` keeps every event (None).
+    events_retention: Annotated[float | None, NoDecode] = DEFAULT_EVENTS_RETENTION
+    # The retention's former name, in days: still read when RAMPART_EVENTS_RETENTION is not set.
     events_retention_days: int | None = Field(default=None, ge=1)
     events_max_attempts: int = Field(default=10, ge=1, le=100)
     events_poll_interval: float = Field(default=5.0, gt=0, le=300)
@@ -145,6 +167,35 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip(" ,") for part in _URL_LIST_SPLIT.split(value) if part.strip(" ,")]
         return value
+
+    @field_validator("events_retention", mode="before")
+    @classmethod
+    def _parse_retention(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("events_retention")
+    @classmethod
+    def _check_retention(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("the retention must be longer than nothing (or `off`)")
+        return value
+
+    @model_validator(mode="after")
+    def _retention_days_is_the_old_name(self) -> Settings:
+        if self.events_retention_days is None:
+            return self
+        if "events_retention" in self.model_fields_set:
+            raise ValueError(
+                "RAMPART_EVENTS_RETENTION_DAYS is the old name of RAMPART_EVENTS_RETENTION: set only one"
+            )
+        days = self.events_retention_days
+        warnings.warn(
+            f"RAMPART_EVENTS_RETENTION_DAYS is deprecated: set RAMPART_EVENTS_RETENTION={days}d instead",
+            FutureWarning,
+            stacklevel=2,
+        )
+        self.events_retention = days * 86_400.0
+        return self
 
     @field_validator("rate_limit", "rate_limit_auth")
     @classmethod

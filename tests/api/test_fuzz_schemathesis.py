@@ -34,8 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from rampart.app import create_app
-from rampart.db.migrate import upgrade
-from tests.conftest import _admin, _db_url, make_settings, new_user
+from tests.conftest import _admin, _db_url, make_settings, new_user, upgrade_demo
 
 CHECKS = [
     not_a_server_error,
@@ -105,7 +104,7 @@ def fuzz_env() -> Iterator[tuple[Any, Seeded]]:
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     url = _db_url(name)
     try:
-        upgrade(url)
+        upgrade_demo(url)
         seeded = asyncio.run(_seed(url))
         # The app lives on schemathesis' own event-loop thread from here on (pool included).
         app = create_app(make_settings(url))

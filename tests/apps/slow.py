@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     created_at timestamptz(3) NOT NULL DEFAULT now(),
     updated_at timestamptz(3) NOT NULL DEFAULT now(),
     version integer NOT NULL DEFAULT 1
-)
+);
+CREATE TABLE IF NOT EXISTS {TABLE}_deleted (LIKE {TABLE}, deleted_at timestamptz(3) NOT NULL DEFAULT now())
 """
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -14,6 +15,7 @@ import pytest
 from tests import pgservers
 from tests.conftest import make_settings
 
+import rampart.apps.tasks
 from rampart.clitasks import migrate_all
 from rampart.db.citus import PlacementError, citus_enabled, place_tables, tables_on_workers
 from rampart.db.migrate import alembic_config, upgrade
@@ -321,7 +323,8 @@ def test_a_later_migration_changes_distributed_and_reference_tables(
     )
     # Alembic runs the revision in one transaction: without sequential mode Citus refuses the reference
     # table's DDL after the distributed one's ("there was a parallel DDL access to distributed table").
-    upgrade(url, versions_dir=str(tmp_path))
+    demo = Path(rampart.apps.tasks.__file__).parent / "migrations"  # the chain that made `tasks`
+    upgrade(url, app_folders=[demo, tmp_path])
 
     database = url.rsplit("/", 1)[1]
     worker = citus_cluster.workers[0].url(database)

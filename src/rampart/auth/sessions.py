@@ -17,7 +17,7 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -230,11 +230,16 @@ IMPERSONATOR_JOIN = (
 # opened it and that session's user (both by primary key); for any other session the two outer joins
 # look up a NULL key, which PostgreSQL answers without reading a page (EXPLAIN ANALYZE: 8 buffers, as
 # before), so the common check costs what it did (docs/decisions/0015-impersonation-bound.md).
-_LOAD = (
-    "SELECT s.user_id, u.role, s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role"
-    f" FROM sessions s JOIN users u ON u.id = s.user_id{IMPERSONATOR_JOIN}"
-    " WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled"
+# A live session: not revoked, not expired, its user enabled, with its impersonator (if any) as found.
+# Read for one session per request (_LOAD) and for every session with an open live stream at once
+# (_LOAD_MANY); `live_session` then applies the impersonation rules to each row.
+_LIVE = (
+    f"FROM sessions s JOIN users u ON u.id = s.user_id{IMPERSONATOR_JOIN}"
+    " WHERE s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled"
 )
+_SESSION = "s.user_id, u.role, s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role"
+_LOAD = f"SELECT {_SESSION} {_LIVE} AND s.id = $1"
+_LOAD_MANY = f"SELECT s.id, {_SESSION} {_LIVE} AND s.id = ANY($1::uuid[])"
 
 
 def live_session(row: Any, roles: Roles) -> State:
@@ -303,6 +308,20 @@ class Authenticator:
         return Actor(
             claims.user_id, role, claims.session_id, self._roles.permissions(role), state.impersonator_id
         )
+
+    async def live_sessions(
+        self, session_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:
+        """Those of `session_ids` that are live now, with their (user id, role), in one statement.
+
+        Read from the database, past both cache tiers: the live stream checks its sessions with it (every
+        half second, and at once on an announcement) and must see a revocation the caches may not have
+        dropped yet.
+        """
+        rows = await self._db.fetch(_LOAD_MANY, list(session_ids))
+        found = {row["id"]: live_session(row, self._roles) for row in rows}
+        # An impersonation whose impersonator is gone is over for its streams too.
+        return {sid: (live.user_id, live.role) for sid, live in found.items() if live is not None}
 
     def forget(self, session_id: uuid.UUID | None = None) -> None:
         """Drop cached state (one session, or all): used when this worker revokes something itself."""

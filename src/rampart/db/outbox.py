@@ -39,8 +39,13 @@ def define_events_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("data", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("changes", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("request_id", sa.Text(), nullable=True),
+        # Each filter of the audit log (`resource`, `resource_id`, `actor_id`, `type`) reads its events in
+        # id order through its own index, and (resource_id, id) also finds the events of each object a
+        # caller may see (decision 0016).
         sa.Index("events_resource_idx", "resource", "id"),
-        sa.Index("events_resource_id_idx", "resource_id"),
+        sa.Index("events_resource_id_id_idx", "resource_id", "id"),
+        sa.Index("events_actor_id_idx", "actor_id", "id"),
+        sa.Index("events_type_idx", "type", "id"),
     )
 
 

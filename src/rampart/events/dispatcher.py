@@ -139,15 +139,23 @@ _DEAD = (
     "UPDATE event_deliveries SET status = 'dead', last_error = $4, updated_at = now()"
     " WHERE event_id = $1 AND subscriber = $2 AND attempts = $3"
 )
+# Events are made with UUIDv7 ids, so `id < $1` (the first id of the cutoff's millisecond) reads the old
+# ones from the start of the primary key and stops there, instead of testing every event's time.
 _PRUNE = """
 DELETE FROM events WHERE id IN (
     SELECT e.id FROM events e
-    WHERE e.occurred_at < now() - make_interval(days => $1)
+    WHERE e.id < $1 AND e.occurred_at < now() - make_interval(secs => $2)
       AND NOT EXISTS (SELECT 1 FROM event_queue q WHERE q.id = e.id)
       AND NOT EXISTS (
           SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.status = 'pending'
       )
-    ORDER BY e.id LIMIT $2 FOR UPDATE SKIP LOCKED
+    ORDER BY e.id LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+"""
+_PRUNE_DELETED = """
+DELETE FROM {table} WHERE id IN (
+    SELECT id FROM {table} WHERE deleted_at < now() - make_interval(secs => $1)
+    ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 """
 _LAG = """
@@ -178,7 +186,8 @@ class Dispatcher:
         coalesce: float = 0.05,
         batch_size: int = 100,
         concurrency: int = 16,
-        retention_days: int | None = None,
+        retention: float | None = None,
+        deleted_tables: Sequence[str] = (),
         prune_interval: float = 3600.0,
         observer: Observer | None = None,
     ) -> None:
@@ -198,7 +207,8 @@ class Dispatcher:
         self.coalesce = coalesce
         self.batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
-        self.retention_days = retention_days
+        self.retention = retention
+        self.deleted_tables = tuple(deleted_tables)  # the resources' records of deleted rows
         self.prune_interval = prune_interval
         self._observer = observer
         self._wake = asyncio.Event()
@@ -372,26 +382,45 @@ class Dispatcher:
         if now - self._last_measure >= _MEASURE_INTERVAL:
             self._last_measure = now
             self.lag_seconds = float(await self.db.fetchval(_LAG) or 0.0)
-        if self.retention_days is not None and now - self._last_prune >= self.prune_interval:
+        if self.retention is not None and now - self._last_prune >= self.prune_interval:
             self._last_prune = now
-            pruned = await prune(self.db, retention_days=self.retention_days)
+            pruned = await prune(self.db, retention=self.retention, deleted_tables=self.deleted_tables)
             if pruned:
-                log.info("pruned %d events older than %d days", pruned, self.retention_days)
+                log.info("pruned %d events older than %g days", pruned, self.retention / 86_400)
 
 
-async def prune(db: Database, *, retention_days: int, batch: int = 5000, max_batches: int = 100) -> int:
-    """Delete handed-out events older than the retention (with their delivery rows); returns how many.
+async def prune(
+    db: Database,
+    *,
+    retention: float,
+    deleted_tables: Sequence[str] = (),
+    batch: int = 5000,
+    max_batches: int = 100,
+) -> int:
+    """Delete handed-out events older than `retention` seconds (with their delivery rows), and the rows
+    deleted as long ago from the records of deleted rows; returns how many events went.
 
     Events still waiting for a delivery are kept whatever their age, so pruning never loses a delivery.
+    Each batch is its own short statement (its rows locked, SKIP LOCKED for the other workers' rounds),
+    so writers never wait on a long prune.
     """
+    cutoff = uuid.UUID(int=max(0, int((time.time() - retention) * 1000)) << 80)
     total = 0
     for _ in range(max_batches):  # bounded, so one round never runs away; the next round goes on
-        status = await db.execute(_PRUNE, retention_days, batch)
-        deleted = int(status.rsplit(" ", 1)[-1])
+        deleted = _count(await db.execute(_PRUNE, cutoff, retention, batch))
         total += deleted
         if deleted < batch:
             break
+    for table in deleted_tables:
+        for _ in range(max_batches):
+            if _count(await db.execute(_PRUNE_DELETED.format(table=table), retention, batch)) < batch:
+                break
     return total
+
+
+def _count(status: str) -> int:
+    """The row count of a command status (`DELETE 5000`)."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def replay(db: Database, *, subscriber: str | None = None, event_id: uuid.UUID | None = None) -> int:

@@ -146,6 +146,65 @@ class ResourceManager:
             return "FALSE"  # a resource with no visibility rule is visible only to bypassing roles
         return " AND ".join(f"({c})" for c in conds) if conds else None
 
+    def events_visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
+        """The condition on a row of this resource under which `actor` may see the object's events, or None
+        when every event of the resource is visible. The row is the live one, or the one kept in the
+        record of deleted rows (`Resource.deleted_table`) as the object was when deleted.
+
+        The audit log uses it two ways (decision 0016): on one row found by id, and to list every row
+        that meets it, which must be answered through the table's indexes, never row by row over the
+        table (the record of deleted rows has the same indexes). The default is the visibility rule of
+        `visible_sql`, with the parent's part (and the inherited row's, `Policy.inherit`) written as a set:
+        `<field> = ANY(ARRAY(<ids of parents whose events the caller sees, live or deleted>))`, which the
+        index on the reference answers; the policy's own predicate must be such a condition too (see
+        docs/guide/resources.md, "Visibility that an index answers").
+        """
+        policy = self.resource.policy
+        if policy.read_permission is not None and not actor.can(policy.read_permission):
+            return "FALSE"
+        if actor.can(policy.bypass_read):
+            return None
+        conds = []
+        # A parent, or the row `Policy.inherit` names, as a set of ids whose events the caller may see,
+        # live or deleted: a child deleted with its parent stays visible exactly as long as the parent's
+        # own history does.
+        links: builtins.list[tuple[str, str]] = []
+        if self.resource.parent is not None:
+            links.append((self.resource.parent.field, self.resource.parent.resource))
+        if policy.inherits is not None:
+            links.append((policy.inherits, self._inherited_target()))
+        for field, target in links:
+            ids = self.managers[target].events_visible_ids_sql(actor, bind)
+            if ids is not None:
+                conds.append(f"{alias}.{field} = ANY(ARRAY({ids}))")
+        if policy.visible is not None:
+            own = policy.visible(actor, alias, bind)
+            if own is not None:
+                conds.append(own)
+        elif self.resource.parent is None and policy.inherits is None:
+            return "FALSE"
+        return " AND ".join(f"({c})" for c in conds) if conds else None
+
+    def _inherited_target(self) -> str:
+        """The resource `Policy.inherit` names (through its reference field)."""
+        field = self.resource.policy.inherits
+        assert field is not None
+        target: str = getattr(self.resource.all_fields[field].type, "target", "")
+        return target
+
+    def events_visible_ids_sql(self, actor: Actor, bind: Binder) -> str | None:
+        """A query of the ids (column `id`) of this resource's objects whose events `actor` may see, live or
+        deleted, found through the indexes of the table and of its record of deleted rows; None when every
+        event of the resource is visible."""
+        cond = self.events_visible_sql(actor, "o", bind)
+        if cond is None:
+            return None
+        gone = self.events_visible_sql(actor, "o", bind)
+        return (
+            f"SELECT o.id FROM {self.resource.table} o WHERE {cond}"
+            f" UNION ALL SELECT o.id FROM {self.resource.deleted_table} o WHERE {gone}"
+        )
+
     def writable_sql(self, actor: Actor, alias: str, bind: Binder, *, delete: bool = False) -> str | None:
         policy = self.resource.policy
         if actor.can(policy.bypass_write):
@@ -576,7 +635,7 @@ class ResourceManager:
             await self._hook("before_delete", ctx, conn, row=current)
             try:
                 await self._cascade(ctx, conn, [current_id(current)])
-                await conn.execute(f"DELETE FROM {self.resource.table} WHERE id = $1", current_id(current))
+                await conn.execute(self._delete_sql("id = $1"), current_id(current))
             except asyncpg.ForeignKeyViolationError as exc:  # a RESTRICT reference still points here
                 raise Conflict(f"This {self.resource.name} item is still referenced by other items.") from exc
             await self._hook("after_delete", ctx, conn, row=current)
@@ -644,13 +703,19 @@ class ResourceManager:
                 if not child_ids:
                     continue
                 await other._cascade(ctx, conn, child_ids)
-                rows = await conn.fetch(
-                    f"DELETE FROM {table} AS {other.alias} WHERE {other.alias}.id = ANY($1::uuid[])"
-                    f" RETURNING {other._select_all}",
-                    child_ids,
-                )
+                rows = await conn.fetch(other._delete_sql("id = ANY($1::uuid[])", returning=True), child_ids)
                 for row in rows:
                     await other._event(ctx, conn, "deleted", dict(row))
+
+    def _delete_sql(self, where: str, *, returning: bool = False) -> str:
+        """Delete the rows matching `where` (on the table's own column names) and keep each, as it was, in
+        the record of deleted rows, in one statement; with `returning`, the rows as clients see them."""
+        a, names = self.alias, ", ".join(self._columns)
+        return (
+            f"WITH gone AS (DELETE FROM {self.resource.table} WHERE {where} RETURNING *),"
+            f" kept AS (INSERT INTO {self.resource.deleted_table} ({names}) SELECT {names} FROM gone)"
+            + (f" SELECT {self._select_all} FROM gone {a}" if returning else " SELECT count(*) FROM gone")
+        )
 
     def _reference_checks(
         self, ctx: Context, data: Mapping[str, Any], bind: Binder
