@@ -111,6 +111,9 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     define_events_table(metadata)
     define_event_queue_table(metadata)
     define_delivery_tables(metadata)
-    # `users` is Rampart's own resource; the app's migrations make only the app's tables.
-    metadata.info["app_tables"] = frozenset(r.table for r in registry if r.name != "users")
+    # `users` is Rampart's own resource; the app's migrations make only the app's tables, each with its
+    # record of deleted rows (decision 0016).
+    metadata.info["app_tables"] = frozenset(
+        table for r in registry if r.name != "users" for table in (r.table, r.deleted_table)
+    )
     return metadata

@@ -89,14 +89,24 @@ async def _admin(url: str, sql: str) -> None:
 
 @pytest.fixture(scope="session")
 def rampart_database() -> Iterator[str]:
-    """A new database for this test session, migrated like `rampart migrate`; dropped afterwards."""
+    """A new database for this test session, migrated like `rampart migrate`; dropped afterwards.
+
+    Its URL (and the test settings' signing secret) are also in the environment for the session, as
+    `rampart serve` puts them there for its workers: an app built when its module is imported
+    (`app = create_app(...)` in the module `RAMPART_APP` names) is then built on the test database too.
+    """
     admin_url, server = _admin_url()
     name = f"rampart_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
     url = _with_database(admin_url, name)
     try:
-        migrate_all(_settings(url))
-        yield url
+        with pytest.MonkeyPatch.context() as env:
+            settings = _settings(url)
+            env.setenv("RAMPART_DATABASE_URL", url)
+            env.setenv("RAMPART_JWT_SECRET", settings.jwt_secret.get_secret_value())
+            env.setenv("RAMPART_ENV", "test")
+            migrate_all(settings)
+            yield url
     finally:
         asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         if server is not None:
