@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck contracts citus pytest bench bench-quick bench-scale bench-deps verify-deps clean \
+.PHONY: help install run test services lint typecheck contracts pytest bench bench-quick bench-scale bench-deps verify-deps clean \
 	verify verify-security verify-fuzz verify-sqlmap verify-faults verify-soak
 
 help:  ## List the targets
@@ -34,16 +34,13 @@ contracts: install  ## import-direction contract (lib -> db -> domains -> api)
 
 # Citus (for the tests that start a cluster) is built from the release source by the shared script: once,
 # as root; afterwards it returns at once. Without it those tests skip, saying why.
-CITUS_BUILD ?= $(firstword $(wildcard ../shared/citus/build.sh ../../shared/citus/build.sh))
-
-citus:  ## Build and install the Citus extension for the cluster tests (idempotent; needs root the first time)
-	@if [ -z "$(CITUS_BUILD)" ]; then echo "citus: shared/citus/build.sh not found; the Citus tests will skip"; \
-	else $(CITUS_BUILD) | tail -n1 || echo "citus: not built; the Citus tests will skip"; fi
+services:  ## Start or install what the test suite needs (PostgreSQL, Redis, Chromium, nginx, PgBouncer, Node, Citus)
+	scripts/test-services
 
 pytest: install  ## the test suite only
 	$(BIN)/pytest -q
 
-test: lint typecheck contracts citus pytest  ## Everything CI runs
+test: services lint typecheck contracts pytest  ## Everything CI runs (on a fresh machine too: starts or installs what it needs)
 
 $(VENV)/.bench-deps: pyproject.toml $(BIN)/rampart
 	$(BIN)/pip install --quiet -e '.[bench]'

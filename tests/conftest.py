@@ -11,6 +11,7 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,15 +61,25 @@ def upgrade_demo(url: str) -> None:
     upgrade(url, app_folders=[DEMO_MIGRATIONS])
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A new, migrated database for this test session; dropped afterwards."""
+@contextmanager
+def fresh_database(*, migrated: bool = True) -> Iterator[str]:
+    """A new database (migrated as `rampart migrate` does, unless told not to), dropped afterwards."""
     name = f"rampart_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     url = _db_url(name)
-    migrate_all(make_settings(url))  # what `rampart migrate` does: migrations, then the change triggers
-    yield url
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        if migrated:
+            migrate_all(make_settings(url))  # migrations, then the change triggers
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A new, migrated database for this test session; dropped afterwards."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

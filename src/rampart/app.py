@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rampart import __version__
@@ -23,12 +25,13 @@ from rampart.auth.routes_sessions import session_routes
 from rampart.auth.sessions import REVOCATION_CHANNEL, Authenticator
 from rampart.auth.sessions_shared import SharedSessions
 from rampart.auth.tokens import TokenIssuer
+from rampart.auth.users import users_resource
 from rampart.config import Settings
 from rampart.db.listener import Listener
 from rampart.db.migrate import pending_migrations
 from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
-from rampart.events.dispatcher import Dispatcher, RetryPolicy
+from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber
 from rampart.events.log import EventLog
 from rampart.events.routes import event_routes
 from rampart.events.stream import LiveStream
@@ -49,7 +52,7 @@ from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
-from rampart.resources.spec import Registry
+from rampart.resources.spec import Registry, Resource, check_references
 from rampart.schema import declared_resources, migration_folders
 
 if TYPE_CHECKING:
@@ -90,12 +93,35 @@ class Background(Protocol):
     async def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class AppParts:
+    """What an app was built from besides its settings (the arguments of `create_app`)."""
+
+    resources: tuple[Resource, ...] | None = None
+    routes: tuple[RouteSpec, ...] = ()
+    middleware: tuple[Middleware, ...] = ()
+    subscribers: tuple[Subscriber, ...] = ()
+
+
 class Rampart:
     """The ASGI application: the pipeline around the router, plus lifespan."""
 
-    def __init__(self, services: Services, app: ASGIApp) -> None:
+    def __init__(self, services: Services, app: ASGIApp, parts: AppParts | None = None) -> None:
         self.services = services
         self._app = app
+        self.parts = parts or AppParts()
+
+    def rebuild(self, settings: Settings) -> Rampart:
+        """The same application (resources, routes, middleware, subscribers) on other settings: what
+        `rampart.testing` serves on its test database when `RAMPART_APP` names an application."""
+        parts = self.parts
+        return create_app(
+            settings,
+            resources=parts.resources,
+            routes=parts.routes,
+            middleware=parts.middleware,
+            subscribers=parts.subscribers,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -233,8 +259,35 @@ def _install_replicas(services: Services, metrics: Metrics) -> None:
     metrics.track_reads(lambda: replicas.counts)
 
 
-def create_app(settings: Settings) -> Rampart:
-    """Build the service with the resources of `settings.app` (the demo app by default)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    resources: Iterable[Resource] | None = None,
+    routes: Iterable[RouteSpec] = (),
+    middleware: Sequence[Middleware] = (),
+    subscribers: Iterable[Subscriber] = (),
+) -> Rampart:
+    """Build the service: the framework's routes, your resources' routes, and your own.
+
+    - `settings`: read from the environment (`RAMPART_*`, `.env`) when not given.
+    - `resources`: your declared resources; when not given, those of `settings.app` (`RAMPART_APP`, the
+      demo app by default). Rampart adds its `users` resource itself.
+    - `routes`: your own `Route`s. They go through the same pipeline as every route: authentication
+      (unless `public=True`), the route's `permission`, rate limits, errors as problem+json, OpenAPI.
+    - `middleware`: Starlette `Middleware(cls, **options)` entries, outermost first. They wrap the router,
+      inside the pipeline: they see every request with its request id (`scope["rampart.request_id"]`)
+      and the body already read and bounded, before authentication and routing; a Rampart error they
+      raise is answered as problem+json with the security headers.
+    - `subscribers`: `Subscriber(name, pattern, handler)`s that receive the events at least once, through
+      the event dispatcher (docs/guide/events.md).
+    """
+    settings = settings if settings is not None else Settings()
+    resources, routes, middleware, subscribers = (
+        None if resources is None else tuple(resources),
+        tuple(routes),
+        tuple(middleware),
+        tuple(subscribers),
+    )
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     secret = settings.jwt_secret.get_secret_value()
@@ -296,12 +349,15 @@ def create_app(settings: Settings) -> Rampart:
     if shared_sessions is not None:
         services.background.append(shared_sessions)
     registry = services.registry
-    for resource in declared_resources(settings, roles):
+    declared = (
+        [users_resource(roles), *resources] if resources is not None else declared_resources(settings, roles)
+    )
+    for resource in declared:
         registry.add(resource)
+    check_references(registry)
     cursors = CursorCodec(secret.encode())
     for resource in registry:
-        manager_cls = resource.manager or ResourceManager
-        services.managers[resource.name] = manager_cls(
+        services.managers[resource.name] = ResourceManager(
             resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
         )
     if not pooled:
@@ -367,13 +423,17 @@ def create_app(settings: Settings) -> Rampart:
 
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
     specs += _install_events(services, metrics)
+    assert services.dispatcher is not None
+    for subscriber in subscribers:
+        services.dispatcher.subscribe(subscriber)
+    specs += routes
 
     async def check_database() -> str | None:
         await db.fetchval("SELECT 1")
         return None
 
     app_migrations = migration_folders(settings, list(registry))
-    declared = [t for m in services.managers.values() for t in (m.resource.table, m.resource.deleted_table)]
+    tables = [t for m in services.managers.values() for t in (m.resource.table, m.resource.deleted_table)]
 
     async def check_migrations() -> str | None:
         pending = await pending_migrations(db, app_folders=app_migrations)
@@ -382,7 +442,7 @@ def create_app(settings: Settings) -> Rampart:
         # An app's resources have their tables (and records of deleted rows, decision 0016) from its own
         # revisions: one not generated yet (`rampart makemigrations`) is not "pending", but missing.
         missing = await db.fetchval(
-            "SELECT string_agg(t, ', ') FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL", declared
+            "SELECT string_agg(t, ', ') FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL", tables
         )
         return None if missing is None else f"missing tables: {missing}"
 
@@ -405,9 +465,18 @@ def create_app(settings: Settings) -> Rampart:
     reports = [services.replicas.report] if services.replicas is not None else []
     extra = [*health_routes(checks, drain=drain, reports=reports), *metrics.routes(), *docs_routes(spec)]
     rates = {"api": parse_rate(settings.rate_limit), "auth": parse_rate(settings.rate_limit_auth)}
-    router = build_router(specs, auth=services.authenticator, limits=Limits(limiter, rates), extra=extra)
+    router = build_router(
+        specs,
+        auth=services.authenticator,
+        limits=Limits(limiter, rates),
+        extra=extra,
+        resources=services.managers,
+    )
+    inner: ASGIApp = router
+    for cls, args, options in reversed(middleware):
+        inner = cls(inner, *args, **options)
     pipeline = Pipeline(
-        router,
+        inner,
         cors_origins=settings.cors_origins,
         body_limit=settings.body_limit,
         timeout=settings.request_timeout,
@@ -415,4 +484,4 @@ def create_app(settings: Settings) -> Rampart:
         access_log_enabled=settings.access_log,
         observers=[metrics.observe, drain.observe],
     )
-    return Rampart(services, pipeline)
+    return Rampart(services, pipeline, AppParts(resources, routes, middleware, subscribers))

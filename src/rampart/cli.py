@@ -118,6 +118,32 @@ class _Commands(click.Group):
 @click.version_option(package_name="rampart")
 def main() -> None:
     """Rampart: a resource-oriented HTTP API on PostgreSQL."""
+    # RAMPART_APP names a module of the project the command runs in (`shop.app:app`), importable from
+    # there as `python -m` would find it, installed or not (uvicorn's --app-dir does the same).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--path",
+    "parent",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to make the project's folder.",
+)
+def init(name: str, parent: Path) -> None:
+    """Start a project of your own on Rampart in ./NAME (see docs/guide/build-your-app.md)."""
+    from rampart.scaffold import ScaffoldError, create_project
+
+    try:
+        root = create_project(name, parent)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Made {root}: one example resource (notes), its migration, tests and a Makefile.")
+    click.echo(f"Next:  cd {root} && make test && make run")
 
 
 @main.command()

@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rampart.access.actor import Roles
 from rampart.auth.users import users_resource
@@ -18,12 +18,29 @@ if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a s
     import sqlalchemy as sa
 
 
+def app_target(settings: Settings) -> Any:
+    """What `RAMPART_APP` (`module:name`) names, resolved: a list of resources (a `declare()` function is
+    called, a list or tuple taken as it is), or an application built by `create_app`."""
+    module_name, _, attribute = settings.app.partition(":")
+    target = getattr(importlib.import_module(module_name), attribute or "declare")
+    if callable(target) and not hasattr(target, "services"):
+        target = target()
+    if hasattr(target, "services"):
+        return target
+    if isinstance(target, list | tuple) and all(isinstance(r, Resource) for r in target):
+        return list(target)
+    raise ValueError(
+        f"RAMPART_APP={settings.app} names neither resources (a list, or a function that returns one)"
+        " nor an application made by create_app"
+    )
+
+
 def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
-    """The users resource plus the resources of the configured app (`RAMPART_APP`, module:function)."""
-    module_name, _, func = settings.app.partition(":")
-    declare = getattr(importlib.import_module(module_name), func or "declare")
-    resources: list[Resource] = [users_resource(roles), *declare()]
-    return resources
+    """The users resource plus the resources of the configured app (`RAMPART_APP`)."""
+    target = app_target(settings)
+    if isinstance(target, list):
+        return [users_resource(roles), *target]
+    return list(target.services.registry)  # an application: its registry already holds users
 
 
 # Apps shipped inside Rampart (the demo), each with its own migrations beside its module.
@@ -94,6 +111,9 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     define_events_table(metadata)
     define_event_queue_table(metadata)
     define_delivery_tables(metadata)
-    # `users` is Rampart's own resource; the app's migrations make only the app's tables.
-    metadata.info["app_tables"] = frozenset(r.table for r in registry if r.name != "users")
+    # `users` is Rampart's own resource; the app's migrations make only the app's tables, each with its
+    # record of deleted rows (decision 0016).
+    metadata.info["app_tables"] = frozenset(
+        table for r in registry if r.name != "users" for table in (r.table, r.deleted_table)
+    )
     return metadata

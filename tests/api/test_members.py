@@ -155,7 +155,7 @@ INVALID: list[tuple[str, Any, set[str]]] = [
     ("server_field", {"user_id": "{user}", "role": "viewer", "id": "{other}"}, {"id"}),
     ("unknown_field", {"user_id": "{user}", "role": "viewer", "admin": True}, {"admin"}),
     ("both_bad", {"user_id": "x", "role": "boss"}, {"user_id", "role"}),
-    ("body_array", ["{user}", "viewer"], {"body"}),
+    ("body_array", ["{user}", "viewer"], {""}),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -278,7 +279,21 @@ def test_to_json_matches_what_select_shows(field_type: FieldType, value: Any, sh
     [
         (
             Text(min_length=1, max_length=5, pattern="[a-z]+"),
-            {"type": "string", "maxLength": 5, "minLength": 1, "pattern": "^(?:[a-z]+)$"},
+            {
+                "type": "string",
+                "maxLength": 5,
+                "minLength": 1,
+                "pattern": r"^(?=[\s\S]*[^\s\x00\x1c-\x1f\x85\ufeff])(?:[a-z]+)$",
+            },
+        ),
+        (
+            Text(min_length=1),
+            {
+                "type": "string",
+                "maxLength": 10_000,
+                "minLength": 1,
+                "pattern": r"^(?=[\s\S]*[^\s\x00\x1c-\x1f\x85\ufeff])[^\x00]*$",
+            },
         ),
         (
             Text(pattern="[a-z]+", strip=True),
@@ -316,6 +331,18 @@ def test_reference_accepts_its_options(must: Any) -> None:
     assert ref.must is must
     assert ref.target == "projects"
     assert ref.pg_type == "uuid"
+
+
+@pytest.mark.parametrize("value", [" ", "   ", "\t\n", "\u3000", "\x1c", "\ufeff", "\u00a0 "])
+def test_a_blank_text_is_as_empty_as_an_empty_one(value: str) -> None:
+    """`Text(min_length=1)` means "something to read": blanks of Python's or ECMA-262's kind are refused,
+    by the server and by the OpenAPI pattern alike."""
+    with pytest.raises(FieldInvalid) as refused:
+        Text(min_length=1).check(value)
+    assert refused.value.code == "required"
+    assert re.search(Text(min_length=1).schema()["pattern"], value) is None
+    assert Text(min_length=1).check(value + "a") == value + "a"
+    assert re.search(Text(min_length=1).schema()["pattern"], value + "a")
 
 
 def test_an_explicit_filter_tuple_is_checked_against_the_type_at_declaration() -> None:

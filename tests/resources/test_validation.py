@@ -139,12 +139,12 @@ CREATE_BAD: list[tuple[Resource, Any, set[tuple[str, str]]]] = [
     (members, {"user_id": U, "role": "owner"}, {("role", "invalid_choice")}),
     (members, {"user_id": U, "role": "viewer", "project_id": U}, {("project_id", "read_only")}),
     # bodies that are not an object
-    (tasks, [], {("body", "invalid_type")}),
-    (tasks, [TASK], {("body", "invalid_type")}),
-    (tasks, "title", {("body", "invalid_type")}),
-    (tasks, 3, {("body", "invalid_type")}),
-    (tasks, None, {("body", "invalid_type")}),
-    (tasks, True, {("body", "invalid_type")}),
+    (tasks, [], {("", "invalid_type")}),
+    (tasks, [TASK], {("", "invalid_type")}),
+    (tasks, "title", {("", "invalid_type")}),
+    (tasks, 3, {("", "invalid_type")}),
+    (tasks, None, {("", "invalid_type")}),
+    (tasks, True, {("", "invalid_type")}),
 ]
 
 
@@ -194,12 +194,12 @@ UPDATE_BAD: list[tuple[Resource, Any, set[tuple[str, str]]]] = [
     (tasks, {"title": None}, {("title", "null_not_allowed")}),
     (tasks, {"title": ""}, {("title", "required")}),
     (tasks, {"priority": "3"}, {("priority", "invalid_type")}),
-    (tasks, {"project_id": U}, {("project_id", "read_only")}),  # immutable
+    (tasks, {"project_id": U}, {("project_id", "immutable")}),
     (tasks, {"version": 2}, {("version", "read_only")}),
     (tasks, {"owner_id": U}, {("owner_id", "read_only")}),
     (tasks, {"nope": 1}, {("nope", "unknown_field")}),
-    (members, {"user_id": U}, {("user_id", "read_only")}),
-    (NOTES, {"tag": "t"}, {("tag", "read_only")}),
+    (members, {"user_id": U}, {("user_id", "immutable")}),
+    (NOTES, {"tag": "t"}, {("tag", "immutable")}),
     # refusing one field does not hide the others
     (
         tasks,
@@ -216,9 +216,9 @@ UPDATE_BAD: list[tuple[Resource, Any, set[tuple[str, str]]]] = [
         {"y" * 300: 1, "due_date": "2026-02-30"},
         {("y" * 100, "unknown_field"), ("due_date", "invalid_date")},
     ),
-    (tasks, [], {("body", "invalid_type")}),
-    (tasks, "x", {("body", "invalid_type")}),
-    (tasks, None, {("body", "invalid_type")}),
+    (tasks, [], {("", "invalid_type")}),
+    (tasks, "x", {("", "invalid_type")}),
+    (tasks, None, {("", "invalid_type")}),
 ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +35,16 @@ class Limits:
 class Endpoint:
     """All methods of one path template."""
 
-    def __init__(self, path: str, specs: list[RouteSpec], auth: Authenticator, limits: Limits) -> None:
+    def __init__(
+        self,
+        path: str,
+        specs: list[RouteSpec],
+        auth: Authenticator,
+        limits: Limits,
+        resources: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = path
+        self.resources = resources if resources is not None else {}
         self.specs = {spec.method: spec for spec in specs}
         if "GET" in self.specs and "HEAD" not in self.specs:
             self.specs["HEAD"] = self.specs["GET"]
@@ -69,6 +77,7 @@ class Endpoint:
             actor=actor,
             request_id=scope["rampart.request_id"],
             body=scope.get("rampart.body", b""),
+            resources=self.resources,
         )
         response = await spec.handler(call)
         await response(scope, receive, send)
@@ -130,7 +139,12 @@ def _with_problem_405(route: BaseRoute) -> BaseRoute:
 
 
 def build_router(
-    specs: Iterable[RouteSpec], *, auth: Authenticator, limits: Limits, extra: Iterable[BaseRoute] = ()
+    specs: Iterable[RouteSpec],
+    *,
+    auth: Authenticator,
+    limits: Limits,
+    extra: Iterable[BaseRoute] = (),
+    resources: Mapping[str, Any] | None = None,
 ) -> Router:
     """A Starlette router with one Route per path template (methods dispatched by `Endpoint`)."""
     by_path: dict[str, list[RouteSpec]] = defaultdict(list)
@@ -139,7 +153,7 @@ def build_router(
             raise ValueError(f"route {spec.method} {spec.path} is declared twice")
         by_path[spec.path].append(spec)
     routes: list[BaseRoute] = [_with_problem_405(route) for route in extra]
-    endpoints = {path: Endpoint(path, group, auth, limits) for path, group in by_path.items()}
+    endpoints = {path: Endpoint(path, group, auth, limits, resources) for path, group in by_path.items()}
     for path, endpoint in endpoints.items():
         routes.append(Route(path, endpoint))
     return _SegmentRouter(routes=routes, default=_not_found, endpoints=endpoints)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar
-
-import asyncpg
+from typing import Any
 
 from rampart.access.actor import Actor, Roles
 from rampart.access.impersonation import MANAGE_USERS, may_be_impersonated, may_impersonate
 from rampart.auth.sessions import announce, revoke_impersonations, revoke_user_sessions
 from rampart.errors import Conflict
+from rampart.resources.context import HookContext
 from rampart.resources.fields import Boolean, Choice, Text
-from rampart.resources.manager import Context, ResourceManager, Row
-from rampart.resources.spec import Binder, Field, Policy, Resource
+from rampart.resources.spec import Binder, Field, Hooks, Policy, Resource
+
+Row = dict[str, Any]
 
 # Written so that Python (validation) and ECMA-262 (the OpenAPI document) read it alike: their `\s` differ
 # on \x1c-\x1f, \x85 (Python only) and \ufeff (ECMA only), so the class names those as well.
@@ -38,46 +38,40 @@ def _self_only(actor: Actor, t: str, bind: Binder) -> str:
     return f"{t}.id = {bind(actor.user_id)}"
 
 
-class UserManager(ResourceManager):
+def user_hooks(roles: Roles) -> Hooks:
     """Disabling a user ends all their sessions at once, and those they opened as someone else; the last
     enabled admin (a user whose role grants `users:manage`) can be neither demoted nor disabled."""
 
-    roles: ClassVar[Roles] = Roles({})  # the configuration's, set by `users_resource`
+    def is_admin(role: str, disabled: bool) -> bool:
+        return not disabled and MANAGE_USERS in roles.permissions(role)
 
-    def _is_admin(self, role: str, disabled: bool) -> bool:
-        return not disabled and MANAGE_USERS in self.roles.permissions(role)
-
-    async def before_update(
-        self, ctx: Context, conn: asyncpg.Connection, current: Row, changes: dict[str, Any]
-    ) -> None:
+    async def keep_an_admin(*, ctx: HookContext, current: Row, changes: dict[str, Any]) -> None:
         after = {**current, **changes}
-        role, disabled = after["role"], after["disabled"]
-        if not self._is_admin(current["role"], current["disabled"]) or self._is_admin(role, disabled):
+        if not is_admin(current["role"], current["disabled"]) or is_admin(after["role"], after["disabled"]):
             return
-        # The row is locked already (`_lock_for_write`); the lock below orders this change after any other
-        # that removes an admin, and the check then reads what those committed.
-        await conn.execute(_ADMINS_LOCK)
-        admin_roles = list(self.roles.granting(MANAGE_USERS))
-        if not await conn.fetchval(_ANOTHER_ADMIN, admin_roles, _uuid(current["id"])):
+        # The row is locked already; the lock below orders this change after any other that removes an
+        # admin, and the check then reads what those committed.
+        await ctx.conn.execute(_ADMINS_LOCK)
+        admin_roles = list(roles.granting(MANAGE_USERS))
+        if not await ctx.conn.fetchval(_ANOTHER_ADMIN, admin_roles, _uuid(current["id"])):
             raise LastAdmin(
                 "This is the last enabled admin: make another user an admin before demoting or disabling it."
             )
 
-    async def after_update(self, ctx: Context, conn: asyncpg.Connection, row: Row, before: Row) -> None:
-        user_id = _uuid(row["id"])
+    async def end_sessions(*, ctx: HookContext, row: Row, before: Row) -> None:
+        conn, user_id = ctx.conn, _uuid(row["id"])
         if row["disabled"] and not before["disabled"]:
             await revoke_user_sessions(conn, user_id)
         elif row["role"] != before["role"] or row["disabled"] != before["disabled"]:
             await announce(conn, user_id=user_id)  # a new role applies everywhere at once
         if row["role"] != before["role"]:
             # The session check already refuses these; revoking makes it final and the lists exact.
-            if not may_impersonate(self.roles, row["role"]):
+            if not may_impersonate(roles, row["role"]):
                 await revoke_impersonations(conn, impersonator_id=user_id)
-            if not may_be_impersonated(self.roles, row["role"]):
+            if not may_be_impersonated(roles, row["role"]):
                 await revoke_impersonations(conn, user_id=user_id)
 
-    async def after_create(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
-        return None
+    return Hooks(before_update=keep_an_admin, after_update=end_sessions)
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -85,11 +79,6 @@ def _uuid(value: Any) -> uuid.UUID:
 
 
 def users_resource(roles: Roles) -> Resource:
-    configured = roles
-
-    class ConfiguredUserManager(UserManager):
-        roles = configured
-
     return Resource(
         name="users",
         path="admin/users",
@@ -118,6 +107,6 @@ def users_resource(roles: Roles) -> Resource:
             depends_on=(),  # a user sees only their own row: nothing else decides it
         ),
         operations=frozenset({"list", "get", "create", "update"}),
-        manager=ConfiguredUserManager,
+        hooks=user_hooks(roles),
         default_sort="-created_at",
     )

@@ -108,7 +108,7 @@ def make_migration(
                 op.if_not_exists = True  # finds an index built CONCURRENTLY beforehand (the recipe)
 
     heads = found.folder_heads(folder)
-    core_base = min(r.id for r in found.revisions.values() if r.folder == CORE_VERSIONS and not r.down)
+    core_base = found.base(CORE_VERSIONS)
     with explained(found):
         script = command.revision(
             config,

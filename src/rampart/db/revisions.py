@@ -40,6 +40,11 @@ class History:
         built_on = {parent for r in mine.values() for parent in r.down}
         return sorted(mine.keys() - built_on)
 
+    def base(self, folder: Path) -> str:
+        """The first revision of `folder`'s chain (the one that builds on nothing): what an app's chain
+        depends on when `folder` is Rampart's."""
+        return min(r.id for r in self.revisions.values() if r.folder == folder and not r.down)
+
     def applied(self, rows: Iterable[str]) -> set[str]:
         """Every revision the database holds, given its `alembic_version` rows: those and their ancestors,
         through dependencies too (Alembic leaves out a row that a dependency of another row implies)."""

@@ -73,6 +73,24 @@ def trigger_sql(table: str) -> str:
     )
 
 
+def dependencies(resource: Resource, resources: Iterable[Resource]) -> set[str]:
+    """The resources whose changes can change who sees rows of `resource`: those its policy names (all
+    others when it names none), its parent, and the resource it inherits access from with everything that
+    one depends on in turn."""
+    by_name = {r.name: r for r in resources}
+    declared = resource.policy.depends_on
+    deps = set(declared) if declared is not None else set(by_name) - {resource.name}
+    if resource.parent is not None:
+        deps.add(resource.parent.resource)
+    inherits = resource.policy.inherits
+    if inherits is not None:
+        target = getattr(resource.all_fields[inherits].type, "target", None)
+        if target in by_name and target != resource.name:
+            deps.add(target)
+            deps |= dependencies(by_name[target], by_name.values()) - {resource.name}
+    return deps
+
+
 class CacheFeed:
     """Applies row changes (from the listener, or from the writer itself) to the query cache."""
 
@@ -83,11 +101,7 @@ class CacheFeed:
         self._own: OrderedDict[tuple[str, uuid.UUID, int | None], None] = OrderedDict()
         self._dependents: dict[str, set[str]] = {r.name: set() for r in resources}
         for resource in resources:
-            declared = resource.policy.depends_on
-            deps = set(declared) if declared is not None else {r.name for r in resources} - {resource.name}
-            if resource.parent is not None:
-                deps.add(resource.parent.resource)
-            for dep in deps:
+            for dep in dependencies(resource, resources):
                 self._dependents.setdefault(dep, set()).add(resource.name)
 
     def changed(self, resource: str, key: uuid.UUID, version: int | None, *, local: bool = False) -> None:

@@ -6,9 +6,10 @@ request pipeline (authentication, rate limit) and `rampart.api.openapi` document
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -16,6 +17,10 @@ from starlette.responses import Response
 
 from rampart.access.actor import Actor
 from rampart.errors import MalformedJSON, Unauthorized
+from rampart.resources.context import Context
+
+if TYPE_CHECKING:
+    from rampart.resources.manager import ResourceManager
 
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
@@ -28,6 +33,8 @@ class Call:
     actor: Actor | None
     request_id: str
     body: bytes = b""
+    # Every declared resource's manager, by name: what an app's own route calls (`call.resources`).
+    resources: Mapping[str, ResourceManager] = field(default_factory=dict)
 
     @property
     def user(self) -> Actor:
@@ -48,18 +55,29 @@ class Call:
     def path(self) -> Mapping[str, Any]:
         return self.request.path_params
 
+    @property
+    def context(self) -> Context:
+        """The authenticated caller, as manager calls take it:
+        `await call.resources["tasks"].get(call.context, task_id)`."""
+        return Context(actor=self.user, request_id=self.request_id)
+
 
 Handler = Callable[[Call], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
-    """A route: method, path template, handler, and how the pipeline and OpenAPI treat it."""
+    """A route: method, path template, handler, and how the pipeline and OpenAPI treat it.
+
+    An app's own routes are these too (`rampart.Route`): authenticated unless `public`, limited by the
+    `rate_class`'s limit, checked for `permission`, documented in OpenAPI, and answered as problem+json
+    when the handler raises a Rampart error.
+    """
 
     method: str
     path: str
     handler: Handler
-    name: str
+    name: str = ""  # the OpenAPI operationId; made from the method and path when not given
     public: bool = False
     rate_class: str = "api"  # "auth" routes get the stricter per-IP limit
     permission: str | None = None  # checked after authentication: 403 when the role lacks it
@@ -69,6 +87,21 @@ class RouteSpec:
     # A long-lived response (Server-Sent Events): once authenticated, the request time limit no longer
     # applies to it (the router lifts the pipeline's deadline). The handler bounds its own waits.
     streaming: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method.upper() != self.method or self.method not in _METHODS:
+            raise ValueError(f"route {self.path}: method {self.method!r} is not one of {sorted(_METHODS)}")
+        if not self.path.startswith("/"):
+            raise ValueError(f"route path {self.path!r} must start with '/'")
+        if not self.name:
+            words = re.sub(r"[^a-z0-9]+", "_", self.path.lower()).strip("_")
+            object.__setattr__(self, "name", f"{self.method.lower()}_{words or 'root'}")
+
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+
+# The public name of a route declaration (`from rampart import Route`).
+Route = RouteSpec
 
 
 def json_response(payload: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

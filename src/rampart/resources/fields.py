@@ -26,6 +26,10 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # RFC 3339 with a mandatory offset; fromisoformat alone would also take naive times.
 _TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
 _TS_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+# A character that is not blank for Python (str.isspace) nor for ECMA-262 (`\s`): a text with
+# `min_length` >= 1 must hold one, so "   " is as empty as "" (and the OpenAPI pattern says the same).
+_VISIBLE = r"[^\s\x00\x1c-\x1f\x85\ufeff]"
+_VISIBLE_RE = re.compile(_VISIBLE)
 
 
 class FieldInvalid(Exception):
@@ -107,6 +111,8 @@ class Text(FieldType):
         if len(value) < self.min_length:
             code = "required" if not value else "too_short"
             raise FieldInvalid(code, f"Must be at least {self.min_length} characters long.")
+        if self.min_length and not _VISIBLE_RE.search(value):
+            raise FieldInvalid("required", "Must not be blank.")
         if len(value) > self.max_length:
             raise FieldInvalid("too_long", f"Must be at most {self.max_length} characters long.")
         if self.pattern is not None and not self.pattern.fullmatch(value):
@@ -136,6 +142,9 @@ class Text(FieldType):
             # `check` matches the whole (stripped) value; a JSON Schema pattern matches anywhere.
             edge = _STRIPPED if self.strip else ""
             out["pattern"] = f"^{edge}(?:{self.pattern.pattern}){edge}$"
+        if self.min_length:
+            # Not blank (see _VISIBLE): a lookahead, so it combines with either pattern above.
+            out["pattern"] = f"^(?=[\\s\\S]*{_VISIBLE})" + out["pattern"].removeprefix("^")
         return out
 
 

@@ -1,9 +1,9 @@
 """The generic resource manager: list, get, create, update and delete for any declared resource.
 
 It applies, in this order: validation (strict types, no mass assignment), visibility (SQL predicates, so
-lists and counts filter in the database), write permission, optimistic concurrency, the subclass hooks,
-and the event row written in the same transaction as the change. The in-process bus hears of the event
-after commit. Subclass it and override the hooks to add business logic.
+lists and counts filter in the database), write permission, optimistic concurrency, the resource's hooks
+(`Resource.hooks`), and the event row written in the same transaction as the change. The in-process bus
+hears of the event after commit.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,22 +28,15 @@ from rampart.errors import Conflict, FieldError, Forbidden, NotFound, Preconditi
 from rampart.lib.bus import EventBus
 from rampart.resources.caching import Announcer, CacheFeed
 from rampart.resources.conditional import if_match_fails
+from rampart.resources.context import Context, HookContext
 from rampart.resources.endpoints import JSON_OPTIONS
 from rampart.resources.fields import FieldInvalid, Reference
 from rampart.resources.query import CursorCodec, ListQuery, filter_sql, keyset_sql, parse_list_query
 from rampart.resources.spec import Binder, ColumnBinder, Resource
-from rampart.resources.validation import validate_create, validate_update
+from rampart.resources.validation import WHOLE_BODY, validate_create, validate_update
 
 log = logging.getLogger("rampart.resources")
 Row = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What a manager call knows about its caller."""
-
-    actor: Actor
-    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +55,7 @@ class Page:
 
 
 class ResourceManager:
-    """Owns every query of one resource. Override the hooks; call `super()` is not needed."""
+    """Owns every query of one resource; runs the resource's hooks (`Resource.hooks`) in its writes."""
 
     alias = "t"
 
@@ -102,42 +95,36 @@ class ResourceManager:
         self._from = f"{resource.table} {self.alias}"
         self._sort_keys = {n: f"{fields[n].type.select(f'{self.alias}.{n}')} AS _k_{n}" for n in fields}
         # Without hooks a create or an update is one statement (checks, change and event together), no
-        # BEGIN/COMMIT round trips; a subclass that overrides a hook gets the transaction it may need.
-        cls = type(self)
-        self._one_statement_create = (
-            cls.before_create is ResourceManager.before_create
-            and cls.after_create is ResourceManager.after_create
-        )
-        self._one_statement_update = (
-            cls.before_update is ResourceManager.before_update
-            and cls.after_update is ResourceManager.after_update
-        )
+        # BEGIN/COMMIT round trips; with a hook it runs in the transaction the hook runs in. Both paths
+        # answer alike (tests/resources/test_hooks.py runs every scenario on both).
+        hooks = resource.hooks
+        self._one_statement_create = hooks.before_create is None and hooks.after_create is None
+        self._one_statement_update = hooks.before_update is None and hooks.after_update is None
 
     # ----- hooks ---------------------------------------------------------------------------------------
-    async def before_create(self, ctx: Context, conn: asyncpg.Connection, data: dict[str, Any]) -> None:
-        """Runs in the transaction before the insert; may change `data` or raise a domain error."""
-
-    async def after_create(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
-        """Runs in the transaction after the insert."""
-
-    async def before_update(
-        self, ctx: Context, conn: asyncpg.Connection, current: Row, changes: dict[str, Any]
-    ) -> None:
-        """Runs in the transaction before the update; may change `changes` or raise."""
-
-    async def after_update(self, ctx: Context, conn: asyncpg.Connection, row: Row, before: Row) -> None:
-        """Runs in the transaction after the update."""
-
-    async def before_delete(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
-        """Runs in the transaction before the delete."""
-
-    async def after_delete(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
-        """Runs in the transaction after the delete."""
+    async def _hook(self, name: str, ctx: Context, conn: asyncpg.Connection, **arguments: Any) -> None:
+        """Run the declared hook `name` (see `rampart.resources.spec.Hooks`), if any, inside the write."""
+        hook = getattr(self.resource.hooks, name)
+        if hook is not None:
+            await hook(
+                ctx=HookContext(
+                    actor=ctx.actor,
+                    request_id=ctx.request_id,
+                    conn=conn,
+                    resource=self.resource,
+                    resources=self.managers,
+                ),
+                **arguments,
+            )
 
     # ----- predicates ----------------------------------------------------------------------------------
     def visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
         """The condition for rows `actor` may see, or None when all are visible."""
         policy = self.resource.policy
+        if policy.read_permission is not None and not actor.can(policy.read_permission):
+            # Lists and reads by id answer 403 before asking; everything else that reads rows through
+            # this rule (references, the audit log, the live stream) must see none either.
+            return "FALSE"
         if actor.can(policy.bypass_read):
             return None
         conds = []
@@ -149,11 +136,13 @@ class ResourceManager:
                     f"EXISTS (SELECT 1 FROM {parent.resource.table} par"
                     f" WHERE par.id = {alias}.{self.resource.parent.field} AND {inner})"
                 )
+        if policy.inherits is not None:
+            conds.append(self._inherited(alias, lambda m, a: m.visible_sql(actor, a, bind)))
         if policy.visible is not None:
             own = policy.visible(actor, alias, bind)
             if own is not None:
                 conds.append(own)
-        if policy.visible is None and self.resource.parent is None:
+        elif self.resource.parent is None and policy.inherits is None:
             return "FALSE"  # a resource with no visibility rule is visible only to bypassing roles
         return " AND ".join(f"({c})" for c in conds) if conds else None
 
@@ -165,29 +154,43 @@ class ResourceManager:
         The audit log uses it two ways (decision 0016): on one row found by id, and to list every row
         that meets it, which must be answered through the table's indexes, never row by row over the
         table (the record of deleted rows has the same indexes). The default is the visibility rule of
-        `visible_sql`, with the parent's part written as a set: `<field> = ANY(ARRAY(<visible parent
-        ids>))`, which the index on the reference answers; the policy's own predicate must be such a
-        condition too (see docs/guide/resources.md, "Visibility that an index answers").
+        `visible_sql`, with the parent's part (and the inherited row's, `Policy.inherit`) written as a set:
+        `<field> = ANY(ARRAY(<ids of parents whose events the caller sees, live or deleted>))`, which the
+        index on the reference answers; the policy's own predicate must be such a condition too (see
+        docs/guide/resources.md, "Visibility that an index answers").
         """
         policy = self.resource.policy
+        if policy.read_permission is not None and not actor.can(policy.read_permission):
+            return "FALSE"
         if actor.can(policy.bypass_read):
             return None
         conds = []
+        # A parent, or the row `Policy.inherit` names, as a set of ids whose events the caller may see,
+        # live or deleted: a child deleted with its parent stays visible exactly as long as the parent's
+        # own history does.
+        links: builtins.list[tuple[str, str]] = []
         if self.resource.parent is not None:
-            parent = self.managers[self.resource.parent.resource]
-            inner = parent.events_visible_sql(actor, "par", bind)
-            if inner is not None:
-                conds.append(
-                    f"{alias}.{self.resource.parent.field} = ANY(ARRAY("
-                    f"SELECT par.id FROM {parent.resource.table} par WHERE {inner}))"
-                )
+            links.append((self.resource.parent.field, self.resource.parent.resource))
+        if policy.inherits is not None:
+            links.append((policy.inherits, self._inherited_target()))
+        for field, target in links:
+            ids = self.managers[target].events_visible_ids_sql(actor, bind)
+            if ids is not None:
+                conds.append(f"{alias}.{field} = ANY(ARRAY({ids}))")
         if policy.visible is not None:
             own = policy.visible(actor, alias, bind)
             if own is not None:
                 conds.append(own)
-        if policy.visible is None and self.resource.parent is None:
+        elif self.resource.parent is None and policy.inherits is None:
             return "FALSE"
         return " AND ".join(f"({c})" for c in conds) if conds else None
+
+    def _inherited_target(self) -> str:
+        """The resource `Policy.inherit` names (through its reference field)."""
+        field = self.resource.policy.inherits
+        assert field is not None
+        target: str = getattr(self.resource.all_fields[field].type, "target", "")
+        return target
 
     def events_visible_ids_sql(self, actor: Actor, bind: Binder) -> str | None:
         """A query of the ids (column `id`) of this resource's objects whose events `actor` may see, live or
@@ -207,6 +210,11 @@ class ResourceManager:
         if actor.can(policy.bypass_write):
             return None
         predicate = (policy.deletable or policy.writable) if delete else policy.writable
+        if policy.inherits is not None:
+            # Changing or deleting a row is changing the row it inherits from.
+            inherited = self._inherited(alias, lambda m, a: m.writable_sql(actor, a, bind))
+            own = predicate(actor, alias, bind) if predicate is not None else None
+            return inherited if own is None else f"({inherited}) AND ({own})"
         if self.resource.parent is not None and predicate is None:
             parent = self.managers[self.resource.parent.resource]
             inner = parent.manage_sql(actor, "par", bind, manage=self.resource.parent.manage)
@@ -219,6 +227,20 @@ class ResourceManager:
         if predicate is None:
             return "FALSE"
         return predicate(actor, alias, bind)
+
+    def _inherited(self, alias: str, rule: Callable[[ResourceManager, str], str | None]) -> str:
+        """`EXISTS` the row that the `Policy.inherit` field references, and `rule` holds for it there."""
+        field = self.resource.policy.inherits
+        assert field is not None
+        reference = self.resource.all_fields[field].type
+        assert isinstance(reference, Reference)
+        target = self.managers[reference.target]
+        inner_alias = f"{alias}_i"  # one deeper per level: a chain of inherits never shadows an alias
+        inner = rule(target, inner_alias)
+        return (
+            f"EXISTS (SELECT 1 FROM {target.resource.table} {inner_alias}"
+            f" WHERE {inner_alias}.id = {alias}.{field}" + (f" AND {inner})" if inner else ")")
+        )
 
     def manage_sql(self, actor: Actor, alias: str, bind: Binder, *, manage: Any = None) -> str | None:
         """The condition for changing this row's children: `manage` if given, else the write policy."""
@@ -233,10 +255,14 @@ class ResourceManager:
     def _select_list(self, names: tuple[str, ...] | None) -> str:
         return self._select_all if names is None else ", ".join(self._select[n] for n in names)
 
-    async def list(self, ctx: Context, params: Any, *, parent_id: uuid.UUID | None = None) -> Page:
-        """A page of visible rows; `params` is the request's query (see `rampart.resources.query`)."""
+    async def list(self, ctx: Context, params: Any = None, *, parent_id: uuid.UUID | None = None) -> Page:
+        """A page of visible rows. `params` is a query in the API's query language (see
+        `rampart.resources.query`): a mapping such as `{"status": "todo", "sort": "-priority"}`, a query
+        string, or the request's `QueryParams`."""
         if self.resource.policy.read_permission:
             ctx.actor.require(self.resource.policy.read_permission)
+        if not isinstance(params, QueryParams):
+            params = QueryParams(params or {})
         query = parse_list_query(self.resource, params, self.cursors)
         page, _ = await self._list(ctx, query, parent_id)
         return page
@@ -450,14 +476,14 @@ class ResourceManager:
         data["id"] = data.get("id") or _new_key()
         if self.resource.owner_field:
             data[self.resource.owner_field] = ctx.actor.user_id
-        if parent_id is None and self._one_statement_create:
+        if parent_id is None and self._one_statement_create and not self.db.in_transaction():
             row = await self._create_at_once(ctx, data)
             if row is not None:
                 return row
         async with self.db.transaction() as conn:
             if parent_id is not None:
                 await self.require_parent(ctx, parent_id, manage=True, conn=conn)
-            await self.before_create(ctx, conn, data)
+            await self._hook("before_create", ctx, conn, data=data)
             await self.check_references(ctx, conn, data)
             names = list(data)
             bind = Binder()
@@ -467,7 +493,7 @@ class ResourceManager:
                 f" RETURNING {self._select_all}"
             )
             row = dict(await self._write(conn, sql, bind.params))
-            await self.after_create(ctx, conn, row)
+            await self._hook("after_create", ctx, conn, row=row)
             await self._event(ctx, conn, "created", row)
         await self._wrote(ctx)
         return row
@@ -509,7 +535,13 @@ class ResourceManager:
         if self.resource.policy.write_permission:
             ctx.actor.require(self.resource.policy.write_permission)
         data = validate_update(self.resource, body)
-        if data and parent_id is None and if_match is None and self._one_statement_update:
+        if (
+            data
+            and parent_id is None
+            and if_match is None
+            and self._one_statement_update
+            and not self.db.in_transaction()
+        ):
             row = await self._update_at_once(ctx, key, data)
             if row is not None:
                 return row
@@ -517,7 +549,7 @@ class ResourceManager:
             current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=False)
             fields = self.resource.all_fields
             changes = {n: v for n, v in data.items() if fields[n].type.to_json(v) != current[n]}
-            await self.before_update(ctx, conn, current, changes)
+            await self._hook("before_update", ctx, conn, current=current, changes=changes)
             if not changes:
                 return current
             await self.check_references(ctx, conn, changes)
@@ -529,7 +561,7 @@ class ResourceManager:
                 f" WHERE {self.alias}.id = {bind(current_id(current))} RETURNING {self._select_all}"
             )
             row = dict(await self._write(conn, sql, bind.params))
-            await self.after_update(ctx, conn, row, current)
+            await self._hook("after_update", ctx, conn, row=row, before=current)
             diff = {n: {"from": current[n], "to": row[n]} for n in changes}
             await self._event(ctx, conn, "updated", row, diff)
         await self._wrote(ctx)
@@ -600,13 +632,13 @@ class ResourceManager:
             ctx.actor.require(self.resource.policy.write_permission)
         async with self.db.transaction() as conn:
             current = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=True)
-            await self.before_delete(ctx, conn, current)
+            await self._hook("before_delete", ctx, conn, row=current)
             try:
                 await self._cascade(ctx, conn, [current_id(current)])
                 await conn.execute(self._delete_sql("id = $1"), current_id(current))
             except asyncpg.ForeignKeyViolationError as exc:  # a RESTRICT reference still points here
                 raise Conflict(f"This {self.resource.name} item is still referenced by other items.") from exc
-            await self.after_delete(ctx, conn, current)
+            await self._hook("after_delete", ctx, conn, row=current)
             await self._event(ctx, conn, "deleted", current)
         await self._wrote(ctx)
         return current
@@ -699,7 +731,11 @@ class ResourceManager:
                 continue  # checked by require_parent
             target = self.managers[field_type.target]
             cond: str | None
-            if field_type.must == "exist":
+            if name == self.resource.policy.inherits:
+                # A row that inherits its access from the referenced one may be made only by whoever may
+                # change that one (as a nested resource's parent must be manageable).
+                cond = target.writable_sql(ctx.actor, "r", bind)
+            elif field_type.must == "exist":
                 cond = None
             elif field_type.must == "see":
                 cond = target.visible_sql(ctx.actor, "r", bind)
@@ -756,7 +792,7 @@ class ResourceManager:
             raise ValidationFailed(
                 [
                     FieldError(
-                        getattr(exc, "column_name", None) or "body",
+                        getattr(exc, "column_name", None) or WHOLE_BODY,
                         "invalid",
                         "The value breaks a constraint.",
                     )
@@ -867,7 +903,7 @@ def _fk_field(exc: asyncpg.ForeignKeyViolationError) -> str:
     # PostgreSQL says 'Key (project_id)=(...) is not present in table ...': the column name is ours.
     if detail.startswith("Key (") and ")=" in detail:
         return detail[5 : detail.index(")=")]
-    return "body"
+    return WHOLE_BODY
 
 
 __all__ = ["Context", "FieldInvalid", "Page", "ResourceManager"]

@@ -6,16 +6,16 @@ validation, the OpenAPI description and the events; see `docs/guide/resources.md
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from rampart.resources.fields import FieldType, Id, Integer, Reference, Timestamp
 
 if TYPE_CHECKING:
     from rampart.access.actor import Actor
-    from rampart.resources.manager import ResourceManager
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # The record of a resource's deleted rows is the table `<table>_deleted` (decision 0016).
@@ -88,6 +88,11 @@ class Policy:
 
     `visible` filters every read (lists and counts filter in the database). `writable` decides updates
     and, unless `deletable` is given, deletes. Actors holding `bypass_read`/`bypass_write` skip them.
+    `inherits` names a reference field: a row is then visible, writable and deletable exactly when the row
+    it references is (and creating one needs that row writable), on top of any predicate given here.
+
+    The constructors below cover the common rules (`rampart.resources.policies` has the predicates they use,
+    for combining with your own).
     """
 
     visible: Predicate | None = None
@@ -100,7 +105,125 @@ class Policy:
     bypass_write: str = "resources:write_any"
     # Resources whose changes can change who sees rows of this one (the row cache forgets its
     # decisions when they change). None: any other resource may matter (safe, but caches less).
+    # The inherited resource, and what it depends on, are added by the framework.
     depends_on: tuple[str, ...] | None = None
+    inherits: str | None = None
+
+    @classmethod
+    def owner(cls, field: str = "owner_id", **options: Any) -> Policy:
+        """Rows are seen and changed by their owner only (and callers holding the bypass permissions).
+
+        This is what a resource with an owner field gets when it declares no policy."""
+        from rampart.resources.policies import owned_by
+
+        rule = owned_by(field)
+        return cls(visible=rule, writable=rule, **{"depends_on": (), **options})
+
+    @classmethod
+    def inherit(cls, field: str, **options: Any) -> Policy:
+        """Rows are seen, changed and deleted exactly when the row `field` references is, and creating one
+        needs that row writable: comments of a task, with `Policy.inherit("task_id")`. The audit log follows
+        the same rule, also once both rows are deleted."""
+        return cls(inherits=field, **{"depends_on": (), **options})
+
+    @classmethod
+    def read_only(cls, **options: Any) -> Policy:
+        """Every signed-in caller reads every row; only the bypassing roles (admins) create or change any."""
+        from rampart.resources.policies import everyone, nobody
+
+        return cls(
+            visible=everyone,
+            writable=nobody,
+            **{"create_permission": "resources:write_any", "depends_on": (), **options},
+        )
+
+    @classmethod
+    def shared(cls, field: str = "owner_id", **options: Any) -> Policy:
+        """Every signed-in caller reads every row; only its owner (and admins) changes or deletes it."""
+        from rampart.resources.policies import everyone, owned_by
+
+        return cls(visible=everyone, writable=owned_by(field), **{"depends_on": (), **options})
+
+    @classmethod
+    def for_permissions(cls, *, read: str, write: str, **options: Any) -> Policy:
+        """Role-based: callers whose role holds `read` see every row, those holding `write` also create,
+        change and delete any row; others get 403."""
+        from rampart.resources.policies import everyone
+
+        return cls(
+            visible=everyone,
+            writable=everyone,
+            read_permission=read,
+            create_permission=write,
+            write_permission=write,
+            **{"depends_on": (), **options},
+        )
+
+    @classmethod
+    def admin_only(cls, **options: Any) -> Policy:
+        """Only callers holding the bypass permissions (admins, by default) see or change anything."""
+        from rampart.resources.policies import nobody
+
+        return cls(
+            visible=nobody,
+            writable=nobody,
+            **{"create_permission": "resources:write_any", "depends_on": (), **options},
+        )
+
+
+# A hook: an async function called with keyword arguments only (see `Hooks`).
+Hook = Callable[..., Awaitable[None]]
+_HOOK_ARGUMENTS = {
+    "before_create": ("ctx", "data"),
+    "after_create": ("ctx", "row"),
+    "before_update": ("ctx", "current", "changes"),
+    "after_update": ("ctx", "row", "before"),
+    "before_delete": ("ctx", "row"),
+    "after_delete": ("ctx", "row"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Business logic run inside a write's transaction, each an `async def` taking keyword arguments:
+
+    - `before_create(*, ctx, data)`: the values about to be inserted (edit them in place, or raise);
+    - `after_create(*, ctx, row)`: the inserted row;
+    - `before_update(*, ctx, current, changes)`: the locked row and the fields that differ (editable;
+      left empty, nothing is written and no event fires);
+    - `after_update(*, ctx, row, before)`; `before_delete(*, ctx, row)`; `after_delete(*, ctx, row)`.
+
+    `ctx` is a `HookContext` (the caller, `conn` of the transaction, the other resources' managers). A hook
+    that raises a Rampart error (`Conflict`, `Forbidden`, `ValidationFailed`, ...) rolls the whole change
+    back: no row, no event, and the client gets that problem. See docs/guide/resources.md, "Hooks".
+    """
+
+    before_create: Hook | None = None
+    after_create: Hook | None = None
+    before_update: Hook | None = None
+    after_update: Hook | None = None
+    before_delete: Hook | None = None
+    after_delete: Hook | None = None
+
+    def __post_init__(self) -> None:
+        for name, arguments in _HOOK_ARGUMENTS.items():
+            hook = getattr(self, name)
+            if hook is None:
+                continue
+            if not inspect.iscoroutinefunction(hook) and not inspect.iscoroutinefunction(
+                getattr(hook, "__call__", None)  # noqa: B004 - a callable object's async __call__
+            ):
+                raise TypeError(f"hook {name} must be an async function")
+            try:
+                inspect.signature(hook).bind(**dict.fromkeys(arguments))
+            except TypeError:
+                raise TypeError(
+                    f"hook {name} must accept the keyword arguments {', '.join(arguments)}"
+                    f" (for example `async def {name}(*, {', '.join(arguments)}) -> None`)"
+                ) from None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +239,19 @@ class Parent:
     manage: Predicate | None = None
 
 
+# The default of `Resource.policy`, told apart by identity: a resource that declares no policy gets
+# `Policy.owner()` when it has an owner field (else only the bypassing roles, and a nested resource's
+# parent rules, apply).
+_NO_POLICY = Policy()
+
+
 @dataclass(slots=True)
 class Resource:
     """A resource declared once; see the module docstring."""
 
     name: str
     fields: dict[str, Field]
-    policy: Policy = field(default_factory=Policy)
+    policy: Policy = _NO_POLICY
     table: str = ""
     path: str = ""
     owner_field: str | None = "owner_id"
@@ -133,8 +262,8 @@ class Resource:
     parent: Parent | None = None
     key: str = "id"
     operations: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
-    manager: type[ResourceManager] | None = None
     description: str = ""
+    hooks: Hooks = field(default_factory=Hooks)
     all_fields: dict[str, Field] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -177,6 +306,13 @@ class Resource:
         for name in self.default_sort.split(","):
             if not self.all_fields.get(name.lstrip("-"), Field(Id())).sort:
                 raise ValueError(f"{self.name}: default sort {name!r} is not a sortable field")
+        if self.policy is _NO_POLICY and self.owner_field:
+            self.policy = Policy.owner(self.owner_field)
+        inherits = self.policy.inherits
+        if inherits is not None and not isinstance(
+            self.all_fields.get(inherits, Field(Id())).type, Reference
+        ):
+            raise ValueError(f"{self.name}: Policy.inherit({inherits!r}) must name a Reference field")
 
     @property
     def deleted_table(self) -> str:
@@ -212,3 +348,23 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._resources
+
+
+def check_references(registry: Registry) -> None:
+    """Refuse, when the app is built, declarations that name resources that are not declared, and chains
+    of `Policy.inherit` that come back to where they started."""
+    for resource in registry:
+        for name, spec in resource.all_fields.items():
+            target = getattr(spec.type, "target", None)
+            if target is not None and target not in registry:
+                raise ValueError(f"{resource.name}.{name} references {target!r}, which is not declared")
+        if resource.parent is not None and resource.parent.resource not in registry:
+            raise ValueError(f"{resource.name}: parent {resource.parent.resource!r} is not declared")
+        seen = [resource.name]
+        current = resource
+        while current.policy.inherits is not None:
+            inherited: str = getattr(current.all_fields[current.policy.inherits].type, "target", "")
+            if inherited in seen:
+                raise ValueError(f"Policy.inherit makes a cycle: {' -> '.join([*seen, inherited])}")
+            seen.append(inherited)
+            current = registry.get(inherited)

@@ -12,9 +12,13 @@ from rampart.errors import FieldError, ValidationFailed
 from rampart.resources.fields import FieldInvalid
 from rampart.resources.spec import MISSING, Field, Resource
 
+# The `field` of an error about the body as a whole: "" is the JSON Pointer of the whole document (RFC
+# 6901), and no declared field can have that name (a field named `body` can).
+WHOLE_BODY = ""
+
 
 def _not_object() -> ValidationFailed:
-    return ValidationFailed([FieldError("body", "invalid_type", "The body must be a JSON object.")])
+    return ValidationFailed([FieldError(WHOLE_BODY, "invalid_type", "The body must be a JSON object.")])
 
 
 def _check(name: str, field: Field, value: Any, errors: list[FieldError]) -> Any:
@@ -38,8 +42,10 @@ def _refuse_unknown(
         field = fields.get(name)
         if field is None:
             errors.append(FieldError(str(name)[:100], "unknown_field", "Is not a field of this resource."))
-        elif field.read_only or (update and field.immutable):
+        elif field.read_only:
             errors.append(FieldError(name, "read_only", "Is set by the server and cannot be written."))
+        elif update and field.immutable:
+            errors.append(FieldError(name, "immutable", "Is set when the item is created and cannot change."))
         elif resource.parent is not None and name == resource.parent.field:
             errors.append(FieldError(name, "read_only", "Is given by the URL."))
 

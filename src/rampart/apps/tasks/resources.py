@@ -5,9 +5,7 @@ Written only against the public framework API, exactly as a user declares their 
 
 from __future__ import annotations
 
-from rampart.access.actor import Actor
-from rampart.resources.fields import Choice, Date, Integer, Reference, Text
-from rampart.resources.spec import Binder, Field, Parent, Policy, Resource
+from rampart import Actor, Binder, Choice, Date, Field, Integer, Parent, Policy, Reference, Resource, Text
 
 
 def project_visible(actor: Actor, p: str, bind: Binder) -> str:

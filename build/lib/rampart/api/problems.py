@@ -1,0 +1,99 @@
+"""The one mapping from errors to HTTP: RFC 9457 problem+json responses.
+
+Domain errors carry their public detail; anything else is a 500 whose internals never reach a client
+outside development mode (where a `debug` member helps the developer).
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from typing import Any
+
+import orjson
+
+from rampart import errors as e
+
+PROBLEM_TYPE = "application/problem+json"
+
+STATUS: dict[type[e.RampartError], int] = {
+    e.InvalidRequest: 400,
+    e.Unauthorized: 401,
+    e.Forbidden: 403,
+    e.NotFound: 404,
+    e.MethodNotAllowed: 405,
+    e.Conflict: 409,
+    e.PreconditionFailed: 412,
+    e.PayloadTooLarge: 413,
+    e.UnsupportedMediaType: 415,
+    e.ValidationFailed: 422,
+    e.RateLimited: 429,
+    e.ServiceUnavailable: 503,
+    e.RequestTimeout: 504,
+}
+
+
+# A body of 60,000 unknown keys fits in the 1 MiB limit; listing every one would answer with megabytes.
+MAX_ERRORS = 100
+
+
+def status_of(exc: e.RampartError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def problem(
+    exc: BaseException, *, request_id: str, debug: bool
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, extra headers and body of the problem response for `exc`."""
+    headers: list[tuple[bytes, bytes]] = []
+    body: dict[str, Any]
+    if isinstance(exc, e.RampartError):
+        status = status_of(exc)
+        body = {
+            "type": "about:blank",
+            "title": exc.title,
+            "status": status,
+            "detail": exc.detail,
+            "code": exc.code,
+        }
+        if exc.errors:
+            shown = exc.errors[:MAX_ERRORS]
+            body["errors"] = [{"field": f.field, "code": f.code, "message": f.message} for f in shown]
+            if len(exc.errors) > MAX_ERRORS:
+                body["detail"] = (
+                    f"{exc.detail} The first {MAX_ERRORS} of {len(exc.errors)} errors are listed."
+                )
+        if isinstance(exc, e.Unauthorized):
+            value = 'Bearer error="invalid_token"' if exc.token_present else "Bearer"
+            headers.append((b"www-authenticate", value.encode()))
+        elif isinstance(exc, e.RateLimited):
+            headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+            if exc.limit:
+                headers += [
+                    (b"ratelimit-limit", str(exc.limit).encode()),
+                    (b"ratelimit-remaining", str(exc.remaining).encode()),
+                    (b"ratelimit-reset", str(max(0, math.ceil(exc.reset_after))).encode()),
+                ]
+        elif isinstance(exc, e.MethodNotAllowed):
+            headers.append((b"allow", ", ".join(exc.allow).encode()))
+        cause = exc.__cause__
+    else:
+        status = 500
+        body = {
+            "type": "about:blank",
+            "title": "Internal server error",
+            "status": 500,
+            "detail": "An unexpected error occurred; it has been logged.",
+            "code": "internal_error",
+        }
+        cause = exc
+    body["request_id"] = request_id
+    if debug and cause is not None:
+        body["debug"] = {
+            "exception": f"{type(cause).__name__}: {cause}",
+            "traceback": traceback.format_exception(cause)[-6:],
+        }
+    return status, headers, orjson.dumps(body)

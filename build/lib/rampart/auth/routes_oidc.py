@@ -1,0 +1,196 @@
+"""Sign-in with an OpenID Connect provider: GET /auth/google/login and GET /auth/google/callback.
+
+The paths say "google" (API.md); any provider found by discovery from the configured issuer works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.responses import RedirectResponse, Response
+
+from rampart.auth.cookies import set_token_cookies
+from rampart.auth.oidc import InvalidState, OIDCClient, SignInDenied, SignInNotConfigured
+from rampart.auth.oidc_login import (
+    STATE_TTL,
+    check_browser,
+    check_redirect,
+    link_user,
+    open_login_session,
+    start_login,
+    take_state,
+)
+from rampart.auth.routes_sessions import NO_STORE, TOKEN_PAIR_SCHEMA
+from rampart.auth.tokens import TokenIssuer
+from rampart.db.pool import Database
+from rampart.resources.endpoints import Call, RouteSpec, json_response
+from rampart.resources.manager import ResourceManager
+from rampart.resources.openapi_schema import item_schema, problem_responses
+from rampart.resources.routes import API_PREFIX
+
+CALLBACK_PATH = f"{API_PREFIX}/auth/google/callback"
+_OAUTH_ERROR = re.compile(r"[a-z_]{1,64}")
+
+
+def oidc_routes(
+    *,
+    client: OIDCClient | None,
+    db: Database,
+    users: ResourceManager,
+    tokens: TokenIssuer,
+    session_ttl: int,
+    redirect_allowlist: Sequence[str],
+    admin_emails: Sequence[str],
+) -> list[RouteSpec]:
+    def configured() -> OIDCClient:
+        if client is None:
+            raise SignInNotConfigured("Sign-in with an identity provider is not configured on this server.")
+        return client
+
+    async def login(call: Call) -> Any:
+        redirect_to = call.request.query_params.get("redirect_to")
+        if redirect_to is not None:
+            redirect_to = check_redirect(redirect_to, redirect_allowlist)
+        oidc = configured()
+        url, binding = await start_login(db=db, client=oidc, redirect_to=redirect_to)
+        response = RedirectResponse(url, status_code=302, headers=NO_STORE)
+        # Lax: sent on the provider's redirect back (a top-level GET from another site), not on a
+        # cross-site subrequest. Secure whenever the browser is on HTTPS (here, or at the public URL).
+        response.set_cookie(
+            binding.name,
+            binding.value,
+            max_age=STATE_TTL,
+            path=CALLBACK_PATH,
+            httponly=True,
+            samesite="lax",
+            secure=call.request.url.scheme == "https" or oidc.redirect_uri.startswith("https:"),
+        )
+        return response
+
+    async def callback(call: Call) -> Any:
+        oidc = configured()
+        query = call.request.query_params
+        state = query.get("state") or ""
+        error = query.get("error")
+        if state or error is None:
+            # Before anything is read or spent: another browser's visit (login CSRF) changes nothing.
+            check_browser(state, call.request.cookies)
+        if error is not None:
+            if state:
+                with contextlib.suppress(InvalidState):
+                    await take_state(db, state)  # spent either way: this sign-in is over
+            shown = error if _OAUTH_ERROR.fullmatch(error) else "error"
+            raise SignInDenied(f"The identity provider refused the sign-in ({shown}).")
+        issued_by = query.get("iss")
+        if issued_by is not None and issued_by.rstrip("/") != oidc.issuer:
+            raise InvalidState("The sign-in response came from another identity provider.")  # RFC 9207
+        code = query.get("code")
+        login_state = await take_state(db, state)
+        if not code:
+            raise InvalidState("The sign-in response has no authorization code.")
+        id_token = await oidc.exchange(code=code, code_verifier=login_state.code_verifier)
+        identity = await oidc.verify(id_token, nonce=login_state.nonce)
+        user = await link_user(db=db, users=users, identity=identity, admin_emails=admin_emails)
+        client_addr = call.request.client
+        pair = await open_login_session(
+            db=db,
+            tokens=tokens,
+            user=user,
+            session_ttl=session_ttl,
+            user_agent=call.request.headers.get("user-agent"),
+            ip=client_addr.host if client_addr else None,
+        )
+        response: Response
+        if login_state.redirect_to:
+            fragment = urlencode({k: str(v) for k, v in pair.as_json().items()})
+            response = RedirectResponse(
+                f"{login_state.redirect_to}#{fragment}", status_code=302, headers=NO_STORE
+            )
+        else:
+            response = json_response({"data": {**pair.as_json(), "user": user}}, headers=NO_STORE)
+        set_token_cookies(response, pair, max_age=session_ttl)  # for browser clients of this site
+        return response
+
+    user_schema = item_schema(users.resource)
+    signed_in = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                **TOKEN_PAIR_SCHEMA["properties"]["data"],
+                "required": ["access_token", "token_type", "expires_in", "refresh_token", "user"],
+                "properties": {**TOKEN_PAIR_SCHEMA["properties"]["data"]["properties"], "user": user_schema},
+            }
+        },
+    }
+    location = {"Location": {"schema": {"type": "string"}, "description": "Where the browser goes next"}}
+    return [
+        RouteSpec(
+            "GET",
+            f"{API_PREFIX}/auth/google/login",
+            login,
+            "auth.oidc.login",
+            public=True,
+            rate_class="auth",
+            tags=("auth",),
+            summary="Start signing in with the identity provider (302 to its authorize URL)",
+            openapi={
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "redirect_to",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "Where to send the browser with the tokens (must be allow-listed)",
+                    }
+                ],
+                "responses": {
+                    "302": {
+                        "description": "To the provider's authorize URL",
+                        "headers": {
+                            **location,
+                            "Set-Cookie": {
+                                "schema": {"type": "string"},
+                                "description": "rampart_signin_<id>: binds the sign-in to this browser"
+                                " (HttpOnly, SameSite=Lax, Path=/api/v1/auth/google/callback, 10 minutes)",
+                            },
+                        },
+                    },
+                    **problem_responses(400, 404, 429, 503),
+                },
+            },
+        ),
+        RouteSpec(
+            "GET",
+            CALLBACK_PATH,
+            callback,
+            "auth.oidc.callback",
+            public=True,
+            rate_class="auth",
+            tags=("auth",),
+            summary="Where the identity provider sends the browser back: a session for the user",
+            openapi={
+                "security": [],
+                "parameters": [
+                    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for name in ("code", "state", "error", "iss")
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Signed in: a token pair and the user",
+                        "content": {"application/json": {"schema": signed_in}},
+                    },
+                    "302": {
+                        "description": "Signed in: to redirect_to, with the token pair in the fragment",
+                        "headers": location,
+                    },
+                    **problem_responses(400, 401, 403, 404, 409, 429, 503),
+                },
+            },
+        ),
+    ]

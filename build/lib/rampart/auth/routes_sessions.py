@@ -1,0 +1,297 @@
+"""Token refresh, logout and the caller's sessions: /auth/refresh, /auth/logout, /auth/sessions.
+
+"Log out everywhere" is `POST /auth/logout?all=true`: every session of the caller, this one included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rampart.access.actor import Roles
+from rampart.auth.cookies import REFRESH_COOKIE, clear_token_cookies, refresh_cookie, set_token_cookies
+from rampart.auth.refresh import INVALID, ReuseDetected, rotate
+from rampart.auth.sessions import IMPERSONATOR_JOIN, Authenticator, TokenPair, announce, live_session
+from rampart.auth.tokens import TokenIssuer
+from rampart.db.pool import Database
+from rampart.errors import FieldError, InvalidQuery, NotFound, Unauthorized, ValidationFailed
+from rampart.lib.bus import EventBus
+from rampart.lib.ids import parse_uuid
+from rampart.resources.endpoints import Call, RouteSpec, empty_response, json_response
+from rampart.resources.openapi_schema import problem_responses
+from rampart.resources.routes import API_PREFIX
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # token responses (RFC 6749 §5.1)
+
+TOKEN_PAIR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "object",
+            "required": ["access_token", "token_type", "expires_in"],
+            "properties": {
+                "access_token": {"type": "string"},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "refresh_token": {"type": "string", "description": "Absent when it was sent as a cookie"},
+            },
+        }
+    },
+}
+
+_SESSION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "device", "ip", "created_at", "last_used_at", "expires_at", "current"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "device": {"type": ["string", "null"], "description": "The User-Agent that opened the session"},
+        "ip": {"type": ["string", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "last_used_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "When its refresh token was last exchanged",
+        },
+        "expires_at": {"type": "string", "format": "date-time"},
+        "current": {"type": "boolean", "description": "The session of the token making this request"},
+        "impersonated": {"type": "boolean", "description": "Opened by an admin impersonating the user"},
+        "impersonator_id": {
+            "type": ["string", "null"],
+            "format": "uuid",
+            "description": "The admin who opened it by impersonating the user, else null",
+        },
+    },
+}
+
+# An impersonation whose impersonator or opening session has ended is over even before anything revoked
+# it: the same rules as the session check leave it out (`live_session`).
+_LIST = (
+    "SELECT s.id, s.user_id, u.role, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at,"
+    " s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role"
+    f" FROM sessions s JOIN users u ON u.id = s.user_id{IMPERSONATOR_JOIN}"
+    " WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
+    " ORDER BY s.created_at DESC, s.id DESC LIMIT 1000"
+)
+_REVOKE_OWN = (
+    "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL"
+    " RETURNING id"
+)
+_REVOKE_ALL = "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id"
+
+
+def token_response(pair: TokenPair, *, status: int = 200) -> Any:
+    return json_response({"data": pair.as_json()}, status=status, headers=NO_STORE)
+
+
+def session_routes(
+    *,
+    db: Database,
+    tokens: TokenIssuer,
+    authenticator: Authenticator,
+    bus: EventBus,
+    roles: Roles,
+    session_ttl: int = 30 * 86_400,
+) -> list[RouteSpec]:
+    async def refresh(call: Call) -> Any:
+        # A body names the token; without one, a browser may send it as a cookie (with the CSRF header).
+        from_cookie = not call.body and REFRESH_COOKIE in call.request.cookies
+        if from_cookie:
+            token = refresh_cookie(call.request)
+        else:
+            body = call.json()
+            token = body.get("refresh_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ValidationFailed([FieldError("refresh_token", "required", "A refresh token is required.")])
+        client = call.request.client
+        result = await rotate(
+            db=db,
+            tokens=tokens,
+            roles=roles,
+            refresh_token=token,
+            ip=client.host if client else None,
+            request_id=call.request_id,
+        )
+        if isinstance(result, ReuseDetected):
+            authenticator.forget(result.session_id)
+            if result.event is not None:
+                await bus.emit(result.event, request_id=call.request_id)
+            raise Unauthorized(INVALID)  # the same answer as an unknown token
+        if not from_cookie:
+            return token_response(result)
+        # The cookie client gets the access token only: its refresh token stays out of reach of scripts.
+        data = {k: v for k, v in result.as_json().items() if k != "refresh_token"}
+        response = json_response({"data": data}, headers=NO_STORE)
+        set_token_cookies(response, result, max_age=session_ttl)
+        return response
+
+    async def logout(call: Call) -> Any:
+        actor = call.user
+        everywhere = _flag(call.request.query_params.get("all"))
+        async with db.transaction() as conn:
+            if everywhere:
+                await conn.execute(_REVOKE_ALL, actor.user_id)
+                await announce(conn, user_id=actor.user_id)
+            else:
+                await conn.execute(_REVOKE_OWN, actor.session_id, actor.user_id)
+                await announce(conn, session_id=actor.session_id)
+        # This worker forgets at once; the others when the announcement arrives (or within the
+        # cache bound of 1 s, should the notification connection be down).
+        if everywhere:
+            authenticator.forget_user(actor.user_id)
+        else:
+            authenticator.forget(actor.session_id)
+        response = empty_response()
+        clear_token_cookies(response)
+        return response
+
+    async def list_sessions(call: Call) -> Any:
+        actor = call.user
+        rows = await db.fetch(_LIST, actor.user_id)
+        data = [
+            {
+                "id": str(r["id"]),
+                "device": r["user_agent"],
+                "ip": r["ip"],
+                "created_at": r["created_at"],
+                "last_used_at": r["last_used_at"],
+                "expires_at": r["expires_at"],
+                "current": r["id"] == actor.session_id,
+                "impersonated": r["impersonator_id"] is not None,
+                "impersonator_id": str(r["impersonator_id"]) if r["impersonator_id"] else None,
+            }
+            for r in rows
+            if live_session(r, roles) is not None
+        ]
+        return json_response({"data": data})
+
+    async def delete_session(call: Call) -> Any:
+        actor = call.user
+        session_id = parse_uuid(call.path["id"])
+        if session_id is None:
+            raise NotFound("No such session.")
+        async with db.transaction() as conn:
+            # Someone else's session is reported exactly like one that does not exist.
+            if not await conn.fetch(_REVOKE_OWN, session_id, actor.user_id):
+                raise NotFound("No such session.")
+            await announce(conn, session_id=session_id)
+        authenticator.forget(session_id)
+        return empty_response()
+
+    id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return [
+        RouteSpec(
+            "POST",
+            f"{API_PREFIX}/auth/refresh",
+            refresh,
+            "auth.refresh",
+            public=True,
+            rate_class="auth",
+            tags=("auth",),
+            summary="Exchange a refresh token for a new token pair (the old refresh token is spent)",
+            openapi={
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "X-CSRF-Token",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "With the rampart_refresh cookie (no body): the rampart_csrf cookie",
+                    }
+                ],
+                "requestBody": {
+                    "required": False,
+                    "description": "The refresh token; omit the body to use the rampart_refresh cookie",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["refresh_token"],
+                                "properties": {"refresh_token": {"type": "string", "minLength": 1}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "A new token pair",
+                        "content": {"application/json": {"schema": TOKEN_PAIR_SCHEMA}},
+                    },
+                    **problem_responses(400, 401, 403, 413, 415, 422, 429),
+                },
+            },
+        ),
+        RouteSpec(
+            "POST",
+            f"{API_PREFIX}/auth/logout",
+            logout,
+            "auth.logout",
+            tags=("auth",),
+            summary="Revoke the caller's session, or every session of the caller with all=true",
+            openapi={
+                "parameters": [
+                    {
+                        "name": "all",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "boolean", "default": False},
+                        "description": "Log out everywhere: revoke all of the caller's sessions",
+                    }
+                ],
+                "responses": {
+                    "204": {"description": "Logged out"},
+                    **problem_responses(400, 401, 429),
+                },
+            },
+        ),
+        RouteSpec(
+            "GET",
+            f"{API_PREFIX}/auth/sessions",
+            list_sessions,
+            "auth.list_sessions",
+            tags=("auth",),
+            summary="The caller's active sessions",
+            openapi={
+                "responses": {
+                    "200": {
+                        "description": "Active sessions, newest first",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {"data": {"type": "array", "items": _SESSION_SCHEMA}},
+                                }
+                            }
+                        },
+                    },
+                    **problem_responses(401, 429),
+                }
+            },
+        ),
+        RouteSpec(
+            "DELETE",
+            f"{API_PREFIX}/auth/sessions/{{id}}",
+            delete_session,
+            "auth.revoke_session",
+            tags=("auth",),
+            summary="Revoke one of the caller's sessions",
+            openapi={
+                "parameters": id_param,
+                "responses": {
+                    "204": {"description": "Revoked"},
+                    **problem_responses(401, 404, 429),
+                },
+            },
+        ),
+    ]
+
+
+def _flag(value: str | None) -> bool:
+    if value is None or value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise InvalidQuery(
+        "`all` must be true or false.", errors=[FieldError("all", "invalid", "Not a boolean.")]
+    )

@@ -1,0 +1,185 @@
+"""The event outbox: every change writes its event row in the same transaction as the change.
+
+Delivery (dispatcher, audit API, live stream, webhooks) is built on top of this table by
+`rampart.events`; this module only defines the tables (the events, and the queue of those not yet
+fanned out) and the insert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import orjson
+
+from rampart.lib.ids import new_id
+
+if TYPE_CHECKING:  # loaded only to build migrations
+    import sqlalchemy as sa
+
+
+def define_events_table(metadata: sa.MetaData) -> sa.Table:
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql as pg
+
+    return sa.Table(
+        "events",
+        metadata,
+        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column("type", sa.Text(), nullable=False),
+        sa.Column("resource", sa.Text(), nullable=False),
+        sa.Column("resource_id", sa.Text(), nullable=False),
+        sa.Column("actor_id", pg.UUID(as_uuid=True), nullable=True),
+        # The admin who acted as `actor_id` (impersonation), else null.
+        sa.Column("impersonator_id", pg.UUID(as_uuid=True), nullable=True),
+        sa.Column("occurred_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=False),
+        sa.Column("data", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("changes", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("request_id", sa.Text(), nullable=True),
+        # Each filter of the audit log (`resource`, `resource_id`, `actor_id`, `type`) reads its events in
+        # id order through its own index, and (resource_id, id) also finds the events of each object a
+        # caller may see (decision 0016).
+        sa.Index("events_resource_idx", "resource", "id"),
+        sa.Index("events_resource_id_id_idx", "resource_id", "id"),
+        sa.Index("events_actor_id_idx", "actor_id", "id"),
+        sa.Index("events_type_idx", "type", "id"),
+    )
+
+
+def define_event_queue_table(metadata: sa.MetaData) -> sa.Table:
+    """The events the dispatcher has not fanned out yet: a trigger on `events` adds each new one
+    (migration 5d0c2a7e9b14), the dispatcher deletes what it claims. A narrow table of its own, so
+    marking an event handled writes a few bytes, not a new version of the wide event row and its indexes.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql as pg
+
+    return sa.Table(
+        "event_queue",
+        metadata,
+        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column("type", sa.Text(), nullable=False),
+    )
+
+
+# One call per INSERT statement on `events`, whatever wrote it: queue the new rows, wake the dispatchers
+# (the notification is sent at commit, so they never look before the rows are visible).
+QUEUE_TRIGGER_SQL = (
+    "CREATE OR REPLACE FUNCTION rampart_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN INSERT INTO event_queue (id, type) SELECT id, type FROM new_events;"
+    " PERFORM pg_notify('rampart_events', ''); RETURN NULL; END $$",
+    "DROP TRIGGER IF EXISTS events_notify ON events",
+    "CREATE TRIGGER events_notify AFTER INSERT ON events REFERENCING NEW TABLE AS new_events"
+    " FOR EACH STATEMENT EXECUTE FUNCTION rampart_events_notify()",
+)
+
+
+_COLUMNS = (
+    "id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes, request_id"
+)
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)"
+
+
+def new_event(
+    *,
+    resource: str,
+    action: str,
+    resource_id: str,
+    actor_id: uuid.UUID | None,
+    data: dict[str, Any],
+    changes: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    impersonator_id: uuid.UUID | None = None,
+) -> tuple[dict[str, Any], uuid.UUID, dt.datetime]:
+    """The event as subscribers see it, with its id and time as the table keeps them."""
+    event_id = new_id()
+    now = dt.datetime.now(dt.UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the column keeps milliseconds
+    event: dict[str, Any] = {
+        "id": str(event_id),
+        "type": f"{resource}.{action}",
+        "resource": resource,
+        "resource_id": resource_id,
+        "actor_id": str(actor_id) if actor_id else None,
+        "impersonator_id": str(impersonator_id) if impersonator_id else None,
+        "occurred_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": data,
+        "changes": changes or {},
+        # Subscribers (audit log, webhooks, logs) correlate the event with the request that caused it.
+        "request_id": request_id,
+    }
+    return event, event_id, now
+
+
+async def write_event(
+    conn: asyncpg.Connection,
+    *,
+    resource: str,
+    action: str,
+    resource_id: str,
+    actor_id: uuid.UUID | None,
+    data: dict[str, Any],
+    changes: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    impersonator_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """Insert one event row on `conn` (inside the caller's transaction) and return the event.
+
+    `impersonator_id`: the admin acting as `actor_id` when the request came from an impersonation session.
+    """
+    event, event_id, now = new_event(
+        resource=resource,
+        action=action,
+        resource_id=resource_id,
+        actor_id=actor_id,
+        data=data,
+        changes=changes,
+        request_id=request_id,
+        impersonator_id=impersonator_id,
+    )
+    await conn.execute(
+        _INSERT,
+        event_id,
+        event["type"],
+        resource,
+        resource_id,
+        actor_id,
+        impersonator_id,
+        now,
+        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode(),
+        orjson.dumps(event["changes"], option=orjson.OPT_NON_STR_KEYS).decode(),
+        request_id,
+    )
+    return event
+
+
+def event_insert_from(
+    source: str,
+    bind: Callable[[Any], str],
+    *,
+    event_id: uuid.UUID,
+    event_type: str,
+    resource: str,
+    actor_id: uuid.UUID | None,
+    occurred_at: dt.datetime,
+    request_id: str | None,
+    impersonator_id: uuid.UUID | None = None,
+    changes_sql: str = "'{}'::jsonb",
+    joined: str | None = None,
+) -> str:
+    """An INSERT of the event of the row in CTE `source`, for the same statement as the change.
+
+    `source` holds the row as clients see it (the manager's select list, values already JSON-shaped:
+    ids and timestamps as text), so `to_jsonb(source)` equals the JSON `write_event` would store.
+    `joined` is another CTE (one row) that `changes_sql` reads.
+    """
+    tables = f"{source}, {joined}" if joined else source
+    return (
+        f"INSERT INTO events ({_COLUMNS}) SELECT {bind(event_id)}, {bind(event_type)}, {bind(resource)},"
+        f" {source}.id, {bind(actor_id)}::uuid, {bind(impersonator_id)}::uuid,"
+        f" {bind(occurred_at)}::timestamptz, to_jsonb({source}),"
+        f" {changes_sql}, {bind(request_id)}::text FROM {tables}"
+    )

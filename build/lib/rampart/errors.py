@@ -1,0 +1,126 @@
+"""Domain errors. They carry no HTTP: `rampart.api.problems` is the one place that maps them to responses.
+
+Each error has a public `detail` (safe to show a client) and an optional internal `cause` that is logged
+but never sent outside development mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with one input field or query parameter."""
+
+    field: str
+    code: str
+    message: str
+
+
+class RampartError(Exception):
+    """Base of every error the service reports to a client on purpose."""
+
+    code: ClassVar[str] = "error"
+    title: ClassVar[str] = "Error"
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class InvalidRequest(RampartError):
+    code = "bad_request"
+    title = "Bad request"
+
+
+class MalformedJSON(InvalidRequest):
+    code = "malformed_json"
+    title = "Malformed JSON"
+
+
+class InvalidQuery(InvalidRequest):
+    code = "invalid_query"
+    title = "Invalid query"
+
+
+class Unauthorized(RampartError):
+    code = "unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, *, token_present: bool = False) -> None:
+        super().__init__(detail)
+        self.token_present = token_present
+
+
+class Forbidden(RampartError):
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(RampartError):
+    code = "not_found"
+    title = "Not found"
+
+
+class MethodNotAllowed(RampartError):
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+    def __init__(self, detail: str, *, allow: list[str]) -> None:
+        super().__init__(detail)
+        self.allow = allow
+
+
+class Conflict(RampartError):
+    code = "conflict"
+    title = "Conflict"
+
+
+class PreconditionFailed(RampartError):
+    code = "precondition_failed"
+    title = "Precondition failed"
+
+
+class PayloadTooLarge(RampartError):
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(RampartError):
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class ValidationFailed(RampartError):
+    code = "validation_failed"
+    title = "Validation failed"
+
+    def __init__(self, errors: list[FieldError], detail: str = "The request has invalid fields.") -> None:
+        super().__init__(detail, errors=errors)
+
+
+class RateLimited(RampartError):
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(
+        self, detail: str, *, retry_after: float, limit: int = 0, remaining: int = 0, reset_after: float = 0.0
+    ) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_after = reset_after
+
+
+class ServiceUnavailable(RampartError):
+    code = "service_unavailable"
+    title = "Service unavailable"
+
+
+class RequestTimeout(RampartError):
+    code = "timeout"
+    title = "Request timed out"

@@ -1,0 +1,74 @@
+"""The tables of event delivery: one delivery row per (event, subscriber), webhooks and their attempts.
+
+`events` itself belongs to `rampart.db.outbox`; these are what the dispatcher and webhooks keep beside it.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+# Delivery states: `pending` (due at next_attempt_at, or leased until then by a dispatcher), `delivered`,
+# and `dead` (gave up after the maximum attempts; `rampart events replay` makes it pending again).
+DELIVERY_STATES = ("pending", "delivered", "dead")
+_TS = pg.TIMESTAMP(timezone=True, precision=3)
+
+
+def define_delivery_tables(metadata: sa.MetaData) -> None:
+    """Add `event_deliveries`, `webhooks` and `webhook_attempts` to `metadata`."""
+    sa.Table(
+        "event_deliveries",
+        metadata,
+        sa.Column(
+            "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("subscriber", sa.Text(), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False, server_default=sa.text("'pending'")),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
+        sa.Column("next_attempt_at", _TS, nullable=False, server_default=sa.text("now()")),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("delivered_at", _TS, nullable=True),
+        sa.Column("updated_at", _TS, nullable=False, server_default=sa.text("now()")),
+        sa.PrimaryKeyConstraint("event_id", "subscriber"),
+        sa.CheckConstraint(
+            "status IN ('pending', 'delivered', 'dead')", name="event_deliveries_status_check"
+        ),
+        sa.Index(
+            "event_deliveries_due_idx", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")
+        ),
+        sa.Index("event_deliveries_subscriber_idx", "subscriber", "status", "event_id"),
+    )
+    sa.Table(
+        "webhooks",
+        metadata,
+        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("events", pg.ARRAY(sa.Text()), nullable=False),
+        sa.Column("secret", sa.Text(), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False, server_default=sa.text("''")),
+        sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.text("true")),
+        sa.Column("created_at", _TS, nullable=False, server_default=sa.text("now()")),
+        sa.Column("updated_at", _TS, nullable=False, server_default=sa.text("now()")),
+        sa.Column("version", sa.Integer(), nullable=False, server_default=sa.text("1")),
+    )
+    sa.Table(
+        "webhook_attempts",
+        metadata,
+        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column(
+            "webhook_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("webhooks.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column(
+            "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("attempted_at", _TS, nullable=False, server_default=sa.text("now()")),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("manual", sa.Boolean(), nullable=False, server_default=sa.text("false")),
+        sa.Index("webhook_attempts_webhook_idx", "webhook_id", "id"),
+        sa.Index("webhook_attempts_event_idx", "event_id"),
+    )

@@ -1,0 +1,111 @@
+"""In-process event bus: handlers subscribe to event-type patterns and run after commit."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[None] | None]
+
+logger = logging.getLogger("rampart.bus")
+
+# Event types come from code, so there are few; the bound only guards against a caller emitting
+# unbounded ad-hoc types, which would otherwise grow the cache forever.
+_MAX_CACHED_TYPES = 1024
+
+
+def _compile(pattern: str) -> tuple[str, ...]:
+    segments = tuple(pattern.split("."))
+    for segment in segments:
+        # A "*" inside a segment ("task*") would silently never match; refuse it up front.
+        if not segment or ("*" in segment and segment != "*"):
+            raise ValueError(
+                f"invalid event pattern {pattern!r}: use dot-separated names, '*' as a whole segment"
+            )
+    return segments
+
+
+def _matches(pattern: tuple[str, ...], event_type: tuple[str, ...]) -> bool:
+    """`*` matches one segment; as the last pattern segment it matches one or more ("tasks.*")."""
+    for i, segment in enumerate(pattern):
+        if i >= len(event_type):
+            return False
+        if segment == "*":
+            if i == len(pattern) - 1:
+                return True
+            continue
+        if segment != event_type[i]:
+            return False
+    return len(pattern) == len(event_type)
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise ValueError unless `pattern` is a valid event-type pattern ("tasks.*", "*.deleted", "*")."""
+    _compile(pattern)
+
+
+def pattern_matches(pattern: str, event_type: str) -> bool:
+    """Whether `event_type` matches `pattern`, with the bus's rules (raises ValueError on a bad pattern)."""
+    return _matches(_compile(pattern), tuple(event_type.split(".")))
+
+
+class EventBus:
+    """EventEmitter-style bus. Handlers run one after another in registration order; a failing
+    handler is logged and skipped, because one broken subscriber must not starve the others."""
+
+    def __init__(self) -> None:
+        self._subscriptions: dict[int, tuple[tuple[str, ...], Handler]] = {}
+        self._ids = itertools.count()
+        self._resolved: dict[str, tuple[Handler, ...]] = {}
+
+    def on(self, pattern: str, handler: Handler) -> Callable[[], None]:
+        """Subscribe `handler` to event types matching `pattern` ("tasks.created", "tasks.*",
+        "*.deleted", "*"). Returns a function that unsubscribes; calling it again does nothing."""
+        compiled = _compile(pattern)
+        # A token per subscription, so the same handler registered twice unsubscribes one at a time.
+        token = next(self._ids)
+        self._subscriptions[token] = (compiled, handler)
+        self._resolved.clear()
+
+        def unsubscribe() -> None:
+            if self._subscriptions.pop(token, None) is not None:
+                self._resolved.clear()
+
+        return unsubscribe
+
+    def _handlers_for(self, event_type: str) -> tuple[Handler, ...]:
+        handlers = self._resolved.get(event_type)
+        if handlers is None:
+            segments = tuple(event_type.split("."))
+            # dicts keep insertion order and tokens only grow, so this is registration order.
+            handlers = tuple(h for p, h in self._subscriptions.values() if _matches(p, segments))
+            if len(self._resolved) >= _MAX_CACHED_TYPES:
+                self._resolved.clear()
+            self._resolved[event_type] = handlers
+        return handlers
+
+    async def emit(self, event: Mapping[str, Any], *, request_id: str | None = None) -> None:
+        """Deliver `event` (which needs a str "type") to every matching handler; never raises
+        because of a handler."""
+        event_type = event.get("type")
+        if not isinstance(event_type, str):
+            raise ValueError(f"event needs a str 'type', got {event_type!r}")
+        # The resolved tuple is a snapshot: handlers that (un)subscribe mid-emit affect later events only.
+        for handler in self._handlers_for(event_type):
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                event_id = event.get("id")
+                logger.exception(
+                    "event handler %s failed for event %s (type %s, request %s)",
+                    getattr(handler, "__qualname__", repr(handler)),
+                    event_id,
+                    event_type,
+                    request_id,
+                    extra={"event_id": event_id, "event_type": event_type, "request_id": request_id},
+                )

@@ -1,0 +1,355 @@
+"""The query cache in Redis: rows, visibility decisions and list pages shared by every worker and instance.
+
+The same rules as the in-process `RowCache` (see rampart.lib.rowcache), each applied in one Lua script
+so that a check and the write it allows are atomic:
+
+- a row is kept only above the version the cache holds or was told of (a tombstone keeps that floor);
+- a decision is keyed by the row version and by the resource's epoch, which every change to what the
+  visibility rule reads moves on;
+- a page is keyed by the resource's list generation, which every change to one of its rows (or to
+  what its visibility reads) moves on;
+- everything is keyed by a global generation: `reset` moves it on, which forgets everything at once
+  (the old keys expire).
+
+Keys (under the namespace, `{g}` the global generation):
+    gen                              the global generation (no expiry)
+    {g}:epoch:{resource}             visibility epoch          } counters: expire a day after their last
+    {g}:list:{resource}              list generation           } change, far beyond any entry's ttl
+    {g}:row:{resource}:{key}         "{version}:{json}", or "{floor}:" (a tombstone)
+    {g}:dec:{resource}:{key}:{version}:{caller}:{epoch}   "1" / "0"
+    {g}:page:{resource}:{list generation}:{digest of the query and caller}
+
+Changes (`changed`) are queued and applied by a background task in pipelined batches; the writer awaits
+`settle()` before answering, so its next read, on any worker, sees the change. Redis failing makes the
+cache step aside (`enabled` False: every read goes to the database) until it answers again and the
+global generation moved on, because changes may have been lost meanwhile.
+
+Redis must not evict the counters: use `maxmemory-policy volatile-lru` (or `noeviction`). Every entry
+has a ttl; counters and `gen` expire only long after any entry that depends on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from collections.abc import Hashable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from rampart.lib.aio import cancel_and_wait
+from rampart.lib.rowcache import FIRST_VERSION, CacheStats, Found, floor_after
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+log = logging.getLogger("rampart.cache")
+
+_COUNTER_TTL_MS = 86_400_000  # a day: counters outlive every entry stamped with their value
+_RETRY = 1.0  # seconds between attempts to get a failed Redis back into use
+
+# Every script gets the namespace and the resource first; keys are built inside (one Redis, not Cluster).
+_PRELUDE = """
+local ns, res = ARGV[1], ARGV[2]
+local g = redis.call('GET', ns .. 'gen') or '0'
+local p = ns .. g .. ':'
+local function version_of(value)
+  local sep = string.find(value, ':', 1, true)
+  return tonumber(string.sub(value, 1, sep - 1)), sep < #value
+end
+"""
+
+# ARGV: ns, resource, key, caller ('' = sees every row) -> {g, epoch, row or nil, decision or nil}
+_LOOKUP = (
+    _PRELUDE
+    + """
+local epoch = redis.call('GET', p .. 'epoch:' .. res) or '0'
+local row = redis.call('GET', p .. 'row:' .. res .. ':' .. ARGV[3])
+local seen = false
+if row then
+  local version, live = version_of(row)
+  if not live then
+    row = false
+  elseif ARGV[4] ~= '' then
+    seen = redis.call('GET', p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. string.format('%d', version)
+      .. ':' .. ARGV[4] .. ':' .. epoch)
+  end
+end
+return {g, epoch, row or false, seen or false}
+"""
+)
+
+# ARGV: ns, resource, key, version, payload, caller, visible ('1'/'0'), g, epoch, ttl ms
+_KEEP = (
+    _PRELUDE
+    + """
+if g ~= ARGV[8] then return 0 end
+local key = p .. 'row:' .. res .. ':' .. ARGV[3]
+local current = redis.call('GET', key)
+if not current or version_of(current) < tonumber(ARGV[4]) then
+  redis.call('SET', key, ARGV[4] .. ':' .. ARGV[5], 'PX', ARGV[10])
+end
+if ARGV[6] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[9] then
+  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[6] .. ':' .. ARGV[9]
+  redis.call('SET', decision, ARGV[7], 'PX', ARGV[10])
+end
+return 1
+"""
+)
+
+# ARGV: ns, resource, digest -> {g, list generation, page or nil}
+_LOOKUP_PAGE = (
+    _PRELUDE
+    + """
+local lg = redis.call('GET', p .. 'list:' .. res) or '0'
+return {g, lg, redis.call('GET', p .. 'page:' .. res .. ':' .. lg .. ':' .. ARGV[3]) or false}
+"""
+)
+
+# ARGV: ns, resource, digest, body, g, list generation, ttl ms
+_KEEP_PAGE = (
+    _PRELUDE
+    + """
+if g ~= ARGV[5] or (redis.call('GET', p .. 'list:' .. res) or '0') ~= ARGV[6] then return 0 end
+redis.call('SET', p .. 'page:' .. res .. ':' .. ARGV[6] .. ':' .. ARGV[3], ARGV[4], 'PX', ARGV[7])
+return 1
+"""
+)
+
+# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, counter ttl ms, first version,
+# dependents...
+_CHANGED = (
+    _PRELUDE
+    + """
+local function move_on(counter)
+  redis.call('INCR', counter)
+  redis.call('PEXPIRE', counter, ARGV[6])
+end
+local key = p .. 'row:' .. res .. ':' .. ARGV[3]
+local floor = ARGV[4]
+local current = redis.call('GET', key)
+local skip = false
+if current then
+  local version, live = version_of(current)
+  if version > tonumber(floor) then
+    if live then skip = true else floor = string.format('%d', version) end
+  end
+elseif tonumber(floor) < tonumber(ARGV[7]) then
+  skip = true  -- a new row: nothing older than it can be fetched, no tombstone needed
+end
+if not skip then redis.call('SET', key, floor .. ':', 'PX', ARGV[5]) end
+move_on(p .. 'list:' .. res)
+for i = 8, #ARGV do
+  move_on(p .. 'epoch:' .. ARGV[i])
+  move_on(p .. 'list:' .. ARGV[i])
+end
+return 1
+"""
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisQueryCache:
+    """A `QueryCache` in Redis (see the module docstring). `start()`/`stop()` run its change writer."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, *, namespace: str = "rampart:qc:", ttl: float = 600.0
+    ) -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("RedisQueryCache needs a client with decode_responses=False: rows are bytes")
+        self._client = client
+        self._ns = namespace
+        self._ttl_ms = str(max(1, math.ceil(ttl * 1000)))
+        self._lookup = client.register_script(_LOOKUP)
+        self._keep = client.register_script(_KEEP)
+        self._lookup_page = client.register_script(_LOOKUP_PAGE)
+        self._keep_page = client.register_script(_KEEP_PAGE)
+        self._changed = client.register_script(_CHANGED)
+        self._feed_up = False  # the worker's notification listener is connected
+        self._down = False  # Redis failed: step aside until it answers again
+        self._lost = False  # a change may not have reached Redis: what it holds is not to be trusted
+        self.enabled = False
+        self.stats = CacheStats()
+        self._queue: list[tuple[list[str], asyncio.Future[None] | None]] = []
+        self._pending = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ----- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._write_changes(), name="rampart-qcache")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        self._release(self._queue)
+        self._queue = []
+
+    # ----- reads and what they keep -----------------------------------------------------------------
+    async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
+        try:
+            g, epoch, row, seen = await self._lookup(
+                args=[self._ns, resource, str(key), "" if caller is None else str(caller)]
+            )
+        except Exception:
+            self._failed("a lookup", lost=False)
+            return None, None
+        stamp = (g, epoch)
+        if row is None:
+            self.stats.misses += 1
+            return None, stamp
+        if caller is not None and seen is None:
+            self.stats.misses += 1
+            return None, stamp
+        self.stats.hits += 1
+        if caller is not None and seen == b"0":
+            return False, stamp
+        version, _, payload = row.partition(b":")
+        return (int(version), payload), stamp
+
+    async def keep(
+        self,
+        resource: str,
+        key: Hashable,
+        version: int,
+        payload: bytes,
+        caller: Hashable | None,
+        visible: bool,
+        stamp: Any,
+    ) -> None:
+        if stamp is None or not self.enabled:
+            return
+        g, epoch = stamp
+        who = "" if caller is None else str(caller)
+        args: list[bytes | str] = [self._ns, resource, str(key), str(version), payload, who]
+        try:
+            await self._keep(args=[*args, "1" if visible else "0", g, epoch, self._ttl_ms])
+        except Exception:
+            self._failed("keeping a row", lost=False)
+
+    async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
+        digest = _digest(key)
+        try:
+            g, list_generation, body = await self._lookup_page(args=[self._ns, resource, digest])
+        except Exception:
+            self._failed("a page lookup", lost=False)
+            return None, None
+        if body is None:
+            self.stats.page_misses += 1
+        else:
+            self.stats.page_hits += 1
+        return body, (g, list_generation, digest)
+
+    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None:
+        if stamp is None or not self.enabled:
+            return
+        g, list_generation, digest = stamp
+        try:
+            await self._keep_page(args=[self._ns, resource, digest, body, g, list_generation, self._ttl_ms])
+        except Exception:
+            self._failed("keeping a page", lost=False)
+
+    # ----- changes ----------------------------------------------------------------------------------
+    def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
+        self.stats.invalidations += 1
+        floor = floor_after(version)
+        args = [
+            self._ns,
+            resource,
+            str(key),
+            str(floor),
+            self._ttl_ms,
+            str(_COUNTER_TTL_MS),
+            str(FIRST_VERSION),
+            *dependents,
+        ]
+        self._queue.append((args, None))
+        self._pending.set()
+
+    async def settle(self) -> None:
+        if not self._queue or self._task is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(([], done))
+        self._pending.set()
+        await done
+
+    async def _write_changes(self) -> None:
+        """Apply queued changes in order, a pipelined batch at a time; when Redis fails, step aside and
+        come back with a new global generation."""
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            batch, self._queue = self._queue, []
+            try:
+                if self._lost and self._feed_up:
+                    await self._new_generation()  # covers this batch too: everything is forgotten
+                elif any(args for args, _ in batch):
+                    pipe = self._client.pipeline(transaction=False)
+                    for args, _ in batch:
+                        if args:
+                            await self._changed(args=args, client=pipe)
+                    await pipe.execute()
+                elif self._down:
+                    await self._client.ping()
+                self._down = False
+                self.enabled = self._feed_up and not self._lost
+            except asyncio.CancelledError:
+                self._release(batch)
+                raise
+            except Exception:
+                self._failed("applying changes", lost=any(args for args, _ in batch))
+                await asyncio.sleep(_RETRY)
+                self._pending.set()  # try again to get back into use
+            self._release(batch)
+
+    async def _new_generation(self) -> None:
+        await self._client.incr(self._ns + "gen")
+        self._lost = self._down = False
+        self.enabled = self._feed_up
+        self.stats.clears += 1
+
+    def _failed(self, what: str, *, lost: bool) -> None:
+        """Step aside (reads go to the database) until Redis answers; after a lost change, until the
+        global generation moved on too."""
+        if not self._down:
+            log.warning(
+                "query cache: Redis failed during %s; reads go to the database until it is back", what
+            )
+        self._down = True
+        self._lost = self._lost or lost
+        self.enabled = False
+        self._pending.set()
+
+    @staticmethod
+    def _release(batch: list[tuple[list[str], asyncio.Future[None] | None]]) -> None:
+        for _, waiter in batch:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    # ----- the feed ---------------------------------------------------------------------------------
+    async def reset(self) -> None:
+        self._feed_up = True
+        self._queue = [(args, waiter) for args, waiter in self._queue if not args]
+        try:
+            await self._new_generation()
+        except Exception:
+            self._failed("a reset", lost=True)
+
+    def suspend(self) -> None:
+        self._feed_up = False
+        self.enabled = False
+
+    def forget(self) -> None:
+        """Step aside until the global generation moved on (the change writer does it next)."""
+        self._lost = True
+        self.enabled = False
+        self._pending.set()
+
+
+def _digest(key: Hashable) -> str:
+    """A fixed-size key for a page: its query and who asked (never another caller's page)."""
+    return hashlib.blake2b(repr(key).encode(), digest_size=20).hexdigest()

@@ -1,0 +1,272 @@
+"""Spreading connections evenly over the workers of `rampart serve`.
+
+The workers share one listening socket, and uvloop (libuv) accepts every connection waiting on it at once:
+whichever worker wakes first takes the whole burst. 64 connections opened together (wrk) were split 17/47,
+12/52, 20/44 between two workers (`ss`, 12 starts; libuv's `UV_TCP_SINGLE_ACCEPT` did not help). Each
+connection's requests are then served by the worker that holds it, so the busier worker's queue sets
+everyone's tail latency while the other has idle moments.
+
+Here a worker accepts a connection only while it holds no more connections than the least loaded of the
+other workers; otherwise it leaves the socket to them and looks again a millisecond later. The counts are
+kept in a small file the supervisor creates (`RAMPART_BALANCE_FILE`), one slot per worker process, each
+written only by its owner. A worker that is draining, or whose process is gone, does not count; one that
+does not take the waiting connections (stuck in a long step) is not waited for past `PATIENCE`.
+
+`BalancedLoop` is the event loop `rampart serve` gives uvicorn when it runs several workers: uvloop's,
+whose `create_server` on the shared socket returns a `BalancedListener` instead of uvloop's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import mmap
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvloop
+
+log = logging.getLogger("rampart.ops.balance")
+
+ENV = "RAMPART_BALANCE_FILE"
+PATIENCE_ENV = "RAMPART_BALANCE_PATIENCE"  # seconds; PATIENCE when unset
+# A connection is left to the other workers for at most PATIENCE seconds (measured: an idle worker takes
+# its next one within 5 ms at the median, 20 ms at most, while serving the first requests of a burst);
+# past that, this worker accepts regardless for ALONE seconds. On a machine so busy that a worker may not
+# run for longer than that, the balance falls back to first-come often; `RAMPART_BALANCE_PATIENCE` raises it.
+PATIENCE = 0.1
+ALONE = 1.0
+RECHECK = 0.001  # seconds between looks while over the share
+_QUIET = 0.05  # no look at a waiting connection for this long: the wait ended (another worker took it)
+_SLOT = struct.Struct("qqq")  # pid, connections held, accepting (1/0)
+
+
+def create_ledger_file(path: str, slots: int) -> None:
+    """The supervisor's part: a zeroed file of `slots` slots (several per worker: replacements reuse
+    the slots of processes that are gone)."""
+    with open(path, "wb") as f:
+        f.write(bytes(_SLOT.size * slots))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """The shared file: per worker process, its pid, the connections it holds and whether it accepts."""
+
+    def __init__(self, path: str, *, pid: int | None = None) -> None:
+        self.pid = os.getpid() if pid is None else pid
+        self._fd = os.open(path, os.O_RDWR)
+        size = os.fstat(self._fd).st_size
+        self._map = mmap.mmap(self._fd, size)
+        self._slots = size // _SLOT.size
+        self.index = -1
+        self._held = 0
+        self._accepting = True
+
+    def claim(self) -> None:
+        """Take a free slot (never used, or left by a process that is gone), under the file's lock."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            for i in range(self._slots):
+                pid, _, _ = _SLOT.unpack_from(self._map, i * _SLOT.size)
+                if pid == 0 or (pid != self.pid and not _alive(pid)):
+                    self.index = i
+                    self._write()
+                    return
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        raise RuntimeError(f"no free slot in the connection ledger ({self._slots} slots)")
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def add(self, n: int) -> None:
+        self._held += n
+        self._write()
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+        self._write()
+
+    def least_of_others(self) -> int | None:
+        """The fewest connections any other live, accepting worker holds (None: there is none)."""
+        least: int | None = None
+        for i in range(self._slots):
+            pid, held, accepting = _SLOT.unpack_from(self._map, i * _SLOT.size)
+            if pid == 0 or pid == self.pid or not accepting:
+                continue
+            if (least is None or held < least) and _alive(pid):
+                least = held
+        return least
+
+    def _write(self) -> None:
+        if self.index >= 0:
+            _SLOT.pack_into(self._map, self.index * _SLOT.size, self.pid, self._held, int(self._accepting))
+
+
+# This process's listener, once `BalancedLoop` made it: the HTTP protocol reports closed connections to it
+# (`connection_closed`).
+_listener: BalancedListener | None = None
+
+
+def connection_closed() -> None:
+    """A connection this worker accepted is gone (called by the HTTP protocol's connection_lost)."""
+    if _listener is not None:
+        _listener.closed_one()
+
+
+class BalancedListener:
+    """Accepts from the shared socket while this worker's share allows; what uvicorn keeps as a server."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        ledger: Ledger,
+        *,
+        patience: float = PATIENCE,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._factory = protocol_factory
+        self._ledger = ledger
+        self._patience = patience
+        self._waiting_since = 0.0  # when this worker began to leave a connection to the others
+        self._alone_until = 0.0  # until then, accept regardless of the others (they were too slow)
+        self._last_look = 0.0
+        self._reading = False
+        self._closed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        sock.setblocking(False)
+        self.sockets = (sock,)
+        self._read()
+
+    def is_serving(self) -> bool:
+        return not self._closed.is_set()
+
+    def close(self) -> None:
+        """Stop accepting here; the other workers take every new connection from now on."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._ledger.stop_accepting()
+        self._unread()
+        self._sock.close()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def closed_one(self) -> None:
+        self._ledger.add(-1)
+        self._recheck()  # below the share again, perhaps: look at the socket now
+
+    # ----- accepting --------------------------------------------------------------------------------
+    def _read(self) -> None:
+        if not self._reading:
+            self._loop.add_reader(self._sock.fileno(), self._on_readable)
+            self._reading = True
+
+    def _unread(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._sock.fileno())
+            self._reading = False
+
+    def _may_accept(self) -> bool:
+        least = self._ledger.least_of_others()
+        now = time.monotonic()
+        if least is None or self._ledger.held <= least or now < self._alone_until:
+            self._waiting_since = 0.0
+            return True
+        if not self._waiting_since or now - self._last_look > _QUIET:
+            self._waiting_since = now  # a new wait (the socket went quiet since the last one)
+        self._last_look = now
+        if now - self._waiting_since >= self._patience:
+            # The others leave connections waiting: take them all for a while, then share again.
+            self._waiting_since = 0.0
+            self._alone_until = now + ALONE
+            return True
+        return False
+
+    def _on_readable(self) -> None:
+        while not self._closed.is_set():
+            if not self._may_accept():
+                self._unread()
+                self._loop.call_later(RECHECK, self._recheck)
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # another worker took it
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # the client gave up while queued
+                # Out of descriptors (EMFILE) or memory: leave the connection queued, try again shortly.
+                log.warning("cannot accept a connection: %s", exc.strerror)
+                self._unread()
+                self._loop.call_later(0.1, self._recheck)
+                return
+            self._ledger.add(1)
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = self._loop.create_task(self._start(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _recheck(self) -> None:
+        if not self._closed.is_set():
+            self._read()
+
+    async def _start(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn)
+        except Exception:  # the connection failed before its protocol saw it: it is not held
+            log.debug("accepted connection could not be started", exc_info=True)
+            self._ledger.add(-1)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def _patience() -> float:
+    raw = os.environ.get(PATIENCE_ENV, "")
+    try:
+        value = float(raw) if raw else PATIENCE
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 60:
+        log.warning("%s must be a number of seconds in (0, 60]; using %s", PATIENCE_ENV, PATIENCE)
+        return PATIENCE
+    return value
+
+
+class BalancedLoop(uvloop.Loop):
+    """uvloop, whose servers on a socket shared by the workers balance their connections (see above)."""
+
+    async def create_server(
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
+    ) -> Any:
+        global _listener
+        sock, path = kwargs.get("sock"), os.environ.get(ENV)
+        if sock is None or not path or args or kwargs.get("ssl") is not None or _listener is not None:
+            return await super().create_server(protocol_factory, *args, **kwargs)
+        sock.listen(kwargs.get("backlog", 100))  # uvicorn binds; listening is the server's part
+        ledger = Ledger(path)
+        ledger.claim()
+        _listener = BalancedListener(self, sock, protocol_factory, ledger, patience=_patience())
+        return _listener

@@ -1,0 +1,109 @@
+"""Liveness and readiness: `/health/ready` names the dependency that fails."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from rampart.ops.drain import Drain
+
+Check = Callable[[], Awaitable[str | None]]  # None when healthy, else a short public reason
+# Named conditions shown beside the checks but never failing readiness (a read replica down: the
+# primary serves its reads).
+Report = Callable[[], Awaitable[dict[str, str]]]
+
+
+def health_routes(
+    checks: dict[str, Check],
+    *,
+    timeout: float = 2.0,
+    drain: Drain | None = None,
+    reports: Sequence[Report] = (),
+) -> list[BaseRoute]:
+    """`timeout` bounds each check: a hanging dependency must not hang the probe that should report it.
+
+    Once `drain` has seen SIGTERM, readiness fails with `draining` (the other checks still run and show).
+    """
+
+    async def live(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def run(check: Check) -> str | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await check()
+        except TimeoutError:
+            return "timed out"
+        except Exception:
+            return "unreachable"
+
+    async def report(source: Report) -> dict[str, str]:
+        try:
+            async with asyncio.timeout(timeout):
+                return await source()
+        except Exception:
+            return {}
+
+    async def ready(request: Request) -> Response:
+        results: dict[str, str] = {}
+        failed: list[dict[str, str]] = []
+        outcomes, notes = await asyncio.gather(  # concurrently
+            asyncio.gather(*(run(check) for check in checks.values())),
+            asyncio.gather(*(report(source) for source in reports)),
+        )
+        for name, problem in zip(checks, outcomes, strict=True):
+            results[name] = "ok" if problem is None else problem
+            if problem is not None:
+                failed.append({"field": name, "code": "unhealthy", "message": problem})
+        for note in notes:
+            results.update(note)
+        if drain is not None and drain.draining:
+            results["draining"] = "shutting down"
+            failed.append({"field": "draining", "code": "unhealthy", "message": "shutting down"})
+        if failed:
+            body = {
+                "type": "about:blank",
+                "title": "Not ready",
+                "status": 503,
+                "code": "not_ready",
+                "detail": "Failing: " + ", ".join(f["field"] for f in failed),
+                "errors": failed,
+                "checks": results,
+                "request_id": request.scope.get("rampart.request_id"),
+            }
+            return Response(orjson.dumps(body), status_code=503, media_type="application/problem+json")
+        return Response(orjson.dumps({"status": "ok", "checks": results}), media_type="application/json")
+
+    return [Route("/health/live", live, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
+
+
+def _public(summary: str, media: str, description: str, *, problem: bool = False) -> dict[str, object]:
+    responses: dict[str, object] = {"200": {"description": description, "content": {media: {"schema": {}}}}}
+    if problem:
+        responses["503"] = {
+            "description": "A dependency is down, or the process is draining (shutting down)",
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": summary.lower().replace(" ", "_"),
+            "security": [],
+            "tags": ["operations"],
+            "responses": responses,
+        }
+    }
+
+
+OPERATIONS_PATHS: dict[str, object] = {
+    "/health/live": _public("Liveness", "application/json", "The process runs"),
+    "/health/ready": _public("Readiness", "application/json", "Every dependency is ready", problem=True),
+    "/metrics": _public("Metrics", "text/plain", "Prometheus text format"),
+    "/openapi.json": _public("OpenAPI document", "application/json", "This document"),
+    "/docs": _public("API docs", "text/html", "Swagger UI, served without a CDN"),
+}

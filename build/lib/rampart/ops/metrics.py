@@ -1,0 +1,291 @@
+"""Prometheus metrics: requests by route template (never raw ids), pool, events, process.
+
+With several worker processes (`rampart serve --workers N`), every worker writes its values to files in
+one shared folder (prometheus-client multiprocess mode, PROMETHEUS_MULTIPROC_DIR, set by `serve`), and
+whichever worker answers `/metrics` adds them all up: counts are the whole server's, not one worker's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_FIXED = frozenset({"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"})
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _PoolCollector:
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._stats()
+        gauge = GaugeMetricFamily(
+            "rampart_db_pool_connections", "Database pool connections", labels=["state"]
+        )
+        for state in ("in_use", "idle", "waiting"):
+            gauge.add_metric([state], stats.get(state, 0))
+        yield gauge
+
+
+class _FunctionGauge:
+    """A gauge read from a function: at scrape time in one process, by the sampler with several."""
+
+    def __init__(self, gauge: Gauge, *, multiprocess: bool) -> None:
+        self.gauge = gauge
+        self.multiprocess = multiprocess
+        self.function: Callable[[], float] | None = None
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self.function = function
+        if not self.multiprocess:
+            self.gauge.set_function(function)
+
+    def sample(self) -> None:
+        if self.function is not None:
+            self.gauge.set(self.function())
+
+
+_PROCESS_SERIES = {  # what ProcessCollector reads from /proc, as per-worker gauges
+    "process_resident_memory_bytes": "Resident memory of the worker process in bytes",
+    "process_virtual_memory_bytes": "Virtual memory of the worker process in bytes",
+    "process_cpu_seconds_total": "CPU time (user and system) the worker process used, in seconds",
+    "process_open_fds": "Open file descriptors of the worker process",
+}
+
+
+class _WorkerSampler:
+    """Copies what only a live process can read (its pool, memory, CPU) into the shared files, each second.
+
+    The worker answering a scrape cannot see the other workers' pools or memory; each worker therefore
+    publishes its own, by pid for the process series (a dead worker's disappear, see `_forget_dead`).
+    """
+
+    def __init__(self, pool_stats: Callable[[], dict[str, int]], also: list[Callable[[], None]]) -> None:
+        self._pool_stats = pool_stats
+        self._also = also  # more to copy each second (function gauges, cache counts)
+        self._pool = Gauge(
+            "rampart_db_pool_connections",
+            "Database pool connections (sum over the workers)",
+            ["state"],
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self._process = ProcessCollector(registry=None)
+        self._series = {
+            name: Gauge(
+                "rampart_" + name.removesuffix("_total"), help, registry=None, multiprocess_mode="liveall"
+            )
+            for name, help in _PROCESS_SERIES.items()
+        }
+        self._lock = threading.Lock()  # the sampling thread and a scrape may sample at once
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        with self._lock:
+            self._sample()
+
+    def _sample(self) -> None:
+        stats = self._pool_stats()
+        for state in ("in_use", "idle", "waiting"):
+            self._pool.labels(state).set(stats.get(state, 0))
+        for family in self._process.collect():
+            for item in family.samples:
+                gauge = self._series.get(item.name)
+                if gauge is not None:
+                    gauge.set(item.value)
+        for copy in self._also:
+            copy()
+
+    def start(self, interval: float = 1.0) -> None:
+        # A thread, not a task: it samples while the event loop is busy, and needs no lifespan hook.
+        def run() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.sample()
+                except Exception:  # noqa: S112 - a failed sample is retried next second
+                    continue
+
+        self.sample()
+        self._thread = threading.Thread(target=run, name="rampart-metrics", daemon=True)
+        self._thread.start()
+
+
+_LIVE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def _forget_dead(directory: str) -> None:
+    """Drop the live gauges of workers that exited (crashed or recycled) so they are not summed."""
+    pids = {int(m.group(1)) for f in os.listdir(directory) if (m := _LIVE_FILE.match(f))}
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive, owned by someone else
+
+
+_Target = tuple[Counter, tuple[str, ...]]  # a counter and the label values of the child to increment
+
+
+class Metrics:
+    """`multiprocess_dir`: the folder shared by the workers (PROMETHEUS_MULTIPROC_DIR), None for one process.
+
+    prometheus-client picks file-backed values when it is imported with PROMETHEUS_MULTIPROC_DIR set, so the
+    folder passed here must be that variable's value.
+    """
+
+    def __init__(
+        self, *, pool_stats: Callable[[], dict[str, int]], multiprocess_dir: str | None = None
+    ) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        self.registry = CollectorRegistry()
+        if multiprocess_dir is None:
+            ProcessCollector(registry=self.registry)
+            self.registry.register(_PoolCollector(pool_stats))
+        self.requests = Counter(
+            "rampart_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rampart_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.events = Counter(
+            "rampart_events_total", "Events by outcome", ["type", "outcome"], registry=self.registry
+        )
+        self.dispatcher_lag = _FunctionGauge(
+            Gauge(
+                "rampart_events_dispatcher_lag_seconds",
+                "Age of the oldest event or delivery waiting for the dispatcher",
+                registry=self.registry,
+                multiprocess_mode="livemax",  # every worker's dispatcher sees the same queue
+            ),
+            multiprocess=multiprocess_dir is not None,
+        )
+        self.rate_limited = Counter(
+            "rampart_rate_limit_rejections_total",
+            "Requests refused by the rate limiter",
+            ["route_class"],
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            "rampart_cache_requests_total", "Cache lookups", ["cache", "result"], registry=self.registry
+        )
+        self.miss_reads = Counter(
+            "rampart_cache_miss_reads_total",
+            "Row cache misses read from the database, by statement: batched with others of the same "
+            "loop step, or alone",
+            ["sent"],
+            registry=self.registry,
+        )
+        self.miss_batches = Counter(
+            "rampart_cache_miss_batches_total",
+            "Statements that read several row cache misses at once",
+            registry=self.registry,
+        )
+        self.reads = Counter(
+            "rampart_db_reads_total",
+            "Reads outside transactions, by where they ran (with read replicas only)",
+            ["target"],
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        # Counts kept as plain integers elsewhere, copied into counters: (counters with their label values,
+        # counts, seen). A labelled child is made at its first increment, as if counted directly.
+        self._copied: list[tuple[tuple[_Target, ...], Callable[[], tuple[int, ...]], list[int]]] = []
+        self._read_counts: Callable[[], Mapping[str, int]] | None = None
+        self._reads_seen: dict[str, int] = {}
+        self._sampler: _WorkerSampler | None = None
+        if multiprocess_dir is not None:
+            self._sampler = _WorkerSampler(pool_stats, [self.dispatcher_lag.sample, self._copy_counts])
+            self._sampler.start()
+
+    def track_cache(self, name: str, counts: Callable[[], tuple[int, int]]) -> None:
+        """Export a cache's (hits, misses), which it keeps as plain integers: no metric call per lookup."""
+        self._copy(((self.cache, (name, "hit")), (self.cache, (name, "miss"))), counts)
+
+    def track_reads(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export reads by target (`primary`, `replica`), kept as plain integers like the cache counts."""
+        self._read_counts = counts
+
+    def track_batches(self, counts: Callable[[], tuple[int, int, int]]) -> None:
+        """Export the miss batches (statements, reads batched, reads alone), plain integers too."""
+        self._copy(
+            ((self.miss_batches, ()), (self.miss_reads, ("batched",)), (self.miss_reads, ("alone",))), counts
+        )
+
+    def _copy(self, counters: tuple[_Target, ...], counts: Callable[[], tuple[int, ...]]) -> None:
+        self._copied.append((counters, counts, [0] * len(counters)))
+
+    def _copy_counts(self) -> None:
+        if self._read_counts is not None:
+            for target, total in self._read_counts().items():
+                copied = self._reads_seen.get(target, 0)
+                if total > copied:
+                    self.reads.labels(target).inc(total - copied)
+                    self._reads_seen[target] = total
+        for counters, counts, seen in self._copied:
+            for i, ((counter, labels), value) in enumerate(zip(counters, counts(), strict=True)):
+                if value > seen[i]:
+                    (counter.labels(*labels) if labels else counter).inc(value - seen[i])
+                    seen[i] = value
+
+    def observe(self, scope: Scope, status: int, duration: float) -> None:
+        # The router records the template of the route it matched ("/api/v1/projects" has no "{" either);
+        # any other path is labelled by a fixed name, so clients cannot grow the label set.
+        route = scope.get("rampart.route")
+        if route is None:
+            path = scope["path"]
+            route = path if path in _FIXED else "unmatched"
+            if path.startswith("/docs/assets/"):
+                route = "/docs/assets/{name}"
+        method = scope["method"]
+        if method not in _METHODS:
+            method = "OTHER"  # a client-chosen method never becomes a new label value
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a tuple build per call: resolve each set once
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(duration)
+        if status == 429:
+            self.rate_limited.labels("auth" if "/auth/" in route else "api").inc()
+
+    def exposition(self) -> bytes:
+        """The Prometheus text page: this process's metrics, or every worker's added up."""
+        if self.multiprocess_dir is None:
+            self._copy_counts()
+            return generate_latest(self.registry)
+        assert self._sampler is not None
+        self._sampler.sample()  # the answering worker's own values are current
+        _forget_dead(self.multiprocess_dir)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def routes(self) -> list[BaseRoute]:
+        async def metrics(request: Request) -> Response:
+            return Response(self.exposition(), media_type=CONTENT_TYPE)
+
+        return [Route("/metrics", metrics, methods=["GET"])]

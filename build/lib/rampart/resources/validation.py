@@ -1,0 +1,96 @@
+"""Strict validation of request bodies against a resource declaration.
+
+Unknown fields and server-owned fields are refused (no mass assignment); JSON types are strict; every
+bad field is reported, not just the first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rampart.errors import FieldError, ValidationFailed
+from rampart.resources.fields import FieldInvalid
+from rampart.resources.spec import MISSING, Field, Resource
+
+# The `field` of an error about the body as a whole: "" is the JSON Pointer of the whole document (RFC
+# 6901), and no declared field can have that name (a field named `body` can).
+WHOLE_BODY = ""
+
+
+def _not_object() -> ValidationFailed:
+    return ValidationFailed([FieldError(WHOLE_BODY, "invalid_type", "The body must be a JSON object.")])
+
+
+def _check(name: str, field: Field, value: Any, errors: list[FieldError]) -> Any:
+    if value is None:
+        if field.nullable:
+            return None
+        errors.append(FieldError(name, "null_not_allowed", "Must not be null."))
+        return MISSING
+    try:
+        return field.type.check(value)
+    except FieldInvalid as exc:
+        errors.append(FieldError(name, exc.code, exc.message))
+        return MISSING
+
+
+def _refuse_unknown(
+    resource: Resource, body: dict[str, Any], errors: list[FieldError], *, update: bool
+) -> None:
+    fields = resource.all_fields
+    for name in body:
+        field = fields.get(name)
+        if field is None:
+            errors.append(FieldError(str(name)[:100], "unknown_field", "Is not a field of this resource."))
+        elif field.read_only:
+            errors.append(FieldError(name, "read_only", "Is set by the server and cannot be written."))
+        elif update and field.immutable:
+            errors.append(FieldError(name, "immutable", "Is set when the item is created and cannot change."))
+        elif resource.parent is not None and name == resource.parent.field:
+            errors.append(FieldError(name, "read_only", "Is given by the URL."))
+
+
+def validate_create(resource: Resource, body: Any, *, parent_set: bool = False) -> dict[str, Any]:
+    """The values to insert: given fields checked, defaults filled, required ones demanded."""
+    if not isinstance(body, dict):
+        raise _not_object()
+    errors: list[FieldError] = []
+    _refuse_unknown(resource, body, errors, update=False)
+    data: dict[str, Any] = {}
+    for name, field in resource.writable_fields.items():
+        if parent_set and resource.parent is not None and name == resource.parent.field:
+            continue
+        if name in body:
+            value = _check(name, field, body[name], errors)
+            if value is not MISSING:
+                data[name] = value
+        elif field.required:
+            errors.append(FieldError(name, "required", "Is required."))
+        elif field.default is not MISSING:
+            data[name] = field.default
+        elif field.nullable:
+            data[name] = None
+    if errors:
+        raise ValidationFailed(errors)
+    return data
+
+
+def validate_update(resource: Resource, body: Any) -> dict[str, Any]:
+    """The values to change; absent fields stay as they are."""
+    if not isinstance(body, dict):
+        raise _not_object()
+    errors: list[FieldError] = []
+    _refuse_unknown(resource, body, errors, update=True)
+    refused = {error.field for error in errors}
+    data: dict[str, Any] = {}
+    # Check the writable fields even when others were refused: every bad field is reported at once.
+    for name, value in body.items():
+        field = resource.all_fields.get(name)
+        if field is None or name in refused:
+            continue
+        checked = _check(name, field, value, errors)
+        if checked is not MISSING:
+            data[name] = checked
+    if errors:
+        raise ValidationFailed(errors)
+    return data
