@@ -42,6 +42,7 @@ def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
 def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     import sqlalchemy as sa
 
+    from rampart.auth.login_links import define_login_links_table
     from rampart.auth.sessions import define_sessions_table
     from rampart.auth.tables import define_auth_tables
     from rampart.db.outbox import define_event_queue_table, define_events_table
@@ -58,6 +59,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
         define_table(resource, metadata, tables=tables)
     define_sessions_table(metadata)
     define_auth_tables(metadata)
+    define_login_links_table(metadata)
     define_events_table(metadata)
     define_event_queue_table(metadata)
     define_delivery_tables(metadata)
