@@ -7,3 +7,5 @@ docs/guide/console.md and docs/decisions/0023-console-ui-stack.md.
 """
 
 PREFIX = "/console"
+# Where a one-time sign-in link points (`rampart login-link` prints it under RAMPART_PUBLIC_URL).
+LINK_PATH = f"{PREFIX}/sign-in/link"

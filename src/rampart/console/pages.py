@@ -164,7 +164,7 @@ class Pages:
 
     async def error(self, call: Call, exc: RampartError) -> Response:
         """A Rampart error of a console route, as a page; signed out, the sign-in page instead."""
-        if isinstance(exc, Unauthorized) and call.actor is None:
+        if isinstance(exc, Unauthorized) and exc.code == Unauthorized.code and call.actor is None:
             return redirect(f"{PREFIX}/sign-in")
         status = status_of(exc)
         return await self.render(

@@ -45,6 +45,7 @@ _OPERATOR_TEXT = {
     "is": "is null / not_null",
 }
 PICKER_LIMIT = 100
+NEWEST_FIRST = "-id"
 _COLUMNS = 7  # columns of a list besides the id
 
 
@@ -72,6 +73,8 @@ class ResourcePages:
         manager = self.managers.get(call.path["name"])
         if manager is None:
             raise NotFound("No such resource.")
+        if manager.resource.permission:  # what the resource's API routes require, the console does too
+            call.user.require(manager.resource.permission)
         return manager
 
     def parent_of(self, call: Call, manager: ResourceManager, *, required: bool) -> uuid.UUID | None:
@@ -108,8 +111,14 @@ class ResourcePages:
         resource = manager.resource
         if "list" not in resource.operations or resource.parent is not None:
             return [], False
+        if resource.permission and not call.user.can(resource.permission):
+            return [], False
         label = label_field(resource)
-        params: dict[str, str] = {"limit": str(PICKER_LIMIT), "fields": ",".join(filter(None, ["id", label]))}
+        params: dict[str, str] = {
+            "limit": str(PICKER_LIMIT),
+            "fields": ",".join(filter(None, ["id", label])),
+            "sort": NEWEST_FIRST,
+        }
         if label and search and "contains" in resource.all_fields[label].operators:
             params[f"{label}[contains]"] = search
         elif search:
@@ -180,8 +189,10 @@ class ResourcePages:
             )
         sortable = [n for n, s in resource.all_fields.items() if s.sort]
         sort = query.get("sort", "")
-        if sort:
-            api["sort"] = sort
+        # Newest first by default, by id: ids are UUIDv7 (time-ordered), and the primary key's index serves
+        # the order on any table, where the resource's own default sort may have none (a 100,000-row
+        # table sorted without an index costs a full scan: decision 0023).
+        api["sort"] = sort or NEWEST_FIRST
         limit = query.get("limit", "")
         if limit:
             api["limit"] = limit

@@ -13,12 +13,10 @@ from rampart.auth.login_links import FIRST_ADMIN, LoginLinkInvalid, create_first
 from rampart.auth.oidc_login import STATE_TTL, start_login
 from rampart.auth.routes_oidc import CALLBACK_PATH
 from rampart.auth.sessions import open_session, revoke_session
-from rampart.console import PREFIX
+from rampart.console import LINK_PATH, PREFIX
 from rampart.console.pages import NO_STORE, NotAnAdministrator, Pages, redirect
 from rampart.errors import FieldError, ValidationFailed
 from rampart.resources.endpoints import Call, RouteSpec
-
-LINK_PATH = f"{PREFIX}/sign-in/link"
 
 
 def sign_in_routes(pages: Pages) -> list[RouteSpec]:

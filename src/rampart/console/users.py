@@ -66,6 +66,8 @@ def user_routes(pages: Pages) -> list[RouteSpec]:
         admin(call)
         user_id = target(call)
         await users.update(context(call), user_id, changes)
+        # This worker at once; the others when the revocation's announcement arrives (within 1 s).
+        parts.sessions.authenticator.forget_user(user_id)
         return redirect(_user_href(user_id), done=done)
 
     async def set_role(call: Call) -> Response:
