@@ -19,7 +19,7 @@ from rampart.resources.spec import Field, Resource
 _INTEGER = re.compile(r"-?[0-9]{1,12}")
 _OMIT: Any = object()
 # The fields a row is named by in pickers and titles, first found first.
-LABEL_FIELDS = ("name", "title", "email", "label", "slug")
+LABEL_FIELDS = ("email", "name", "title", "label", "slug")
 
 
 @dataclass(slots=True)

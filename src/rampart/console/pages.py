@@ -115,7 +115,12 @@ def redirect(path: str, **query: Any) -> Response:
 
 
 class Pages:
-    """Renders pages with the shared frame (navigation, the impersonation banner, notices)."""
+    """Renders pages with the shared frame (navigation, the impersonation banner, notices).
+
+    A form drawn again with the API's errors beside its fields answers 200: it is the page the browser
+    asked for (a 4xx document is also logged as an error in the browser's console). Errors that replace
+    the page (401, 403, 404, 409) keep their status.
+    """
 
     def __init__(self, parts: ConsoleParts) -> None:
         self.parts = parts

@@ -179,7 +179,9 @@ class ResourcePages:
             filters.append(
                 {
                     "name": name,
-                    "label": humanize(name) if not name.endswith("_id") else name.replace("_", " "),
+                    "label": humanize(name) if name != "id" else "ID",
+                    # Filters of the fields the framework adds (id, owner, times) wait under "More filters".
+                    "more": name not in resource.fields,
                     "op": op,
                     "ops": [(o, _OPERATOR_TEXT.get(o, o)) for o in spec.operators],
                     "value": value,
@@ -384,7 +386,6 @@ class ResourcePages:
                 values=form_values(form, fields),
                 errors={e.field: e.message for e in exc.errors},
                 detail=exc.detail,
-                status=422,
             )
         if "get" in resource.operations:
             return redirect(
@@ -432,7 +433,6 @@ class ResourcePages:
                 values=form_values(form, fields),
                 errors=errors,
                 detail=exc.detail,
-                status=412 if isinstance(exc, PreconditionFailed) else 422,
             )
         return redirect(
             self.item_href(resource, current, parent_id).split("?")[0], done="saved", parent=parent_id

@@ -83,7 +83,6 @@ def sign_in_routes(pages: Pages) -> list[RouteSpec]:
                 call,
                 "link.html",
                 title="Sign in with a link",
-                status=422,
                 token=invalid.token,
                 link=link,
                 errors=errors,

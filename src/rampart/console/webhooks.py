@@ -94,7 +94,7 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
             created = await webhooks.create(call.user, body, request_id=call.request_id)
         except ValidationFailed as exc:
             errors = {e.field: e.message for e in exc.errors}
-            return await form_page(call, webhook=None, values=values, errors=errors, status=422)
+            return await form_page(call, webhook=None, values=values, errors=errors)
         # The secret is shown once, now: only its holder can check the signatures.
         return await detail(call, webhook_id=created["id"], secret=created["secret"])
 
@@ -115,7 +115,6 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
             attempts=attempts,
             dead=dead,
             next_after=attempts[-1]["id"] if more else None,
-            status=201 if secret else 200,
         )
 
     async def show(call: Call) -> Response:
@@ -136,7 +135,7 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
             await webhooks.update(call.user, wid, body, request_id=call.request_id)
         except ValidationFailed as exc:
             errors = {e.field: e.message for e in exc.errors}
-            return await form_page(call, webhook=webhook, values=values, errors=errors, status=422)
+            return await form_page(call, webhook=webhook, values=values, errors=errors)
         return redirect(f"{BASE}/{webhook['id']}", done="saved")
 
     async def delete_page(call: Call) -> Response:

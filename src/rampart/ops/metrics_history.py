@@ -97,13 +97,18 @@ class MetricsHistory:
             if seconds <= 0 or requests < 0:  # a worker restarted: its counters began again
                 continue
             errors = max(0.0, after.errors - before.errors)
-            counts = tuple(a - b for a, b in zip(after.buckets, before.buckets, strict=True))
+            p99 = None
+            if after.bounds == before.bounds:  # else the first request of the histogram came between
+                counts = tuple(a - b for a, b in zip(after.buckets, before.buckets, strict=True))
+                p99 = p99_of(after.bounds, counts)
+            elif not before.bounds:
+                p99 = p99_of(after.bounds, after.buckets)
             out.append(
                 Point(
                     at=after.at,
                     per_minute=requests * 60 / seconds,
                     error_rate=errors / requests if requests else 0.0,
-                    p99=p99_of(after.bounds, counts) if after.bounds == before.bounds else None,
+                    p99=p99,
                 )
             )
         return out
