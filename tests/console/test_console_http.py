@@ -308,3 +308,42 @@ async def test_assets_ship_with_the_package(browser: httpx.AsyncClient, path: st
     assert r.status_code == 200
     assert r.headers["cache-control"].startswith("public")
     assert (await browser.get("/console/static/..%2Fpages.py")).status_code == 404
+
+
+async def test_an_apps_own_browser_route_is_signed_in_by_the_console(settings: Settings, admin: User) -> None:
+    from starlette.responses import HTMLResponse
+
+    from rampart import Call, Route
+
+    async def report(call: Call) -> HTMLResponse:
+        page = await call.resources["projects"].list(call.context, {"include_total": "true"})
+        return HTMLResponse(f"<!doctype html><title>Report</title><p>{page.total} projects</p>")
+
+    async def action(call: Call) -> HTMLResponse:
+        return HTMLResponse(f"<p>posted {call.form().get('what')}</p>")
+
+    routes = [
+        Route("GET", "/console/report", report, browser=True),
+        Route("POST", "/console/report", action, browser=True),
+    ]
+    app = create_app(settings, routes=routes)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
+            assert (await browser.get("/console/report")).status_code == 303  # signed out: to sign in
+            await sign_in(app, browser, admin.id)
+            page = await browser.get("/console/report")
+            assert page.status_code == 200
+            assert "projects" in page.text
+            assert "script-src 'self'" in page.headers["content-security-policy"]
+            assert (await browser.post("/console/report", data={"what": "x"})).status_code == 403
+            token = app.services.browser.csrf_token(
+                app.services.browser.session_of(browser.cookies.get(COOKIE))
+            )  # type: ignore[union-attr,arg-type]
+            r = await browser.post("/console/report", data={"what": "x", "csrf_token": token})
+            assert r.text == "<p>posted x</p>"
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            paths = (await client.get("/openapi.json")).json()["paths"]
+            assert "/console/report" not in paths  # no part of the API's description
+    finally:
+        await app.aclose()
