@@ -15,6 +15,7 @@ from rampart.app import Rampart, create_app
 from rampart.auth.browser import AS_COOKIE, COOKIE
 from rampart.auth.login_links import FIRST_ADMIN, SIGN_IN, create_link
 from rampart.config import Settings
+from rampart.ops.metrics_history import MetricsHistory
 from tests.conftest import MakeUser, User, context_of, fresh_database, make_settings
 from tests.console.conftest import csrf_of, post_form, sign_in
 
@@ -347,3 +348,48 @@ async def test_an_apps_own_browser_route_is_signed_in_by_the_console(settings: S
             assert "/console/report" not in paths  # no part of the API's description
     finally:
         await app.aclose()
+
+
+async def test_the_overview_charts_the_apis_requests_and_shows_health(
+    app: Rampart, browser: httpx.AsyncClient, admin: User, client: httpx.AsyncClient
+) -> None:
+    history = next(w for w in app.services.background if isinstance(w, MetricsHistory))
+    history.sample()
+    for _ in range(5):
+        assert (await client.get("/api/v1/auth/me", headers=admin.headers)).status_code == 200
+    history.sample()
+    await sign_in(app, browser, admin.id)
+    page = await browser.get("/console")
+    assert "database: <strong>ok</strong>" in page.text
+    assert "migrations: <strong>ok</strong>" in page.text
+    assert re.search(r"<strong>Requests per minute</strong>: Last \d", page.text)
+    assert '<svg viewBox="0 0 300 60"' in page.text
+    assert "<rect " in page.text  # bars drawn on the server
+    assert re.search(r"<desc id=\"chart-1-d\">Last \d", page.text)  # the chart's text equivalent
+
+
+async def test_dead_letters_are_replayed_from_the_console(
+    app: Rampart, browser: httpx.AsyncClient, admin: User
+) -> None:
+    subscriber = f"webhook:{uuid.uuid4()}"
+    event_id = await app.services.db.fetchval("SELECT id FROM events ORDER BY id DESC LIMIT 1")
+    await app.services.db.execute(
+        "INSERT INTO event_deliveries (event_id, subscriber, status, attempts, last_error)"
+        " VALUES ($1, $2, 'dead', 10, 'the receiver answered 500')",
+        event_id,
+        subscriber,
+    )
+    await sign_in(app, browser, admin.id)
+    page = await browser.get("/console/dead-letters")
+    assert subscriber in page.text
+    assert "the receiver answered 500" in page.text
+    r = await browser.post(
+        "/console/dead-letters/replay",
+        data={"csrf_token": csrf_of(page), "subscriber": subscriber, "event_id": str(event_id)},
+    )
+    assert r.status_code == 303
+    status = await app.services.db.fetchval(
+        "SELECT status FROM event_deliveries WHERE event_id = $1 AND subscriber = $2", event_id, subscriber
+    )
+    assert status == "pending"
+    await app.services.db.execute("DELETE FROM event_deliveries WHERE subscriber = $1", subscriber)
