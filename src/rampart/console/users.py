@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 
 from rampart.access.impersonation import IMPERSONATE, MANAGE_USERS, may_be_impersonated
+from rampart.auth.browser import AS_COOKIE
 from rampart.auth.impersonation import impersonate, revoke_opened
 from rampart.auth.session_admin import live_sessions, revoke_user_session
 from rampart.console import PREFIX
@@ -145,7 +146,7 @@ def user_routes(pages: Pages) -> list[RouteSpec]:
         await revoke_opened(db=parts.db, impersonator_id=actor.impersonator_id, session=str(actor.session_id))
         parts.sessions.authenticator.forget(actor.session_id)
         response = redirect(_user_href(actor.user_id), done="stopped")
-        parts.sessions.forget(response, call.request, "rampart_console_as")
+        parts.sessions.forget(response, call.request, AS_COOKIE)
         return response
 
     def route(method: str, path: str, handler: Any, name: str) -> RouteSpec:
