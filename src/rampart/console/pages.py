@@ -47,7 +47,7 @@ class NotAnAdministrator(Forbidden):
     title = "Not an administrator"
 
 
-def _time(value: Any) -> str:
+def display_time(value: Any) -> str:
     """A timestamp as `2026-12-06 09:41:18 UTC` (the API's RFC 3339 text, or a datetime)."""
     if isinstance(value, str):
         try:
@@ -61,6 +61,8 @@ def _time(value: Any) -> str:
 
 def _short(value: Any) -> str:
     """A UUID cut to its first 8 characters (enough to tell rows apart on a page); anything else as is."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     text = "" if value is None else str(value)
     return text[:8] if len(text) == 36 else text
 
@@ -79,7 +81,7 @@ _env = Environment(
     lstrip_blocks=True,
     extensions=["jinja2.ext.do"],
 )
-_env.filters["time"] = _time
+_env.filters["time"] = display_time
 _env.filters["short"] = _short
 _env.globals["query"] = _query
 _env.globals["prefix"] = PREFIX

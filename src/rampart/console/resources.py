@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from rampart.console import PREFIX
 from rampart.console.forms import Control, body_of, control, form_values, humanize, label_field
-from rampart.console.pages import Pages, context, redirect, require
+from rampart.console.pages import Pages, context, display_time, redirect, require
 from rampart.console.users import user_extras
 from rampart.errors import (
     FieldError,
@@ -26,7 +26,7 @@ from rampart.errors import (
 from rampart.events.log import LogQuery
 from rampart.lib.ids import parse_uuid
 from rampart.resources.endpoints import Call, RouteSpec
-from rampart.resources.fields import Boolean, Choice, FieldInvalid, Reference, Text
+from rampart.resources.fields import Boolean, Choice, FieldInvalid, Reference, Text, Timestamp
 from rampart.resources.manager import ResourceManager
 from rampart.resources.query import MAX_LIMIT
 from rampart.resources.routes import API_PREFIX
@@ -276,11 +276,16 @@ class ResourcePages:
                 target = self.managers[spec.type.target].resource
                 if "get" in target.operations and target.parent is None:
                     link = f"{_base(target)}/{value}"
+            shown = value
+            if isinstance(spec.type, Timestamp):
+                shown = display_time(value)
+            elif isinstance(spec.type, Boolean) and value is not None:
+                shown = "yes" if value else "no"
             fields.append(
                 {
                     "name": name,
                     "label": humanize(name) if name != "id" else "ID",
-                    "value": value,
+                    "value": shown,
                     "link": link,
                     "long": isinstance(spec.type, Text) and spec.type.max_length > 300,
                 }
