@@ -15,6 +15,7 @@ from rampart.access.actor import Roles
 from rampart.api.openapi import build_spec, docs_routes
 from rampart.api.pipeline import Pipeline
 from rampart.api.router import Limits, build_router
+from rampart.auth.browser import BrowserSessions
 from rampart.auth.keys import KeyRing
 from rampart.auth.oidc import OIDCClient
 from rampart.auth.routes import auth_routes
@@ -47,6 +48,7 @@ from rampart.lib.store import MemoryStore, RedisStore
 from rampart.ops.drain import Drain
 from rampart.ops.health import OPERATIONS_PATHS, health_routes
 from rampart.ops.metrics import Metrics
+from rampart.ops.metrics_history import MetricsHistory
 from rampart.resources.caching import CHANNEL, Announcer, CacheFeed
 from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
@@ -54,6 +56,8 @@ from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
 from rampart.resources.spec import Registry, Resource, check_references
 from rampart.schema import declared_resources, migration_folders
+
+CONSOLE_PREFIX = "/console"  # rampart.console.PREFIX, without importing the console when it is off
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -83,6 +87,10 @@ class Services:
     dispatcher: Dispatcher | None = None
     webhooks: Webhooks | None = None
     replicas: Replicas | None = None
+    event_log: EventLog | None = None
+    stream: LiveStream | None = None
+    metrics: Metrics | None = None
+    browser: BrowserSessions | None = None  # the console's sessions, when the console is on
 
 
 class Background(Protocol):
@@ -197,6 +205,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         max_per_user=settings.events_stream_max_per_user,
     )
     services.background.append(stream)
+    services.event_log, services.stream = event_log, stream
     return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]
 
 
@@ -257,6 +266,41 @@ def _install_replicas(services: Services, metrics: Metrics) -> None:
         manager.reads = replicas
     services.replicas = replicas
     metrics.track_reads(lambda: replicas.counts)
+
+
+def _install_console(services: Services, checks: dict[str, Any]) -> tuple[list[RouteSpec], list[Any], Any]:
+    """The console's routes, its static files' route and its error pages; a sampler of the API's metrics
+    for its charts runs in the background (one reading every 10 s, nothing per request)."""
+    from rampart.console.parts import ConsoleParts
+    from rampart.console.routes import console
+
+    assert services.browser is not None
+    assert services.metrics is not None
+    assert services.event_log is not None
+    assert services.stream is not None
+    assert services.webhooks is not None
+    assert services.dispatcher is not None
+    history = MetricsHistory(services.metrics.api_totals)
+    services.background.append(history)
+    dispatcher = services.dispatcher
+    parts = ConsoleParts(
+        db=services.db,
+        bus=services.bus,
+        managers=services.managers,
+        roles=services.roles,
+        tokens=services.tokens,
+        sessions=services.browser,
+        event_log=services.event_log,
+        stream=services.stream,
+        webhooks=services.webhooks,
+        history=history,
+        checks=checks,
+        oidc=services.oidc,
+        impersonation_ttl=services.settings.impersonation_ttl,
+        dispatcher_lag=lambda: dispatcher.lag_seconds,
+    )
+    specs, extra, pages = console(parts)
+    return specs, extra, pages.error
 
 
 def create_app(
@@ -386,6 +430,14 @@ def create_app(
         roles=roles,
         session_ttl=settings.session_ttl,
     )
+    if settings.console:
+        services.browser = BrowserSessions(
+            secret=secret.encode(),
+            authenticator=services.authenticator,
+            path=CONSOLE_PREFIX,
+            ttl=settings.console_session_ttl,
+            https=settings.public_url.startswith("https:"),
+        )
     if settings.oidc_client_id and settings.oidc_client_secret is not None:
         services.oidc = OIDCClient(
             issuer=settings.oidc_issuer,
@@ -401,11 +453,14 @@ def create_app(
         session_ttl=settings.session_ttl,
         redirect_allowlist=settings.auth_redirect_allowlist,
         admin_emails=settings.oidc_admin_emails,
+        browser=services.browser,
+        roles=roles,
     )
     specs += key_routes(tokens=tokens)
     # Revocations announced by any worker drop this worker's cached session state at once.
     services.listener.subscribe(REVOCATION_CHANNEL, services.authenticator.on_announcement)
     metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
+    services.metrics = metrics
     if settings.database_replica_urls:
         _install_replicas(services, metrics)
     if services.cache is not None:
@@ -455,7 +510,13 @@ def create_app(
             return None
 
         checks["redis"] = check_redis
-    spec = build_spec(specs, title="Rampart", version=__version__, extra_paths=dict(OPERATIONS_PATHS))
+    pages_extra: list[Any] = []
+    browser_errors = None
+    if services.browser is not None:
+        console_specs, pages_extra, browser_errors = _install_console(services, checks)
+        specs += console_specs
+    api_specs = [s for s in specs if not s.browser]  # pages are no part of the API's description
+    spec = build_spec(api_specs, title="Rampart", version=__version__, extra_paths=dict(OPERATIONS_PATHS))
     drain = Drain(
         delay=settings.drain_delay,
         max_requests=settings.max_requests,
@@ -463,7 +524,12 @@ def create_app(
     )
     services.background.append(drain)  # installed at startup, inside the server's signal handling
     reports = [services.replicas.report] if services.replicas is not None else []
-    extra = [*health_routes(checks, drain=drain, reports=reports), *metrics.routes(), *docs_routes(spec)]
+    extra = [
+        *health_routes(checks, drain=drain, reports=reports),
+        *metrics.routes(),
+        *docs_routes(spec),
+        *pages_extra,
+    ]
     rates = {"api": parse_rate(settings.rate_limit), "auth": parse_rate(settings.rate_limit_auth)}
     router = build_router(
         specs,
@@ -471,6 +537,8 @@ def create_app(
         limits=Limits(limiter, rates),
         extra=extra,
         resources=services.managers,
+        browser=services.browser,
+        browser_errors=browser_errors,
     )
     inner: ASGIApp = router
     for cls, args, options in reversed(middleware):
@@ -483,5 +551,6 @@ def create_app(
         debug=settings.env == "development",
         access_log_enabled=settings.access_log,
         observers=[metrics.observe, drain.observe],
+        pages=CONSOLE_PREFIX if services.browser is not None else None,
     )
     return Rampart(services, pipeline, AppParts(resources, routes, middleware, subscribers))

@@ -235,6 +235,8 @@ def serve(
         assert settings.database_url is not None
         if migrate:
             migrate_all(settings)
+        if not settings.is_production:
+            _print_first_admin_link(settings)
         if workers > 1 and settings.redis_url is None:
             if settings.rate_limit_file is None:  # the workers share their limits through it
                 table = _shared_file("rampart-ratelimit-")
@@ -314,6 +316,23 @@ def serve(
         clean_up()
         if server is not None:
             server.stop()
+
+
+def _print_first_admin_link(settings: Settings) -> None:
+    """A newcomer's way in: on a database with no administrator, a link that makes one and signs in."""
+    from rampart.clitasks import first_admin_link
+
+    try:
+        url = asyncio.run(first_admin_link(settings))
+    except Exception as exc:  # no tables yet (--no-migrate), say: serving goes on without the link
+        click.echo(f"rampart: could not check for an administrator ({type(exc).__name__})", err=True)
+        return
+    if url is not None:
+        click.echo(
+            "rampart: this database has no administrator yet. Open this link (once, within 10 minutes) to"
+            f" create one and sign in to the console:\n\n    {url}\n",
+            err=True,
+        )
 
 
 def _shared_file(prefix: str) -> str:
@@ -504,6 +523,21 @@ def tokens_issue(email: str) -> None:
     settings, server = _database(_settings())
     try:
         sys.stdout.write(asyncio.run(issue_token(settings, email=email)) + "\n")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command("login-link")
+@click.option("--email", required=True)
+def login_link(email: str) -> None:
+    """Print a one-time URL (10 minutes, single use) that signs a browser into the console as this
+    administrator. The URL starts with RAMPART_PUBLIC_URL."""
+    from rampart.clitasks import login_link as make_link
+
+    settings, server = _database(_settings())
+    try:
+        sys.stdout.write(asyncio.run(make_link(settings, email=email)) + "\n")
     finally:
         if server is not None:
             server.stop()

@@ -79,6 +79,66 @@ async def issue_token(settings: Settings, *, email: str) -> str:
         await app.aclose()
 
 
+async def login_link(settings: Settings, *, email: str) -> str:
+    """A one-time URL under RAMPART_PUBLIC_URL that signs a browser into the console as this admin."""
+    from rampart.access.actor import Roles
+    from rampart.access.impersonation import MANAGE_USERS
+    from rampart.auth.login_links import SIGN_IN, create_link
+    from rampart.db.pool import Database
+
+    if not settings.console:
+        raise click.ClickException("the console is off (RAMPART_CONSOLE=off)")
+    assert settings.database_url is not None
+    db = Database(settings.database_url.get_secret_value(), transaction_pooling=_pooled(settings))
+    try:
+        row = await db.fetchrow(
+            "SELECT id, role, disabled FROM users WHERE email = $1", email.strip().lower()
+        )
+        if row is None or row["disabled"]:
+            raise click.ClickException(
+                f"no enabled user with email {email} (make one: rampart users create --email {email}"
+                " --role admin)"
+            )
+        if MANAGE_USERS not in Roles(settings.role_permissions).permissions(row["role"]):
+            raise click.ClickException(
+                f"{email} is not an administrator (role {row['role']}): the console is for administrators"
+            )
+        token = await create_link(db, purpose=SIGN_IN, user_id=row["id"])
+    finally:
+        await db.close()
+    return _link_url(settings, token)
+
+
+async def first_admin_link(settings: Settings) -> str | None:
+    """On a database with no enabled administrator: a one-time URL that creates the first one and signs
+    them into the console. None when an administrator exists (or the console is off)."""
+    from rampart.access.actor import Roles
+    from rampart.auth.login_links import FIRST_ADMIN, create_link, has_admin
+    from rampart.db.pool import Database
+
+    if not settings.console:
+        return None
+    assert settings.database_url is not None
+    db = Database(settings.database_url.get_secret_value(), transaction_pooling=_pooled(settings))
+    try:
+        if await has_admin(db, Roles(settings.role_permissions)):
+            return None
+        token = await create_link(db, purpose=FIRST_ADMIN)
+    finally:
+        await db.close()
+    return _link_url(settings, token)
+
+
+def _link_url(settings: Settings, token: str) -> str:
+    from rampart.console import LINK_PATH
+
+    return f"{settings.public_url.rstrip('/')}{LINK_PATH}?token={token}"
+
+
+def _pooled(settings: Settings) -> bool:
+    return settings.database_pool_mode == "transaction"
+
+
 async def rotate_signing_key(settings: Settings, *, alg: str) -> str:
     """A new signing key, announced to every running worker; returns its kid."""
     from rampart.auth.keys import rotate

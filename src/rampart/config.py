@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     # How long a claimed delivery stays leased: after a worker crash, when another dispatcher retries it.
     # Never shorter than a subscriber's own timeout plus a second (the dispatcher enforces that).
     events_lease: float = Field(default=60.0, ge=1, le=3600)
+    # The web console at /console (docs/guide/console.md): on or off. Its sign-in lasts this many seconds.
+    console: bool = True
+    console_session_ttl: int = Field(default=12 * 3600, ge=300, le=30 * 86_400)
     # Error tracking: error-level logs and unhandled exceptions go to Sentry, scrubbed (rampart.ops).
     sentry_dsn: SecretStr | None = None
 

@@ -91,6 +91,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     """Every declared table; `metadata.info["app_tables"]` names the app's (the others are Rampart's)."""
     import sqlalchemy as sa
 
+    from rampart.auth.login_links import define_login_links_table
     from rampart.auth.sessions import define_sessions_table
     from rampart.auth.tables import define_auth_tables
     from rampart.db.outbox import define_event_queue_table, define_events_table
@@ -108,6 +109,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
         define_deleted_table(resource, metadata)
     define_sessions_table(metadata)
     define_auth_tables(metadata)
+    define_login_links_table(metadata)
     define_events_table(metadata)
     define_event_queue_table(metadata)
     define_delivery_tables(metadata)

@@ -13,6 +13,9 @@ from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse, Response
 
+from rampart.access.actor import Roles
+from rampart.access.impersonation import MANAGE_USERS
+from rampart.auth.browser import SIGN_IN_MARK, BrowserSessions
 from rampart.auth.cookies import set_token_cookies
 from rampart.auth.oidc import InvalidState, OIDCClient, SignInDenied, SignInNotConfigured
 from rampart.auth.oidc_login import (
@@ -45,7 +48,11 @@ def oidc_routes(
     session_ttl: int,
     redirect_allowlist: Sequence[str],
     admin_emails: Sequence[str],
+    browser: BrowserSessions | None = None,
+    roles: Roles | None = None,
 ) -> list[RouteSpec]:
+    """`browser` (with `roles`): the console's sessions, for sign-ins the console started."""
+
     def configured() -> OIDCClient:
         if client is None:
             raise SignInNotConfigured("Sign-in with an identity provider is not configured on this server.")
@@ -96,16 +103,21 @@ def oidc_routes(
         identity = await oidc.verify(id_token, nonce=login_state.nonce)
         user = await link_user(db=db, users=users, identity=identity, admin_emails=admin_emails)
         client_addr = call.request.client
+        console = login_state.redirect_to == SIGN_IN_MARK and browser is not None and roles is not None
+        if console and roles is not None and MANAGE_USERS not in roles.permissions(str(user["role"])):
+            raise SignInDenied("The console is for administrators; this account is not one.")
         pair = await open_login_session(
             db=db,
             tokens=tokens,
             user=user,
-            session_ttl=session_ttl,
+            session_ttl=browser.ttl if console and browser is not None else session_ttl,
             user_agent=call.request.headers.get("user-agent"),
             ip=client_addr.host if client_addr else None,
         )
+        if console and browser is not None:  # the console's session: a cookie, no tokens handed out
+            return browser.continue_page(call.request, pair.session_id)
         response: Response
-        if login_state.redirect_to:
+        if login_state.redirect_to and login_state.redirect_to != SIGN_IN_MARK:
             fragment = urlencode({k: str(v) for k, v in pair.as_json().items()})
             response = RedirectResponse(
                 f"{login_state.redirect_to}#{fragment}", status_code=302, headers=NO_STORE

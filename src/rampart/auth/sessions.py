@@ -323,6 +323,17 @@ class Authenticator:
         # An impersonation whose impersonator is gone is over for its streams too.
         return {sid: (live.user_id, live.role) for sid, live in found.items() if live is not None}
 
+    async def session_actor(self, session_id: uuid.UUID, *, opened_by: uuid.UUID | None = None) -> Actor:
+        """The caller of a live session named without a token (a browser session's cookie, see
+        `rampart.auth.browser`): the same check, cache and bound as `authenticate`. With `opened_by`, the
+        session must be an impersonation opened by that session."""
+        state = await self._state(session_id)
+        if state is None or (opened_by is not None and state.opened_by != opened_by):
+            raise Unauthorized("The session has ended.", token_present=True)
+        return Actor(
+            state.user_id, state.role, session_id, self._roles.permissions(state.role), state.impersonator_id
+        )
+
     def forget(self, session_id: uuid.UUID | None = None) -> None:
         """Drop cached state (one session, or all): used when this worker revokes something itself."""
         self._generation += 1

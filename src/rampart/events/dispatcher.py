@@ -454,6 +454,26 @@ async def redeliver(db: Database, *, subscriber: str, event_id: uuid.UUID) -> No
     await db.execute(f"NOTIFY {CHANNEL}")
 
 
+# Counted up to a bound: the overview must stay fast when a backlog is huge ("10000+" says enough).
+BACKLOG_BOUND = 10_000
+_BACKLOG = f"""
+SELECT
+    (SELECT count(*) FROM (SELECT 1 FROM event_queue LIMIT {BACKLOG_BOUND + 1}) q) AS queued,
+    (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE status = 'pending'
+        LIMIT {BACKLOG_BOUND + 1}) p) AS pending,
+    (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE status = 'dead'
+        LIMIT {BACKLOG_BOUND + 1}) d) AS dead
+"""
+
+
+async def backlog(db: Database) -> dict[str, int]:
+    """Events waiting to be fanned out, deliveries waiting (or retrying), dead deliveries; each counted
+    up to BACKLOG_BOUND + 1."""
+    row = await db.fetchrow(_BACKLOG)
+    assert row is not None
+    return {"queued": row["queued"], "pending": row["pending"], "dead": row["dead"]}
+
+
 async def dead_letters(db: Database, *, limit: int = 100) -> list[dict[str, Any]]:
     """The most recent dead deliveries: event, subscriber, attempts, last error."""
     rows = await db.fetch(

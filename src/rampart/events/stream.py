@@ -57,6 +57,8 @@ log = logging.getLogger("rampart.events.stream")
 Reauthenticate = Callable[[str | None], Awaitable[Actor]]
 # Of the session ids given, the live ones, with their (user id, role), read from the database.
 SessionCheck = Callable[[Collection[uuid.UUID]], Awaitable[Mapping[uuid.UUID, tuple[uuid.UUID, str]]]]
+# The same for one stream, its credential already bound.
+Recheck = Callable[[], Awaitable[Actor]]
 
 
 class _CutOff(Exception):
@@ -230,6 +232,15 @@ class LiveStream:
         )
 
     async def _handle(self, call: Call) -> Any:
+        authorization = call.request.headers.get("authorization")
+        reauthenticate = self._reauthenticate
+        recheck = (lambda: reauthenticate(authorization)) if reauthenticate is not None else None
+        return await self.open(call, recheck=recheck)
+
+    async def open(self, call: Call, *, recheck: Recheck | None) -> Any:
+        """The stream for `call` (its query, its caller): what the route answers, and what another route
+        that signs its callers in differently answers too (the console's, by its cookie). `recheck` checks
+        the caller's session again at each heartbeat and raises once it is over."""
         actor = call.user
         if "limit" in call.request.query_params:
             message = "limit does not apply to the stream."
@@ -249,7 +260,7 @@ class LiveStream:
         # Counted at once, with no await since the check, so concurrent requests cannot all pass it; the
         # stream gives it back when it ends.
         self._open[actor.user_id] = self._open.get(actor.user_id, 0) + 1
-        return _Stream(self, actor, query, call.request.headers.get("authorization"))
+        return _Stream(self, actor, query, recheck)
 
     def _release(self, user_id: uuid.UUID) -> None:
         left = self._open.get(user_id, 0) - 1
@@ -262,11 +273,11 @@ class LiveStream:
 class _Stream:
     """One client's stream, as an ASGI response."""
 
-    def __init__(self, owner: LiveStream, actor: Actor, query: LogQuery, authorization: str | None) -> None:
+    def __init__(self, owner: LiveStream, actor: Actor, query: LogQuery, recheck: Recheck | None) -> None:
         self.owner = owner
         self.actor = actor
         self.query = replace(query, limit=owner.batch)
-        self.authorization = authorization
+        self.recheck = recheck
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=owner.buffer)
         self.wake = asyncio.Event()
         self.ended = asyncio.Event()  # set by `end`: the stream closes, sending nothing more
@@ -385,8 +396,8 @@ class _Stream:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(owner.heartbeat):
                     event = await self.queue.get()
-            if owner._reauthenticate is not None and time.monotonic() - checked >= owner.heartbeat:
-                await owner._reauthenticate(self.authorization)  # raises once the session is over
+            if self.recheck is not None and time.monotonic() - checked >= owner.heartbeat:
+                await self.recheck()  # raises once the session is over
                 checked = time.monotonic()
             if event is None:
                 await write(b": heartbeat\n\n")
