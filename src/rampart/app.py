@@ -209,9 +209,9 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]
 
 
-def _install_query_cache(services: Services) -> None:
-    """The query cache, fed by the database's change notifications (see rampart.resources.caching): one
-    per worker in memory, or one in Redis for every worker and instance."""
+def _query_cache(services: Services) -> CacheFeed:
+    """The query cache and the feed that keeps it right from the database's change notifications (see
+    rampart.resources.caching): one per worker in memory, or one in Redis for every worker and instance."""
     settings = services.settings
     cache: QueryCache
     if settings.cache == "redis":
@@ -224,19 +224,12 @@ def _install_query_cache(services: Services) -> None:
         max_rows = settings.cache_max_rows
         cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
     feed = CacheFeed(cache, services.registry)
-    for manager in services.managers.values():
-        resource = manager.resource
-        manager.feed = feed
-        manager.cached_reads = (
-            resource.parent is None and resource.key == "id" and "get" in resource.operations
-        )
-        manager.cached_lists = "list" in resource.operations
-
     services.cache = cache
     services.listener.subscribe(CHANNEL, feed.on_notification, on_up=feed.up, on_down=feed.down)
+    return feed
 
 
-def _install_replicas(services: Services, metrics: Metrics) -> None:
+def _replicas(services: Services) -> Replicas:
     """Read pools on the replicas; managers read through them, and writes leave the caller's mark."""
     settings = services.settings
     pooling = settings.database_pool_mode == "transaction"
@@ -262,10 +255,8 @@ def _install_replicas(services: Services, metrics: Metrics) -> None:
         make_pool=pool,
         transaction_pooling=pooling,
     )
-    for manager in services.managers.values():
-        manager.reads = replicas
     services.replicas = replicas
-    metrics.track_reads(lambda: replicas.counts)
+    return replicas
 
 
 def _install_console(services: Services, checks: dict[str, Any]) -> tuple[list[RouteSpec], list[Any], Any]:
@@ -400,17 +391,25 @@ def create_app(
         registry.add(resource)
     check_references(registry)
     cursors = CursorCodec(secret.encode())
-    for resource in registry:
-        services.managers[resource.name] = ResourceManager(
-            resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
-        )
+    # What every manager works with: the worker's announcer of committed changes (a transaction-mode
+    # pooler cannot carry it: then the tables' triggers announce), the query cache's feed, the replicas.
+    announcer = None
     if not pooled:
         announcer = Announcer(db)
         services.background.append(announcer)
-        for manager in services.managers.values():
-            manager.announcer = announcer
-    if settings.cache != "off":
-        _install_query_cache(services)
+    feed = _query_cache(services) if settings.cache != "off" else None
+    replicas = _replicas(services) if settings.database_replica_urls else None
+    for resource in registry:
+        services.managers[resource.name] = ResourceManager(
+            resource,
+            db=db,
+            bus=services.bus,
+            cursors=cursors,
+            managers=services.managers,
+            feed=feed,
+            announcer=announcer,
+            replicas=replicas,
+        )
     specs: list[RouteSpec] = []
     for manager in services.managers.values():
         specs += resource_routes(manager)
@@ -461,8 +460,8 @@ def create_app(
     services.listener.subscribe(REVOCATION_CHANNEL, services.authenticator.on_announcement)
     metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
     services.metrics = metrics
-    if settings.database_replica_urls:
-        _install_replicas(services, metrics)
+    if replicas is not None:
+        metrics.track_reads(lambda: replicas.counts)
     if services.cache is not None:
         row_stats = services.cache.stats
         metrics.track_cache("rows", lambda: (row_stats.hits, row_stats.misses))

@@ -104,8 +104,8 @@ async def impersonate(
             data={"session_id": str(pair.session_id)},
             request_id=ctx.request_id,
         )
-    if users.reads is not None:  # the admin's next audit-log read must show the impersonation
-        await users.reads.wrote(admin.user_id)
+    if users.replicas is not None:  # the admin's next audit-log read must show the impersonation
+        await users.replicas.wrote(admin.user_id)
     await users.bus.emit(event, request_id=ctx.request_id)
     return pair
 

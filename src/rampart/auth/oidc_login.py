@@ -199,8 +199,8 @@ async def link_user(
                     uuid.UUID(str(user["id"])),
                     identity.email,
                 )
-            if users.reads is not None:  # the new user's own first reads (/auth/me) must find them
-                await users.reads.wrote(user["id"])
+            if users.replicas is not None:  # the new user's own first reads (/auth/me) must find them
+                await users.replicas.wrote(user["id"])
             return user
         except ValidationFailed:
             raise SignInDenied("This account of the identity provider cannot be used here.") from None
