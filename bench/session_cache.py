@@ -1,15 +1,14 @@
-"""What a session check costs on each tier of the session cache: a memory hit, a Redis hit, a database read.
+"""What a session check costs: a hit in the worker's session cache, and a database read (a miss).
 
 Creates a scratch database on the test PostgreSQL (RAMPART_TEST_ADMIN_URL, migrated like the tests'),
 one user with a session, then times `Authenticator.authenticate()` (token verification included: what
 every request pays) one call at a time on one event loop, so the figures are latencies:
 
 - memory hit: the worker's dictionary holds the session;
-- Redis hit: the dictionary is emptied before each call, Redis holds the entry (RAMPART_SESSION_CACHE=redis);
-- database read: the dictionary is emptied before each call, no Redis tier (what every miss costs);
+- database read: the dictionary is emptied before each call (what every miss costs);
 
-and, for scale, the bare round trips underneath: a Redis GET and the tier's lookup script (redis-py with
-hiredis), and a `SELECT 1` on the app's pool (asyncpg).
+and, for scale, the bare round trips: a Redis GET (redis-py with hiredis; the Redis tier removed in
+issue 15 cost about one of these per miss) and a `SELECT 1` on the app's pool (asyncpg).
 
 Run: `.venv/bin/python bench/session_cache.py [--rounds 3000]` (PostgreSQL and Redis on 127.0.0.1).
 Recorded in docs/decisions/0005-session-check.md.
@@ -31,7 +30,6 @@ from tests.conftest import REDIS_URL, _admin, _db_url, make_settings, new_user  
 
 from rampart.app import create_app  # noqa: E402
 from rampart.auth.sessions import Authenticator  # noqa: E402
-from rampart.auth.sessions_shared import SharedSessions  # noqa: E402
 from rampart.clitasks import migrate_all  # noqa: E402
 from rampart.lib.store import RedisStore  # noqa: E402
 from timing import line, timed  # noqa: E402
@@ -42,26 +40,15 @@ async def measure(database_url: str, rounds: int) -> None:
     client = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=1.0)
     namespace = f"rampart-bench:sess:{uuid.uuid4().hex}:"
     store = RedisStore(client, namespace=namespace)
-    tier = SharedSessions(store)
-    tier.start()
     try:
         user = await new_user(app)
         header = f"Bearer {user.token}"
         s = app.services
         memory = Authenticator(db=s.db, tokens=s.tokens, roles=s.roles)
-        shared = Authenticator(db=s.db, tokens=s.tokens, roles=s.roles, shared=tier)
-        # An entry that outlives the run (the real ones live a second, renewed by whichever worker misses).
-        clock = (await store.get_entry("clock")).clock
-        await store.set_until(
-            f"s:{user.session_id}", f"{user.id}:{user.role}".encode(), deadline=clock + 3600
-        )
+        await store.set(f"s:{user.session_id}", f"{user.id}:{user.role}".encode(), ttl=3600)
 
         async def memory_hit() -> None:
             await memory.authenticate(header)
-
-        async def redis_hit() -> None:
-            shared._cache.clear()
-            await shared.authenticate(header)
 
         async def database_read() -> None:
             memory._cache.clear()
@@ -71,18 +58,12 @@ async def measure(database_url: str, rounds: int) -> None:
         print("| authenticate(), session state from | median | p99 |")
         print("|---|---|---|")
         line("memory (the worker's dictionary)", await timed(rounds, memory_hit))
-        line("Redis (one script: GET, PTTL, TIME)", await timed(rounds, redis_hit))
         line("PostgreSQL (the indexed session query)", await timed(rounds, database_read))
         print("\n| bare round trip | median | p99 |")
         print("|---|---|---|")
         line("Redis GET", await timed(rounds, lambda: store.get(f"s:{user.session_id}")))
-        line(
-            "Redis lookup script (get_entry)",
-            await timed(rounds, lambda: store.get_entry(f"s:{user.session_id}")),
-        )
         line("PostgreSQL SELECT 1", await timed(rounds, lambda: s.db.fetchval("SELECT 1")))
     finally:
-        await tier.stop()
         keys = [key async for key in client.scan_iter(match=namespace + "*")]
         if keys:
             await client.unlink(*keys)

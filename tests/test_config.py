@@ -119,7 +119,6 @@ def test_good_rate_strings_are_accepted(monkeypatch: pytest.MonkeyPatch, good: s
         ("RAMPART_EVENTS_LEASE", "0.5"),
         ("RAMPART_CACHE", "disk"),
         ("RAMPART_CACHE", "redis"),  # without RAMPART_REDIS_URL
-        ("RAMPART_SESSION_CACHE", "disk"),
         ("RAMPART_CACHE_TTL", "0"),
         ("RAMPART_EVENTS_RETENTION", "90"),  # no unit: days (the old setting's) or seconds?
         ("RAMPART_EVENTS_RETENTION", "0d"),
@@ -132,16 +131,6 @@ def test_other_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable:
     monkeypatch.setenv(variable, bad)
     with pytest.raises(ValidationError):
         load()
-
-
-def test_the_session_cache_is_per_worker_unless_redis_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load().session_cache == "memory"
-    monkeypatch.setenv("RAMPART_SESSION_CACHE", "redis")
-    with pytest.raises(ValidationError) as info:
-        load()  # without RAMPART_REDIS_URL
-    assert "RAMPART_SESSION_CACHE=redis needs RAMPART_REDIS_URL" in str(info.value)
-    monkeypatch.setenv("RAMPART_REDIS_URL", "redis://cache:6379/0")
-    assert load().session_cache == "redis"
 
 
 @pytest.mark.parametrize("secret", [None, DEFAULT_JWT_SECRET, "short", "x" * 31])

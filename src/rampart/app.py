@@ -24,7 +24,6 @@ from rampart.auth.routes_keys import key_routes
 from rampart.auth.routes_oidc import CALLBACK_PATH, oidc_routes
 from rampart.auth.routes_sessions import session_routes
 from rampart.auth.sessions import REVOCATION_CHANNEL, Authenticator
-from rampart.auth.sessions_shared import SharedSessions
 from rampart.auth.tokens import TokenIssuer
 from rampart.auth.users import users_resource
 from rampart.config import Settings
@@ -362,27 +361,19 @@ def create_app(
         limiter = SharedMemoryRateLimiter(settings.rate_limit_file)
     else:
         limiter = MemoryRateLimiter()
-    shared_sessions = None
-    if settings.session_cache == "redis":
-        assert redis_client is not None  # the settings refuse RAMPART_SESSION_CACHE=redis without Redis
-        shared_sessions = SharedSessions(RedisStore(redis_client, namespace="rampart:sess:"))
     services = Services(
         settings=settings,
         db=db,
         bus=EventBus(),
         tokens=tokens,
         roles=roles,
-        authenticator=Authenticator(
-            db=db, tokens=tokens, roles=roles, cache_ttl=settings.session_cache_ttl, shared=shared_sessions
-        ),
+        authenticator=Authenticator(db=db, tokens=tokens, roles=roles, cache_ttl=settings.session_cache_ttl),
         limiter=limiter,
         registry=Registry(),
         listener=Listener(listen_dsn),
         redis=redis_client,
     )
     services.background.append(services.listener)
-    if shared_sessions is not None:
-        services.background.append(shared_sessions)
     registry = services.registry
     declared = (
         [users_resource(roles), *resources] if resources is not None else declared_resources(settings, roles)

@@ -84,9 +84,6 @@ class Settings(BaseSettings):
     # Seconds an impersonation session lives (an hour at most); refreshing never extends it.
     impersonation_ttl: int = Field(default=3600, ge=60, le=3600)
     session_cache_ttl: float = Field(default=1.0, ge=0.0, le=1.0)
-    # Where session state is cached: "memory" per worker, or "redis" behind it, shared by every worker and
-    # instance (needs RAMPART_REDIS_URL); see docs/decisions/0005-session-check.md.
-    session_cache: Literal["memory", "redis"] = "memory"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Addresses of reverse proxies whose X-Forwarded-For/-Proto are believed (client IP, https).
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -234,12 +231,6 @@ class Settings(BaseSettings):
     def _redis_cache_needs_redis(self) -> Settings:
         if self.cache == "redis" and self.redis_url is None:
             raise ValueError("RAMPART_CACHE=redis needs RAMPART_REDIS_URL")
-        return self
-
-    @model_validator(mode="after")
-    def _redis_session_cache_needs_redis(self) -> Settings:
-        if self.session_cache == "redis" and self.redis_url is None:
-            raise ValueError("RAMPART_SESSION_CACHE=redis needs RAMPART_REDIS_URL")
         return self
 
     @model_validator(mode="after")

@@ -1,7 +1,7 @@
 """An impersonation ends with its impersonator on every real worker and instance within 1 s (issue 13,
-finding 1): `rampart serve --workers 2`, and two instances sharing PostgreSQL and Redis (the session cache
-in Redis). The impersonated token is checked, and so cached, by every worker first; then the admin who
-opened it is demoted, disabled, or logs out, and every worker must refuse it within the bound.
+finding 1): `rampart serve --workers 2`, and two instances sharing PostgreSQL and Redis. The impersonated
+token is checked, and so cached, by every worker first; then the admin who opened it is demoted, disabled,
+or logs out, and every worker must refuse it within the bound.
 
 Before the fix the impersonation was an ordinary 30-day session: it kept working after all three.
 In-process versions of each case, and the other rules, are in tests/security/test_api2_authentication.py.
@@ -60,7 +60,7 @@ def two_instances(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Server]]:
     workdir = tmp_path_factory.mktemp("impersonation-instances")
-    shared = {**ENV, "RAMPART_REDIS_URL": REDIS_URL, "RAMPART_SESSION_CACHE": "redis"}
+    shared = {**ENV, "RAMPART_REDIS_URL": REDIS_URL}
     with ExitStack() as stack:
         a = stack.enter_context(serve(database_url, workdir, name="a", **shared))
         b = stack.enter_context(serve(database_url, workdir, name="b", **shared))

@@ -1,32 +1,27 @@
 """Revocation announcements: the Authenticator drops cached session state when told, by session or by
-user, and ignores payloads it does not understand; with each session-cache backend (`tiers`)."""
+user, and ignores payloads it does not understand."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
 
 from rampart.app import Rampart
 from rampart.auth.sessions import Authenticator
-from rampart.auth.sessions_shared import SharedSessions
 from rampart.errors import Unauthorized
-from tests.auth.conftest import Tiers
 from tests.conftest import MakeUser
 
 
-def authenticator(app: Rampart, shared: SharedSessions | None) -> Authenticator:
+def authenticator(app: Rampart) -> Authenticator:
     s = app.services
-    return Authenticator(db=s.db, tokens=s.tokens, roles=s.roles, cache_ttl=1.0, shared=shared)
+    return Authenticator(db=s.db, tokens=s.tokens, roles=s.roles, cache_ttl=1.0)
 
 
 @pytest.mark.parametrize("by", ["session", "user"])
-async def test_announcement_drops_cached_state(
-    app: Rampart, make_user: MakeUser, by: str, tiers: Tiers
-) -> None:
+async def test_announcement_drops_cached_state(app: Rampart, make_user: MakeUser, by: str) -> None:
     user = await make_user()
-    auth = authenticator(app, tiers.make())
+    auth = authenticator(app)
     header = f"Bearer {user.token}"
     await auth.authenticate(header)
     await app.services.db.execute("UPDATE sessions SET revoked_at = now() WHERE id = $1", user.session_id)
@@ -40,10 +35,10 @@ async def test_announcement_drops_cached_state(
 
 
 async def test_announcement_during_a_query_is_not_undone_by_its_answer(
-    app: Rampart, make_user: MakeUser, tiers: Tiers
+    app: Rampart, make_user: MakeUser
 ) -> None:
     user = await make_user()
-    auth = authenticator(app, tiers.make())
+    auth = authenticator(app)
     header = f"Bearer {user.token}"
     real_fetchrow = app.services.db.fetchrow
 
@@ -59,9 +54,8 @@ async def test_announcement_during_a_query_is_not_undone_by_its_answer(
     auth._db = Slow()  # type: ignore[assignment]
     await auth.authenticate(header)  # answered with what it read
     auth._db = app.services.db
-    # Nor shared: another worker, which never heard the announcement, asks the database too.
-    await asyncio.sleep(0.05)  # time for any write to Redis to land
+    # Another worker, which never heard the announcement, asks the database too.
     with pytest.raises(Unauthorized):
-        await authenticator(app, tiers.make()).authenticate(header)
+        await authenticator(app).authenticate(header)
     with pytest.raises(Unauthorized):  # not cached: the next request asks again
         await auth.authenticate(header)

@@ -1,9 +1,7 @@
 """Server-side sessions and the Authenticator, against the real database.
 
 The Authenticator may cache a session's state for at most 1 s (API.md: revocation takes effect within
-1 second on every instance); the tests that check the bound use short real sleeps. The tests of the cache
-run with each backend (`tiers`): per worker only, and per worker in front of Redis
-(tests/auth/test_sessions_shared.py has what only the Redis tier does).
+1 second on every instance); the tests that check the bound use short real sleeps.
 """
 
 from __future__ import annotations
@@ -23,19 +21,16 @@ from rampart.auth.sessions import (
     revoke_session,
     revoke_user_sessions,
 )
-from rampart.auth.sessions_shared import SharedSessions
 from rampart.errors import Unauthorized
-from tests.auth.conftest import CountingDb, Tiers
+from tests.auth.conftest import CountingDb
 from tests.conftest import MakeUser, User
 
 BOUND = 1.2  # the contract's 1 s plus slack for the test itself
 
 
-def authenticator(
-    app: Rampart, *, cache_ttl: float = 1.0, db: Any = None, shared: SharedSessions | None = None
-) -> Authenticator:
+def authenticator(app: Rampart, *, cache_ttl: float = 1.0, db: Any = None) -> Authenticator:
     s = app.services
-    return Authenticator(db=db or s.db, tokens=s.tokens, roles=s.roles, cache_ttl=cache_ttl, shared=shared)
+    return Authenticator(db=db or s.db, tokens=s.tokens, roles=s.roles, cache_ttl=cache_ttl)
 
 
 def bearer(user: User) -> str:
@@ -82,23 +77,23 @@ async def test_scheme_is_case_insensitive(app: Rampart, alice: User) -> None:
     assert str(actor.user_id) == alice.id
 
 
-async def test_revoked_session_is_refused_within_the_bound(app: Rampart, alice: User, tiers: Tiers) -> None:
-    auth = authenticator(app, shared=tiers.make())
+async def test_revoked_session_is_refused_within_the_bound(app: Rampart, alice: User) -> None:
+    auth = authenticator(app)
     await auth.authenticate(bearer(alice))  # state is now cached
     await app.services.db.execute("UPDATE sessions SET revoked_at = now() WHERE id = $1", alice.session_id)
     await refused_within(auth, bearer(alice))
 
 
-async def test_cache_ttl_above_one_second_is_clamped(app: Rampart, alice: User, tiers: Tiers) -> None:
-    auth = authenticator(app, cache_ttl=30.0, shared=tiers.make())
+async def test_cache_ttl_above_one_second_is_clamped(app: Rampart, alice: User) -> None:
+    auth = authenticator(app, cache_ttl=30.0)
     await auth.authenticate(bearer(alice))
     async with app.services.db.transaction() as conn:
         await revoke_session(conn, alice.session_id)
     await refused_within(auth, bearer(alice))
 
 
-async def test_without_cache_revocation_is_immediate(app: Rampart, alice: User, tiers: Tiers) -> None:
-    auth = authenticator(app, cache_ttl=0.0, shared=tiers.make())
+async def test_without_cache_revocation_is_immediate(app: Rampart, alice: User) -> None:
+    auth = authenticator(app, cache_ttl=0.0)
     await auth.authenticate(bearer(alice))
     async with app.services.db.transaction() as conn:
         await revoke_session(conn, alice.session_id)
@@ -106,8 +101,8 @@ async def test_without_cache_revocation_is_immediate(app: Rampart, alice: User, 
         await auth.authenticate(bearer(alice))
 
 
-async def test_disabled_user_is_refused_within_the_bound(app: Rampart, alice: User, tiers: Tiers) -> None:
-    auth = authenticator(app, shared=tiers.make())
+async def test_disabled_user_is_refused_within_the_bound(app: Rampart, alice: User) -> None:
+    auth = authenticator(app)
     await auth.authenticate(bearer(alice))
     await app.services.db.execute("UPDATE users SET disabled = true WHERE id = $1", uuid.UUID(alice.id))
     await refused_within(auth, bearer(alice))
@@ -145,9 +140,9 @@ async def test_role_comes_from_the_database_not_the_token(app: Rampart, alice: U
     assert actor.can("users:manage")
 
 
-async def test_role_change_applies_within_the_bound(app: Rampart, make_user: MakeUser, tiers: Tiers) -> None:
+async def test_role_change_applies_within_the_bound(app: Rampart, make_user: MakeUser) -> None:
     admin = await make_user("admin")
-    auth = authenticator(app, shared=tiers.make())
+    auth = authenticator(app)
     assert (await auth.authenticate(bearer(admin))).can("users:manage")
     await app.services.db.execute("UPDATE users SET role = 'user' WHERE id = $1", uuid.UUID(admin.id))
     started = time.monotonic()
@@ -156,12 +151,10 @@ async def test_role_change_applies_within_the_bound(app: Rampart, make_user: Mak
         await asyncio.sleep(0.05)
 
 
-async def test_state_is_cached_and_concurrent_checks_share_one_query(
-    app: Rampart, alice: User, tiers: Tiers
-) -> None:
+async def test_state_is_cached_and_concurrent_checks_share_one_query(app: Rampart, alice: User) -> None:
     db = CountingDb(app.services.db)
     db.delay = 0.05  # keep the first query in flight while the others arrive
-    auth = authenticator(app, db=db, shared=tiers.make())
+    auth = authenticator(app, db=db)
     actors = await asyncio.gather(*(auth.authenticate(bearer(alice)) for _ in range(10)))
     assert {str(a.user_id) for a in actors} == {alice.id}
     assert db.queries == 1
@@ -169,9 +162,9 @@ async def test_state_is_cached_and_concurrent_checks_share_one_query(
     assert db.queries == 1  # served from the cache
 
 
-async def test_forget_drops_the_cached_state(app: Rampart, alice: User, bob: User, tiers: Tiers) -> None:
+async def test_forget_drops_the_cached_state(app: Rampart, alice: User, bob: User) -> None:
     db = CountingDb(app.services.db)
-    auth = authenticator(app, db=db, shared=tiers.make())
+    auth = authenticator(app, db=db)
     await auth.authenticate(bearer(alice))
     await auth.authenticate(bearer(bob))
     auth.forget(alice.session_id)
@@ -184,8 +177,8 @@ async def test_forget_drops_the_cached_state(app: Rampart, alice: User, bob: Use
     assert db.queries == 5
 
 
-async def test_forget_makes_a_revocation_immediate(app: Rampart, alice: User, tiers: Tiers) -> None:
-    auth = authenticator(app, shared=tiers.make())
+async def test_forget_makes_a_revocation_immediate(app: Rampart, alice: User) -> None:
+    auth = authenticator(app)
     await auth.authenticate(bearer(alice))
     async with app.services.db.transaction() as conn:
         await revoke_session(conn, alice.session_id)
@@ -194,12 +187,10 @@ async def test_forget_makes_a_revocation_immediate(app: Rampart, alice: User, ti
         await auth.authenticate(bearer(alice))
 
 
-async def test_a_failed_query_fails_every_waiter_and_is_not_cached(
-    app: Rampart, alice: User, tiers: Tiers
-) -> None:
+async def test_a_failed_query_fails_every_waiter_and_is_not_cached(app: Rampart, alice: User) -> None:
     db = CountingDb(app.services.db)
     db.delay, db.fail_next = 0.05, 1
-    auth = authenticator(app, db=db, shared=tiers.make())
+    auth = authenticator(app, db=db)
     results = await asyncio.gather(
         *(auth.authenticate(bearer(alice)) for _ in range(3)), return_exceptions=True
     )
@@ -211,12 +202,12 @@ async def test_a_failed_query_fails_every_waiter_and_is_not_cached(
 
 
 async def test_cancelling_the_request_that_loads_the_state_spares_the_others(
-    app: Rampart, alice: User, tiers: Tiers
+    app: Rampart, alice: User
 ) -> None:
     """One request's timeout or disconnect must not cancel the concurrent requests sharing its query."""
     db = CountingDb(app.services.db)
     db.delay = 0.2
-    auth = authenticator(app, db=db, shared=tiers.make())
+    auth = authenticator(app, db=db)
     loading = asyncio.ensure_future(auth.authenticate(bearer(alice)))
     await asyncio.sleep(0.02)
     waiting = asyncio.ensure_future(auth.authenticate(bearer(alice)))
@@ -229,10 +220,10 @@ async def test_cancelling_the_request_that_loads_the_state_spares_the_others(
     assert db.queries == 2  # the waiter ran the query again
 
 
-async def test_a_cancelled_waiter_is_cancelled(app: Rampart, alice: User, tiers: Tiers) -> None:
+async def test_a_cancelled_waiter_is_cancelled(app: Rampart, alice: User) -> None:
     db = CountingDb(app.services.db)
     db.delay = 0.2
-    auth = authenticator(app, db=db, shared=tiers.make())
+    auth = authenticator(app, db=db)
     loading = asyncio.ensure_future(auth.authenticate(bearer(alice)))
     await asyncio.sleep(0.02)
     waiting = asyncio.ensure_future(auth.authenticate(bearer(alice)))
@@ -244,11 +235,11 @@ async def test_a_cancelled_waiter_is_cancelled(app: Rampart, alice: User, tiers:
     assert db.queries == 1
 
 
-async def test_cache_age_counts_from_when_the_state_was_read(app: Rampart, alice: User, tiers: Tiers) -> None:
+async def test_cache_age_counts_from_when_the_state_was_read(app: Rampart, alice: User) -> None:
     """A slow answer must not stretch the bound: the state is as old as the query, not its reply."""
     db = CountingDb(app.services.db)
     db.delay_after = 0.5
-    auth = authenticator(app, db=db, shared=tiers.make())
+    auth = authenticator(app, db=db)
     loading = asyncio.ensure_future(auth.authenticate(bearer(alice)))
     await asyncio.sleep(0.1)  # the state has been read; its answer is still on the way
     async with app.services.db.transaction() as conn:

@@ -54,7 +54,7 @@ def deployment(
                 time.sleep(0.1)
             yield Deployment([server.url], workers, server.port)
         return
-    shared = {**env, "RAMPART_REDIS_URL": REDIS_URL, "RAMPART_SESSION_CACHE": "redis"}
+    shared = {**env, "RAMPART_REDIS_URL": REDIS_URL}
     with (
         serve(database_url, workdir, name="a", **shared) as a,
         serve(database_url, workdir, name="b", **shared) as b,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -93,38 +92,13 @@ async def test_delete_removes_only_the_given_keys(store: Store) -> None:
     assert await store.get("c") == b"c"
 
 
-async def test_delete_prefix_removes_exactly_the_prefixed_keys(store: Store) -> None:
-    for i in range(1200):  # more than one SCAN/UNLINK batch
-        await store.set(f"user:1:{i}", b"x")
-    await store.set("user:10", b"keep")
-    await store.set("user:2:0", b"keep")
-    await store.set("xuser:1:0", b"keep")
-    await store.delete_prefix("user:1:")
-    assert await store.get("user:1:0") is None
-    assert await store.get("user:1:1199") is None
-    assert await store.get("user:10") == b"keep"
-    assert await store.get("user:2:0") == b"keep"
-    assert await store.get("xuser:1:0") == b"keep"
-
-
-@pytest.mark.parametrize("prefix", ["a*", "a?", "a[b]", "a\\"])
-async def test_delete_prefix_treats_glob_characters_literally(store: Store, prefix: str) -> None:
-    await store.set(prefix + "1", b"gone")
-    await store.set("abc", b"keep")
-    await store.set("a]1", b"keep")
-    await store.delete_prefix(prefix)
-    assert await store.get(prefix + "1") is None
-    assert await store.get("abc") == b"keep"
-    assert await store.get("a]1") == b"keep"
-
-
 async def test_stores_are_isolated(make_store: StoreFactory) -> None:
     first, second = make_store(), make_store()
     await first.set("k", b"first")
     await first.set("p:1", b"first")
     await second.set("p:1", b"second")
     assert await second.get("k") is None
-    await second.delete_prefix("")
+    await second.delete("p:1")
     assert await second.get("p:1") is None
     assert await first.get("p:1") == b"first"
     await second.delete("k")
@@ -179,74 +153,6 @@ async def test_concurrent_set_max_ends_with_the_greatest(store: Store) -> None:
     assert await store.get("lsn") == values[-1]
 
 
-async def test_get_entry_reports_the_value_its_time_left_and_the_clock(store: Store) -> None:
-    await store.set("short", b"v", ttl=0.5)
-    await store.set("forever", b"w")
-    short, forever, missing = [await store.get_entry(k) for k in ("short", "forever", "missing")]
-    assert short.value == b"v"
-    assert short.ttl is not None
-    assert 0.4 < short.ttl <= 0.5
-    assert (forever.value, forever.ttl) == (b"w", None)
-    assert (missing.value, missing.ttl) == (None, None)
-    await asyncio.sleep(0.1)
-    later = await store.get_entry("short")
-    assert later.ttl is not None
-    assert short.ttl - later.ttl >= 0.09  # the time left runs down: it is not a fresh ttl
-    assert later.clock - short.clock >= 0.09  # the store's clock moves with time
-
-
-async def test_set_until_keeps_the_value_until_the_deadline_of_the_stores_clock(store: Store) -> None:
-    now = (await store.get_entry("any")).clock
-    await store.set_until("k", b"v", deadline=now + 0.3)
-    entry = await store.get_entry("k")
-    assert entry.value == b"v"
-    assert entry.ttl is not None
-    # counted from the clock read before the write, not from the write itself
-    assert entry.ttl <= now + 0.3 - entry.clock + 0.002
-    await asyncio.sleep(0.35)
-    assert await store.get("k") is None
-
-
-async def test_set_until_a_passed_deadline_keeps_nothing(store: Store) -> None:
-    now = (await store.get_entry("any")).clock
-    await store.set("k", b"old")
-    await store.set_until("k", b"late", deadline=now - 0.001)
-    assert await store.get("k") == b"old"  # a late write changes nothing
-    await store.set_until("new", b"late", deadline=now + 0.05)
-    await asyncio.sleep(0.06)
-    await store.set_until("new", b"later", deadline=now + 0.05)
-    assert await store.get("new") is None
-
-
-async def test_delete_group_removes_exactly_the_groups_keys(store: Store) -> None:
-    now = (await store.get_entry("any")).clock
-    for i in range(3):
-        await store.set_until(f"a{i}", b"x", deadline=now + 60, group="g1")
-    await store.set_until("b", b"x", deadline=now + 60, group="g2")
-    await store.set_until("c", b"x", deadline=now + 60)
-    await store.set("d", b"x")
-    await store.delete_group("g1")
-    await store.delete_group("absent")
-    assert [await store.get(f"a{i}") for i in range(3)] == [None, None, None]
-    assert [await store.get(k) for k in ("b", "c", "d")] == [b"x", b"x", b"x"]
-    await store.set_until("a0", b"back", deadline=now + 60, group="g1")  # a deleted group starts afresh
-    assert await store.get("a0") == b"back"
-    await store.delete_group("g1")
-    assert await store.get("a0") is None
-
-
-async def test_a_group_outlives_none_of_its_keys_and_none_outlives_it(store: Store) -> None:
-    now = (await store.get_entry("any")).clock
-    await store.set_until("long", b"x", deadline=now + 60, group="g")
-    await store.set_until("short", b"x", deadline=now + 0.05, group="g")  # must not shorten the group
-    await asyncio.sleep(0.1)
-    await store.delete_group("g")
-    assert await store.get("long") is None
-
-
-# Backend-specific behaviour.
-
-
 async def test_memory_store_is_bounded_and_evicts_least_recently_used() -> None:
     store = MemoryStore(max_entries=3)
     for key in ("a", "b", "c"):
@@ -283,30 +189,6 @@ async def test_redis_store_prefixes_keys_and_sets_px(
     await store.set("tiny", b"v", ttl=0.0001)  # rounded up to 1 ms, not 0 (an error in Redis)
     await store.set("plain", b"v")
     assert await redis_client.pttl(key_prefix + "plain") == -1
-
-
-async def test_redis_store_groups_expire_with_their_last_key(
-    redis_client: redis.asyncio.Redis, key_prefix: str
-) -> None:
-    store = RedisStore(redis_client, namespace=key_prefix)
-    now = (await store.get_entry("any")).clock
-    await store.set_until("a", b"v", deadline=now + 0.5, group="g")
-    await store.set_until("b", b"v", deadline=now + 0.2, group="g")
-    group_ttl = await redis_client.pttl(key_prefix + "#group:g")
-    assert 400 < group_ttl <= 500  # the longest of its keys, no longer: nothing is left behind
-    assert await redis_client.smembers(key_prefix + "#group:g") == {
-        (key_prefix + k).encode() for k in ("a", "b")
-    }
-
-
-async def test_memory_store_groups_leave_nothing_behind() -> None:
-    store = MemoryStore(max_entries=2)
-    for key in ("a", "b", "c"):  # "a" is evicted
-        await store.set_until(key, b"v", deadline=time.monotonic() + 60, group="g")
-    await store.delete("b")
-    await store.set("c", b"plain")  # set again without a group: it leaves the group
-    assert store._groups == {}
-    assert store._group_of == {}
 
 
 async def test_redis_store_refuses_a_decoding_client() -> None:

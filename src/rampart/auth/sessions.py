@@ -1,9 +1,8 @@
 """Server-side sessions: every token pair belongs to one, and revoking it ends its tokens within 1 s.
 
 Each worker keeps a tiny cache of session state for at most `cache_ttl` (≤ 1 s) seconds, so the check on
-every request costs a dictionary lookup most of the time and a single indexed query otherwise. Behind it
-may sit a tier shared by every worker and instance (`rampart.auth.sessions_shared`, Redis), asked before
-the database; the bound then counts from the database read across both tiers.
+every request costs a dictionary lookup most of the time and a single indexed query otherwise (a Redis
+tier shared by the workers and instances saved no measurable database load nor time: decision 0005).
 
 An impersonation session is live only while the rules of `rampart.access.impersonation` hold for its
 impersonator and the session that opened it; the same query reads them, so its end keeps the same bound.
@@ -25,7 +24,6 @@ import asyncpg
 
 from rampart.access.actor import Actor, Roles
 from rampart.access.impersonation import impersonation_holds
-from rampart.auth.sessions_shared import Hit, Miss, SharedSessions
 from rampart.auth.tokens import TokenIssuer, UnknownKey
 from rampart.db.pool import Database
 from rampart.errors import Unauthorized
@@ -271,7 +269,6 @@ class Authenticator:
         roles: Roles,
         cache_ttl: float = 1.0,
         max_entries: int = 100_000,
-        shared: SharedSessions | None = None,
     ) -> None:
         self._db = db
         self._tokens = tokens
@@ -285,7 +282,6 @@ class Authenticator:
         self._inflight: dict[uuid.UUID, asyncio.Future[State]] = {}
         # Bumped by every announcement: an answer read before one must not be cached after it.
         self._generation = 0
-        self._shared = shared if self._ttl > 0 else None
 
     async def authenticate(self, header: str | None) -> Actor:
         if not header:
@@ -314,7 +310,7 @@ class Authenticator:
     ) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:
         """Those of `session_ids` that are live now, with their (user id, role), in one statement.
 
-        Read from the database, past both cache tiers: the live stream checks its sessions with it (every
+        Read from the database, past the cache: the live stream checks its sessions with it (every
         half second, and at once on an announcement) and must see a revocation the caches may not have
         dropped yet.
         """
@@ -340,15 +336,11 @@ class Authenticator:
         if session_id is None:
             self._cache.clear()
             self._impersonations.clear()
-            if self._shared is not None:
-                self._shared.drop_all()
         else:
             self._cache.pop(session_id, None)
             self._impersonations.pop(session_id, None)
-            # The impersonations this session opened end with it. The shared tier never holds them.
+            # The impersonations this session opened end with it.
             self._forget_impersonations(lambda live: live.opened_by == session_id)
-            if self._shared is not None:
-                self._shared.drop_session(session_id)
 
     def forget_user(self, user_id: uuid.UUID) -> None:
         """Drop the cached state of every session of one user, and of those they opened as others."""
@@ -358,8 +350,6 @@ class Authenticator:
         ]:
             del self._cache[sid]
         self._forget_impersonations(lambda live: user_id in (live.user_id, live.impersonator_id))
-        if self._shared is not None:
-            self._shared.drop_user(user_id)
 
     def _forget_impersonations(self, matches: Callable[[Live], bool]) -> None:
         for sid in [sid for sid, live in self._impersonations.items() if matches(live)]:
@@ -412,29 +402,12 @@ class Authenticator:
             del self._inflight[sid]
 
     async def _load(self, sid: uuid.UUID, now: float) -> State:
-        """Ask the shared tier, then the database; keep the answer unless an announcement came meanwhile."""
+        """Ask the database; keep the answer unless an announcement came meanwhile."""
         generation = self._generation
-        tier = self._shared
-        found = await tier.lookup(sid) if tier is not None else None
-        if isinstance(found, Hit):
-            state = Live(*found.state) if found.state is not None else None
-            if generation == self._generation:
-                # The entry's own deadline (at most `ttl` after its database read), from before we asked:
-                # never a fresh `ttl`.
-                self._keep(sid, now + min(found.ttl, self._ttl), state)
-            return state
-        started = time.monotonic()
         state = live_session(await self._db.fetchrow(_LOAD, sid), self._roles)
         if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
-            # Counted from before the query: the state may have changed while it ran. The shared entry's
-            # deadline is an instant of the store's clock, read before the query too.
-            self._keep(sid, started + self._ttl, state)
-            # An impersonation stays out of the shared tier: its end is announced under its impersonator's
-            # or its opener's name, which the tier's groups do not follow. Its checks go to the database.
-            if tier is not None and isinstance(found, Miss) and (state is None or state.opened_by is None):
-                tier.keep(
-                    sid, (state.user_id, state.role) if state else None, deadline=found.clock + self._ttl
-                )
+            # Counted from before the query: the state may have changed while it ran.
+            self._keep(sid, now + self._ttl, state)
         return state
 
     def _keep(self, sid: uuid.UUID, until: float, state: State) -> None:
