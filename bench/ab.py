@@ -379,7 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default="get,patch", help="comma list; a name twice measures it twice")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--database", default="rampart_bench_ab")
-    parser.add_argument("--seed-file", type=Path, help="reuse the seed (and its database) when present")
+    parser.add_argument(
+        "--seed-file",
+        type=Path,
+        help="reuse the seed (and its database) when present; its sessions are impersonations, which end"
+        " after an hour",
+    )
     parser.add_argument("--rampart-bin", default=str(REPO / ".venv" / "bin" / "rampart"))
     parser.add_argument(
         "--count-transactions",
@@ -430,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     running.stop()
                 runs.append({"round": round_no, "variant": variant, "rows": rows})
+                if args.out:  # after every run, so that an interrupted A/B keeps what it measured
+                    report.write_json({"kind": "ab", "partial": True, "runs": runs}, args.out)
     summary = summarize(runs)
     print()
     for key, s in summary.items():
