@@ -1,27 +1,36 @@
 """A/B of ways to serve Rampart: the same seeded database, variants started fresh in turn, alternating.
 
-    .venv/bin/python bench/ab.py --variants serve,serve-shared --rounds 3 --scenarios get,patch
+    .venv/bin/python bench/ab.py --variants serve,nginx --rounds 3 --scenarios get,get,patch --out F.json
 
 For each round, each variant (in the order given, rotated by one every round) is started, the
-scenarios run (warm-up, then measured; `--repeat get` measures a scenario twice in a row, "cold" then
+scenarios run (a warm-up, then measured; a scenario named twice is measured twice in a row, "first" then
 "warm"), and it is stopped. Recorded per measured run: rate, p50/p99, CPU per answered request of the
 server processes (every process the variant started: workers, supervisors, nginx), of the PostgreSQL
 backends of the bench database and of Redis, the cores other work used meanwhile (above 0.15 the run is
 *disturbed*), the load average, and for single servers how the connections were split between its
-workers (sampled every 0.5 s during the first scenario). Medians per variant over the rounds are
-printed at the end; the JSON (`--out`) holds every run.
+workers (sampled every 0.5 s during each measured run); with `--count-transactions`, the bench
+database's transactions per answered request too. Medians per variant over the rounds are printed at the
+end; the JSON (`--out`, rewritten after every run) holds every run.
 
 Variants (`--variants`, comma list):
 
 - `serve`: `rampart serve --workers 2` as it is.
-- `serve-reuseport`: `rampart serve --workers 2 --reuse-port`, when the CLI has the option.
-- `exp:<NAME>`: `rampart serve` with `RAMPART_EXP_SERVER=<NAME>` (switches of an experiment build).
-- `gunicorn`: gunicorn's arbiter with 2 uvicorn workers (`gunicorn` and `uvicorn-worker` installed
-  by hand; the HTTP protocol and loop as `rampart serve` gives uvicorn: bench/gunicorn_worker.py).
+- `exp:<NAME>`: `rampart serve` with `RAMPART_EXP_SERVER=<NAME>`, the switches of the experiment build
+  that decisions 0013 and 0025 measured: apply bench/experiments/server-variants.patch to a copy of
+  `src/` and give it with `PYTHONPATH`. NAME: `ledger` (as `serve`), `shared` (one shared socket, no
+  balance), `reuseport` (one `SO_REUSEPORT` socket per worker), `nocoalesce` (no one send per step),
+  `plain` (uvicorn's own protocol on one shared socket).
+- `gunicorn`: gunicorn's arbiter with 2 uvicorn workers (`gunicorn==27.0.1` and `uvicorn-worker==0.4.0`
+  installed by hand, not dependencies; the HTTP protocol, loop and options as `rampart serve` gives
+  uvicorn: bench/gunicorn_worker.py).
 - `nginx`: nginx (deploy/nginx.conf) in front of `rampart serve --workers 2`.
-- `pair`, `pair-redis-cache`, `pair-redis-sessions`, `pair-redis`: two `rampart serve --workers 2`
-  instances behind nginx sharing Redis (rate limits in Redis in all four); the query cache and/or the
-  session tier in Redis (`RAMPART_CACHE=redis`, `RAMPART_SESSION_CACHE=redis`) or not.
+- `pair`, `pair-redis-cache`: two `rampart serve --workers 2` instances behind nginx sharing Redis
+  (rate limits in Redis in both); the query cache per worker, or in Redis (`RAMPART_CACHE=redis`).
+  `pair-redis-sessions` and `pair-redis` also set `RAMPART_SESSION_CACHE=redis`, which only builds
+  before issue 15 read (decision 0005).
+
+A seed file (`--seed-file`) keeps the seeded users, whose sessions are impersonations: they end after an
+hour, and a later run needs a new seed.
 """
 
 from __future__ import annotations
@@ -243,7 +252,7 @@ def measure(
     preflight(running.url, data, sorted(set(scenarios)), run_id)
     out: list[dict[str, Any]] = []
     warmed: set[str] = set()
-    for i, name in enumerate(scenarios):
+    for name in scenarios:
         scenario = SCENARIOS[name]
         warm_ok = 0
         if name not in warmed and args.warmup > 0:
@@ -251,7 +260,7 @@ def measure(
             warm_ok = warm.ok
         phase = "warm" if name in warmed else "first"
         warmed.add(name)
-        sampler = SplitSampler(running.single) if running.single is not None and i == 0 else None
+        sampler = SplitSampler(running.single) if running.single is not None else None
         if sampler:
             sampler.start()
         if args.count_transactions:
