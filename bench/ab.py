@@ -87,11 +87,16 @@ def rampart_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
 
 
 def rampart_serve(
-    args: argparse.Namespace, port: int, tag: str, *, options: tuple[str, ...] = (), **env: str
+    args: argparse.Namespace,
+    port: int,
+    tag: str,
+    *,
+    options: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> servers.Server:
     cmd = [args.rampart_bin, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", *options]
     return servers.Server(
-        tag, cmd, rampart_env(args, **env), port, args.log_dir / f"{tag}-{port}.log", cwd=REPO
+        tag, cmd, rampart_env(args, **(env or {})), port, args.log_dir / f"{tag}-{port}.log", cwd=REPO
     )
 
 
@@ -120,13 +125,9 @@ def start(variant: str, args: argparse.Namespace) -> Running:
         s = rampart_serve(args, servers.free_port(), variant)
         s.start()
         return Running(s.base_url, [s], s)
-    if variant == "serve-reuseport":
-        s = rampart_serve(args, servers.free_port(), variant, options=("--reuse-port",))
-        s.start()
-        return Running(s.base_url, [s], s)
     if variant.startswith("exp:"):
         s = rampart_serve(
-            args, servers.free_port(), variant.replace(":", "-"), RAMPART_EXP_SERVER=variant[4:]
+            args, servers.free_port(), variant.replace(":", "-"), env={"RAMPART_EXP_SERVER": variant[4:]}
         )
         s.start()
         return Running(s.base_url, [s], s)
@@ -152,7 +153,9 @@ def start(variant: str, args: argparse.Namespace) -> Running:
         s.start()
         return Running(s.base_url, [s], s)
     if variant.startswith("nginx"):
-        inner = rampart_serve(args, servers.free_port(), "behind-nginx", RAMPART_TRUSTED_PROXIES="127.0.0.1")
+        inner = rampart_serve(
+            args, servers.free_port(), "behind-nginx", env={"RAMPART_TRUSTED_PROXIES": "127.0.0.1"}
+        )
         inner.start()
         front = nginx_server(args, [inner.port], "nginx")
         try:
@@ -174,7 +177,7 @@ def start(variant: str, args: argparse.Namespace) -> Running:
         running = Running("")
         try:
             for n in (1, 2):
-                s = rampart_serve(args, servers.free_port(), f"{variant}-{n}", **env)
+                s = rampart_serve(args, servers.free_port(), f"{variant}-{n}", env=env)
                 s.start()
                 running.procs.append(s)
             front = nginx_server(args, [p.port for p in running.procs], "nginx")
@@ -448,11 +451,11 @@ def main(argv: list[str] | None = None) -> int:
                     report.write_json({"kind": "ab", "partial": True, "runs": runs}, args.out)
     summary = summarize(runs)
     print()
-    for key, s in summary.items():
+    for key, m in summary.items():
         print(
-            f"{key:<40} rate {s['rate']:>8} p99 {s['p99_ms']:>7} ms  server {s['server_cpu_us']:>6} us"
-            f"  db {s['database_cpu_us']:>6} us  redis {s['redis_cpu_us']:>5} us"
-            f"  ({s['runs']} runs, {s['disturbed']} disturbed)"
+            f"{key:<40} rate {m['rate']:>8} p99 {m['p99_ms']:>7} ms  server {m['server_cpu_us']:>6} us"
+            f"  db {m['database_cpu_us']:>6} us  redis {m['redis_cpu_us']:>5} us"
+            f"  ({m['runs']} runs, {m['disturbed']} disturbed)"
         )
     payload = {
         "kind": "ab",
