@@ -32,6 +32,7 @@ from rampart.db.listener import Listener
 from rampart.db.migrate import pending_migrations
 from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
+from rampart.errors import ServiceUnavailable
 from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber
 from rampart.events.log import EventLog
 from rampart.events.routes import event_routes
@@ -150,8 +151,17 @@ class Rampart:
 
     async def startup(self) -> None:
         """Start the background workers (the cache's notification listener, ...). Idempotent."""
+        await self.prepare()
         for worker in self.services.background:
             worker.start()
+
+    async def prepare(self) -> None:
+        """Find out, once, whether the database is a Citus coordinator (decision 0024): before the first
+        request, so none asks. A database that cannot be reached now is asked at its first use."""
+        try:
+            await self.services.db.on_citus()
+        except ServiceUnavailable:
+            log.warning("the database is unavailable at startup: asked again at the first request")
 
     async def aclose(self) -> None:
         for worker in reversed(self.services.background):

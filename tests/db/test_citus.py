@@ -16,20 +16,25 @@ from tests import pgservers
 from tests.conftest import make_settings
 
 import rampart.apps.tasks
+from rampart.access.actor import Roles
 from rampart.clitasks import migrate_all
-from rampart.db.citus import PlacementError, citus_enabled, place_tables, tables_on_workers
+from rampart.config import Settings
+from rampart.db.citus import (
+    PlacementError,
+    TablePlacement,
+    citus_enabled,
+    place_tables,
+    tables_on_workers,
+)
 from rampart.db.migrate import alembic_config, upgrade
-from rampart.lib.ids import new_id
+from rampart.lib.ids import new_id, shard_key_of
+from rampart.schema import declared_resources, placements
 
 T = TypeVar("T")
 
-# The demo app as decision 0019 places it (the tables not named stay local, on the coordinator).
-DEMO: dict[str, Any] = {
-    "users": ("reference",),
-    "projects": ("distributed", "id", None),
-    "project_members": ("distributed", "project_id", "projects"),
-    "tasks": ("distributed", "project_id", "projects"),
-}
+# The demo app as decision 0019 places it, from its declarations (the tables not named stay local).
+_SETTINGS = Settings(_env_file=None, database_url=None)  # type: ignore[call-arg]
+DEMO: dict[str, TablePlacement] = placements(declared_resources(_SETTINGS, Roles(_SETTINGS.role_permissions)))
 
 
 def on(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -135,41 +140,64 @@ def test_a_worker_added_later_takes_shards_in_a_rebalance() -> None:
 
 @pytest.fixture(scope="module")
 def placed(citus_cluster: pgservers.CitusCluster) -> list[str]:
-    """The cluster's database migrated (`rampart migrate`), then the demo placed: the steps taken."""
-    migrate_all(make_settings(citus_cluster.url))
-    return on(citus_cluster.url, lambda c: place_tables(c, DEMO))
+    """The cluster's database migrated by `rampart migrate`, which places the tables: the steps taken."""
+    return migrate_all(make_settings(citus_cluster.url))
 
 
-async def test_migrate_then_place_distributes_the_demo_by_project(
+ON_WORKERS = {
+    "users",
+    "users_deleted",
+    "projects",
+    "projects_deleted",
+    "project_members",
+    "project_members_deleted",
+    "tasks",
+    "tasks_deleted",
+    "events",
+    "event_queue",
+}
+
+
+async def test_migrate_distributes_the_demo_by_project(
     citus_cluster: pgservers.CitusCluster, placed: list[str]
 ) -> None:
-    assert "tasks: distributed by project_id with projects" in placed
+    assert "tasks: distributed by shard_key with events" in placed
     tables = await placement_of(citus_cluster.url)
-    assert tables["users"][0] == "reference"
-    assert tables["projects"][:2] == ("distributed", "id")
-    assert tables["project_members"][:2] == ("distributed", "project_id")
-    assert tables["tasks"][:2] == ("distributed", "project_id")
-    # One co-location group: a project's members and tasks are on its shard, so its joins stay there.
-    assert tables["projects"][2] == tables["project_members"][2] == tables["tasks"][2]
-    for table in ("sessions", "events", "event_queue", "webhooks", "signing_keys", "alembic_version"):
+    assert tables["users"][0] == tables["users_deleted"][0] == "reference"
+    for table in ON_WORKERS - {"users", "users_deleted"}:
+        assert tables[table][:2] == ("distributed", "shard_key"), table
+    # One co-location group: a project's members, tasks and events are on its shard, so its joins (and a
+    # change with its event) stay there.
+    assert len({tables[t][2] for t in ON_WORKERS - {"users", "users_deleted"}}) == 1
+    for table in ("sessions", "webhooks", "event_deliveries", "signing_keys", "alembic_version"):
         assert tables.get(table, ("local",))[0] == "local", table
     conn = await asyncpg.connect(citus_cluster.url)
     try:
         # The keys now lead with the distribution column; reads by id alone keep an index of their own.
-        key = await conn.fetchval(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE conrelid = 'tasks'::regclass AND contype = 'p'"
-        )
-        assert key == "PRIMARY KEY (project_id, id)"
-        assert await conn.fetchval("SELECT to_regclass('tasks_id_idx') IS NOT NULL")
-        fks = {
-            r["conname"]
+        constraints = {
+            r["conname"]: r["def"]
             for r in await conn.fetch(
-                "SELECT conname FROM pg_constraint WHERE conrelid = 'tasks'::regclass AND contype = 'f'"
+                "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
+                " WHERE conrelid IN ('tasks'::regclass, 'project_members'::regclass)"
             )
         }
-        assert {"tasks_project_id_fkey", "tasks_owner_id_fkey", "tasks_assignee_id_fkey"} <= fks
-        assert await tables_on_workers(conn) == {"users", "projects", "project_members", "tasks"}
+        assert constraints["tasks_pkey"] == "PRIMARY KEY (shard_key, id)"
+        assert await conn.fetchval("SELECT to_regclass('tasks_id_idx') IS NOT NULL")
+        # A reference within the group carries the shard key; those to users (a reference table) do not.
+        assert constraints["tasks_project_id_fkey"] == (
+            "FOREIGN KEY (shard_key, project_id) REFERENCES projects(shard_key, id) ON DELETE CASCADE"
+        )
+        assert constraints["tasks_owner_id_fkey"].startswith("FOREIGN KEY (owner_id) REFERENCES users(id)")
+        assert constraints["tasks_shard_key_check"] == "CHECK ((shard_key = rampart_shard_key(id)))"
+        # A member is unique per project as before: the shard key follows the project.
+        assert constraints["project_members_project_id_user_id_key"] == (
+            "UNIQUE (shard_key, project_id, user_id)"
+        )
+        assert await tables_on_workers(conn) == ON_WORKERS
+        # The SQL function and Python agree on the shard key an id carries.
+        some = [new_id(), new_id(shard_key=-7), new_id(shard_key=2**31 - 1)]
+        keys = await conn.fetch("SELECT rampart_shard_key(u) AS k FROM unnest($1::uuid[]) u", some)
+        assert [r["k"] for r in keys] == [shard_key_of(i) for i in some]
     finally:
         await conn.close()
 
@@ -181,7 +209,7 @@ def test_placing_again_does_nothing_and_migrate_runs_again(
     assert on(citus_cluster.url, lambda c: place_tables(c, DEMO)) == []
     # `rampart migrate` again: the change triggers are installed on the local tables only (Citus refuses
     # them on the others: "triggers are not supported on distributed tables").
-    migrate_all(make_settings(citus_cluster.url))
+    assert migrate_all(make_settings(citus_cluster.url)) == []
     triggered = on(
         citus_cluster.url,
         lambda c: c.fetch(
@@ -205,20 +233,24 @@ async def test_a_projects_tasks_sit_with_it_and_tasks_of_many_projects_on_both_w
         )
         projects = [new_id() for _ in range(16)]
         await conn.executemany(
-            "INSERT INTO projects (id, name, description, owner_id) VALUES ($1, 'P', '', $2)",
-            [(p, owner) for p in projects],
+            "INSERT INTO projects (shard_key, id, name, description, owner_id) VALUES ($1, $2, 'P', '', $3)",
+            [(shard_key_of(p), p, owner) for p in projects],
         )
         await conn.executemany(
-            "INSERT INTO tasks (id, project_id, title, description, status, priority, owner_id)"
-            " VALUES ($1, $2, 'T', '', 'todo', 0, $3)",
-            [(new_id(), p, owner) for p in projects for _ in range(3)],
+            "INSERT INTO tasks (shard_key, id, project_id, title, description, status, priority, owner_id)"
+            " VALUES ($1, $2, $3, 'T', '', 'todo', 0, $4)",
+            [
+                (shard_key_of(p), new_id(shard_key=shard_key_of(p)), p, owner)
+                for p in projects
+                for _ in range(3)
+            ],
         )
         where = await conn.fetch(
             "SELECT s.table_name::text AS t, s.nodeport FROM citus_shards s"
-            " WHERE s.shardid IN (get_shard_id_for_distribution_column('projects', $1::uuid),"
-            " get_shard_id_for_distribution_column('tasks', $1::uuid),"
-            " get_shard_id_for_distribution_column('project_members', $1::uuid))",
-            projects[0],
+            " WHERE s.shardid IN (get_shard_id_for_distribution_column('projects', $1::int),"
+            " get_shard_id_for_distribution_column('tasks', $1::int),"
+            " get_shard_id_for_distribution_column('project_members', $1::int))",
+            shard_key_of(projects[0]),
         )
         assert {r["t"] for r in where} == {"projects", "tasks", "project_members"}
         assert len({r["nodeport"] for r in where}) == 1
@@ -237,14 +269,14 @@ async def test_a_placement_citus_cannot_give_is_refused_before_anything_changes(
         # spent_refresh_tokens stays local and references sessions: Citus allows no reference from a
         # local table to a distributed one.
         with pytest.raises(PlacementError, match=r"spent_refresh_tokens .*references sessions"):
-            await place_tables(conn, {**DEMO, "sessions": ("distributed", "user_id", None)})
+            await place_tables(conn, {**DEMO, "sessions": TablePlacement.distributed("user_id")})
         assert "sessions" not in await tables_on_workers(conn)
-        with pytest.raises(PlacementError, match="tasks is already distributed by project_id"):
-            await place_tables(conn, {**DEMO, "tasks": ("distributed", "owner_id", None)})
+        with pytest.raises(PlacementError, match="tasks is already distributed by shard_key"):
+            await place_tables(conn, {**DEMO, "tasks": TablePlacement.distributed("owner_id")})
         with pytest.raises(PlacementError, match="already reference"):
-            await place_tables(conn, {**DEMO, "users": ("local",)})
+            await place_tables(conn, {**DEMO, "users": TablePlacement.local()})
         with pytest.raises(PlacementError, match="no such table"):
-            await place_tables(conn, {"nowhere": ("reference",)})
+            await place_tables(conn, {"nowhere": TablePlacement.reference()})
     finally:
         await conn.close()
 
@@ -261,7 +293,7 @@ async def test_a_trigger_or_a_unique_index_citus_cannot_keep_is_refused(
         with pytest.raises(
             PlacementError, match=f"{name}: unique index {name}_email_key .*distribution column owner"
         ):
-            await place_tables(conn, {name: ("distributed", "owner", None)})
+            await place_tables(conn, {name: TablePlacement.distributed("owner")})
         # Refused whole: the key it had started to change is as it was.
         key = await conn.fetchval(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
@@ -277,7 +309,7 @@ async def test_a_trigger_or_a_unique_index_citus_cannot_keep_is_refused(
             f"CREATE TRIGGER touch BEFORE UPDATE ON {name} FOR EACH ROW EXECUTE FUNCTION scratch_touch()"
         )
         with pytest.raises(PlacementError, match=f"{name} has trigger touch"):
-            await place_tables(conn, {name: ("distributed", "owner", None)})
+            await place_tables(conn, {name: TablePlacement.distributed("owner")})
         assert name not in await tables_on_workers(conn)
     finally:
         await conn.execute(f"DROP TABLE IF EXISTS {name}")
@@ -315,8 +347,7 @@ def test_a_later_migration_changes_distributed_and_reference_tables(
     from alembic.script import ScriptDirectory
 
     url = citus_cluster.create_database(f"later_{uuid.uuid4().hex[:8]}")
-    migrate_all(make_settings(url))
-    on(url, lambda c: place_tables(c, DEMO))
+    assert migrate_all(make_settings(url))  # placed
     heads = tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
     (tmp_path / "c1705a000001_later.py").write_text(
         LATER_REVISION.format(down=heads[0] if len(heads) == 1 else heads)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
 
+from rampart.db.citus import ShardKeys, citus_enabled
 from rampart.errors import RequestTimeout, ServiceUnavailable
 
 log = logging.getLogger("rampart.db")
@@ -98,6 +100,37 @@ class Database:
         self._turns = asyncio.Semaphore(max_size)
         self._waiting = 0
         self._lock = asyncio.Lock()
+        # Whether the database is a Citus coordinator: decided once per process (`detect`), before the
+        # first request when the server starts, so no request ever asks (decision 0024).
+        self._citus: bool | None = None
+        self.shard_keys = ShardKeys()
+
+    @property
+    def citus(self) -> bool:
+        """The database is a Citus coordinator (as last detected; False until then)."""
+        return bool(self._citus)
+
+    async def on_citus(self) -> bool:
+        """`citus`, detected first if it has not been (a server whose database was down at startup)."""
+        if self._citus is None:
+            await self.detect()
+        return bool(self._citus)
+
+    async def shard_key(self, value: uuid.UUID) -> int:
+        """On a Citus cluster, the shard key of the row whose id is `value` (see `ShardKeys`)."""
+        known = self.shard_keys.known(value)
+        if known is not None:
+            return known
+        async with self.connection() as conn:
+            return await self.shard_keys.lookup(conn, value)
+
+    async def detect(self) -> None:
+        """Find out once whether the database is a Citus coordinator (and which ids predate its
+        distribution). A database that cannot be reached is asked again at the next `on_citus`."""
+        async with self.connection() as conn:
+            citus = await citus_enabled(conn)
+            self.shard_keys = await ShardKeys.load(conn) if citus else ShardKeys()
+        self._citus = citus
 
     @property
     def pool(self) -> asyncpg.Pool | None:

@@ -239,6 +239,7 @@ class Webhooks:
             changes=changes,
             request_id=request_id,
             impersonator_id=actor.impersonator_id,
+            citus=await self.db.on_citus(),
         )
 
         async def notify() -> None:

@@ -59,6 +59,11 @@ class FieldType:
         """The SQL expression that reads the column in its JSON-ready form."""
         return column
 
+    def select_immutable(self, column: str) -> str:
+        """`select` with IMMUTABLE functions only, for RETURNING on a Citus cluster (which refuses others
+        there): the same text."""
+        return self.select(column)
+
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         raise NotImplementedError
 
@@ -256,6 +261,10 @@ class Date(FieldType):
         # is the same as one read from the database.
         return f"to_char({column}, 'YYYY-MM-DD')"
 
+    def select_immutable(self, column: str) -> str:
+        # rampart_date: the same to_char, declared IMMUTABLE (made by rampart.db.citus on a cluster).
+        return f"rampart_date({column})"
+
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         import sqlalchemy as sa
 
@@ -288,6 +297,10 @@ class Timestamp(FieldType):
     def select(self, column: str) -> str:
         # Formatting in PostgreSQL keeps per-row Python work out of the hot path.
         return f"to_char({column} AT TIME ZONE 'UTC', '{_TS_FORMAT}')"
+
+    def select_immutable(self, column: str) -> str:
+        # rampart_ts: the same to_char, declared IMMUTABLE (made by rampart.db.citus on a cluster).
+        return f"rampart_ts({column})"
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         from sqlalchemy.dialects import postgresql as pg
