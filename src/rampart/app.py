@@ -213,6 +213,9 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         sessions=services.authenticator.live_sessions,
         session_channel=REVOCATION_CHANNEL,
         max_per_user=settings.events_stream_max_per_user,
+        # A worker announces its committed changes on the row cache's channel, and their events with them:
+        # they write no notification of their own (see the dispatcher above).
+        also_wake_on=(CHANNEL,),
     )
     services.background.append(stream)
     services.event_log, services.stream = event_log, stream
@@ -233,7 +236,8 @@ def _query_cache(services: Services) -> CacheFeed:
     else:
         max_rows = settings.cache_max_rows
         cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
-    feed = CacheFeed(cache, services.registry)
+    # Behind a transaction-mode pooler no worker announces its changes (the tables' triggers do).
+    feed = CacheFeed(cache, services.registry, announced=settings.database_pool_mode != "transaction")
     services.cache = cache
     services.listener.subscribe(CHANNEL, feed.on_notification, on_up=feed.up, on_down=feed.down)
     return feed

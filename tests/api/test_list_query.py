@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rampart.app import Rampart
+from rampart.lib.ids import new_id, shard_key_of
 from tests.conftest import User, new_user
 
 TASKS = "/api/v1/tasks"
@@ -432,13 +433,19 @@ async def crowd(app: Rampart, client: httpx.AsyncClient) -> User:
     """A user with 105 tasks, inserted in one statement."""
     user = await new_user(app)
     project = await create(client, user, "/api/v1/projects", {"name": "crowd"})
+    # Ids that carry the project's shard key, as the manager makes them (on a Citus cluster the row is
+    # written with it: --citus).
+    key = shard_key_of(uuid.UUID(project["id"]))
+    shard = (", shard_key", f", {key}") if app.services.db.citus else ("", "")
     await app.services.db.execute(
-        "INSERT INTO tasks (id, project_id, title, description, status, priority, owner_id, created_at)"
-        " SELECT gen_random_uuid(), $1, 'task ' || n, '', 'todo', 0, $2,"
-        " now() - make_interval(secs => n)"
-        " FROM generate_series(1, 105) AS n",
+        "INSERT INTO tasks (id, project_id, title, description, status, priority, owner_id, created_at"
+        f"{shard[0]})"
+        " SELECT u.id, $1, 'task ' || u.n, '', 'todo', 0, $2,"
+        f" now() - make_interval(secs => u.n){shard[1]}"
+        " FROM unnest($3::uuid[]) WITH ORDINALITY AS u(id, n)",
         uuid.UUID(project["id"]),
         uuid.UUID(user.id),
+        [new_id(shard_key=key) for _ in range(105)],
     )
     return user
 

@@ -129,7 +129,7 @@ class ShardKeys:
     async def load(cls, conn: Any) -> ShardKeys:
         if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", EXCEPTIONS_TABLE):
             return cls()
-        return cls(await conn.fetchval(f"SELECT max(id) FROM {EXCEPTIONS_TABLE}"))
+        return cls(await conn.fetchval(f"SELECT id FROM {EXCEPTIONS_TABLE} ORDER BY id DESC LIMIT 1"))
 
     def known(self, value: uuid.UUID) -> int | None:
         """The shard key when the id alone says it, else None (ask `lookup`)."""

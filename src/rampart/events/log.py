@@ -12,6 +12,9 @@ are fewer than that, it judges them one by one (cheap: the live stream and polle
 newest events). Otherwise it asks each resource for the objects the caller may see
 (`ResourceManager.events_visible_ids_sql`, answered by the resource's own indexes) and reads their
 events through the index on (resource_id, id). Either way the same rule decides.
+
+On a Citus cluster the same rule and the same two ways are written for distributed events
+(`rampart.events.log_citus`).
 """
 
 from __future__ import annotations
@@ -132,7 +135,10 @@ class EventLog:
         `replica`: the read may go to a read replica (with read-your-writes for `actor`). The live stream
         does not ask for it: it is woken by the primary's notifications and must then find the event.
         """
-        statement = self.page_sql(actor, query)
+        if not actor.can(READ_ANY) and await self.db.on_citus():
+            statement = await self._page_on_citus(actor, query)
+        else:
+            statement = self.page_sql(actor, query)
         if statement is None:
             return [], False
         sql, params = statement
@@ -217,6 +223,55 @@ class EventLog:
             f" (SELECT c.id FROM ({' UNION ALL '.join(found)}) c WHERE (SELECT wn.n FROM wn) >= {window}"
             f" ORDER BY c.id LIMIT {n})"
             f")) ORDER BY e.id"
+        )
+        return sql, bind.params
+
+    async def _page_on_citus(self, actor: Actor, query: LogQuery) -> tuple[str, list[Any]] | None:
+        """`page_sql` on a Citus cluster: first how many events follow the cursor (a statement of its own,
+        see `rampart.events.log_citus`), then the page either way."""
+        from rampart.events import log_citus  # it builds on this module's helpers
+
+        managers = [(name, m) for name, m in self.managers.items() if query.resource in (None, name)]
+        target = None
+        if query.resource_id is not None:
+            target = parse_uuid(query.resource_id)
+            if target is None:
+                return None
+        if not managers:
+            return None
+        count = Binder()
+        window_sql = log_citus.window_sql(
+            query, self.window, count, filters=_filters("w", query, count), order=_order("w", query)
+        )
+        following = await self.db.fetchval(window_sql, *count.params)
+        bind = Binder()
+        after = bind(query.after or _START)
+        if following < self.window:
+            sql = log_citus.judged_sql(
+                actor,
+                query,
+                managers,
+                bind,
+                columns=_COLUMNS,
+                filters=_filters("e", query, bind),
+                order=_order("e", query),
+                after=after,
+            )
+            return sql, bind.params
+
+        def of_all(name: str) -> list[str]:  # bound only when used: every parameter must have a type
+            return [*_filters("e", replace(query, resource=name), bind), f"e.id > {after}"]
+
+        sql = log_citus.found_sql(
+            actor,
+            query,
+            managers,
+            bind,
+            columns=_COLUMNS,
+            given=_given(query),
+            of_all=of_all,
+            target=target,
+            after=after,
         )
         return sql, bind.params
 

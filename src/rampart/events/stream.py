@@ -2,8 +2,10 @@
 
 Each client reads the event log (`EventLog`, so visibility is the log's, decided in SQL) from its
 cursor whenever the database announces new events. The announcement is the `rampart_events`
-notification, heard on one LISTEN connection per worker process; it reaches every worker of every
-instance, so fan-out needs nothing else. Polling every `poll_interval` seconds covers a lost listener.
+notification, or a row change announced on the channels of `also_wake_on` (a worker announces its own
+changes after they commit, and their events with them: `rampart.resources.caching`), heard on one LISTEN
+connection per worker process; it reaches every worker of every instance, so fan-out needs nothing else.
+Polling every `poll_interval` seconds covers a lost listener.
 
 - **Resume.** `Last-Event-ID` (sent by `EventSource` when it reconnects) or `?after=` starts the stream
   after that event, from the log; without either it starts now.
@@ -98,6 +100,7 @@ class LiveStream:
         poll_interval: float = 5.0,
         batch: int = 100,
         max_per_user: int = 10,
+        also_wake_on: Collection[str] = (),
     ) -> None:
         self.log = log
         self._reauthenticate = reauthenticate
@@ -119,6 +122,8 @@ class LiveStream:
         if listener is not None:  # without one, clients only poll
             # After a lost connection, clients look at once for what they may have missed.
             listener.subscribe(CHANNEL, self._wake_all, on_up=self._wake_all)
+            for channel in also_wake_on:  # changes whose events come without a notification of their own
+                listener.subscribe(channel, self._wake_all)
             if session_channel is not None and sessions is not None:
                 # Any announcement (its payload is the authenticator's business) has every stream's session
                 # read again: one statement, and announcements are rare. So does a reconnection, after
