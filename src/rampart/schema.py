@@ -178,8 +178,21 @@ def placements(resources: Sequence[Resource]) -> dict[str, TablePlacement]:
                 f" rampart_shard_key(t.{by}))"
             )
             gone = f"coalesce({fill}, rampart_shard_key(t.id))"
+        references = None
+        if by is not None:
+            reference = resource.all_fields[by].type
+            references = (
+                by_name[getattr(reference, "target", "")].table,
+                getattr(reference, "on_delete", ""),
+            )
         found[resource.table] = TablePlacement.distributed(
-            SHARD_KEY, colocate_with="events", follows=by, fill=fill, ids=True, checked=True
+            SHARD_KEY,
+            colocate_with="events",
+            follows=by,
+            fill=fill,
+            ids=True,
+            checked=True,
+            references=references,
         )
         found[resource.deleted_table] = TablePlacement.distributed(
             SHARD_KEY, colocate_with="events", fill=gone, ids=True

@@ -27,6 +27,7 @@ from rampart.db.citus import (
     tables_on_workers,
 )
 from rampart.db.migrate import alembic_config, upgrade
+from rampart.errors import NotFound
 from rampart.lib.ids import new_id, shard_key_of
 from rampart.schema import declared_resources, placements
 
@@ -401,3 +402,115 @@ async def test_on_plain_postgresql_placing_does_nothing(database_url: str) -> No
         assert await tables_on_workers(conn) == set()
     finally:
         await conn.close()
+
+
+def test_makemigrations_on_a_placed_database_finds_no_change(
+    citus_cluster: pgservers.CitusCluster, placed: list[str], tmp_path: Path
+) -> None:
+    """What `rampart migrate` made of the tables it placed (shard keys, the keys, unique constraints and
+    references rebuilt with them, the index on ids) is no change of the app's: autogenerate leaves it."""
+    from rampart.db.migration_writer import make_migration
+    from rampart.schema import build_metadata
+
+    settings = make_settings(citus_cluster.url)
+    metadata = build_metadata(settings)
+    demo = Path(rampart.apps.tasks.__file__).parent / "migrations"
+    result = make_migration(
+        citus_cluster.url,
+        "nothing",
+        app_folders=[demo, tmp_path],
+        metadata=metadata,
+        app_tables=metadata.info["app_tables"],
+    )
+    assert result.not_written == []
+    assert result.path is None
+    assert list(tmp_path.glob("*.py")) == []
+
+
+COMMENTS_APP = """
+from rampart import Field, Placement, Policy, Reference, Resource, Text
+from rampart.apps.tasks import resources as demo
+
+comments = Resource(
+    name="comments",
+    fields={
+        "task_id": Field(Reference("tasks"), required=True, immutable=True, filter=("eq",)),
+        "body": Field(Text(min_length=1, max_length=2000), required=True),
+    },
+    policy=Policy.inherit("task_id"),
+    # With its task, which is with its project: one shard for the three.
+    placement=Placement.distributed(by="task_id"),
+)
+
+
+def declare():
+    return [*demo.declare(), comments]
+"""
+
+
+async def test_an_apps_new_resource_is_made_by_makemigrations_and_placed_by_migrate(
+    citus_cluster: pgservers.CitusCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guide's comments on tasks, distributed by their task: `makemigrations` on the cluster writes
+    only the new table, `migrate` makes it and places it with its task's project, and a comment lives on
+    its project's shard (its id says which) whatever the path to it."""
+    from tests.conftest import context_of, new_user
+
+    from rampart.app import create_app
+    from rampart.clitasks import make_app_migration
+
+    module = f"citus_comments_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(COMMENTS_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = await asyncio.to_thread(citus_cluster.create_database, f"app_{uuid.uuid4().hex[:8]}")
+    demo_only = make_settings(url)
+    await asyncio.to_thread(migrate_all, demo_only)  # the demo first, placed
+    settings = make_settings(url, app=f"{module}:declare", migrations_dir=str(tmp_path / "migrations"))
+    made = await asyncio.to_thread(
+        make_app_migration, settings, message="comments", allow_destructive=False, empty=False
+    )
+    assert made.path is not None
+    assert made.not_written == []
+    written = made.path.read_text()
+    assert "create_table('comments'" in written
+    assert "shard_key" not in written  # the placement adds it, on a cluster only
+    steps = await asyncio.to_thread(migrate_all, settings)
+    assert "comments: distributed by shard_key with events" in steps
+    tables = await placement_of(url)
+    assert tables["comments"][:2] == ("distributed", "shard_key")
+    assert tables["comments"][2] == tables["tasks"][2]
+
+    app = create_app(settings)
+    try:
+        owner = await new_user(app)
+        ctx = context_of(app, owner)
+        managers = app.services.managers
+        project = await managers["projects"].create(ctx, {"name": "With comments"})
+        task = await managers["tasks"].create(ctx, {"project_id": project["id"], "title": "Discuss"})
+        comment = await managers["comments"].create(ctx, {"task_id": task["id"], "body": "Agreed."})
+        key = shard_key_of(uuid.UUID(project["id"]))
+        assert shard_key_of(uuid.UUID(task["id"])) == shard_key_of(uuid.UUID(comment["id"])) == key
+        assert (await managers["comments"].get(ctx, uuid.UUID(comment["id"])))["body"] == "Agreed."
+        page = await managers["comments"].list(ctx, {"task_id": task["id"]})
+        assert [c["id"] for c in page.items] == [comment["id"]]
+        stranger = context_of(app, await new_user(app))
+        with pytest.raises(NotFound):
+            await managers["comments"].get(stranger, uuid.UUID(comment["id"]))
+        # Deleting the project takes its tasks and their comments, each with its event.
+        await managers["projects"].delete(ctx, uuid.UUID(project["id"]))
+        with pytest.raises(NotFound):
+            await managers["comments"].get(ctx, uuid.UUID(comment["id"]))
+        conn = await asyncpg.connect(url)
+        try:
+            kept = await conn.fetchval(
+                "SELECT shard_key FROM comments_deleted WHERE id = $1", uuid.UUID(comment["id"])
+            )
+            types = await conn.fetch(
+                "SELECT type FROM events WHERE shard_key = $1 AND resource_id = $2", key, comment["id"]
+            )
+        finally:
+            await conn.close()
+        assert kept == key
+        assert sorted(r["type"] for r in types) == ["comments.created", "comments.deleted"]
+    finally:
+        await app.aclose()

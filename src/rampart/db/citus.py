@@ -82,6 +82,9 @@ class TablePlacement:
     the rows of a table moved onto Citus get their shard keys. `ids`: the table's rows are a resource's,
     whose ids should carry their shard key: those that do not (made before) are listed in
     `rampart_shard_keys`, and new rows must (a CHECK, once the table is distributed; `checked`).
+    `references`: the table `follows` refers to and the reference's ON DELETE action: the reference is made
+    (with the distribution column on both sides) when the table has none, as when the migrations made it on
+    the cluster (they leave out a new table's references to distributed tables: rampart.migrations.env).
     """
 
     kind: str
@@ -92,6 +95,7 @@ class TablePlacement:
     fill: str | None = None
     ids: bool = False
     checked: bool = False
+    references: tuple[str, str] | None = None  # `follows` references (table, ON DELETE action)
 
     @classmethod
     def distributed(
@@ -103,8 +107,9 @@ class TablePlacement:
         fill: str | None = None,
         ids: bool = False,
         checked: bool = False,
+        references: tuple[str, str] | None = None,
     ) -> TablePlacement:
-        return cls("distributed", column, colocate_with, follows, (), fill, ids, checked)
+        return cls("distributed", column, colocate_with, follows, (), fill, ids, checked, references)
 
     @classmethod
     def reference(cls) -> TablePlacement:
@@ -219,12 +224,19 @@ async def _place(conn: Any, placements: Mapping[str, TablePlacement]) -> list[st
     for fk in loose:
         await conn.execute(f'ALTER TABLE "{fk.table}" DROP CONSTRAINT "{fk.name}"')
         steps.append(f"{fk.table}: dropped {fk.name} (a local table cannot reference {fk.target} on Citus)")
-    # References among the tables about to be distributed (or made reference tables) go while they move.
+    # References among the tables about to be distributed (or made reference tables) go while they move,
+    # and those of a table about to be distributed to anything: one that references a reference table is
+    # a "Citus local table" already, which Citus will not distribute with another table.
     moving = set(order)
     dropped = [
         fk
         for fk in foreign
-        if fk.table in moving and fk.target in moving and fk.table != fk.target and fk not in loose
+        if fk.table != fk.target
+        and fk not in loose
+        and (
+            (fk.table in moving and fk.target in moving)
+            or (fk.table in moving and placements[fk.table].kind == "distributed")
+        )
     ]
     for fk in dropped:
         await conn.execute(f'ALTER TABLE "{fk.table}" DROP CONSTRAINT "{fk.name}"')
@@ -263,6 +275,19 @@ async def _place(conn: Any, placements: Mapping[str, TablePlacement]) -> list[st
         await conn.execute(f'ALTER TABLE "{fk.table}" ADD CONSTRAINT "{fk.name}" {definition}')
         if definition != fk.definition:
             steps.append(f"{fk.table}: {fk.name} {definition}")
+    kept = {(fk.table, fk.target) for fk in dropped}
+    for table in order:
+        wanted = placements[table]
+        if wanted.references is None or (table, wanted.references[0]) in kept:
+            continue
+        target, action = wanted.references
+        name = f"{table}_{wanted.follows}_fkey"
+        definition = (
+            f"FOREIGN KEY ({wanted.column}, {wanted.follows}) REFERENCES {target}({wanted.column}, id)"
+            f" ON DELETE {action}"
+        )
+        await conn.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
+        steps.append(f"{table}: {name} {definition}")
     return steps
 
 
@@ -315,9 +340,13 @@ async def _shard_keys(conn: Any, table: str, wanted: TablePlacement, steps: list
     if wanted.fill is None:
         raise PlacementError(f"{table} has no column {column} to distribute by")
     await conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" integer')
-    rows = await conn.execute(f'UPDATE "{table}" t SET "{column}" = {wanted.fill}')
+    rows = "0"
+    # A new table (made by a later migration) is empty: nothing to fill, and its fill may read tables
+    # already distributed, which Citus does not join with a local one in an UPDATE.
+    if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{table}")'):
+        rows = (await conn.execute(f'UPDATE "{table}" t SET "{column}" = {wanted.fill}')).rsplit(" ", 1)[-1]
     await conn.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" SET NOT NULL')
-    steps.append(f"{table}: {column} of {rows.rsplit(' ', 1)[-1]} rows")
+    steps.append(f"{table}: {column} of {rows} rows")
     if not wanted.ids:
         return 0
     listed = await conn.execute(
