@@ -514,3 +514,95 @@ async def test_an_apps_new_resource_is_made_by_makemigrations_and_placed_by_migr
         assert sorted(r["type"] for r in types) == ["comments.created", "comments.deleted"]
     finally:
         await app.aclose()
+
+
+async def test_through_the_api_a_projects_tasks_sit_on_its_shard_and_tasks_on_both_workers(
+    citus_cluster: pgservers.CitusCluster, placed: list[str]
+) -> None:
+    """The issue's "done when": after `rampart migrate` on a fresh coordinator with 2 workers, the API
+    works as ever and its task rows sit on both workers, each with its project."""
+    import httpx
+    from tests.conftest import new_user
+
+    from rampart.app import create_app
+
+    app = create_app(make_settings(citus_cluster.url))
+    await app.startup()
+    try:
+        assert app.services.db.citus
+        owner = await new_user(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            projects = []
+            for n in range(16):
+                r = await http.post("/api/v1/projects", json={"name": f"P{n}"}, headers=owner.headers)
+                assert r.status_code == 201, r.text
+                projects.append(r.json()["data"]["id"])
+            tasks = {}
+            for project in projects:
+                for n in range(2):
+                    r = await http.post(
+                        "/api/v1/tasks", json={"project_id": project, "title": f"T{n}"}, headers=owner.headers
+                    )
+                    assert r.status_code == 201, r.text
+                    tasks[r.json()["data"]["id"]] = project
+            for task_id in tasks:
+                r = await http.get(f"/api/v1/tasks/{task_id}", headers=owner.headers)
+                assert r.status_code == 200, r.text
+    finally:
+        await app.aclose()
+    counts = await rows_per_worker(citus_cluster, "tasks")
+    assert set(counts) == {w.port for w in citus_cluster.workers}
+    assert all(n > 0 for n in counts.values()), counts
+    conn = await asyncpg.connect(citus_cluster.url)
+    try:
+        for task_id, project in tasks.items():
+            where = await conn.fetch(
+                "SELECT s.table_name::text AS t, s.nodeport FROM citus_shards s WHERE s.shardid IN"
+                " (SELECT get_shard_id_for_distribution_column('tasks', shard_key) FROM tasks WHERE id = $1"
+                "  UNION SELECT get_shard_id_for_distribution_column('projects', shard_key) FROM projects"
+                "  WHERE id = $2)",
+                uuid.UUID(task_id),
+                uuid.UUID(project),
+            )
+            assert {r["t"] for r in where} == {"tasks", "projects"}
+            assert len({r["nodeport"] for r in where}) == 1  # one worker holds both
+    finally:
+        await conn.close()
+
+
+async def test_a_reference_cleared_by_a_delete_is_not_served_stale_from_the_cache(
+    citus_cluster: pgservers.CitusCluster, placed: list[str]
+) -> None:
+    """`tasks.assignee_id` is ON DELETE SET NULL: on a cluster the database clears it on a worker, where no
+    trigger tells the row cache, so the manager clears it itself and announces it."""
+    from tests.conftest import context_of, new_user, wait_for_cache
+
+    from rampart.access.system import system_actor
+    from rampart.app import create_app
+    from rampart.resources.context import Context
+
+    app = create_app(make_settings(citus_cluster.url))
+    await app.startup()
+    try:
+        await wait_for_cache(app)
+        assert app.services.cache is not None
+        assert app.services.cache.enabled  # trusted on a cluster: workers announce their changes
+        owner, helper = await new_user(app), await new_user(app)
+        ctx = context_of(app, owner)
+        managers = app.services.managers
+        project = await managers["projects"].create(ctx, {"name": "Help"})
+        task = await managers["tasks"].create(
+            ctx, {"project_id": project["id"], "title": "Assigned", "assignee_id": helper.id}
+        )
+        key = uuid.UUID(task["id"])
+        _, cached = await managers["tasks"].get_json(ctx, key)  # kept in the row cache
+        assert helper.id.encode() in cached
+        admin = Context(actor=system_actor(frozenset({"users:manage", "resources:write_any"})))
+        await managers["users"].delete(admin, uuid.UUID(helper.id))
+        row = await managers["tasks"].get(ctx, key)
+        assert row["assignee_id"] is None
+        _, again = await managers["tasks"].get_json(ctx, key)
+        assert helper.id.encode() not in again
+    finally:
+        await app.aclose()

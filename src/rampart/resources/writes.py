@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from rampart.resources.manager import ResourceManager
 
 Row = dict[str, Any]
+_SEQUENTIAL = "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"
 
 
 class Writes:
@@ -299,6 +300,11 @@ class Writes:
             ctx.actor.require(self.resource.policy.write_permission)
         citus = await self.db.on_citus()
         async with self.db.transaction() as conn:
+            if citus and self._referenced():
+                # The rows that reference this one are changed over every shard; then this row, in a
+                # reference table perhaps: Citus allows that in one transaction only one worker connection
+                # at a time ("cannot execute DML on table users because there was a parallel DML access").
+                await conn.execute(_SEQUENTIAL)
             current, shard = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=True)
             await self._hook("before_delete", ctx, conn, row=current)
             try:
@@ -388,6 +394,14 @@ class Writes:
                 for row in await other.writer._delete(conn, child_ids, citus=citus, returning=True):
                     shard = row.pop("_shard_key", None)
                     await other.writer._event(ctx, conn, "deleted", row, shard=shard)
+
+    def _referenced(self) -> bool:
+        """Another resource references this one (a delete changes its rows too)."""
+        return any(
+            isinstance(field.type, Reference) and field.type.target == self.resource.name
+            for other in self.managers.values()
+            for field in other.resource.all_fields.values()
+        )
 
     async def _forget(self, ids: builtins.list[uuid.UUID]) -> None:
         """Rows changed without a new version (a reference cleared): every cache drops them after the commit,
