@@ -216,7 +216,11 @@ def _sql(url: str, sql: str) -> Any:
 _CITUS_CONF = """
 shared_preload_libraries = 'citus'
 fsync = off
-synchronous_commit = off
+# On, as PostgreSQL's default: an online shard move waits for the new placement to replay the source's WAL
+# up to its *write* position (pg_current_wal_lsn), which an asynchronous commit may not have reached yet
+# when it is acknowledged; with `off`, a write acknowledged just before the switch was lost with the old
+# placement (1 run in 2 of test_citus_ops.py's rebalance under load; docs/guide/database-scaling.md).
+synchronous_commit = on
 full_page_writes = off
 shared_buffers = 32MB
 max_connections = 200

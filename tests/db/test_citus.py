@@ -52,9 +52,13 @@ def on(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-async def rows_per_worker(cluster: pgservers.CitusCluster, table: str) -> dict[int, int]:
-    """Rows of `table` on each worker that holds shards of it, counted on the worker itself."""
-    coordinator = await asyncpg.connect(cluster.url)
+async def rows_per_worker(
+    cluster: pgservers.CitusCluster, table: str, database: str | None = None
+) -> dict[int, int]:
+    """Rows of `table` (of `database`, the cluster's own by default) on each worker that holds shards of
+    it, counted on the worker itself."""
+    database = database or cluster.database
+    coordinator = await asyncpg.connect(cluster.coordinator.url(database))
     try:
         shards = await coordinator.fetch(
             "SELECT shard_name, nodeport FROM citus_shards WHERE table_name = $1::regclass", table
@@ -66,7 +70,7 @@ async def rows_per_worker(cluster: pgservers.CitusCluster, table: str) -> dict[i
         names = [r["shard_name"] for r in shards if r["nodeport"] == node.port]
         if not names:
             continue
-        conn = await asyncpg.connect(node.url(cluster.database))
+        conn = await asyncpg.connect(node.url(database))
         try:
             counts[node.port] = sum([await conn.fetchval(f'SELECT count(*) FROM "{n}"') for n in names])
         finally:

@@ -215,7 +215,7 @@ async def _place(conn: Any, placements: Mapping[str, TablePlacement]) -> list[st
     steps: list[str] = []
     await _make_functions(conn, steps)
     # Shard keys first, in the order given (a table's rows may take theirs from a table before it).
-    exceptions: dict[str, int] = {}
+    exceptions: dict[str, uuid.UUID | None] = {}  # table -> the newest of its ids made before the move
     for table, wanted in placements.items():
         if table in todo and wanted.kind == "distributed":
             exceptions[table] = await _shard_keys(conn, table, wanted, steps)
@@ -261,15 +261,18 @@ async def _place(conn: Any, placements: Mapping[str, TablePlacement]) -> list[st
     for table in order:
         wanted = placements[table]
         if wanted.checked:
-            # After the rows are on the workers: Citus enforces a constraint while it copies them, and a
-            # row older than the move may not meet it (it is listed in rampart_shard_keys instead).
-            old = " NOT VALID" if exceptions.get(table) else ""  # the rows listed do not meet it
+            # A row made before the move (listed in rampart_shard_keys) may not meet it, and must still be
+            # updated: the ids up to the newest of those are let through (NOT VALID would not do: an
+            # UPDATE checks the row again). Every row made since has a newer id.
+            newest = exceptions.get(table)
+            old = f" OR id <= '{newest}'::uuid" if newest is not None else ""
             check = f"{table}_{SHARD_KEY}_check"
             await conn.execute(
                 f'ALTER TABLE "{table}" ADD CONSTRAINT "{check}"'
-                f" CHECK ({SHARD_KEY} = rampart_shard_key(id)){old}"
+                f" CHECK ({SHARD_KEY} = rampart_shard_key(id){old})"
             )
-            steps.append(f"{table}: {check} (new rows' ids carry their shard key){old}")
+            since = f", but for ids up to {newest}" if newest is not None else ""
+            steps.append(f"{table}: {check} (new rows' ids carry their shard key{since})")
     for fk in dropped:
         definition = _definition_on(fk, placements)
         await conn.execute(f'ALTER TABLE "{fk.table}" ADD CONSTRAINT "{fk.name}" {definition}')
@@ -325,9 +328,9 @@ async def _make_functions(conn: Any, steps: list[str]) -> None:
         steps.append(f"{EXCEPTIONS_TABLE}: ids that do not carry their shard key")
 
 
-async def _shard_keys(conn: Any, table: str, wanted: TablePlacement, steps: list[str]) -> int:
+async def _shard_keys(conn: Any, table: str, wanted: TablePlacement, steps: list[str]) -> uuid.UUID | None:
     """The distribution column of a table made by the migrations: added, filled from `wanted.fill`, and
-    the ids that do not carry their shard key listed. Returns how many were listed."""
+    the ids that do not carry their shard key listed. Returns the newest of those (None: there are none)."""
     column = wanted.column
     has = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2"
@@ -336,7 +339,7 @@ async def _shard_keys(conn: Any, table: str, wanted: TablePlacement, steps: list
         column,
     )
     if has:
-        return 0
+        return None
     if wanted.fill is None:
         raise PlacementError(f"{table} has no column {column} to distribute by")
     await conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{column}" integer')
@@ -348,15 +351,19 @@ async def _shard_keys(conn: Any, table: str, wanted: TablePlacement, steps: list
     await conn.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" SET NOT NULL')
     steps.append(f"{table}: {column} of {rows} rows")
     if not wanted.ids:
-        return 0
+        return None
     listed = await conn.execute(
         f'INSERT INTO {EXCEPTIONS_TABLE} (id, {SHARD_KEY}) SELECT id, {column} FROM "{table}"'
         f" WHERE {column} <> rampart_shard_key(id) ON CONFLICT (id) DO NOTHING"
     )
     count = int(listed.rsplit(" ", 1)[-1])
-    if count:
-        steps.append(f"{table}: {count} ids made before the move listed in {EXCEPTIONS_TABLE}")
-    return count
+    if not count:
+        return None
+    steps.append(f"{table}: {count} ids made before the move listed in {EXCEPTIONS_TABLE}")
+    newest: uuid.UUID = await conn.fetchval(
+        f'SELECT id FROM "{table}" WHERE {column} <> rampart_shard_key(id) ORDER BY id DESC LIMIT 1'
+    )
+    return newest
 
 
 async def _distribute_functions(conn: Any, steps: list[str]) -> None:
