@@ -159,9 +159,13 @@ class Rampart:
         """Find out, once, whether the database is a Citus coordinator (decision 0024): before the first
         request, so none asks. A database that cannot be reached now is asked at its first use."""
         try:
-            await self.services.db.on_citus()
+            citus = await self.services.db.on_citus()
         except ServiceUnavailable:
             log.warning("the database is unavailable at startup: asked again at the first request")
+            return
+        if citus and self.services.replicas is not None:
+            # The read-your-writes mark is one LSN; a cluster has one per node (database-scaling.md).
+            log.error("read replicas are not supported on a Citus cluster: reads may miss recent writes")
 
     async def aclose(self) -> None:
         for worker in reversed(self.services.background):
