@@ -6,7 +6,7 @@ a transaction the hook takes part in. Subscribers hear of a change only after it
 On a Citus cluster (`Database.citus`, decided at startup; decision 0019) every write takes the
 transactional path, each statement pinned to the row's shard (its id carries the key, `rampart.lib.ids`):
 the row, its event and the event's queue row are written on one worker, which commits in one phase. As
-one statement, each CTE went through the coordinator: a third of the rate. The row's shard key is
+one statement, each CTE went through the coordinator, at a third to a half of the rate. The row's shard key is
 written with it, RETURNING formats with IMMUTABLE functions (Citus allows no other there), and what a
 foreign-key action would do on a worker unseen (ON DELETE SET NULL) the manager does itself.
 """
