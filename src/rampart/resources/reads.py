@@ -209,7 +209,11 @@ class Reads:
             row = await self.replicas.fetchrow(ctx.actor.user_id, sql, *bind.params)
         if row is None:
             if parent_id is not None:
-                await self.require_parent(ctx, parent_id, shard=shard)
+                # The row's shard is its parent's only when it is placed by its parent.
+                placed_by_parent = (
+                    self.resource.parent and self.resource.placement.by == self.resource.parent.field
+                )
+                await self.require_parent(ctx, parent_id, shard=shard if placed_by_parent else None)
             raise self.not_found()
         return dict(row)
 
