@@ -406,7 +406,13 @@ def create_app(
             return None
 
         checks["redis"] = check_redis
-    spec = build_spec(specs, title="Rampart", version=__version__, extra_paths=dict(OPERATIONS_PATHS))
+    spec = build_spec(
+        specs,
+        title="Rampart",
+        version=__version__,
+        extra_paths=dict(OPERATIONS_PATHS),
+        tags={r.name: r.description for r in services.registry},
+    )
     drain = Drain(
         delay=settings.drain_delay,
         max_requests=settings.max_requests,

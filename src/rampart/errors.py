@@ -46,6 +46,11 @@ class InvalidQuery(InvalidRequest):
     title = "Invalid query"
 
 
+class InvalidHeader(InvalidRequest):
+    code = "invalid_header"
+    title = "Invalid header"
+
+
 class Unauthorized(RampartError):
     code = "unauthorized"
     title = "Unauthorized"

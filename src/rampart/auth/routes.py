@@ -14,26 +14,24 @@ from rampart.lib.bus import EventBus
 from rampart.lib.ids import parse_uuid
 from rampart.resources.endpoints import Call, RouteSpec, json_response
 from rampart.resources.manager import Context, ResourceManager
-from rampart.resources.openapi_schema import item_schema, problem_responses
+from rampart.resources.openapi_parts import data, named, path_id, problems, response
+from rampart.resources.openapi_schema import schemas
 from rampart.resources.routes import API_PREFIX
 from rampart.resources.spec import Binder
 
-_TOKEN_SCHEMA = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {
-        "data": {
-            "type": "object",
-            "required": ["access_token", "token_type", "expires_in", "refresh_token"],
-            "properties": {
-                "access_token": {"type": "string"},
-                "token_type": {"type": "string"},
-                "expires_in": {"type": "integer"},
-                "refresh_token": {"type": "string"},
-            },
-        }
+TOKEN_PAIR = named(
+    "TokenPair",
+    {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "refresh_token"],
+        "properties": {
+            "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
+            "token_type": {"type": "string", "enum": ["Bearer"]},
+            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            "refresh_token": {"type": "string", "description": "Exchange at POST /api/v1/auth/refresh."},
+        },
     },
-}
+)
 
 
 def auth_routes(
@@ -82,18 +80,23 @@ def auth_routes(
         await bus.emit(event, request_id=call.request_id)
         return json_response({"data": pair.as_json()}, status=201)
 
-    user_schema = item_schema(users.resource)
-    me_schema = {
-        **user_schema,
-        "properties": {
-            **user_schema["properties"],
-            "permissions": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "What the caller's role may do (`users:manage`, `tasks:write`, ...).",
+    user = schemas(users.resource)["item"]
+    caller = named(
+        "Caller",
+        {
+            **user.schema,
+            "description": "The caller: their user, and what their role may do.",
+            "required": [*user.schema["required"], "permissions"],
+            "properties": {
+                **user.schema["properties"],
+                "permissions": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "What the caller's role may do (`users:manage`, `tasks:write`, ...).",
+                },
             },
         },
-    }
+    )
     return [
         RouteSpec(
             "GET",
@@ -101,20 +104,8 @@ def auth_routes(
             me,
             "auth.me",
             tags=("auth",),
-            summary="The caller",
-            openapi={
-                "responses": {
-                    "200": {
-                        "description": "The caller",
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "properties": {"data": me_schema}}
-                            }
-                        },
-                    },
-                    **problem_responses(401, 429),
-                }
-            },
+            summary="Get the caller",
+            openapi={"responses": {"200": response("The caller", data(caller))}},
         ),
         RouteSpec(
             "POST",
@@ -125,13 +116,12 @@ def auth_routes(
             permission="users:impersonate",
             summary="Open a session as this user",
             openapi={
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "description": "A new session for the user, recorded in the audit log with the admin as "
+                "actor. A disabled user is 404.",
+                "parameters": [path_id("id", "The user's id.")],
                 "responses": {
-                    "201": {
-                        "description": "A token pair",
-                        "content": {"application/json": {"schema": _TOKEN_SCHEMA}},
-                    },
-                    **problem_responses(401, 403, 404, 429),
+                    "201": response("A token pair of the new session", data(TOKEN_PAIR)),
+                    **problems(404),
                 },
             },
         ),

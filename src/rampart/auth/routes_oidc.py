@@ -16,12 +16,14 @@ from starlette.responses import RedirectResponse, Response
 from rampart.auth.cookies import set_token_cookies
 from rampart.auth.oidc import InvalidState, OIDCClient, SignInDenied, SignInNotConfigured
 from rampart.auth.oidc_login import check_redirect, link_user, open_login_session, start_login, take_state
-from rampart.auth.routes_sessions import NO_STORE, TOKEN_PAIR_SCHEMA
+from rampart.auth.routes import TOKEN_PAIR
+from rampart.auth.routes_sessions import NO_STORE
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.resources.endpoints import Call, RouteSpec, json_response
 from rampart.resources.manager import ResourceManager
-from rampart.resources.openapi_schema import item_schema, problem_responses
+from rampart.resources.openapi_parts import data, named, problems, response
+from rampart.resources.openapi_schema import schemas
 from rampart.resources.routes import API_PREFIX
 
 CALLBACK_PATH = f"{API_PREFIX}/auth/google/callback"
@@ -91,19 +93,16 @@ def oidc_routes(
         set_token_cookies(response, pair, max_age=session_ttl)  # for browser clients of this site
         return response
 
-    user_schema = item_schema(users.resource)
-    signed_in = {
-        "type": "object",
-        "required": ["data"],
-        "properties": {
-            "data": {
-                **TOKEN_PAIR_SCHEMA["properties"]["data"],
-                "required": ["access_token", "token_type", "expires_in", "refresh_token", "user"],
-                "properties": {**TOKEN_PAIR_SCHEMA["properties"]["data"]["properties"], "user": user_schema},
-            }
+    user = schemas(users.resource)["item"]
+    signed_in = named(
+        "SignedIn",
+        {
+            "type": "object",
+            "required": [*TOKEN_PAIR.schema["required"], "user"],
+            "properties": {**TOKEN_PAIR.schema["properties"], "user": user},
         },
-    }
-    location = {"Location": {"schema": {"type": "string"}, "description": "Where the browser goes next"}}
+    )
+    tokens_set = ("Set-Cookie", "Cache-Control")
     return [
         RouteSpec(
             "GET",
@@ -126,8 +125,10 @@ def oidc_routes(
                     }
                 ],
                 "responses": {
-                    "302": {"description": "To the provider's authorize URL", "headers": location},
-                    **problem_responses(400, 404, 429, 503),
+                    "302": response(
+                        "To the provider's authorize URL", header_names=("Location", "Cache-Control")
+                    ),
+                    **problems(400, 404),
                 },
             },
         ),
@@ -147,15 +148,14 @@ def oidc_routes(
                     for name in ("code", "state", "error", "iss")
                 ],
                 "responses": {
-                    "200": {
-                        "description": "Signed in: a token pair and the user",
-                        "content": {"application/json": {"schema": signed_in}},
-                    },
-                    "302": {
-                        "description": "Signed in: to redirect_to, with the token pair in the fragment",
-                        "headers": location,
-                    },
-                    **problem_responses(400, 401, 403, 404, 409, 429, 503),
+                    "200": response(
+                        "Signed in: a token pair and the user", data(signed_in), header_names=tokens_set
+                    ),
+                    "302": response(
+                        "Signed in: to redirect_to, with the token pair in the fragment",
+                        header_names=("Location", *tokens_set),
+                    ),
+                    **problems(400, 401, 403, 404, 409),
                 },
             },
         ),

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rampart.resources.manager import ResourceManager
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_SCHEMA_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 MISSING: Any = object()
 SERVER_FIELDS = ("id", "created_at", "updated_at", "version")
 
@@ -262,12 +263,18 @@ class Resource:
     operations: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
     manager: type[ResourceManager] | None = None
     description: str = ""
+    # The name of its item in the OpenAPI document and in generated clients (`Task`, with `TaskCreate`,
+    # `TaskUpdate`, `TaskPage`); by default the singular of `name` in PascalCase.
+    schema_name: str = ""
     hooks: Hooks = field(default_factory=Hooks)
     all_fields: dict[str, Field] = field(init=False)
 
     def __post_init__(self) -> None:
         self.table = self.table or self.name
         self.path = self.path or self.name
+        self.schema_name = self.schema_name or _pascal(_singular(self.name))
+        if not _SCHEMA_NAME_RE.fullmatch(self.schema_name):
+            raise ValueError(f"{self.name}: schema_name {self.schema_name!r} is not a PascalCase name")
         for name in (self.name, self.table, *self.fields):
             if not _NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid resource, table or field name")
@@ -315,6 +322,22 @@ class Resource:
     def writable_fields(self) -> dict[str, Field]:
         """Fields a client may set on create."""
         return {n: f for n, f in self.all_fields.items() if not f.read_only}
+
+
+def _singular(name: str) -> str:
+    """English plural to singular for the usual cases (tasks, categories, boxes, addresses, releases); a
+    name it gets wrong (statuses) is fixed by declaring `schema_name`."""
+    if name.endswith("ies") and len(name) > 3:
+        return name[:-3] + "y"
+    if name.endswith(("sses", "xes", "ches", "shes")):
+        return name[:-2]
+    if name.endswith("s") and not name.endswith("ss"):
+        return name[:-1]
+    return name
+
+
+def _pascal(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
 class Registry:
