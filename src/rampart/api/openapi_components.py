@@ -36,7 +36,7 @@ def problem_schema(codes: dict[str, int]) -> dict[str, Any]:
         "type": "object",
         "description": "An RFC 9457 problem. Switch on `code`, which is stable; `title` and `detail` are "
         "for people.",
-        "required": ["type", "title", "status", "code", "request_id"],
+        "required": ["type", "title", "status", "detail", "code", "request_id"],
         "properties": {
             "type": {"type": "string", "description": "`about:blank`: the status and `code` say it all."},
             "title": {"type": "string", "description": "A short summary of the status."},
