@@ -141,9 +141,10 @@ def test_errors_are_documented_as_problems(document: dict[str, Any]) -> None:
             if code[0] in "45":
                 content = response["content"]
                 assert list(content) == ["application/problem+json"], f"{method} {path} {code}"
-                assert content["application/problem+json"]["schema"] == document["components"]["schemas"][
-                    "Problem"
-                ]
+                assert (
+                    content["application/problem+json"]["schema"]
+                    == document["components"]["schemas"]["Problem"]
+                )
 
 
 def test_permission_routes_document_403(app: Rampart, document: dict[str, Any]) -> None:
@@ -303,7 +304,12 @@ def test_bodies_exclude_server_owned_fields(document: dict[str, Any]) -> None:
         "schema"
     ]
     assert not (server_owned | {"project_id"}) & set(update["properties"])  # project_id is immutable
-    assert update["properties"]["priority"] == {"type": "integer", "minimum": 0, "maximum": 5, "examples": [0]}
+    assert update["properties"]["priority"] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 5,
+        "examples": [0],
+    }
 
 
 # ----- /docs works offline -----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from typing import Any
 
 from rampart import errors as e
 from rampart.api.problems import MAX_ERRORS, status_for
-from rampart.resources.conditional import PRECONDITION_PATTERN
 from rampart.resources.openapi_parts import PROBLEM_JSON, PROBLEM_RESPONSES, ref
 
 # Codes of problems written outside the error classes: an unexpected error, and readiness.
@@ -160,17 +159,22 @@ PARAMETERS: dict[str, Any] = {
         "name": "If-Match",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "pattern": PRECONDITION_PATTERN, "examples": ['"3"']},
-        "description": "Change only if the item is still at this version (its ETag), else 412. `*` matches "
-        'any version; a weak tag (`W/"3"`) never matches. A malformed value is a 400 `invalid_header`.',
+        # The grammar is in words, not a `pattern`: tools that know If-Match (schemathesis) generate
+        # entity tags for a plain string, and the server checks it (PRECONDITION_PATTERN, decision 0022).
+        "schema": {"type": "string"},
+        "description": 'Change only if the item is still at this version: its ETag (`"3"`), a comma-'
+        'separated list of them, or `*` (any version). A weak tag (`W/"3"`) never matches, nor does an '
+        "empty list. 412 when none matches; a value that is not a list of entity tags is a 400 "
+        "`invalid_header`.",
     },
     "If-None-Match": {
         "name": "If-None-Match",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "pattern": PRECONDITION_PATTERN, "examples": ['"3"']},
-        "description": "304 with no body when the item is still at this version (its ETag). A malformed "
-        "value is a 400 `invalid_header`.",
+        "schema": {"type": "string"},
+        "description": '304 with no body when the item is still at this version: its ETag (`"3"`, weak '
+        "or strong), a comma-separated list of them, or `*`. A value that is not entity tags is a 400 "
+        "`invalid_header`.",
     },
 }
 

@@ -238,7 +238,7 @@ def session_routes(
                     "200": {
                         **response("A new token pair", data(REFRESHED), header_names=("Cache-Control",)),
                     },
-                    **problems(403, 422),
+                    **problems(401, 403, 422),
                 },
             },
         ),

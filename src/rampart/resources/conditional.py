@@ -1,9 +1,11 @@
 """Entity tags for optimistic concurrency: a row's ETag is its `version`.
 
 `If-Match` and `If-None-Match` are read as RFC 9110 defines them: `*` or a comma-separated list of entity
-tags (`"3"`, `W/"3"`). A value that is neither is refused (400 `invalid_header`) rather than taken as a
-tag that never matches: "has changed since you fetched it" would be a wrong answer to a malformed request.
-`If-Match` compares strongly (a weak tag never matches, RFC 9110 13.1.1); `If-None-Match` weakly.
+tags (`"3"`, `W/"3"`), whose empty elements are ignored (the list rule of RFC 9110 5.6.1), so an empty
+value is an empty list: `If-Match` then matches nothing (412) and `If-None-Match` changes nothing. A value
+that is neither is refused (400 `invalid_header`) rather than taken as a tag that never matches: "has
+changed since you fetched it" would be a wrong answer to a malformed request. `If-Match` compares strongly
+(a weak tag never matches, RFC 9110 13.1.1); `If-None-Match` weakly.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from rampart.errors import FieldError, InvalidHeader
 # The grammar as a pattern both Python and ECMA-262 read alike (the OpenAPI document carries it too):
 # visible ASCII inside the quotes except the quote itself, optional blanks around the commas.
 _TAG = r'(?:W/)?"[!#-~]*"'
-PRECONDITION_PATTERN = rf"^[ \t]*(?:\*|{_TAG}(?:[ \t]*,[ \t]*{_TAG})*)[ \t]*$"
+PRECONDITION_PATTERN = rf"^[ \t]*(?:\*|(?:{_TAG})?(?:[ \t]*,[ \t]*(?:{_TAG})?)*)[ \t]*$"
 _PRECONDITION_RE = re.compile(PRECONDITION_PATTERN)
 _TAG_RE = re.compile(_TAG)
 
