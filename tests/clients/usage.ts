@@ -7,6 +7,7 @@ import type { components, paths } from "./generated/schema";
 
 type Task = components["schemas"]["Task"];
 type Problem = components["schemas"]["Problem"];
+type Event = components["schemas"]["Event"];
 
 export class ApiProblem extends Error {
   constructor(readonly problem: Problem) {
@@ -80,4 +81,28 @@ export async function main(baseUrl: string, token: string): Promise<void> {
   const missing = await api.GET("/api/v1/tasks/{id}", { params: { path: { id: task.id } } });
   if (missing.error?.code === "not_found") console.log("no such task", missing.error.request_id);
   console.log(seen.length);
+}
+
+// The live stream: openapi-fetch hands over the body as a stream (a generated call would never return).
+export async function follow(baseUrl: string, token: string, seen: (event: Event) => void): Promise<void> {
+  const api = createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${token}` } });
+  const { response } = await api.GET("/api/v1/events/stream", {
+    params: { query: { resource: "tasks" } },
+    parseAs: "stream",
+  });
+  if (!response.ok || response.body === null) throw new Error(`the stream answered ${response.status}`);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return; // the session ended: sign in again, reconnect with Last-Event-ID
+    buffer += value;
+    let end: number;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const message = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = message.split("\n").find((line) => line.startsWith("data: "));
+      if (data) seen(JSON.parse(data.slice(6)) as Event);
+    }
+  }
 }
