@@ -206,20 +206,21 @@ async def test_logout_flag_is_a_boolean(client: httpx.AsyncClient, alice: User) 
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"url": "", "events": ["tasks.*"]},
-        {"url": "https://example.test/hook", "events": [""]},
-        {"url": "https://example.test/hook", "events": ["tasks.*"], "description": "a\x00b"},
-        {"url": "https://example.test/hook", "events": ["tasks.*"], "secret": "s" * 16 + "\x00"},
-        {"url": "https://example.test/hook", "events": ["tasks\x00.*"]},
+        ({"url": "", "events": ["tasks.*"]}, "url"),
+        ({"url": "https://example.test/hook", "events": [""]}, "events"),
+        ({"url": "https://example.test/hook", "events": ["tasks.*"], "description": "a\x00b"}, "description"),
+        ({"url": "https://example.test/hook", "events": ["tasks.*"], "secret": "s" * 16 + "\x00"}, "secret"),
+        ({"url": "https://example.test/hook", "events": ["tasks\x00.*"]}, "events"),
     ],
 )
 async def test_webhook_bodies_the_document_forbids_are_422(
-    client: httpx.AsyncClient, admin: User, body: dict[str, Any]
+    client: httpx.AsyncClient, admin: User, body: dict[str, Any], field: str
 ) -> None:
     r = await client.post("/api/v1/admin/webhooks", json=body, headers=admin.headers)
     assert r.status_code == 422, r.text
+    assert field in {error["field"] for error in r.json()["errors"]}, r.text
 
 
 async def test_every_problem_code_answered_is_documented(

@@ -139,11 +139,16 @@ HEADERS: dict[str, Any] = {
         required=True,
     ),
     "Set-Cookie": _header(
-        "`rampart_refresh` (HttpOnly, path /api/v1/auth) and `rampart_csrf`, for browser clients.",
+        "`rampart_refresh` (HttpOnly, path /api/v1/auth) and `rampart_csrf`, for browser clients: set by "
+        "sign-in and by a refresh that used the cookie, cleared by logout.",
+        {"type": "string"},
+        required=False,
+    ),
+    "Cache-Control": _header(
+        "`no-store` on token responses, `no-cache` on the live stream, `public, max-age=60` on the JWKS.",
         {"type": "string"},
         required=True,
     ),
-    "Cache-Control": _header("`no-store` on token responses.", {"type": "string"}, required=True),
 }
 
 PARAMETERS: dict[str, Any] = {
@@ -194,4 +199,6 @@ DESCRIPTION = """Rampart HTTP API.
   `Content-Security-Policy`, and `Strict-Transport-Security` over HTTPS. Rate-limited routes add
   `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 429 adds `Retry-After`.
 - **Authentication**: `Authorization: Bearer <access token>` unless an operation says otherwise.
+- **CORS**: origins on the configured allow-list get `Access-Control-Allow-Origin` and the headers
+  above exposed; a preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered without auth.
 """

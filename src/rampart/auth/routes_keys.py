@@ -46,6 +46,7 @@ def key_routes(*, tokens: TokenIssuer) -> list[RouteSpec]:
                                 },
                             },
                         ),
+                        header_names=("Cache-Control",),
                     ),
                 },
             },

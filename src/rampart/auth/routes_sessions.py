@@ -236,7 +236,9 @@ def session_routes(
                 ),
                 "responses": {
                     "200": {
-                        **response("A new token pair", data(REFRESHED), header_names=("Cache-Control",)),
+                        **response(
+                            "A new token pair", data(REFRESHED), header_names=("Cache-Control", "Set-Cookie")
+                        ),
                     },
                     **problems(401, 403, 422),
                 },

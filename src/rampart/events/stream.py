@@ -41,7 +41,7 @@ from rampart.events.log import EventLog, LogQuery, parse_log_query
 from rampart.events.openapi import log_parameters
 from rampart.lib.ids import parse_uuid
 from rampart.resources.endpoints import Call, RouteSpec
-from rampart.resources.openapi_parts import problems
+from rampart.resources.openapi_parts import headers, problems
 from rampart.resources.routes import API_PREFIX
 
 log = logging.getLogger("rampart.events.stream")
@@ -142,6 +142,7 @@ class LiveStream:
                 "responses": {
                     "200": {
                         "description": "The stream",
+                        "headers": headers("Cache-Control"),
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     **problems(400),
