@@ -237,3 +237,14 @@ async def test_every_problem_code_answered_is_documented(
     for r in answers:
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["code"] in codes, r.text
+
+
+def test_created_items_link_to_the_operations_under_them(doc: dict[str, Any]) -> None:
+    links = doc["paths"]["/api/v1/projects"]["post"]["responses"]["201"]["links"]
+    assert links["projects.get"]["parameters"] == {"id": "$response.body#/data/id"}
+    assert links["members.list"]["parameters"] == {"parent_id": "$response.body#/data/id"}
+    member = doc["paths"]["/api/v1/projects/{parent_id}/members"]["post"]["responses"]["201"]["links"]
+    assert member["members.delete"]["parameters"] == {
+        "user_id": "$response.body#/data/user_id",
+        "parent_id": "$request.path.parent_id",
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import mimetypes
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ def build_spec(
         for method, op in item.items():
             paths.setdefault(path, {})[method] = _complete(dict(op), [500, 504], limited=False)
     paths = _hoist(paths, schemas)
+    _link_created_items(paths)
     codes = problem_codes()
     schemas = {
         "Problem": problem_schema(codes),
@@ -121,6 +123,32 @@ def _complete(op: dict[str, Any], statuses: list[int], *, limited: bool) -> dict
             responses[status] = {**answer, "headers": {**headers(*sent), **answer.get("headers", {})}}
     op["responses"] = dict(sorted(responses.items()))
     return op
+
+
+def _link_created_items(paths: dict[str, Any]) -> None:
+    """OpenAPI links from each 201 of a collection to the operations under the item it created: a
+    client (or schemathesis' stateful phase) learns that POST /projects gives the `{parent_id}` of
+    /projects/{parent_id}/members, not only the `{id}` of /projects/{id}."""
+    for collection, item in paths.items():
+        created = item.get("post", {}).get("responses", {}).get("201")
+        if created is None or "$ref" in created:
+            continue
+        below = re.compile(re.escape(collection) + r"/\{([a-z_][a-z0-9_]*)\}(?:/.*)?")
+        links: dict[str, Any] = {}
+        for path, other in paths.items():
+            match = below.fullmatch(path)
+            if match is None:
+                continue
+            key = match.group(1)
+            # A nested collection's `{parent_id}` is the parent's `id`; an item's key is its own field.
+            parameters = {key: f"$response.body#/data/{'id' if key == 'parent_id' else key}"}
+            for name in re.findall(r"\{([a-z_][a-z0-9_]*)\}", collection):
+                parameters[name] = f"$request.path.{name}"
+            for method, op in other.items():
+                if method in ("get", "patch", "delete", "post", "put"):
+                    links[op["operationId"]] = {"operationId": op["operationId"], "parameters": parameters}
+        if links:
+            created["links"] = links
 
 
 def _hoist(value: Any, schemas: dict[str, Any]) -> Any:
