@@ -22,7 +22,7 @@ from rampart.resources.fields import (
 )
 from rampart.resources.openapi_parts import Named, named, nullable, problems
 from rampart.resources.query import DEFAULT_LIMIT, MAX_CONTAINS_LENGTH, MAX_IN_VALUES, MAX_LIMIT
-from rampart.resources.spec import MISSING, Field, Resource
+from rampart.resources.spec import MISSING, Field, Resource, pascal_case
 
 # Kept for route modules written against the earlier name.
 problem_responses = problems
@@ -46,7 +46,8 @@ def words(resource: Resource) -> str:
     return re.sub(r"(?<!^)([A-Z])", r" \1", resource.schema_name).lower()
 
 
-def _article(noun: str) -> str:
+def article(noun: str) -> str:
+    """`task` -> "a task", `event` -> "an event"."""
     return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
@@ -92,11 +93,7 @@ def choice_schema(resource: Resource, name: str) -> Named:
     schema = field.type.schema()
     if field.description:
         schema["description"] = field.description
-    return named(resource.schema_name + _pascal(name), schema)
-
-
-def _pascal(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+    return named(resource.schema_name + pascal_case(name), schema)
 
 
 def value_schema(resource: Resource, name: str, *, description: str = "") -> dict[str, Any] | Named:
@@ -141,7 +138,7 @@ def sparse_item_schema(resource: Resource) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": full["properties"],
-        "description": f"Some fields of {_article(words(resource))}: those named by `fields`.",
+        "description": f"Some fields of {article(words(resource))}: those named by `fields`.",
     }
 
 

@@ -25,6 +25,7 @@ from rampart.resources.manager import Context, ResourceManager
 from rampart.resources.openapi_parts import data, json_body, problems, ref, response
 from rampart.resources.openapi_schema import (
     SPARSE_JSON,
+    article,
     key_parameter,
     list_parameters,
     parent_parameter,
@@ -136,7 +137,7 @@ def routes_of(
     item = f"{collection}/{{{res.key}}}"
     named = schemas(res)
     noun = words(res)
-    a_noun = f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+    a_noun = article(noun)
     about = f" {res.description}" if res.description else ""
     within = [parent_parameter(parent)] if parent is not None else []
     key = [*within, key_parameter(res)]

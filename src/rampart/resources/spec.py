@@ -272,7 +272,7 @@ class Resource:
     def __post_init__(self) -> None:
         self.table = self.table or self.name
         self.path = self.path or self.name
-        self.schema_name = self.schema_name or _pascal(_singular(self.name))
+        self.schema_name = self.schema_name or pascal_case(_singular(self.name))
         if not _SCHEMA_NAME_RE.fullmatch(self.schema_name):
             raise ValueError(f"{self.name}: schema_name {self.schema_name!r} is not a PascalCase name")
         for name in (self.name, self.table, *self.fields):
@@ -331,12 +331,13 @@ def _singular(name: str) -> str:
         return name[:-3] + "y"
     if name.endswith(("sses", "xes", "ches", "shes")):
         return name[:-2]
-    if name.endswith("s") and not name.endswith("ss"):
+    if name.endswith("s") and not name.endswith(("ss", "us", "is")):  # status, analysis: already singular
         return name[:-1]
     return name
 
 
-def _pascal(name: str) -> str:
+def pascal_case(name: str) -> str:
+    """`task_comments` -> `TaskComments`."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
