@@ -197,7 +197,8 @@ DESCRIPTION = """Rampart HTTP API.
 - **Headers** on every response: `X-Request-ID`, `X-Content-Type-Options: nosniff`,
   `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`, `Cross-Origin-Opener-Policy: same-origin`,
   `Content-Security-Policy`, and `Strict-Transport-Security` over HTTPS. Rate-limited routes add
-  `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 429 adds `Retry-After`.
+  `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 429 adds `Retry-After`, a 401
+  `WWW-Authenticate`, a 405 (a method the path does not have) `Allow`.
 - **Authentication**: `Authorization: Bearer <access token>` unless an operation says otherwise.
 - **CORS**: origins on the configured allow-list get `Access-Control-Allow-Origin` and the headers
   above exposed; a preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered without auth.
