@@ -45,7 +45,11 @@ def test_each_resource_has_its_named_schemas(app: Rampart, doc: dict[str, Any]) 
         assert page["properties"]["data"]["items"] == {"$ref": f"#/components/schemas/{base}"}
         assert "required" not in schemas[f"{base}Fields"]  # a sparse item holds what `fields` named
         assert f"{base}Response" in schemas
-    assert schemas["TaskStatus"] == {"type": "string", "enum": ["todo", "in_progress", "done"]}
+    assert schemas["TaskStatus"] == {
+        "type": "string",
+        "enum": ["todo", "in_progress", "done"],
+        "description": "Where the task stands.",  # the field's description
+    }
     assert schemas["Task"]["properties"]["status"] == {"$ref": "#/components/schemas/TaskStatus"}
     assert {"Task", "TaskCreate", "TaskUpdate", "TaskPage", "Project", "Member", "User"} <= set(schemas)
 
