@@ -308,6 +308,7 @@ def test_bodies_exclude_server_owned_fields(document: dict[str, Any]) -> None:
         "type": "integer",
         "minimum": 0,
         "maximum": 5,
+        "description": "From 0 (none) to 5 (most urgent).",  # the field's own description
         "examples": [0],
     }
 
