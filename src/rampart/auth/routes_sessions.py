@@ -106,7 +106,7 @@ def session_routes(
 ) -> list[RouteSpec]:
     async def refresh(call: Call) -> Any:
         # A body names the token; without one, a browser may send it as a cookie (with the CSRF header).
-        from_cookie = not call.body and REFRESH_COOKIE in call.request.cookies
+        from_cookie = not call.body and bool(call.request.cookies.get(REFRESH_COOKIE))
         if not call.body and not from_cookie:
             raise Unauthorized("No refresh token: send it in the body, or as the rampart_refresh cookie.")
         if from_cookie:
@@ -214,7 +214,7 @@ def session_routes(
                         "name": "rampart_refresh",
                         "in": "cookie",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "minLength": 1},
                         "description": "The refresh token, for browser clients (set by sign-in; HttpOnly)",
                     },
                     {

@@ -67,3 +67,22 @@ def log_parameters(sources: Sequence[str]) -> list[dict[str, Any]]:
             "same filters, for the next page.",
         ),
     ]
+
+
+# One message of the live stream as an SSE parser gives it (`id:` and `data:` lines; heartbeats are
+# comments, which parsers drop). OpenAPI 3.1 has no `itemSchema` (3.2 does): the schema of the
+# text/event-stream content is that of each message, as schemathesis reads it.
+STREAM_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "data"],
+    "properties": {
+        "id": {**UUID, "description": "The event's id: send it as Last-Event-ID to resume after it."},
+        "event": {"type": "string", "enum": ["message"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": EVENT,
+            "description": "The `Event`, as JSON.",
+        },
+    },
+}

@@ -38,7 +38,7 @@ from rampart.db.listener import Listener
 from rampart.errors import FieldError, InvalidQuery, RampartError, RateLimited
 from rampart.events.dispatcher import CHANNEL
 from rampart.events.log import EventLog, LogQuery, parse_log_query
-from rampart.events.openapi import log_parameters
+from rampart.events.openapi import STREAM_MESSAGE, log_parameters
 from rampart.lib.ids import parse_uuid
 from rampart.resources.endpoints import Call, RouteSpec
 from rampart.resources.openapi_parts import headers, problems
@@ -143,7 +143,8 @@ class LiveStream:
                     "200": {
                         "description": "The stream",
                         "headers": headers("Cache-Control"),
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        # Each message, as SSE parsers see it: the event id, and the Event as JSON.
+                        "content": {"text/event-stream": {"schema": STREAM_MESSAGE}},
                     },
                     **problems(400),
                 },
