@@ -255,7 +255,8 @@ def routes_of(
                 parameters=[*key, ref("parameters", "If-Match")],
                 responses={
                     "204": response("Deleted"),
-                    **problems(400, 403, 404, 412),
+                    # 409: still referenced by items whose reference is ON DELETE RESTRICT
+                    **problems(400, 403, 404, 409, 412),
                 },
             )
         )
