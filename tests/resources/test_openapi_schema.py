@@ -10,7 +10,14 @@ import pytest
 
 from rampart.resources.fields import Boolean, Choice, Date, Integer, Reference, Text
 from rampart.resources.openapi_parts import Named
-from rampart.resources.openapi_schema import create_schema, item_schema, list_parameters, schemas, words
+from rampart.resources.openapi_schema import (
+    article,
+    create_schema,
+    item_schema,
+    list_parameters,
+    schemas,
+    words,
+)
 from rampart.resources.spec import Field, Resource
 
 
@@ -51,6 +58,20 @@ def test_schema_name_can_be_declared_and_must_be_pascal_case() -> None:
     assert Resource(name="news", fields={}, schema_name="NewsItem").schema_name == "NewsItem"
     with pytest.raises(ValueError, match="PascalCase"):
         Resource(name="news", fields={}, schema_name="news_item")
+
+
+@pytest.mark.parametrize(
+    ("noun", "phrase"),
+    [
+        ("task", "a task"),
+        ("event", "an event"),
+        ("user", "a user"),
+        ("update", "an update"),
+        ("item", "an item"),
+    ],
+)
+def test_article(noun: str, phrase: str) -> None:
+    assert article(noun) == phrase
 
 
 def test_words_and_names() -> None:

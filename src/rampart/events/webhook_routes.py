@@ -229,7 +229,7 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             f"{BASE}/{{id}}",
             get,
             "webhooks.get",
-            "A webhook",
+            "Get a webhook",
             parameters=[_ID],
             responses={"200": one, **problems(404)},
         ),

@@ -47,8 +47,10 @@ def words(resource: Resource) -> str:
 
 
 def article(noun: str) -> str:
-    """`task` -> "a task", `event` -> "an event"."""
-    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+    """`task` -> "a task", `event` -> "an event", `user` -> "a user", `update` -> "an update"."""
+    # A leading "u" sounds like "you" before one consonant and a vowel (user, unit, usage).
+    you = re.match(r"u[^aeiou][aeiouy]", noun) is not None
+    return f"an {noun}" if noun[:1] in "aeiou" and not you else f"a {noun}"
 
 
 def names(resource: Resource) -> dict[str, str]:
