@@ -128,3 +128,28 @@ def test_list_parameters_admit_exactly_what_the_parser_takes() -> None:
     assert sort.search("-label,created_at")
     assert not sort.search("size")  # not sortable
     assert params["include_total"]["schema"] == {"type": "boolean", "default": False}
+
+
+def test_a_schema_name_the_service_uses_is_refused_when_the_document_is_built() -> None:
+    from rampart.api.openapi import build_spec
+    from rampart.resources.endpoints import RouteSpec
+    from rampart.resources.openapi_parts import data, response
+
+    async def handler(call: Any) -> Any:
+        raise NotImplementedError
+
+    def route(path: str, name: str, schema: dict[str, Any]) -> RouteSpec:
+        return RouteSpec(
+            "GET", path, handler, openapi={"responses": {"200": response("x", data(Named(name, schema)))}}
+        )
+
+    build_spec([route("/a", "Thing", {"type": "object"})], title="t", version="1", extra_paths={})
+    with pytest.raises(ValueError, match="two different OpenAPI schemas are named 'Thing'"):
+        build_spec(
+            [route("/a", "Thing", {"type": "object"}), route("/b", "Thing", {"type": "string"})],
+            title="t",
+            version="1",
+            extra_paths={},
+        )
+    with pytest.raises(ValueError, match="service's own"):
+        build_spec([route("/a", "Problem", {"type": "object"})], title="t", version="1", extra_paths={})

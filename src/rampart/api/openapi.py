@@ -84,6 +84,11 @@ def build_spec(
     paths = _hoist(paths, schemas)
     _link_created_items(paths)
     codes = problem_codes()
+    taken = {"Problem", "FieldProblem"} & set(schemas)
+    if taken:
+        raise ValueError(
+            f"OpenAPI schema names {sorted(taken)} are the service's own: set Resource.schema_name"
+        )
     schemas = {
         "Problem": problem_schema(codes),
         "FieldProblem": FIELD_PROBLEM,
