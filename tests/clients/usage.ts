@@ -73,6 +73,9 @@ export async function main(baseUrl: string, token: string): Promise<void> {
 
   // A 422 as a problem: which field, and why.
   const refused = await api.POST("/api/v1/tasks", { body: { project_id: project.data.data.id, title: "" } });
+  // The error is the Problem type itself (were it `never`, the comparison below would still compile).
+  const asProblem: NonNullable<typeof refused.error> = {} as Problem;
+  console.log(asProblem.code);
   if (refused.error?.code === "validation_failed") {
     for (const error of refused.error.errors ?? []) console.log(error.field, error.code, error.message);
   }
