@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck contracts pytest bench bench-quick bench-scale bench-deps verify-deps clean \
+.PHONY: help install run test services lint typecheck contracts pytest bench bench-quick bench-scale bench-deps verify-deps clean \
 	verify verify-security verify-fuzz verify-sqlmap verify-faults verify-soak
 
 help:  ## List the targets
@@ -32,10 +32,15 @@ typecheck: install  ## mypy --strict on src/
 contracts: install  ## import-direction contract (lib -> db -> domains -> api)
 	$(BIN)/lint-imports
 
+# Citus (for the tests that start a cluster) is built from the release source by the shared script: once,
+# as root; afterwards it returns at once. Without it those tests skip, saying why.
+services:  ## Start or install what the test suite needs (PostgreSQL, Redis, Chromium, nginx, PgBouncer, Node, Citus)
+	scripts/test-services
+
 pytest: install  ## the test suite only
 	$(BIN)/pytest -q
 
-test: lint typecheck contracts pytest  ## Everything CI runs
+test: services lint typecheck contracts pytest  ## Everything CI runs (on a fresh machine too: starts or installs what it needs)
 
 $(VENV)/.bench-deps: pyproject.toml $(BIN)/rampart
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -25,7 +25,9 @@ from rampart.app import Rampart, create_app
 from rampart.auth.sessions import open_session
 from rampart.clitasks import migrate_all
 from rampart.config import Settings
+from rampart.db.migrate import upgrade
 from rampart.resources.manager import Context
+from rampart.schema import migrations_dir
 from tests import pgservers
 
 if TYPE_CHECKING:
@@ -33,7 +35,8 @@ if TYPE_CHECKING:
 
 ADMIN_URL = os.environ.get("RAMPART_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RAMPART_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TEST_SECRET = "test-secret-" + "x" * 40
+# Strong enough for production mode (about 170 bits by rampart.lib.secret_strength): tests may use it there.
+TEST_SECRET = "test-secret-7Qm2VxK9fLp4RzT8wYc3NbH6jD1sGe5uA0oIkXvZqWn"
 
 
 def _db_url(name: str) -> str:
@@ -47,6 +50,15 @@ async def _admin(sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+# The demo app's own migrations (the default RAMPART_APP's): applied after Rampart's.
+DEMO_MIGRATIONS = migrations_dir(Settings(_env_file=None))  # type: ignore[call-arg]
+
+
+def upgrade_demo(url: str) -> None:
+    """Rampart's migrations and the demo app's, without the change triggers that `migrate_all` adds."""
+    upgrade(url, app_folders=[DEMO_MIGRATIONS])
 
 
 @contextmanager
@@ -78,6 +90,16 @@ def replication() -> Iterator[pgservers.Replication]:
     with pgservers.replication() as cluster:
         migrate_all(make_settings(cluster.primary_url))
         cluster.add_standby()
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def citus_cluster() -> Iterator[pgservers.CitusCluster]:
+    """A private Citus coordinator with 2 workers (tests/pgservers.py), database `rampart` created on each
+    with the extension, nothing else in it: tests migrate and place what they need."""
+    if (reason := pgservers.citus_missing()) is not None:
+        pytest.skip(reason)
+    with pgservers.citus_cluster(workers=2) as cluster:
         yield cluster
 
 

@@ -16,19 +16,20 @@ from tests.conftest import make_settings
 
 
 async def create_tables(database_url: str, resources: Sequence[Resource]) -> None:
-    """CREATE TABLE IF NOT EXISTS for each resource, with its constraints and indexes, and its change
-    trigger (what `rampart migrate` installs)."""
+    """CREATE TABLE IF NOT EXISTS for each resource and its record of deleted rows, with constraints and
+    indexes, and its change trigger (what `rampart migrate` installs)."""
     import sqlalchemy as sa
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.schema import CreateIndex, CreateTable
 
     from rampart.resources.caching import install_triggers
-    from rampart.resources.tables import define_table
+    from rampart.resources.tables import define_deleted_table, define_table
 
     metadata = sa.MetaData()
     tables = {"users": "users", **{r.name: r.table for r in resources}}
     sa.Table("users", metadata, sa.Column("id", postgresql.UUID(), primary_key=True))
     made = [define_table(r, metadata, tables=tables) for r in resources]
+    made += [define_deleted_table(r, metadata) for r in resources]  # the audit log's records of deletes
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     conn = await asyncpg.connect(database_url)
     try:

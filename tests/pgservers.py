@@ -163,25 +163,30 @@ def replication(database: str = "rampart") -> Iterator[Replication]:
     primary = Node(bin_dir, root / "primary", free_port(), root / "primary.log")
     cluster = Replication(bin_dir, root, primary, database)
     try:
-        _run(
-            bin_dir / "initdb",
-            "-D",
-            primary.data_dir,
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-N",
-            "--no-instructions",
-        )
-        with (primary.data_dir / "postgresql.conf").open("a") as conf:
-            # fsync off: a test server that is thrown away; wal_level replica and senders for the standbys.
-            conf.write("fsync = off\nwal_level = replica\nmax_wal_senders = 10\nmax_connections = 200\n")
+        # fsync off: a test server that is thrown away; wal_level replica and senders for the standbys.
+        _initdb(primary, "fsync = off\nwal_level = replica\nmax_wal_senders = 10\nmax_connections = 200\n")
         primary.start()
         _sql(primary.url(), f'CREATE DATABASE "{database}"')
         yield cluster
     finally:
         cluster.close()
+
+
+def _initdb(node: Node, conf: str) -> None:
+    """A new data directory for `node` (loopback clients trusted), with `conf` appended to its settings."""
+    _run(
+        node.bin_dir / "initdb",
+        "-D",
+        node.data_dir,
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "-N",
+        "--no-instructions",
+    )
+    with (node.data_dir / "postgresql.conf").open("a") as file:
+        file.write(conf)
 
 
 def wait_streaming(url: str, timeout: float = START_TIMEOUT) -> None:
@@ -203,6 +208,126 @@ def _sql(url: str, sql: str) -> Any:
             await conn.close()
 
     return asyncio.run(run())
+
+
+# ----- Citus -----------------------------------------------------------------------------------------
+
+# Every node of a test cluster, tuned for a 2-core machine that runs other tests at the same time.
+_CITUS_CONF = """
+shared_preload_libraries = 'citus'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 32MB
+max_connections = 200
+# Online shard moves (the rebalancer) copy with logical replication.
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 20
+# Nodes reach each other on loopback; no certificates to generate at CREATE EXTENSION.
+citus.node_conninfo = 'sslmode=disable'
+# No reports to citusdata.com: the machine reaches only package registries.
+citus.enable_statistics_collection = off
+# 8 shards per distributed table (32 by default): DDL runs once per shard, and 4 per worker suffice to
+# see rows spread and moved; a query that fans out opens at most 2 connections per worker.
+citus.shard_count = 8
+citus.max_adaptive_executor_pool_size = 2
+"""
+
+
+def citus_missing() -> str | None:
+    """Why a Citus cluster cannot be started here, or None when it can."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        return "no PostgreSQL server binaries under /usr/lib/postgresql (Debian's postgresql package)"
+    done = subprocess.run(
+        [str(bin_dir / "pg_config"), "--pkglibdir"], capture_output=True, text=True, timeout=10, check=False
+    )
+    if done.returncode != 0 or not (Path(done.stdout.strip()) / "citus.so").exists():
+        return (
+            f"Citus is not installed for {bin_dir.parent.name} (run ../shared/citus/build.sh; .ci/run does)"
+        )
+    return None
+
+
+@dataclass
+class CitusCluster:
+    """A Citus coordinator and its workers. Each database of the cluster exists on every node with the
+    extension created and the workers registered (Citus keeps its node list per database)."""
+
+    bin_dir: Path
+    root: Path
+    coordinator: Node
+    database: str
+    workers: list[Node] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The coordinator's database: what Rampart connects to."""
+        return self.coordinator.url(self.database)
+
+    def create_database(self, name: str) -> str:
+        """Another database of the cluster (on every node, workers registered); returns its URL."""
+        for node in [self.coordinator, *self.workers]:
+            _with_extension(node, name)
+        url = self.coordinator.url(name)
+        # The coordinator in the metadata too: local tables on it may then reference reference tables,
+        # and it holds a copy of them.
+        _sql(url, f"SELECT citus_set_coordinator_host('127.0.0.1', {self.coordinator.port})")
+        for node in self.workers:
+            _sql(url, f"SELECT citus_add_node('127.0.0.1', {node.port})")
+        self.databases.append(name)
+        return url
+
+    def add_worker(self) -> Node:
+        """A new worker, started and added to the cluster (it holds no shards until a rebalance)."""
+        node = _citus_node(self.bin_dir, self.root, f"worker{len(self.workers) + 1}")
+        for name in self.databases:
+            _with_extension(node, name)
+            _sql(self.coordinator.url(name), f"SELECT citus_add_node('127.0.0.1', {node.port})")
+        self.workers.append(node)
+        return node
+
+    def close(self) -> None:
+        for node in [*self.workers, self.coordinator]:
+            with contextlib.suppress(Exception):
+                node.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _citus_node(bin_dir: Path, root: Path, name: str) -> Node:
+    node = Node(bin_dir, root / name, free_port(), root / f"{name}.log")
+    _initdb(node, _CITUS_CONF)
+    node.start()
+    return node
+
+
+def _with_extension(node: Node, database: str) -> None:
+    _sql(node.url(), f'CREATE DATABASE "{database}"')
+    _sql(node.url(database), "CREATE EXTENSION citus")
+
+
+@contextlib.contextmanager
+def citus_cluster(workers: int = 2, database: str = "rampart") -> Iterator[CitusCluster]:
+    """A coordinator and `workers` workers on free loopback ports, each its own initdb'd server, and
+    `database` on all of them."""
+    reason = citus_missing()
+    assert reason is None, reason
+    bin_dir = postgres_bin_dir()
+    assert bin_dir is not None
+    root = _private_dir("rampart-citus-")
+    cluster = CitusCluster(
+        bin_dir, root, Node(bin_dir, root / "coordinator", 0, root / "coordinator.log"), database
+    )
+    try:
+        cluster.coordinator = _citus_node(bin_dir, root, "coordinator")
+        for number in range(1, workers + 1):
+            cluster.workers.append(_citus_node(bin_dir, root, f"worker{number}"))
+        cluster.create_database(database)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 # ----- PgBouncer -------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,14 +22,15 @@ import orjson
 import pytest
 from alembic.script import ScriptDirectory
 
+from rampart.access.system import SYSTEM_ID
 from rampart.app import create_app
 from rampart.auth.tokens import TokenIssuer
-from rampart.db.migrate import alembic_config, upgrade
-from tests.conftest import TEST_SECRET, _admin, _db_url, make_settings
+from rampart.db.migrate import alembic_config
+from tests.conftest import DEMO_MIGRATIONS, TEST_SECRET, _admin, _db_url, make_settings, upgrade_demo
 from tests.support import free_port
 
-# Sibling revisions (parallel branches with one parent) are all applied: one alembic_version row each.
-HEADS = frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+# One alembic_version row per chain: Rampart's and the demo app's (the default RAMPART_APP).
+HEADS = frozenset(ScriptDirectory.from_config(alembic_config(app_folders=[DEMO_MIGRATIONS])).get_heads())
 
 RAMPART = str(Path(sys.executable).with_name("rampart"))
 TIMEOUT = 60  # every wait on a child process is bounded
@@ -54,7 +57,7 @@ def empty_database() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def migrated_database() -> Iterator[str]:
     name, url = _new_database()
-    upgrade(url)
+    upgrade_demo(url)
     yield url
     _drop(name)
 
@@ -171,6 +174,64 @@ def test_an_unusable_database_fails_with_a_message(tmp_path: Path, where: str, c
     assert "pw-not-shown" not in result.stderr + result.stdout
 
 
+# ----- which database ----------------------------------------------------------------------------------
+DATABASE_COMMANDS = [
+    ["migrate"],
+    ["makemigrations", "-m", "nothing"],
+    ["users", "create", "--email", "which-{}@example.test"],
+    ["tokens", "issue", "--email", "nobody@example.test"],
+    ["events", "dead"],
+    ["serve", "--port", "{port}", "--no-migrate", "--workers", "1"],
+]
+
+
+@pytest.mark.parametrize("source", ["environment", ".env"])
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_every_database_command_says_which_database_it_uses(
+    migrated_database: str, tmp_path: Path, command: list[str], source: str
+) -> None:
+    """With RAMPART_DATABASE_URL unset, a command meant for another database quietly used the embedded
+    one ("no enabled user"): each one now says which, its password masked, on stderr."""
+    url = migrated_database.replace("postgres@", "postgres:pw-not-shown@")  # trust: any password works
+    env = cli_env(url)
+    if source == ".env":
+        del env["RAMPART_DATABASE_URL"]
+        (tmp_path / ".env").write_text(f"RAMPART_DATABASE_URL={url}\n")
+    args = [a.replace("{}", uuid.uuid4().hex[:8]).replace("{port}", str(free_port())) for a in command]
+    if command[0] == "serve":  # it serves until stopped: it is enough that it started
+        with subprocess.Popen(
+            [RAMPART, *args], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            proc.terminate()
+            proc.wait(timeout=TIMEOUT)
+        stderr = line
+    else:
+        result = rampart(*args, env=env, cwd=tmp_path)
+        stderr = result.stderr
+        assert "pw-not-shown" not in result.stdout + result.stderr
+    origin = "RAMPART_DATABASE_URL" if source == "environment" else "RAMPART_DATABASE_URL in .env"
+    masked = migrated_database.replace("postgres@", "postgres:***@")
+    assert stderr.splitlines()[0] == f"rampart: database {masked} (from {origin})", stderr
+
+
+def test_the_embedded_database_is_named_when_it_is_used(tmp_path: Path) -> None:
+    import tempfile
+
+    data_dir = Path(tempfile.mkdtemp(prefix="rampart-cli-", dir="/var/tmp")) / "pgdata"
+    try:
+        result = rampart("migrate", env=cli_env(None, RAMPART_DATA_DIR=str(data_dir)), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        first = result.stderr.splitlines()[0]
+        assert (
+            first
+            == f"rampart: database: the embedded PostgreSQL in {data_dir} (RAMPART_DATABASE_URL is not set)"
+        )
+    finally:
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
 # ----- users -------------------------------------------------------------------------------------------
 def test_users_create_prints_the_user(migrated_database: str, tmp_path: Path) -> None:
     email = f"Boot-{uuid.uuid4().hex[:8]}@Example.test"
@@ -216,6 +277,86 @@ def test_users_create_with_invalid_values_fails_with_a_message(
     args = [a.format(uuid.uuid4().hex[:8]) for a in args]
     result = rampart("users", "create", *args, env=cli_env(migrated_database), cwd=tmp_path)
     assert_clean_failure(result, needle)
+
+
+def _user_by_cli(*args: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    result = rampart("users", *args, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    row: dict[str, Any] = orjson.loads(result.stdout)
+    return row
+
+
+def test_users_set_role_disable_and_enable_change_the_user(migrated_database: str, tmp_path: Path) -> None:
+    """The console's way to recover from a bad role change without SQL (issue 13, finding 8)."""
+    email = f"ops-{uuid.uuid4().hex[:8]}@example.test"
+    env = cli_env(migrated_database)
+    user = _user_by_cli("create", "--email", email, env=env, cwd=tmp_path)
+    assert user["role"] == "user"
+    promoted = _user_by_cli("set-role", "--email", email.upper(), "--role", "admin", env=env, cwd=tmp_path)
+    assert (promoted["id"], promoted["role"], promoted["version"]) == (user["id"], "admin", 2)
+    token = rampart("tokens", "issue", "--email", email, env=env, cwd=tmp_path).stdout.strip()
+    assert asyncio.run(_whoami(migrated_database, token)).status_code == 200
+
+    disabled = _user_by_cli("disable", "--email", email, env=env, cwd=tmp_path)
+    assert disabled["disabled"] is True
+    live = query(
+        migrated_database,
+        f"SELECT count(*) AS n FROM sessions WHERE user_id = '{user['id']}' AND revoked_at IS NULL",
+    )
+    assert live[0]["n"] == 0  # disabling ended the session, as the API's does
+    assert asyncio.run(_whoami(migrated_database, token)).status_code == 401
+    enabled = _user_by_cli("enable", "--email", email, env=env, cwd=tmp_path)
+    assert enabled["disabled"] is False
+    events = query(
+        migrated_database,
+        f"SELECT type, actor_id FROM events WHERE resource_id = '{user['id']}' ORDER BY id",
+    )
+    assert [(e["type"], str(e["actor_id"])) for e in events] == [
+        ("users.created", str(SYSTEM_ID)),
+        ("users.updated", str(SYSTEM_ID)),
+        ("users.updated", str(SYSTEM_ID)),
+        ("users.updated", str(SYSTEM_ID)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["set-role", "--email", "ghost-{}@example.test", "--role", "admin"], "no user with email"),
+        (["disable", "--email", "ghost-{}@example.test"], "no user with email"),
+        (["set-role", "--email", "{email}", "--role", "emperor"], "role"),
+    ],
+)
+def test_users_changes_with_an_unknown_email_or_a_bad_role_fail_with_a_message(
+    migrated_database: str, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    env = cli_env(migrated_database)
+    email = f"cli-{uuid.uuid4().hex[:8]}@example.test"
+    assert rampart("users", "create", "--email", email, env=env, cwd=tmp_path).returncode == 0
+    args = [a.format(uuid.uuid4().hex[:8], email=email) for a in args]
+    result = rampart("users", *args, env=env, cwd=tmp_path)
+    assert_clean_failure(result, needle)
+    assert result.stdout == ""
+
+
+def test_the_last_admin_cannot_be_demoted_or_disabled_from_the_command_line(
+    empty_database: str, tmp_path: Path
+) -> None:
+    upgrade_demo(empty_database)
+    env = cli_env(empty_database)
+    first = f"first-{uuid.uuid4().hex[:8]}@example.test"
+    second = f"second-{uuid.uuid4().hex[:8]}@example.test"
+    _user_by_cli("create", "--email", first, "--role", "admin", env=env, cwd=tmp_path)
+    for args in (["set-role", "--email", first, "--role", "user"], ["disable", "--email", first]):
+        result = rampart("users", *args, env=env, cwd=tmp_path)
+        assert_clean_failure(result, "last enabled admin", "last_admin")
+    _user_by_cli("create", "--email", second, "--role", "admin", env=env, cwd=tmp_path)
+    assert (
+        _user_by_cli("set-role", "--email", first, "--role", "user", env=env, cwd=tmp_path)["role"] == "user"
+    )
+    assert_clean_failure(rampart("users", "disable", "--email", second, env=env, cwd=tmp_path), "last_admin")
+    rows = query(empty_database, "SELECT email FROM users WHERE role = 'admin' AND NOT disabled")
+    assert [r["email"] for r in rows] == [second]
 
 
 # ----- tokens ------------------------------------------------------------------------------------------
@@ -335,10 +476,30 @@ def test_production_refuses_to_start_without_a_strong_jwt_secret(
 
 
 def test_production_with_a_strong_secret_starts(tmp_path: Path) -> None:
-    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET="z" * 48)
+    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET=TEST_SECRET)
     result = rampart("config", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["env"] == "production"
+
+
+def test_secrets_generate_prints_a_new_secret_that_production_takes(tmp_path: Path) -> None:
+    env = cli_env(None)
+    first, second = (rampart("secrets", "generate", env=env, cwd=tmp_path) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    secret = first.stdout.strip()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{64}", secret)
+    assert second.stdout.strip() != secret
+    accepted = rampart(
+        "config", env=cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET=secret), cwd=tmp_path
+    )
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_production_refusal_of_a_guessable_secret_says_how_to_make_one(tmp_path: Path) -> None:
+    env = cli_env(None, RAMPART_ENV="production", RAMPART_JWT_SECRET="a" * 64)
+    result = rampart("config", env=env, cwd=tmp_path)
+    assert_clean_failure(result, "rampart secrets generate")
+    assert "a" * 64 not in result.stderr
 
 
 # ----- serve -------------------------------------------------------------------------------------------

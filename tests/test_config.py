@@ -13,7 +13,7 @@ from pydantic import SecretStr, ValidationError
 
 from rampart.config import DEFAULT_JWT_SECRET, Settings
 
-STRONG_SECRET = "s3cr3t-" + "k" * 40
+STRONG_SECRET = "s3cr3t-Hq8Ld2Pw6Tz0Vr4Xn9Bc7Fm1Kj5Ys3Ga8Ue2Io6"
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +51,7 @@ ENV_NAMES: list[tuple[str, str, str, Any]] = [
     ("RAMPART_PUBLIC_URL", "https://api.example.com", "public_url", "https://api.example.com"),
     ("RAMPART_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "true", "webhooks_allow_private_networks", True),
     ("RAMPART_EVENTS_LEASE", "5", "events_lease", 5.0),
+    ("RAMPART_EVENTS_RETENTION", "30d", "events_retention", 30 * 86_400.0),
 ]  # fmt: skip
 
 
@@ -120,6 +121,11 @@ def test_good_rate_strings_are_accepted(monkeypatch: pytest.MonkeyPatch, good: s
         ("RAMPART_CACHE", "redis"),  # without RAMPART_REDIS_URL
         ("RAMPART_SESSION_CACHE", "disk"),
         ("RAMPART_CACHE_TTL", "0"),
+        ("RAMPART_EVENTS_RETENTION", "90"),  # no unit: days (the old setting's) or seconds?
+        ("RAMPART_EVENTS_RETENTION", "0d"),
+        ("RAMPART_EVENTS_RETENTION", "-1d"),
+        ("RAMPART_EVENTS_RETENTION", "3 weeks"),
+        ("RAMPART_EVENTS_RETENTION_DAYS", "0"),
     ],
 )
 def test_other_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, bad: str) -> None:
@@ -152,7 +158,7 @@ def test_production_refuses_a_default_or_short_jwt_secret(
 
 def test_production_accepts_a_long_random_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAMPART_ENV", "production")
-    monkeypatch.setenv("RAMPART_JWT_SECRET", "x" * 32)
+    monkeypatch.setenv("RAMPART_JWT_SECRET", STRONG_SECRET)
     s = load()
     assert s.is_production
 
@@ -262,3 +268,41 @@ def test_the_event_lease_reaches_the_dispatcher() -> None:
 
     app = create_app(Settings(_env_file=None, database_url="postgresql://x@127.0.0.1:1/x", events_lease=7))  # type: ignore[call-arg]
     assert app.services.dispatcher.lease == 7.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("90d", 90 * 86_400.0),
+        ("36h", 36 * 3600.0),
+        ("30m", 1800.0),
+        ("45s", 45.0),
+        ("1.5d", 129_600.0),
+        ("off", None),
+        ("OFF", None),
+    ],
+)
+def test_the_event_retention_is_a_duration(
+    monkeypatch: pytest.MonkeyPatch, raw: str, seconds: float | None
+) -> None:
+    monkeypatch.setenv("RAMPART_EVENTS_RETENTION", raw)
+    assert load().events_retention == seconds
+
+
+def test_events_are_kept_90_days_by_default_and_the_dispatcher_prunes_them() -> None:
+    from rampart.app import create_app
+
+    assert load().events_retention == 90 * 86_400.0
+    app = create_app(Settings(_env_file=None, database_url="postgresql://x@127.0.0.1:1/x"))  # type: ignore[call-arg]
+    dispatcher = app.services.dispatcher
+    assert dispatcher.retention == 90 * 86_400.0
+    assert set(dispatcher.deleted_tables) >= {"tasks_deleted", "projects_deleted", "project_members_deleted"}
+
+
+def test_the_old_retention_setting_is_read_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAMPART_EVENTS_RETENTION_DAYS", "30")
+    with pytest.warns(FutureWarning, match="RAMPART_EVENTS_RETENTION=30d"):
+        assert load().events_retention == 30 * 86_400.0
+    monkeypatch.setenv("RAMPART_EVENTS_RETENTION", "30d")
+    with pytest.raises(ValidationError, match="old name"):
+        load()  # both: which one was meant?

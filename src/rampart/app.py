@@ -15,9 +15,11 @@ from rampart.access.actor import Roles
 from rampart.api.openapi import build_spec, docs_routes
 from rampart.api.pipeline import Pipeline
 from rampart.api.router import Limits, build_router
+from rampart.auth.browser import BrowserSessions
 from rampart.auth.keys import KeyRing
 from rampart.auth.oidc import OIDCClient
 from rampart.auth.routes import auth_routes
+from rampart.auth.routes_impersonation import impersonation_routes
 from rampart.auth.routes_keys import key_routes
 from rampart.auth.routes_oidc import CALLBACK_PATH, oidc_routes
 from rampart.auth.routes_sessions import session_routes
@@ -39,19 +41,23 @@ from rampart.events.webhook_sender import WebhookSender
 from rampart.events.webhooks import Webhooks
 from rampart.lib.bus import EventBus
 from rampart.lib.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from rampart.lib.ratelimit_shm import SharedMemoryRateLimiter
 from rampart.lib.rates import parse_rate
 from rampart.lib.rowcache import QueryCache, RowCache
 from rampart.lib.store import MemoryStore, RedisStore
 from rampart.ops.drain import Drain
 from rampart.ops.health import OPERATIONS_PATHS, health_routes
 from rampart.ops.metrics import Metrics
+from rampart.ops.metrics_history import MetricsHistory
 from rampart.resources.caching import CHANNEL, Announcer, CacheFeed
 from rampart.resources.endpoints import RouteSpec
 from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
 from rampart.resources.spec import Registry, Resource, check_references
-from rampart.schema import declared_resources
+from rampart.schema import declared_resources, migration_folders
+
+CONSOLE_PREFIX = "/console"  # rampart.console.PREFIX, without importing the console when it is off
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -81,6 +87,10 @@ class Services:
     dispatcher: Dispatcher | None = None
     webhooks: Webhooks | None = None
     replicas: Replicas | None = None
+    event_log: EventLog | None = None
+    stream: LiveStream | None = None
+    metrics: Metrics | None = None
+    browser: BrowserSessions | None = None  # the console's sessions, when the console is on
 
 
 class Background(Protocol):
@@ -91,12 +101,35 @@ class Background(Protocol):
     async def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class AppParts:
+    """What an app was built from besides its settings (the arguments of `create_app`)."""
+
+    resources: tuple[Resource, ...] | None = None
+    routes: tuple[RouteSpec, ...] = ()
+    middleware: tuple[Middleware, ...] = ()
+    subscribers: tuple[Subscriber, ...] = ()
+
+
 class Rampart:
     """The ASGI application: the pipeline around the router, plus lifespan."""
 
-    def __init__(self, services: Services, app: ASGIApp) -> None:
+    def __init__(self, services: Services, app: ASGIApp, parts: AppParts | None = None) -> None:
         self.services = services
         self._app = app
+        self.parts = parts or AppParts()
+
+    def rebuild(self, settings: Settings) -> Rampart:
+        """The same application (resources, routes, middleware, subscribers) on other settings: what
+        `rampart.testing` serves on its test database when `RAMPART_APP` names an application."""
+        parts = self.parts
+        return create_app(
+            settings,
+            resources=parts.resources,
+            routes=parts.routes,
+            middleware=parts.middleware,
+            subscribers=parts.subscribers,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -150,7 +183,8 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         retry=RetryPolicy(max_attempts=settings.events_max_attempts),
         poll_interval=settings.events_poll_interval,
         lease=settings.events_lease,
-        retention_days=settings.events_retention_days,
+        retention=settings.events_retention,
+        deleted_tables=[manager.resource.deleted_table for manager in services.managers.values()],
         observer=lambda outcome, event_type: metrics.events.labels(event_type, outcome).inc(),
     )
     metrics.dispatcher_lag.set_function(lambda: dispatcher.lag_seconds)
@@ -166,15 +200,18 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         log=event_log,
         listener=services.listener,
         reauthenticate=services.authenticator.authenticate,
+        sessions=services.authenticator.live_sessions,
+        session_channel=REVOCATION_CHANNEL,
         max_per_user=settings.events_stream_max_per_user,
     )
     services.background.append(stream)
+    services.event_log, services.stream = event_log, stream
     return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]
 
 
-def _install_query_cache(services: Services) -> None:
-    """The query cache, fed by the database's change notifications (see rampart.resources.caching): one
-    per worker in memory, or one in Redis for every worker and instance."""
+def _query_cache(services: Services) -> CacheFeed:
+    """The query cache and the feed that keeps it right from the database's change notifications (see
+    rampart.resources.caching): one per worker in memory, or one in Redis for every worker and instance."""
     settings = services.settings
     cache: QueryCache
     if settings.cache == "redis":
@@ -187,19 +224,12 @@ def _install_query_cache(services: Services) -> None:
         max_rows = settings.cache_max_rows
         cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
     feed = CacheFeed(cache, services.registry)
-    for manager in services.managers.values():
-        resource = manager.resource
-        manager.feed = feed
-        manager.cached_reads = (
-            resource.parent is None and resource.key == "id" and "get" in resource.operations
-        )
-        manager.cached_lists = "list" in resource.operations
-
     services.cache = cache
     services.listener.subscribe(CHANNEL, feed.on_notification, on_up=feed.up, on_down=feed.down)
+    return feed
 
 
-def _install_replicas(services: Services, metrics: Metrics) -> None:
+def _replicas(services: Services) -> Replicas:
     """Read pools on the replicas; managers read through them, and writes leave the caller's mark."""
     settings = services.settings
     pooling = settings.database_pool_mode == "transaction"
@@ -225,10 +255,43 @@ def _install_replicas(services: Services, metrics: Metrics) -> None:
         make_pool=pool,
         transaction_pooling=pooling,
     )
-    for manager in services.managers.values():
-        manager.reads = replicas
     services.replicas = replicas
-    metrics.track_reads(lambda: replicas.counts)
+    return replicas
+
+
+def _install_console(services: Services, checks: dict[str, Any]) -> tuple[list[RouteSpec], list[Any], Any]:
+    """The console's routes, its static files' route and its error pages; a sampler of the API's metrics
+    for its charts runs in the background (one reading every 10 s, nothing per request)."""
+    from rampart.console.parts import ConsoleParts
+    from rampart.console.routes import console
+
+    assert services.browser is not None
+    assert services.metrics is not None
+    assert services.event_log is not None
+    assert services.stream is not None
+    assert services.webhooks is not None
+    assert services.dispatcher is not None
+    history = MetricsHistory(services.metrics.api_totals)
+    services.background.append(history)
+    dispatcher = services.dispatcher
+    parts = ConsoleParts(
+        db=services.db,
+        bus=services.bus,
+        managers=services.managers,
+        roles=services.roles,
+        tokens=services.tokens,
+        sessions=services.browser,
+        event_log=services.event_log,
+        stream=services.stream,
+        webhooks=services.webhooks,
+        history=history,
+        checks=checks,
+        oidc=services.oidc,
+        impersonation_ttl=services.settings.impersonation_ttl,
+        dispatcher_lag=lambda: dispatcher.lag_seconds,
+    )
+    specs, extra, pages = console(parts)
+    return specs, extra, pages.error
 
 
 def create_app(
@@ -254,6 +317,12 @@ def create_app(
       the event dispatcher (docs/guide/events.md).
     """
     settings = settings if settings is not None else Settings()
+    resources, routes, middleware, subscribers = (
+        None if resources is None else tuple(resources),
+        tuple(routes),
+        tuple(middleware),
+        tuple(subscribers),
+    )
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     secret = settings.jwt_secret.get_secret_value()
@@ -289,6 +358,8 @@ def create_app(
 
         redis_client = connect(settings.redis_url.get_secret_value())
         limiter = RedisRateLimiter(redis_client)
+    elif settings.rate_limit_file:  # the workers of one `rampart serve` (or of any server on this host)
+        limiter = SharedMemoryRateLimiter(settings.rate_limit_file)
     else:
         limiter = MemoryRateLimiter()
     shared_sessions = None
@@ -314,39 +385,58 @@ def create_app(
         services.background.append(shared_sessions)
     registry = services.registry
     declared = (
-        [users_resource(roles.names), *resources]
-        if resources is not None
-        else declared_resources(settings, roles)
+        [users_resource(roles), *resources] if resources is not None else declared_resources(settings, roles)
     )
     for resource in declared:
         registry.add(resource)
     check_references(registry)
     cursors = CursorCodec(secret.encode())
-    for resource in registry:
-        manager_cls = resource.manager or ResourceManager
-        services.managers[resource.name] = manager_cls(
-            resource, db=db, bus=services.bus, cursors=cursors, managers=services.managers
-        )
+    # What every manager works with: the worker's announcer of committed changes (a transaction-mode
+    # pooler cannot carry it: then the tables' triggers announce), the query cache's feed, the replicas.
+    announcer = None
     if not pooled:
         announcer = Announcer(db)
         services.background.append(announcer)
-        for manager in services.managers.values():
-            manager.announcer = announcer
-    if settings.cache != "off":
-        _install_query_cache(services)
+    feed = _query_cache(services) if settings.cache != "off" else None
+    replicas = _replicas(services) if settings.database_replica_urls else None
+    for resource in registry:
+        services.managers[resource.name] = ResourceManager(
+            resource,
+            db=db,
+            bus=services.bus,
+            cursors=cursors,
+            managers=services.managers,
+            feed=feed,
+            announcer=announcer,
+            replicas=replicas,
+        )
     specs: list[RouteSpec] = []
     for manager in services.managers.values():
         specs += resource_routes(manager)
-    specs += auth_routes(
-        users=services.managers["users"], tokens=tokens, bus=services.bus, session_ttl=settings.session_ttl
+    specs += auth_routes(users=services.managers["users"])
+    specs += impersonation_routes(
+        users=services.managers["users"],
+        tokens=tokens,
+        roles=roles,
+        authenticator=services.authenticator,
+        ttl=settings.impersonation_ttl,
     )
     specs += session_routes(
         db=db,
         tokens=tokens,
         authenticator=services.authenticator,
         bus=services.bus,
+        roles=roles,
         session_ttl=settings.session_ttl,
     )
+    if settings.console:
+        services.browser = BrowserSessions(
+            secret=secret.encode(),
+            authenticator=services.authenticator,
+            path=CONSOLE_PREFIX,
+            ttl=settings.console_session_ttl,
+            https=settings.public_url.startswith("https:"),
+        )
     if settings.oidc_client_id and settings.oidc_client_secret is not None:
         services.oidc = OIDCClient(
             issuer=settings.oidc_issuer,
@@ -362,13 +452,16 @@ def create_app(
         session_ttl=settings.session_ttl,
         redirect_allowlist=settings.auth_redirect_allowlist,
         admin_emails=settings.oidc_admin_emails,
+        browser=services.browser,
+        roles=roles,
     )
     specs += key_routes(tokens=tokens)
     # Revocations announced by any worker drop this worker's cached session state at once.
     services.listener.subscribe(REVOCATION_CHANNEL, services.authenticator.on_announcement)
     metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
-    if settings.database_replica_urls:
-        _install_replicas(services, metrics)
+    services.metrics = metrics
+    if replicas is not None:
+        metrics.track_reads(lambda: replicas.counts)
     if services.cache is not None:
         row_stats = services.cache.stats
         metrics.track_cache("rows", lambda: (row_stats.hits, row_stats.misses))
@@ -393,9 +486,19 @@ def create_app(
         await db.fetchval("SELECT 1")
         return None
 
+    app_migrations = migration_folders(settings, list(registry))
+    tables = [t for m in services.managers.values() for t in (m.resource.table, m.resource.deleted_table)]
+
     async def check_migrations() -> str | None:
-        pending = await pending_migrations(db, versions_dir=settings.migrations_dir)
-        return None if not pending else f"{len(pending)} pending"
+        pending = await pending_migrations(db, app_folders=app_migrations)
+        if pending:
+            return f"{len(pending)} pending"
+        # An app's resources have their tables (and records of deleted rows, decision 0016) from its own
+        # revisions: one not generated yet (`rampart makemigrations`) is not "pending", but missing.
+        missing = await db.fetchval(
+            "SELECT string_agg(t, ', ') FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL", tables
+        )
+        return None if missing is None else f"missing tables: {missing}"
 
     checks: dict[str, Any] = {"database": check_database, "migrations": check_migrations}
     if redis_client is not None:
@@ -406,8 +509,14 @@ def create_app(
             return None
 
         checks["redis"] = check_redis
+    pages_extra: list[Any] = []
+    browser_errors = None
+    if services.browser is not None:
+        console_specs, pages_extra, browser_errors = _install_console(services, checks)
+        specs += console_specs
+    api_specs = [s for s in specs if not s.browser]  # pages are no part of the API's description
     spec = build_spec(
-        specs,
+        api_specs,
         title="Rampart",
         version=__version__,
         extra_paths=dict(OPERATIONS_PATHS),
@@ -420,7 +529,12 @@ def create_app(
     )
     services.background.append(drain)  # installed at startup, inside the server's signal handling
     reports = [services.replicas.report] if services.replicas is not None else []
-    extra = [*health_routes(checks, drain=drain, reports=reports), *metrics.routes(), *docs_routes(spec)]
+    extra = [
+        *health_routes(checks, drain=drain, reports=reports),
+        *metrics.routes(),
+        *docs_routes(spec),
+        *pages_extra,
+    ]
     rates = {"api": parse_rate(settings.rate_limit), "auth": parse_rate(settings.rate_limit_auth)}
     router = build_router(
         specs,
@@ -428,6 +542,8 @@ def create_app(
         limits=Limits(limiter, rates),
         extra=extra,
         resources=services.managers,
+        browser=services.browser,
+        browser_errors=browser_errors,
     )
     inner: ASGIApp = router
     for cls, args, options in reversed(middleware):
@@ -440,5 +556,6 @@ def create_app(
         debug=settings.env == "development",
         access_log_enabled=settings.access_log,
         observers=[metrics.observe, drain.observe],
+        pages=CONSOLE_PREFIX if services.browser is not None else None,
     )
-    return Rampart(services, pipeline)
+    return Rampart(services, pipeline, AppParts(resources, routes, middleware, subscribers))

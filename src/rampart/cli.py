@@ -1,4 +1,4 @@
-"""The `rampart` command: serve, migrate, makemigrations, users, tokens, config."""
+"""The `rampart` command: serve, migrate, makemigrations, config, secrets, users, tokens, keys, events."""
 
 from __future__ import annotations
 
@@ -31,8 +31,17 @@ def _settings() -> Settings:
 
 
 def _database(settings: Settings) -> tuple[Settings, Any]:
-    """Settings with a database URL: the configured one, or a started embedded server (returned to stop)."""
+    """Settings with a database URL: the configured one, or a started embedded server (returned to stop).
+
+    Says on stderr which database the command uses: a command meant for another one (RAMPART_DATABASE_URL
+    unset in this shell) would otherwise quietly work on the embedded database.
+    """
     if settings.database_url is not None:
+        click.echo(f"rampart: database {_source(settings.database_url, 'RAMPART_DATABASE_URL')}", err=True)
+        direct = settings.database_direct_url
+        if direct is not None and direct.get_secret_value() != settings.database_url.get_secret_value():
+            where = _source(direct, "RAMPART_DATABASE_DIRECT_URL")
+            click.echo(f"rampart: direct connection (migrations, LISTEN) {where}", err=True)
         return settings, None
     if settings.is_production:
         # The embedded server trusts anyone who can open its socket folder: a development convenience.
@@ -47,9 +56,20 @@ def _database(settings: Settings) -> tuple[Settings, Any]:
         dsn = server.start()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"rampart: using the embedded PostgreSQL in {data_dir}", err=True)
+    click.echo(
+        f"rampart: database: the embedded PostgreSQL in {data_dir} (RAMPART_DATABASE_URL is not set)",
+        err=True,
+    )
     os.environ["RAMPART_DATABASE_URL"] = dsn  # worker processes inherit it
     return settings.model_copy(update={"database_url": SecretStr(dsn)}), server
+
+
+def _source(url: SecretStr, name: str) -> str:
+    """`url`, its password masked, and where it was set."""
+    from rampart.ops.logging import redact
+
+    origin = name if name in os.environ else f"{name} in .env"
+    return f"{redact(url.get_secret_value())} (from {origin})"
 
 
 def _exit_on_signal(signum: int, server: Any) -> None:
@@ -84,6 +104,10 @@ class _Commands(click.Group):
         except click.ClickException:
             raise
         except Exception as exc:
+            from rampart.db.migrate import MigrationError
+
+            if isinstance(exc, MigrationError):
+                raise click.ClickException(str(exc)) from None
             reason = _database_failure(exc)
             if reason is None:
                 raise
@@ -94,6 +118,32 @@ class _Commands(click.Group):
 @click.version_option(package_name="rampart")
 def main() -> None:
     """Rampart: a resource-oriented HTTP API on PostgreSQL."""
+    # RAMPART_APP names a module of the project the command runs in (`shop.app:app`), importable from
+    # there as `python -m` would find it, installed or not (uvicorn's --app-dir does the same).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--path",
+    "parent",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to make the project's folder.",
+)
+def init(name: str, parent: Path) -> None:
+    """Start a project of your own on Rampart in ./NAME (see docs/guide/build-your-app.md)."""
+    from rampart.scaffold import ScaffoldError, create_project
+
+    try:
+        root = create_project(name, parent)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Made {root}: one example resource (notes), its migration, tests and a Makefile.")
+    click.echo(f"Next:  cd {root} && make test && make run")
 
 
 @main.command()
@@ -185,12 +235,13 @@ def serve(
         assert settings.database_url is not None
         if migrate:
             migrate_all(settings)
+        if not settings.is_production:
+            _print_first_admin_link(settings)
         if workers > 1 and settings.redis_url is None:
-            click.echo(
-                f"rampart: {workers} workers without RAMPART_REDIS_URL: rate limits are per worker "
-                "(each worker allows the full limit)",
-                err=True,
-            )
+            if settings.rate_limit_file is None:  # the workers share their limits through it
+                table = _shared_file("rampart-ratelimit-")
+                os.environ["RAMPART_RATE_LIMIT_FILE"] = table
+                cleanups.append(lambda: Path(table).unlink(missing_ok=True))
             if settings.database_replica_urls:
                 click.echo(
                     f"rampart: read replicas with {workers} workers and no RAMPART_REDIS_URL: a caller's "
@@ -204,9 +255,7 @@ def serve(
         if workers > 1:  # spread connections evenly over the workers (rampart.ops.balance)
             from rampart.ops.balance import ENV, create_ledger_file
 
-            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - memory, not a disk
-            fd, ledger = tempfile.mkstemp(prefix="rampart-balance-", dir=shm)
-            os.close(fd)
+            ledger = _shared_file("rampart-balance-")
             create_ledger_file(ledger, slots=max(8, 4 * workers))
             os.environ[ENV] = ledger
             cleanups.append(lambda: Path(ledger).unlink(missing_ok=True))
@@ -269,6 +318,31 @@ def serve(
             server.stop()
 
 
+def _print_first_admin_link(settings: Settings) -> None:
+    """A newcomer's way in: on a database with no administrator, a link that makes one and signs in."""
+    from rampart.clitasks import first_admin_link
+
+    try:
+        url = asyncio.run(first_admin_link(settings))
+    except Exception as exc:  # no tables yet (--no-migrate), say: serving goes on without the link
+        click.echo(f"rampart: could not check for an administrator ({type(exc).__name__})", err=True)
+        return
+    if url is not None:
+        click.echo(
+            "rampart: this database has no administrator yet. Open this link (once, within 10 minutes) to"
+            f" create one and sign in to the console:\n\n    {url}\n",
+            err=True,
+        )
+
+
+def _shared_file(prefix: str) -> str:
+    """A new empty file (mode 0600) the workers share by mapping it: in /dev/shm, memory, where it exists."""
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - memory, not a disk
+    fd, path = tempfile.mkstemp(prefix=prefix, dir=shm)
+    os.close(fd)
+    return path
+
+
 def _metrics_dir(workers: int) -> str | None:
     """With several workers, a fresh folder they share metrics in (prometheus-client multiprocess mode).
 
@@ -303,26 +377,80 @@ def migrate() -> None:
 
 
 @main.command()
-@click.option("-m", "--message", required=True)
-def makemigrations(message: str) -> None:
-    """Generate a migration from the declared resources (review it before committing)."""
-    from rampart.db.migrate import make_migration, upgrade
+@click.option("-m", "--message", default=None, help="What the migration does (its file name follows it).")
+@click.option(
+    "--allow-destructive",
+    is_flag=True,
+    help="Write a migration that drops a table or a column (their data is lost).",
+)
+@click.option("--merge", is_flag=True, help="Join the diverged heads of the app's migrations instead.")
+@click.option(
+    "--empty", is_flag=True, help="Write a revision with no operations, to fill in by hand (a rename...)."
+)
+def makemigrations(message: str | None, allow_destructive: bool, merge: bool, empty: bool) -> None:
+    """Generate the app's migration from its declared resources (review it before committing)."""
+    if merge:
+        _merge_migrations(message or "merge")
+        return
+    if not message:
+        raise click.UsageError("Missing option '-m' / '--message'.")
+    from rampart.clitasks import make_app_migration
 
     settings, server = _database(_settings())
     try:
-        assert settings.session_database_url is not None
-        dsn = settings.session_database_url.get_secret_value()
-        upgrade(dsn, versions_dir=settings.migrations_dir)
-        make_migration(dsn, message, versions_dir=settings.migrations_dir)
+        found = make_app_migration(
+            settings, message=message, allow_destructive=allow_destructive, empty=empty
+        )
     finally:
         if server is not None:
             server.stop()
+    for change in found.not_written:
+        click.echo(
+            f"rampart: not written (another chain's table, Rampart's own or a bundled app's): {change}",
+            err=True,
+        )
+    if found.dropped and not allow_destructive:
+        raise click.ClickException(
+            f"refused: this migration would drop {', '.join(found.dropped)}, data included; nothing was "
+            "written. Run again with --allow-destructive if that is what you want."
+        )
+    if found.path is None:
+        click.echo("No changes: the database matches the declared resources; no migration written.", err=True)
+        return
+    for item in found.locking:
+        click.echo(
+            f"rampart: warning: {item.what}: {item.why}.\n  Safe on a busy table: {item.recipe}.", err=True
+        )
+    if found.dropped:
+        click.echo(f"rampart: this migration drops {', '.join(found.dropped)}, data included", err=True)
+
+
+def _merge_migrations(message: str) -> None:
+    from rampart.clitasks import merge_app_migrations
+    from rampart.schema import migrations_dir
+
+    settings = _settings()
+    if merge_app_migrations(settings, message=message) is None:
+        click.echo(f"Nothing to merge: the migrations in {migrations_dir(settings)} have one head.", err=True)
 
 
 @main.command("config")
 def show_config() -> None:
     """Print the effective settings, secrets masked."""
     click.echo(orjson.dumps(_settings().masked(), option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """Secrets for the configuration."""
+
+
+@secrets_group.command("generate")
+def secrets_generate() -> None:
+    """Print a new random secret for RAMPART_JWT_SECRET (64 URL-safe characters, 384 bits)."""
+    from rampart.lib.secret_strength import generate
+
+    sys.stdout.write(generate() + "\n")
 
 
 @main.group()
@@ -347,6 +475,40 @@ def users_create(email: str, name: str, role: str) -> None:
             server.stop()
 
 
+def _update_user(email: str, changes: dict[str, Any]) -> None:
+    from rampart.clitasks import update_user
+
+    settings, server = _database(_settings())
+    try:
+        row = asyncio.run(update_user(settings, email=email, changes=changes))
+        click.echo(orjson.dumps(row).decode())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@users.command("set-role")
+@click.option("--email", required=True)
+@click.option("--role", required=True)
+def users_set_role(email: str, role: str) -> None:
+    """Change a user's role; prints the user. The last enabled admin cannot be demoted."""
+    _update_user(email, {"role": role})
+
+
+@users.command("disable")
+@click.option("--email", required=True)
+def users_disable(email: str) -> None:
+    """Disable a user and end every session of theirs at once; prints the user."""
+    _update_user(email, {"disabled": True})
+
+
+@users.command("enable")
+@click.option("--email", required=True)
+def users_enable(email: str) -> None:
+    """Enable a disabled user (their old sessions stay ended); prints the user."""
+    _update_user(email, {"disabled": False})
+
+
 @main.group()
 def tokens() -> None:
     """Issue tokens."""
@@ -361,6 +523,21 @@ def tokens_issue(email: str) -> None:
     settings, server = _database(_settings())
     try:
         sys.stdout.write(asyncio.run(issue_token(settings, email=email)) + "\n")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command("login-link")
+@click.option("--email", required=True)
+def login_link(email: str) -> None:
+    """Print a one-time URL (10 minutes, single use) that signs a browser into the console as this
+    administrator. The URL starts with RAMPART_PUBLIC_URL."""
+    from rampart.clitasks import login_link as make_link
+
+    settings, server = _database(_settings())
+    try:
+        sys.stdout.write(asyncio.run(make_link(settings, email=email)) + "\n")
     finally:
         if server is not None:
             server.stop()

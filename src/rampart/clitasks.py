@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,11 @@ from rampart.auth.sessions import open_session
 from rampart.config import Settings
 from rampart.errors import Conflict, RampartError
 from rampart.resources.manager import Context
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rampart.db.migration_writer import Generated
 
 
 async def create_user(settings: Settings, *, email: str, name: str, role: str) -> dict[str, Any]:
@@ -27,6 +32,26 @@ async def create_user(settings: Settings, *, email: str, name: str, role: str) -
     except RampartError as exc:
         details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
         raise click.ClickException(details) from None
+    finally:
+        await app.aclose()
+
+
+async def update_user(settings: Settings, *, email: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change a user found by email (`role`, `disabled`) through the users manager, as an admin's PATCH
+    would: the same validation, the same last-admin rule, sessions revoked on disabling, an event."""
+    from starlette.datastructures import QueryParams
+
+    app = create_app(settings)
+    users = app.services.managers["users"]
+    ctx = Context(actor=system_actor(frozenset({"users:manage"})))
+    try:
+        page = await users.list(ctx, QueryParams({"email": email.strip().lower(), "fields": "id"}))
+        if not page.items:
+            raise click.ClickException(f"no user with email {email}")
+        return await users.update(ctx, page.items[0]["id"], changes)
+    except RampartError as exc:
+        details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
+        raise click.ClickException(f"{details} ({exc.code})") from None
     finally:
         await app.aclose()
 
@@ -54,6 +79,66 @@ async def issue_token(settings: Settings, *, email: str) -> str:
         await app.aclose()
 
 
+async def login_link(settings: Settings, *, email: str) -> str:
+    """A one-time URL under RAMPART_PUBLIC_URL that signs a browser into the console as this admin."""
+    from rampart.access.actor import Roles
+    from rampart.access.impersonation import MANAGE_USERS
+    from rampart.auth.login_links import SIGN_IN, create_link
+    from rampart.db.pool import Database
+
+    if not settings.console:
+        raise click.ClickException("the console is off (RAMPART_CONSOLE=off)")
+    assert settings.database_url is not None
+    db = Database(settings.database_url.get_secret_value(), transaction_pooling=_pooled(settings))
+    try:
+        row = await db.fetchrow(
+            "SELECT id, role, disabled FROM users WHERE email = $1", email.strip().lower()
+        )
+        if row is None or row["disabled"]:
+            raise click.ClickException(
+                f"no enabled user with email {email} (make one: rampart users create --email {email}"
+                " --role admin)"
+            )
+        if MANAGE_USERS not in Roles(settings.role_permissions).permissions(row["role"]):
+            raise click.ClickException(
+                f"{email} is not an administrator (role {row['role']}): the console is for administrators"
+            )
+        token = await create_link(db, purpose=SIGN_IN, user_id=row["id"])
+    finally:
+        await db.close()
+    return _link_url(settings, token)
+
+
+async def first_admin_link(settings: Settings) -> str | None:
+    """On a database with no enabled administrator: a one-time URL that creates the first one and signs
+    them into the console. None when an administrator exists (or the console is off)."""
+    from rampart.access.actor import Roles
+    from rampart.auth.login_links import FIRST_ADMIN, create_link, has_admin
+    from rampart.db.pool import Database
+
+    if not settings.console:
+        return None
+    assert settings.database_url is not None
+    db = Database(settings.database_url.get_secret_value(), transaction_pooling=_pooled(settings))
+    try:
+        if await has_admin(db, Roles(settings.role_permissions)):
+            return None
+        token = await create_link(db, purpose=FIRST_ADMIN)
+    finally:
+        await db.close()
+    return _link_url(settings, token)
+
+
+def _link_url(settings: Settings, token: str) -> str:
+    from rampart.console import LINK_PATH
+
+    return f"{settings.public_url.rstrip('/')}{LINK_PATH}?token={token}"
+
+
+def _pooled(settings: Settings) -> bool:
+    return settings.database_pool_mode == "transaction"
+
+
 async def rotate_signing_key(settings: Settings, *, alg: str) -> str:
     """A new signing key, announced to every running worker; returns its kid."""
     from rampart.auth.keys import rotate
@@ -78,14 +163,15 @@ def migrate_all(settings: Settings) -> None:
     from rampart.access.actor import Roles
     from rampart.db.migrate import upgrade
     from rampart.resources.caching import install_triggers
-    from rampart.schema import declared_resources
+    from rampart.schema import declared_resources, migration_folders
 
     # The direct URL when there is one: a transaction-mode pooler keeps neither Alembic's prepared
     # statements nor a session across statements.
     assert settings.session_database_url is not None
     dsn = settings.session_database_url.get_secret_value()
-    upgrade(dsn, versions_dir=settings.migrations_dir)
-    tables = [r.table for r in declared_resources(settings, Roles(settings.role_permissions))]
+    resources = declared_resources(settings, Roles(settings.role_permissions))
+    upgrade(dsn, app_folders=migration_folders(settings, resources))
+    tables = [r.table for r in resources]
 
     async def install() -> None:
         conn = await asyncpg.connect(dsn)
@@ -97,6 +183,38 @@ def migrate_all(settings: Settings) -> None:
             await conn.close()
 
     asyncio.run(install())
+
+
+def make_app_migration(
+    settings: Settings, *, message: str, allow_destructive: bool, empty: bool
+) -> Generated:
+    """Bring the database up to date, then write the app's changes as a revision into its folder."""
+    from rampart.access.actor import Roles
+    from rampart.db.migration_writer import make_migration
+    from rampart.schema import build_metadata, declared_resources, migration_folders
+
+    assert settings.session_database_url is not None
+    metadata = build_metadata(settings)
+    resources = declared_resources(settings, Roles(settings.role_permissions))
+    return make_migration(
+        settings.session_database_url.get_secret_value(),
+        message,
+        app_folders=migration_folders(settings, resources),
+        metadata=metadata,
+        app_tables=metadata.info["app_tables"],
+        allow_destructive=allow_destructive,
+        empty=empty,
+    )
+
+
+def merge_app_migrations(settings: Settings, *, message: str) -> Path | None:
+    """A merge revision of the diverged heads of the app's own migrations; None when there is one head."""
+    from rampart.access.actor import Roles
+    from rampart.db.migration_writer import merge_heads
+    from rampart.schema import declared_resources, migration_folders
+
+    resources = declared_resources(settings, Roles(settings.role_permissions))
+    return merge_heads(message, app_folders=migration_folders(settings, resources))
 
 
 async def event_dead_letters(settings: Settings, *, limit: int) -> list[dict[str, Any]]:

@@ -6,11 +6,15 @@ Library code never reads this module: `create_app(settings)` and the CLI pass va
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+DEFAULT_EVENTS_RETENTION = 90 * 86_400.0  # seconds: RAMPART_EVENTS_RETENTION=90d
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 DEFAULT_JWT_SECRET = "dev-insecure-secret-change-me-please-0000"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
 # Replica URLs are split at commas that start a new URL: a libpq URL may itself hold commas (host1,host2).
@@ -31,11 +35,31 @@ DEFAULT_ROLE_PERMISSIONS: dict[str, list[str]] = {
 }
 
 
+def parse_duration(text: str) -> float | None:
+    """`90d`, `12h`, `30m`, `45s` as seconds; `off` as None (no limit). A bare number is refused: its unit
+    would be a guess (the retention's former setting counted days)."""
+    value = text.strip().lower()
+    if value in ("off", "none", "forever"):
+        return None
+    found = _DURATION.fullmatch(value)
+    if found is None:
+        raise ValueError(
+            f"{text!r} is not a duration: write a number and a unit (s, m, h, d), e.g. 90d, or off"
+        )
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+
+
 class Settings(BaseSettings):
     """Every setting Rampart reads. Names are `RAMPART_<FIELD>` in the environment."""
 
+    # hide_input_in_errors: a refusal would otherwise repeat every value it was given, secrets included
+    # (the message of a ValidationError reaches logs, e.g. when a worker of a server fails to start).
     model_config = SettingsConfigDict(
-        env_prefix="RAMPART_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="RAMPART_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "production", "test"] = "development"
@@ -57,6 +81,8 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
     access_token_ttl: int = Field(default=900, ge=30, le=86_400)
     session_ttl: int = Field(default=30 * 86_400, ge=60)
+    # Seconds an impersonation session lives (an hour at most); refreshing never extends it.
+    impersonation_ttl: int = Field(default=3600, ge=60, le=3600)
     session_cache_ttl: float = Field(default=1.0, ge=0.0, le=1.0)
     # Where session state is cached: "memory" per worker, or "redis" behind it, shared by every worker and
     # instance (needs RAMPART_REDIS_URL); see docs/decisions/0005-session-check.md.
@@ -66,6 +92,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit: str = "600/minute"
     rate_limit_auth: str = "20/minute"
+    # Without Redis: a table file that every process of this host using it shares its limits through
+    # (rampart.lib.ratelimit_shm). `rampart serve --workers N` makes one in /dev/shm when this is unset.
+    rate_limit_file: str | None = None
     body_limit: int = Field(default=1_048_576, ge=1024)
     request_timeout: float = Field(default=10.0, gt=0)
     # Seconds a connection of `rampart serve` has to deliver a complete request head (slow clients).
@@ -87,7 +116,8 @@ class Settings(BaseSettings):
     role_permissions: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLE_PERMISSIONS))
     data_dir: str | None = None
     app: str = "rampart.apps.tasks.resources:declare"
-    # Where `makemigrations` writes an app's own revisions (applied after Rampart's); None = Rampart's folder.
+    # The app's own migrations folder: `makemigrations` writes there, `migrate` applies it after Rampart's
+    # chain. None: ./migrations, or the demo's own folder for the demo (rampart.schema.migrations_dir).
     migrations_dir: str | None = None
     # The query cache (rows by id, visibility decisions, list pages): "memory" per worker, "redis" shared
     # by every worker and instance (needs RAMPART_REDIS_URL), "off"; see docs/decisions/0009-row-cache.md.
@@ -105,9 +135,12 @@ class Settings(BaseSettings):
     auth_redirect_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhooks_allow_private_networks: bool = False
     webhooks_timeout: float = Field(default=10.0, gt=0, le=60)
-    # Event delivery (rampart.events): a dispatcher per worker process; events older than the retention
-    # (days) are pruned once delivered (None keeps them forever).
+    # Event delivery (rampart.events): a dispatcher per worker process, which also prunes events older than
+    # the retention once delivered (in batches), and the records of rows deleted as long ago.
     events_dispatcher: bool = True
+    # Seconds, written as a duration (`90d`, `12h`, `30m`); `off` keeps every event (None).
+    events_retention: Annotated[float | None, NoDecode] = DEFAULT_EVENTS_RETENTION
+    # The retention's former name, in days: still read when RAMPART_EVENTS_RETENTION is not set.
     events_retention_days: int | None = Field(default=None, ge=1)
     events_max_attempts: int = Field(default=10, ge=1, le=100)
     events_poll_interval: float = Field(default=5.0, gt=0, le=300)
@@ -116,6 +149,9 @@ class Settings(BaseSettings):
     # How long a claimed delivery stays leased: after a worker crash, when another dispatcher retries it.
     # Never shorter than a subscriber's own timeout plus a second (the dispatcher enforces that).
     events_lease: float = Field(default=60.0, ge=1, le=3600)
+    # The web console at /console (docs/guide/console.md): on or off. Its sign-in lasts this many seconds.
+    console: bool = True
+    console_session_ttl: int = Field(default=12 * 3600, ge=300, le=30 * 86_400)
     # Error tracking: error-level logs and unhandled exceptions go to Sentry, scrubbed (rampart.ops).
     sentry_dsn: SecretStr | None = None
 
@@ -135,6 +171,35 @@ class Settings(BaseSettings):
             return [part.strip(" ,") for part in _URL_LIST_SPLIT.split(value) if part.strip(" ,")]
         return value
 
+    @field_validator("events_retention", mode="before")
+    @classmethod
+    def _parse_retention(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("events_retention")
+    @classmethod
+    def _check_retention(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("the retention must be longer than nothing (or `off`)")
+        return value
+
+    @model_validator(mode="after")
+    def _retention_days_is_the_old_name(self) -> Settings:
+        if self.events_retention_days is None:
+            return self
+        if "events_retention" in self.model_fields_set:
+            raise ValueError(
+                "RAMPART_EVENTS_RETENTION_DAYS is the old name of RAMPART_EVENTS_RETENTION: set only one"
+            )
+        days = self.events_retention_days
+        warnings.warn(
+            f"RAMPART_EVENTS_RETENTION_DAYS is deprecated: set RAMPART_EVENTS_RETENTION={days}d instead",
+            FutureWarning,
+            stacklevel=2,
+        )
+        self.events_retention = days * 86_400.0
+        return self
+
     @field_validator("rate_limit", "rate_limit_auth")
     @classmethod
     def _check_rate(cls, value: str) -> str:
@@ -145,14 +210,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_secret_in_production(self) -> Settings:
-        if self.env == "production":
-            secret = self.jwt_secret.get_secret_value()
-            if secret == DEFAULT_JWT_SECRET or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
-                raise ValueError(
-                    "RAMPART_JWT_SECRET must be set to a random value of at least "
-                    f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production "
-                    "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-                )
+        if self.env != "production":
+            return self
+        from rampart.lib.secret_strength import MIN_BITS, estimate
+
+        secret = self.jwt_secret.get_secret_value()
+        how = "make one with: rampart secrets generate"
+        if secret == DEFAULT_JWT_SECRET or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
+            raise ValueError(
+                "RAMPART_JWT_SECRET must be set to a random value of at least "
+                f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production ({how})"
+            )
+        strength = estimate(secret)
+        if strength.bits < MIN_BITS:
+            found = f"; it has {', '.join(strength.found)}" if strength.found else ""
+            raise ValueError(
+                f"RAMPART_JWT_SECRET is too easy to guess for production: about {strength.bits:.0f} bits, "
+                f"at least {MIN_BITS} are needed{found} ({how})"
+            )
         return self
 
     @model_validator(mode="after")

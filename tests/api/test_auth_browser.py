@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from playwright.async_api import async_playwright
 
 from rampart.app import create_app
 from tests.conftest import make_settings
-from tests.oidc.node_provider import CLIENT_ID, CLIENT_SECRET, NodeProvider, free_port, new_jwks
+from tests.oidc.node_provider import CLIENT_ID, CLIENT_SECRET, NodeProvider, free_port, new_jwks, to_callback
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -63,8 +64,9 @@ def serve_web_app(port: int, api: str) -> ThreadingHTTPServer:
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str) -> Iterator[tuple[str, str]]:
-    """Rampart on a real socket, the provider, and the web app; yields (web app URL, provider issuer)."""
+def stack(database_url: str) -> Iterator[tuple[str, str, str]]:
+    """Rampart on a real socket, the provider, and the web app; yields (web app URL, provider issuer,
+    Rampart's URL)."""
     api_port, app_port = free_port(), free_port()
     api, app = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{app_port}"
     provider = NodeProvider(redirect_uri=f"{api}/api/v1/auth/google/callback")
@@ -89,7 +91,7 @@ def stack(database_url: str) -> Iterator[tuple[str, str]]:
     web = serve_web_app(app_port, api)
     try:
         assert server.started, "the test server did not start"
-        yield app, provider.issuer
+        yield app, provider.issuer, api
     finally:
         web.shutdown()
         web.server_close()
@@ -98,8 +100,8 @@ def stack(database_url: str) -> Iterator[tuple[str, str]]:
         provider.stop()
 
 
-async def test_sign_in_in_a_real_browser(stack: tuple[str, str]) -> None:
-    app, issuer = stack
+async def test_sign_in_in_a_real_browser(stack: tuple[str, str, str]) -> None:
+    app, issuer, _ = stack
     email = f"browser-{uuid.uuid4().hex[:8]}@example.test"
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
@@ -118,3 +120,37 @@ async def test_sign_in_in_a_real_browser(stack: tuple[str, str]) -> None:
             assert "access_token" not in page.url  # the app cleared the fragment
         finally:
             await browser.close()
+
+
+async def test_a_callback_url_works_only_in_the_browser_that_started_the_sign_in(
+    stack: tuple[str, str, str],
+) -> None:
+    # Login CSRF (issue 13, finding 5): the attacker signs in at the provider but stops at the callback
+    # (an HTTP client here: Chromium cannot be stopped inside the provider's redirect chain), then has a
+    # victim open that URL in a real browser. The victim's browser is refused and signed into nothing;
+    # the attacker's own client still completes the sign-in (nothing was consumed).
+    app, _, api = stack
+    email = f"attacker-{uuid.uuid4().hex[:8]}@example.test"
+    async with httpx.AsyncClient(timeout=10) as attacker:
+        r = await attacker.get(f"{api}/api/v1/auth/google/login", params={"redirect_to": f"{app}/signed-in"})
+        assert r.status_code == 302, r.text
+        callback = await to_callback(
+            attacker, r.headers["location"], login=email, callback=f"{api}/api/v1/auth/google/callback"
+        )
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = await browser.new_page()
+                answer = await page.goto(callback)
+                assert answer is not None
+                assert answer.status == 403
+                assert (await answer.json())["code"] == "sign_in_browser_mismatch"
+                assert page.url == callback  # not sent on to the web app with tokens
+                assert not [c for c in await page.context.cookies() if c["name"] == "rampart_refresh"]
+            finally:
+                await browser.close()
+        r = await attacker.get(callback)
+        assert r.status_code == 302, r.text
+        assert r.headers["location"].startswith(f"{app}/signed-in#access_token=")

@@ -33,8 +33,7 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi import checks as _openapi_checks  # registers the OpenAPI checks
 
 from rampart.app import create_app
-from rampart.db.migrate import upgrade
-from tests.conftest import _admin, _db_url, make_settings, new_user
+from tests.conftest import _admin, _db_url, make_settings, new_user, upgrade_demo
 
 assert _openapi_checks
 ALL_CHECKS = list(CHECKS.get_all())  # what `st run --checks all` runs
@@ -101,7 +100,7 @@ def fuzz_env() -> Iterator[tuple[Any, Seeded]]:
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     url = _db_url(name)
     try:
-        upgrade(url)
+        upgrade_demo(url)
         seeded = asyncio.run(_seed(url))
         # The app lives on schemathesis' own event-loop thread from here on (pool included).
         app = create_app(make_settings(url))

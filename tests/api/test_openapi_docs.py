@@ -26,8 +26,9 @@ def mounted(app: Rampart) -> tuple[list[RouteSpec], list[Route]]:
     for route in router.routes:
         endpoint = getattr(route, "endpoint", None)
         if hasattr(endpoint, "specs"):
-            specs += [s for m, s in endpoint.specs.items() if m != "HEAD"]
-        else:
+            # The console's pages (browser routes) are no part of the API's description.
+            specs += [s for m, s in endpoint.specs.items() if m != "HEAD" and not s.browser]
+        elif not route.path.startswith("/console/"):  # the console's static files, likewise
             plain.append(route)
     assert specs, "no RouteSpec found behind the router"
     return specs, plain

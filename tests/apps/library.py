@@ -20,7 +20,9 @@ CREATE TABLE IF NOT EXISTS books (
     owner_id uuid NOT NULL REFERENCES users (id),
     created_at timestamptz(3) NOT NULL DEFAULT now(), updated_at timestamptz(3) NOT NULL DEFAULT now(),
     version integer NOT NULL DEFAULT 1
-)
+);
+CREATE TABLE IF NOT EXISTS shelves_deleted (LIKE shelves, deleted_at timestamptz(3) NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS books_deleted (LIKE books, deleted_at timestamptz(3) NOT NULL DEFAULT now())
 """
 
 

@@ -15,11 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from rampart.app import Rampart, create_app
-from rampart.config import Settings
-from rampart.resources.fields import Integer, Text
-from rampart.resources.manager import Context, ResourceManager
-from rampart.resources.spec import Field, Policy, Resource
+from rampart import Field, HookContext, Hooks, Integer, Policy, Rampart, Resource, Settings, Text, create_app
 
 TABLE = "pipeline_probes"
 BOOM = "secret sql detail: SELECT password FROM users WHERE id = 1 (/srv/rampart/hooks.py)"
@@ -33,7 +29,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     created_at timestamptz(3) NOT NULL DEFAULT now(),
     updated_at timestamptz(3) NOT NULL DEFAULT now(),
     version integer NOT NULL DEFAULT 1
-)
+);
+CREATE TABLE IF NOT EXISTS {TABLE}_deleted (LIKE {TABLE}, deleted_at timestamptz(3) NOT NULL DEFAULT now())
 """
 
 
@@ -41,12 +38,11 @@ def _own(actor: Any, alias: str, bind: Any) -> str:
     return f"{alias}.owner_id = {bind(actor.user_id)}"
 
 
-class ProbeManager(ResourceManager):
-    async def before_create(self, ctx: Context, conn: asyncpg.Connection, data: dict[str, Any]) -> None:
-        if data.get("mode") == "sleep":
-            await conn.execute("SELECT pg_sleep($1)", float(data.get("seconds", 0)))
-        elif data.get("mode") == "boom":
-            raise RuntimeError(BOOM)
+async def before_create(*, ctx: HookContext, data: dict[str, Any]) -> None:
+    if data.get("mode") == "sleep":
+        await ctx.conn.execute("SELECT pg_sleep($1)", float(data.get("seconds", 0)))
+    elif data.get("mode") == "boom":
+        raise RuntimeError(BOOM)
 
 
 probes = Resource(
@@ -56,7 +52,7 @@ probes = Resource(
         "seconds": Field(Integer(minimum=0, maximum=10), default=0),
     },
     policy=Policy(visible=_own, writable=_own),
-    manager=ProbeManager,
+    hooks=Hooks(before_create=before_create),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,8 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.jwk import ECKey, OctKey, RSAKey
+from joserfc.errors import SecurityWarning
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -49,6 +51,7 @@ class FakeProvider:
     jwks_fetches: int = 0
     token_requests: list[dict[str, str]] = field(default_factory=list)
     down: bool = False
+    algorithms: list[str] = field(default_factory=lambda: ["RS256", "ES256", "HS256", "none"])
 
     def app(self) -> Starlette:
         async def discovery(request: Request) -> Response:
@@ -58,7 +61,7 @@ class FakeProvider:
                     "authorization_endpoint": f"{ISSUER}/authorize",
                     "token_endpoint": f"{ISSUER}/token",
                     "jwks_uri": f"{ISSUER}/jwks",
-                    "id_token_signing_alg_values_supported": ["RS256", "ES256", "HS256", "none"],
+                    "id_token_signing_alg_values_supported": self.algorithms,
                 }
             )
 
@@ -145,6 +148,17 @@ async def test_a_good_id_token_gives_the_identity(oidc: OIDCClient) -> None:
     assert identity.name == "A Person"
     # several audiences are fine when we are the authorized party
     await oidc.verify(sign(claims(aud=[CLIENT_ID, "other"], azp=CLIENT_ID)), nonce=NONCE)
+
+
+async def test_an_id_token_signed_with_ed25519_is_accepted(provider: FakeProvider, oidc: OIDCClient) -> None:
+    """A provider that signs with Ed25519 says "EdDSA" (RFC 8037). joserfc warns on that name (RFC 9864
+    prefers "Ed25519"); the warning, an exception where warnings are errors, made this sign-in fail."""
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": "e1", "alg": "EdDSA", "use": "sig"}, private=True)
+    provider.keys, provider.algorithms = [key], ["EdDSA"]
+    with warnings.catch_warnings():  # the test's own signing, by joserfc's API with its warning
+        warnings.simplefilter("ignore", SecurityWarning)
+        token = sign(claims(), key, "EdDSA", kid="e1")
+    assert (await oidc.verify(token, nonce=NONCE)).subject == "subject-1"
 
 
 OTHER_KEY = rsa("k1")  # same kid, different key: a forgery

@@ -3,7 +3,6 @@ picking up another's rotation, the verify window of a retired key, and attacks s
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -18,7 +17,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import jwt
 import pytest
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import JWKRegistry, KeySet, OKPKey, RSAKey
@@ -29,6 +27,7 @@ from rampart.auth.keys import rotate
 from rampart.auth.sessions import announce_keys
 from rampart.clitasks import rotate_signing_key
 from tests.conftest import TEST_SECRET, User, make_settings, new_user
+from tests.jwts import b64, sign, unverified
 
 ME = "/api/v1/auth/me"
 JWKS = "/.well-known/jwks.json"
@@ -49,13 +48,7 @@ async def call(app: Rampart, method: str, url: str, token: str | None = None) ->
 
 
 def header(token: str) -> dict[str, Any]:
-    head = token.split(".")[0]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    return decoded
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    return unverified(token)[0]
 
 
 def claims_of(app: Rampart, user: User) -> dict[str, Any]:
@@ -152,9 +145,7 @@ async def test_made_up_kids_reload_the_keys_at_most_once_a_second(database_url: 
         keys._reload = counting  # type: ignore[method-assign]
         forger = OKPKey.generate_key("Ed25519", private=True)
         for i in range(5):
-            token = jwt.encode(
-                claims_of(app, user), forger.private_key, algorithm="EdDSA", headers={"kid": f"k{i}"}
-            )
+            token = sign(claims_of(app, user), forger, "EdDSA", kid=f"k{i}")
             assert (await call(app, "GET", ME, token)).status_code == 401
         assert loads == 1
     finally:
@@ -179,19 +170,15 @@ def _attacks(app: Rampart, user: User, jwks: dict[str, Any]) -> dict[str, str]:
         "hs256_keyed_with_public_pem": f"{body}.{b64(hmac.new(pem, body.encode(), hashlib.sha256).digest())}",
         "hs256_keyed_with_jwk_json": f"{body}."
         + b64(hmac.new(json.dumps(jwks["keys"][0]).encode(), body.encode(), hashlib.sha256).digest()),
-        "hs256_with_the_secret": jwt.encode(claims, TEST_SECRET, algorithm="HS256", headers={"kid": kid}),
+        "hs256_with_the_secret": sign(claims, TEST_SECRET, "HS256", kid=kid),
         "alg_none": f"{b64(json.dumps({'alg': 'none', 'kid': kid}).encode())}.{body.split('.')[1]}.",
-        "other_key_same_kid": jwt.encode(claims, other.private_key, algorithm=alg, headers={"kid": kid}),
-        "no_kid": jwt.encode(claims, other.private_key, algorithm=alg),
-        "unknown_kid": jwt.encode(claims, other.private_key, algorithm=alg, headers={"kid": "nope"}),
-        "jku_injection": jwt.encode(
-            claims, other.private_key, algorithm=alg, headers={"kid": kid, "jku": "https://evil.example/jwks"}
-        ),
+        "other_key_same_kid": sign(claims, other, alg, kid=kid),
+        "no_kid": sign(claims, other, alg),
+        "unknown_kid": sign(claims, other, alg, kid="nope"),
+        "jku_injection": sign(claims, other, alg, kid=kid, jku="https://evil.example/jwks"),
     }
     if other_alg_key is not None:
-        attacks["rs256_when_eddsa"] = jwt.encode(
-            claims, other_alg_key.private_key, algorithm="RS256", headers={"kid": kid}
-        )
+        attacks["rs256_when_eddsa"] = sign(claims, other_alg_key, "RS256", kid=kid)
     return attacks
 
 

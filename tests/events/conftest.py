@@ -4,15 +4,16 @@ event it finds, so sharing the session database would mix these tests' deliverie
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from rampart.db.migrate import upgrade
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
-from tests.conftest import _admin, _db_url
+from tests.conftest import _admin, _db_url, upgrade_demo
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def own_database_url() -> Iterator[str]:
     name = f"rampart_evt_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     url = _db_url(name)
-    upgrade(url)
+    upgrade_demo(url)
     yield url
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -49,3 +50,25 @@ async def emit(db: Database, resource: str, action: str = "created", **data: obj
             data=dict(data),
         )
     return str(event["id"])
+
+
+def id_at(ms: int) -> uuid.UUID:
+    """A UUIDv7 of millisecond `ms`, as `rampart.lib.ids.new_id` would have made it then."""
+    return uuid.UUID(
+        int=(ms << 80) | (0x7 << 76) | (random.getrandbits(12) << 64) | (0b10 << 62) | random.getrandbits(62)
+    )
+
+
+async def emit_aged(db: Database, resource: str, days: float, action: str = "created") -> str:
+    """Commit one event as if written `days` ago (its id and time both that old) and return its id."""
+    event_id = id_at(int((time.time() - days * 86_400) * 1000))
+    await db.execute(
+        "INSERT INTO events (id, type, resource, resource_id, occurred_at)"
+        " VALUES ($1, $2, $3, $4, now() - make_interval(secs => $5))",
+        event_id,
+        f"{resource}.{action}",
+        resource,
+        str(uuid.uuid4()),
+        days * 86_400,
+    )
+    return str(event_id)

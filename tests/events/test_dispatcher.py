@@ -16,7 +16,7 @@ from rampart.db.outbox import write_event
 from rampart.db.pool import Database
 from rampart.errors import ServiceUnavailable
 from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber, dead_letters, prune, replay
-from tests.events.conftest import emit, kind
+from tests.events.conftest import emit, emit_aged, kind
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 
@@ -247,11 +247,8 @@ async def test_a_database_outage_in_a_subscriber_is_retried_without_an_error_log
 async def test_pruning_keeps_recent_events_and_those_still_waiting(db: Database) -> None:
     r = kind()
     dispatcher = Dispatcher(db=db, subscribers=[Subscriber(f"p-{r}", f"{r}.created", recorder()[1])])
-    old_done, old_waiting, recent = await emit(db, r), await emit(db, r, "updated"), await emit(db, r)
-    await db.execute(
-        "UPDATE events SET occurred_at = now() - interval '40 days' WHERE id = ANY($1::uuid[])",
-        [uuid.UUID(old_done), uuid.UUID(old_waiting)],
-    )
+    old_done, old_waiting = await emit_aged(db, r, 40), await emit_aged(db, r, 40, "updated")
+    recent = await emit(db, r)
     await drain(dispatcher, lambda: True)
     await dispatcher.run_once()
     # `updated` had no subscriber; give it one that is still waiting (pending) to be delivered.
@@ -260,7 +257,7 @@ async def test_pruning_keeps_recent_events_and_those_still_waiting(db: Database)
         " VALUES ($1, 'nobody-runs-me', now() + interval '1 hour')",
         uuid.UUID(old_waiting),
     )
-    assert await prune(db, retention_days=30) >= 1
+    assert await prune(db, retention=30 * 86_400) >= 1
     left = await db.fetch(
         "SELECT id FROM events WHERE id = ANY($1::uuid[])",
         [uuid.UUID(i) for i in (old_done, old_waiting, recent)],
@@ -273,12 +270,9 @@ async def test_an_event_not_fanned_out_yet_is_never_pruned_and_counts_in_the_lag
     dispatcher = Dispatcher(db=db, subscribers=[Subscriber(f"q-{r}", f"{r}.*", recorder()[1])])
     while await dispatcher.fan_out({}):  # an empty queue: whatever earlier tests left is taken
         pass
-    queued = await emit(db, r)
-    await db.execute(
-        "UPDATE events SET occurred_at = now() - interval '40 days' WHERE id = $1", uuid.UUID(queued)
-    )
+    queued = await emit_aged(db, r, 40)
     assert await db.fetchval("SELECT count(*) FROM event_queue WHERE id = $1", uuid.UUID(queued)) == 1
-    await prune(db, retention_days=30)
+    await prune(db, retention=30 * 86_400)
     assert await db.fetchval("SELECT count(*) FROM events WHERE id = $1", uuid.UUID(queued)) == 1
     await dispatcher._housekeeping()
     assert dispatcher.lag_seconds > 39 * 86_400  # the oldest event still waiting for its fan-out
@@ -352,3 +346,28 @@ async def test_a_dispatcher_outlives_a_database_outage(caplog: pytest.LogCapture
         await dispatcher.stop()
         await down.close()
     assert any("dispatcher round failed" in r.message for r in caplog.records)
+
+
+async def test_pruning_goes_in_short_batches_and_drops_the_rows_deleted_as_long_ago(db: Database) -> None:
+    r = kind()
+    old = [await emit_aged(db, r, 40) for _ in range(5)]
+    recent = await emit_aged(db, r, 20)
+    dispatcher = Dispatcher(db=db)
+    while await dispatcher.fan_out({}):  # handed out (no subscriber): prunable once old enough
+        pass
+    gone_long_ago, gone_lately = uuid.uuid4(), uuid.uuid4()
+    await db.execute(
+        "INSERT INTO tasks_deleted (id, title, deleted_at) VALUES"
+        " ($1, 'old', now() - interval '40 days'), ($2, 'new', now() - interval '20 days')",
+        gone_long_ago,
+        gone_lately,
+    )
+    assert await prune(db, retention=30 * 86_400, deleted_tables=["tasks_deleted"], batch=2) >= 5
+    left = await db.fetch(
+        "SELECT id FROM events WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in (*old, recent)]
+    )
+    assert [str(row["id"]) for row in left] == [recent]
+    kept = await db.fetch(
+        "SELECT id FROM tasks_deleted WHERE id = ANY($1::uuid[])", [gone_long_ago, gone_lately]
+    )
+    assert [row["id"] for row in kept] == [gone_lately]

@@ -268,3 +268,78 @@ async def test_a_revoked_session_ends_its_stream(app: Rampart, make_user: Any) -
         reader.close()
         task.cancel()
     assert reader.ended
+
+
+async def test_a_revocation_nobody_announced_still_ends_the_stream_within_a_second(
+    app: Rampart, make_user: Any
+) -> None:
+    """Without the listener (lost, or a change made by hand in the database), the sessions of the open
+    streams are still read every half second."""
+    services = app.services
+    carol = await make_user()
+    stream = LiveStream(
+        log=EventLog(db=services.db, managers=services.managers),
+        listener=None,
+        reauthenticate=services.authenticator.authenticate,
+        sessions=services.authenticator.live_sessions,
+    )
+    reader = StreamClient(carol.headers)
+    request = Request(reader.scope(), reader.receive)
+    actor = await services.authenticator.authenticate(carol.headers["Authorization"])
+    response = await stream.route_spec().handler(Call(request=request, actor=actor, request_id="quiet"))
+    task = asyncio.create_task(response(reader.scope(), reader.receive, reader.send))
+    try:
+        await eventually(lambda: reader.status == 200)
+        await asyncio.sleep(0.7)  # a check or two find the session live: the stream stays
+        assert not task.done()
+        await services.db.execute("UPDATE sessions SET revoked_at = now() WHERE id = $1", carol.session_id)
+        revoked = time.monotonic()
+        async with asyncio.timeout(5):
+            await task
+        assert time.monotonic() - revoked < 1.0
+    finally:
+        reader.close()
+        task.cancel()
+        await stream.stop()
+    assert reader.ended
+
+
+async def test_a_stream_that_sees_nothing_reads_only_behind_the_newest_events(
+    app: Rampart, client: httpx.AsyncClient, alice: User, make_user: Any
+) -> None:
+    """Its reads start `overlap` behind the newest event in the log, whoever's: before, they started
+    behind the newest event it had sent, so a caller who saw nothing re-read everything since connecting
+    at every wake-up."""
+    services = app.services
+    quiet = await make_user()
+    starts: list[uuid.UUID] = []
+
+    class Recording(EventLog):
+        async def page(self, actor: Any, query: Any, *, replica: bool = False) -> Any:
+            starts.append(query.after)
+            return await super().page(actor, query, replica=replica)
+
+    stream = LiveStream(
+        log=Recording(db=services.db, managers=services.managers),
+        listener=None,
+        poll_interval=0.1,
+        overlap=0.3,
+    )
+    reader = StreamClient(quiet.headers)
+    request = Request(reader.scope(), reader.receive)
+    actor = await services.authenticator.authenticate(quiet.headers["Authorization"])
+    response = await stream.route_spec().handler(Call(request=request, actor=actor, request_id="quiet"))
+    task = asyncio.create_task(response(reader.scope(), reader.receive, reader.send))
+    try:
+        await eventually(lambda: len(starts) >= 2)
+        first = starts[0]
+        for _ in range(3):
+            await a_task(client, alice)  # someone else's work, which `quiet` may not see
+            await asyncio.sleep(0.4)
+        newest = await services.db.fetchval("SELECT id FROM events ORDER BY id DESC LIMIT 1")
+        await eventually(lambda: starts[-1] > first and (newest.int >> 80) - (starts[-1].int >> 80) <= 400)
+        assert reader.events == []
+    finally:
+        reader.close()
+        await finish(task, reader)
+        await stream.stop()

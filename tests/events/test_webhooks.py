@@ -401,3 +401,34 @@ async def test_deactivating_a_webhook_dead_letters_what_waits_for_it(
     assert await webhooks.db.fetchval(count, name, "pending") == 0
     assert await webhooks.db.fetchval(count, name, "dead") >= 1
     assert receiver.on("/ok/never") == []
+
+
+async def test_a_delivery_names_the_admin_who_acted_as_the_user(
+    api: httpx.AsyncClient, hooks_app: Rampart, root: User, receiver: Receiver
+) -> None:
+    """A change made through an impersonation session is delivered with `impersonator_id` (the admin),
+    beside `actor_id` (the user); the user's own change with null (issue 13, finding 4)."""
+    path = f"/ok/{uuid.uuid4().hex}"
+    hook = await create_hook(api, root, url=receiver.url + path, events=["projects.created"])
+    target = await new_user(hooks_app)
+    r = await api.post(f"/api/v1/admin/users/{target.id}/impersonate", headers=root.headers)
+    assert r.status_code == 201, r.text
+    acting = {"Authorization": f"Bearer {r.json()['data']['access_token']}"}
+    made = {}
+    for who, headers in (("admin", acting), ("own", target.headers)):
+        r = await api.post("/api/v1/projects", json={"name": who}, headers=headers)
+        assert r.status_code == 201, r.text
+        made[r.json()["data"]["id"]] = root.id if who == "admin" else None
+    assert hooks_app.services.webhooks is not None
+    dispatcher = dispatcher_for(hooks_app.services.webhooks)
+
+    async def arrived() -> bool:
+        return len(receiver.on(path)) >= 2
+
+    try:
+        await rounds(dispatcher, arrived)
+    finally:
+        await api.delete(f"/api/v1/admin/webhooks/{hook['id']}", headers=root.headers)
+    events = [json.loads(body) for _, _, body in receiver.on(path)]
+    assert {e["resource_id"]: e["impersonator_id"] for e in events} == made
+    assert {e["actor_id"] for e in events} == {target.id}

@@ -1,10 +1,12 @@
-"""Contract suite for rampart.lib.ratelimit: the contract tests run against both backends."""
+"""Contract suite for rampart.lib.ratelimit: the contract tests run against every backend (memory, the
+host's shared memory, Redis). What only the shared-memory table does: tests/lib/test_ratelimit_shm.py."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio
@@ -18,6 +20,7 @@ from rampart.lib.ratelimit import (
     _decide,
     _interval_us,
 )
+from rampart.lib.ratelimit_shm import SharedMemoryRateLimiter
 from rampart.lib.rates import Rate
 
 # Long enough that the few milliseconds a test takes barely move the numbers.
@@ -28,13 +31,15 @@ FAST = Rate(5, 0.5)
 SLACK = 0.05
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "shared-memory", "redis"])
 async def limiter(
-    request: pytest.FixtureRequest, redis_client: redis.asyncio.Redis, key_prefix: str
+    request: pytest.FixtureRequest, redis_client: redis.asyncio.Redis, key_prefix: str, tmp_path: Path
 ) -> AsyncIterator[RateLimiter]:
     backend: RateLimiter
     if request.param == "memory":
         backend = MemoryRateLimiter()
+    elif request.param == "shared-memory":
+        backend = SharedMemoryRateLimiter(str(tmp_path / "limits"))
     else:
         backend = RedisRateLimiter(redis_client, prefix=key_prefix)
     yield backend

@@ -99,16 +99,22 @@ class NodeProvider:
 
 
 async def to_callback(
-    browser: httpx.AsyncClient, authorize_url: str, *, login: str | None, cancel: bool = False
+    browser: httpx.AsyncClient,
+    authorize_url: str,
+    *,
+    login: str | None,
+    cancel: bool = False,
+    callback: str | None = None,
 ) -> str:
-    """Follow the provider's pages from the authorize URL until it sends the browser to the callback;
-    returns that callback URL (with `code` and `state`, or `error`)."""
+    """Follow the provider's pages from the authorize URL until it sends the browser to the callback
+    (`CALLBACK_PREFIX` unless given); returns that callback URL (with `code` and `state`, or `error`)."""
+    prefix = callback or CALLBACK_PREFIX
     url = authorize_url
     for _ in range(10):
         r = await browser.get(url)
         if r.status_code in (302, 303):
             url = urljoin(url, r.headers["location"])
-            if url.startswith(CALLBACK_PREFIX):
+            if url.startswith(prefix):
                 return url
             continue
         assert r.status_code == 200, (r.status_code, r.text[:500])
@@ -117,7 +123,7 @@ async def to_callback(
         r = await browser.post(urljoin(url, action), data={} if cancel else {"login": login or ""})
         assert r.status_code in (302, 303), (r.status_code, r.text[:500])
         url = urljoin(url, r.headers["location"])
-        if url.startswith(CALLBACK_PREFIX):
+        if url.startswith(prefix):
             return url
     raise AssertionError("the provider never sent the browser back")
 

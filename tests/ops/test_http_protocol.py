@@ -7,10 +7,14 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import httpx
+import uvicorn
 import uvloop
 
-from rampart.ops.http_protocol import _Coalescing
+from rampart.ops.http_protocol import HeadDeadlineProtocol, _Coalescing
+from tests.support import free_port
 
 Check = Callable[[_Coalescing, socket.socket], Awaitable[None]]
 
@@ -89,3 +93,42 @@ def test_an_aborted_connection_sends_nothing_more() -> None:
             assert peer.recv(10) == b""
 
     on_a_connection(check)
+
+
+def test_the_last_resort_500_is_a_dressed_problem() -> None:
+    # uvicorn answers for an app that raised before answering (in practice: a request cancelled by a
+    # shutdown past its grace period); it wrote a bare text/plain 500 without security headers or id.
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        scope["rampart.request_id"] = "the-request-id"  # as the pipeline sets it first
+        raise RuntimeError("failed before answering")
+
+    async def main() -> httpx.Response:
+        port = free_port()
+        config = uvicorn.Config(
+            failing, host="127.0.0.1", port=port, http=HeadDeadlineProtocol, lifespan="off", log_config=None
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                return await http.get("/anything")
+        finally:
+            server.should_exit = True
+            await serving
+
+    r = uvloop.run(main())
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["x-request-id"] == "the-request-id"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert r.json() == {
+        "type": "about:blank",
+        "title": "Internal server error",
+        "status": 500,
+        "detail": "An unexpected error occurred; it has been logged.",
+        "code": "internal_error",
+        "request_id": "the-request-id",
+    }

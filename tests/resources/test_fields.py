@@ -21,7 +21,7 @@ from rampart.resources.fields import (
     Text,
     Timestamp,
 )
-from rampart.resources.spec import Field
+from rampart.resources.spec import Field, Resource
 
 U = "0190a6d2-7c1e-7b4a-9a31-6f2f8d1c2e3b"
 UTC = dt.UTC
@@ -343,3 +343,18 @@ def test_a_blank_text_is_as_empty_as_an_empty_one(value: str) -> None:
     assert re.search(Text(min_length=1).schema()["pattern"], value) is None
     assert Text(min_length=1).check(value + "a") == value + "a"
     assert re.search(Text(min_length=1).schema()["pattern"], value + "a")
+
+
+def test_an_explicit_filter_tuple_is_checked_against_the_type_at_declaration() -> None:
+    """docs/guide/resources.md: an operator the type does not offer stops the declaration."""
+
+    def declare(filter_ops: tuple[str, ...], *, nullable: bool = False) -> Resource:
+        field = Field(Text(), filter=filter_ops, nullable=nullable, default="")
+        return Resource(name="notes", fields={"body": field})
+
+    with pytest.raises(ValueError, match=r"notes\.body: operators \['gt'\] do not apply"):
+        declare(("eq", "gt"))
+    with pytest.raises(ValueError, match="do not apply"):
+        declare(("is",))  # only a nullable field offers `is`
+    assert declare(("is",), nullable=True).all_fields["body"].operators == ("is",)
+    assert declare(("eq", "in")).all_fields["body"].operators == ("eq", "in")

@@ -41,6 +41,12 @@ reports = Resource(
     fields=_named(),
     policy=Policy.for_permissions(read="tasks:write", write="users:manage"),
 )
+# Role-based, where the `user` role holds neither permission.
+ledgers = Resource(
+    name="pol_ledgers",
+    fields=_named(),
+    policy=Policy.for_permissions(read="users:manage", write="users:manage"),
+)
 # Admins only.
 secrets_ = Resource(name="pol_secrets", fields=_named(), policy=Policy.admin_only())
 # A shared book whose chapters inherit: readable by all, writable by the book's owner.
@@ -62,6 +68,7 @@ async def served(database_url: str) -> AsyncIterator[Served]:
         notices,
         rules,
         reports,
+        ledgers,
         secrets_,
         shared_books,
         shared_chapters,
@@ -209,3 +216,44 @@ def test_declarations_that_cannot_work_are_refused_when_made() -> None:
     orphan.add(chapters)
     with pytest.raises(ValueError, match="not declared"):
         check_references(orphan)
+
+
+async def test_without_the_read_permission_nothing_of_a_resource_shows_anywhere(
+    served: Served, make_user: MakeUser
+) -> None:
+    """403 on the routes, and no row through the other ways rows are read: the audit log, references."""
+    boss, user = await make_user("admin"), await make_user()
+    ledger = await _make(served, "pol_ledgers", boss)
+    c = served.client
+    assert (await c.get(f"/api/v1/pol_ledgers/{ledger}", headers=user.headers)).status_code == 403
+    assert (await c.get("/api/v1/pol_ledgers", headers=user.headers)).status_code == 403
+    r = await c.get("/api/v1/events", params={"resource": "pol_ledgers"}, headers=user.headers)
+    assert r.status_code == 200
+    assert r.json()["data"] == []
+    r = await c.get("/api/v1/events", params={"resource": "pol_ledgers"}, headers=boss.headers)
+    assert ledger in {e["resource_id"] for e in r.json()["data"]}
+
+
+async def test_inherit_keeps_a_deleted_childs_history_for_whoever_saw_its_parent(
+    served: Served, make_user: MakeUser
+) -> None:
+    """The events of a child deleted with its parent stay in the audit log of those who could see the
+    parent, and of nobody else (a comments-on-tasks rule written by hand lost them)."""
+    owner, other = await make_user(), await make_user()
+    book = await _make(served, "pol_books", owner)
+    chapter = await _make(served, "pol_chapters", owner, book_id=book)
+    margin = await _make(served, "pol_margins", owner, chapter_id=chapter)
+    c = served.client
+    assert (await c.delete(f"/api/v1/pol_books/{book}", headers=owner.headers)).status_code == 204
+
+    async def history(who: User, resource: str, item: str) -> list[str]:
+        r = await c.get(
+            "/api/v1/events", params={"resource": resource, "resource_id": item}, headers=who.headers
+        )
+        assert r.status_code == 200, r.text
+        return [e["type"] for e in r.json()["data"]]
+
+    assert await history(owner, "pol_chapters", chapter) == ["pol_chapters.created", "pol_chapters.deleted"]
+    assert await history(owner, "pol_margins", margin) == ["pol_margins.created", "pol_margins.deleted"]
+    assert await history(other, "pol_chapters", chapter) == []
+    assert await history(other, "pol_margins", margin) == []

@@ -91,6 +91,10 @@ async def make_scene(app: Rampart, client: httpx.AsyncClient) -> Scene:
     events = await client.get(f"{API}/events", params={"resource_id": task["id"]}, headers=alice.headers)
     v["alice_task_event"] = events.json()["data"][0]["id"]
     v["alice"] = alice.id
+    # The admin impersonates a user of their own (not Alice: her session list stays hers alone).
+    dave = await new_user(app)
+    pair = created(await client.post(f"{API}/admin/users/{dave.id}/impersonate", headers=admin.headers))
+    v["impersonation"] = pair["session_id"]
     return Scene(alice, bob, admin, carol, v)
 
 
@@ -107,6 +111,7 @@ TARGETS: dict[str, Callable[[Scene], dict[str, str]]] = {
     f"{API}/auth/sessions/{{id}}": lambda s: {"id": s.values["session"]},
     f"{API}/admin/users/{{id}}": lambda s: {"id": s.values["alice"]},
     f"{API}/admin/users/{{id}}/impersonate": lambda s: {"id": s.values["alice"]},
+    f"{API}/admin/impersonations/{{id}}": lambda s: {"id": s.values["impersonation"]},
     f"{API}/admin/webhooks/{{id}}": lambda s: {"id": s.values["webhook"]},
     f"{API}/admin/webhooks/{{id}}/deliveries": lambda s: {"id": s.values["webhook"]},
     f"{API}/admin/webhooks/{{id}}/deliveries/{{event_id}}/redeliver": lambda s: {

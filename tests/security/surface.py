@@ -67,7 +67,8 @@ def served(app: Rampart) -> tuple[list[Operation], list[tuple[str, str]]]:
         endpoint = getattr(route, "endpoint", None)
         if hasattr(endpoint, "specs"):
             for method, spec in endpoint.specs.items():
-                if method != "HEAD":
+                # The console's pages are a browser surface of their own (`console_pages` below).
+                if method != "HEAD" and not spec.browser:
                     operations.append(
                         Operation(
                             spec.method,
@@ -79,9 +80,22 @@ def served(app: Rampart) -> tuple[list[Operation], list[tuple[str, str]]]:
                             spec.rate_class,
                         )
                     )
-        else:
+        elif not route.path.startswith("/console/"):  # the console's static files: console_pages
             plain += [(m, route.path) for m in sorted(route.methods or ()) if m != "HEAD"]
     return operations, plain
+
+
+def console_pages(app: Rampart) -> list[tuple[str, str, bool]]:
+    """The console's browser routes as (method, path, public), and its static files' route (GET)."""
+    router: Any = app._app.app  # type: ignore[attr-defined]
+    pages: list[tuple[str, str, bool]] = []
+    for route in router.routes:
+        endpoint = getattr(route, "endpoint", None)
+        if hasattr(endpoint, "specs"):
+            pages += [(m, s.path, s.public) for m, s in endpoint.specs.items() if m != "HEAD" and s.browser]
+        elif route.path.startswith("/console/"):
+            pages += [(m, route.path, True) for m in sorted(route.methods or ()) if m != "HEAD"]
+    return pages
 
 
 def openapi_document(app: Rampart) -> dict[str, Any]:

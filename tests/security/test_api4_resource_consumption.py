@@ -18,6 +18,7 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -26,7 +27,9 @@ import pytest
 from rampart.app import Rampart, create_app
 from tests.conftest import make_settings, new_user
 from tests.events.test_stream import StreamClient, eventually
-from tests.scale.servers import Server
+from tests.ops.test_balance import _accepting_slots, _established
+from tests.ops.test_workers import _workers
+from tests.scale.servers import Server, serve
 from tests.security.scene import TARGETS, Scene
 from tests.security.surface import API, BODY_METHODS, DOCUMENT, OPERATIONS, Operation, ids
 
@@ -316,3 +319,37 @@ async def test_the_refusal_says_when_to_retry(two_streams_each: Rampart) -> None
             c.close()
             async with asyncio.timeout(5):
                 await t
+
+
+# ----- rate limits across the workers of one server -----------------------------------------------------
+
+
+def test_the_auth_limit_holds_for_the_whole_server_whichever_worker_answers(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Issue 13, finding 6: without Redis each worker kept its own budget, so `RAMPART_RATE_LIMIT_AUTH`'s
+    # 20/minute let 40 through with 2 workers. Two keep-alive connections, one held by each worker (the
+    # balance gives the second connection to the idle worker; a patience of 5 s keeps it so on a busy
+    # machine), take turns: the 21st request from this IP is refused, whichever worker takes it.
+    with serve(database_url, tmp_path, workers=2, RAMPART_BALANCE_PATIENCE="5") as server:
+        workers = _workers(server.proc.pid)
+        assert len(workers) == 2
+        deadline = time.monotonic() + 10
+        while _accepting_slots(min(workers)) != workers:
+            assert time.monotonic() < deadline, (_accepting_slots(min(workers)), workers)
+            time.sleep(0.02)
+        one = httpx.Client(base_url=server.url, limits=httpx.Limits(max_connections=1), timeout=10)
+        two = httpx.Client(base_url=server.url, limits=httpx.Limits(max_connections=1), timeout=10)
+        with one, two:
+            statuses: list[int] = []
+            for n in range(22):
+                http = (one, two)[n % 2]
+                r = http.post("/api/v1/auth/refresh", json={"refresh_token": "not-a-token"})
+                statuses.append(r.status_code)
+                if n == 1:  # both connections are open: one on each worker
+                    assert sorted(_established(pid, server.port) for pid in workers) == [1, 1]
+        assert statuses == [401] * 20 + [429, 429], statuses
+        environ = Path(f"/proc/{min(workers)}/environ").read_bytes().split(b"\0")
+        table = next(v.split(b"=", 1)[1] for v in environ if v.startswith(b"RAMPART_RATE_LIMIT_FILE="))
+        assert Path(table.decode()).parent == Path("/dev/shm")  # noqa: S108 - where serve makes it
+    assert not Path(table.decode()).exists()  # removed with the server

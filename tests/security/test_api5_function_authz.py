@@ -12,16 +12,20 @@ within 1 s (tests/api/test_auth_tokens.py); the admin users table by caller (tes
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from rampart.access.system import system_actor
 from rampart.app import Rampart, create_app
+from rampart.clitasks import migrate_all
 from rampart.config import DEFAULT_ROLE_PERMISSIONS
-from tests.conftest import User, make_settings, new_user
+from rampart.resources.manager import Context
+from tests.conftest import User, _admin, _db_url, make_settings, new_user
 from tests.security.scene import TARGETS, Scene, created
 from tests.security.surface import ADMIN_ONLY, API, OPERATIONS, Operation, ids
 
@@ -43,9 +47,19 @@ def _body(op: Operation) -> dict[str, Any] | None:
     }.get(op.name)
 
 
-async def _fresh_targets(op: Operation, scene: Scene, client: httpx.AsyncClient) -> dict[str, str]:
+async def _fresh_targets(
+    op: Operation, scene: Scene, client: httpx.AsyncClient, app: Rampart
+) -> dict[str, str]:
     """Targets an admin may change or delete without disturbing the other tests of the module."""
     values = dict(TARGETS[op.path](scene)) if op.params else {}
+    if op.name in ("users.impersonate", "users.end_impersonation"):
+        # A user of its own: Alice may have been made an admin by the update case, and admins cannot be
+        # impersonated; and a session of its own to end.
+        target = await new_user(app)
+        values["id"] = target.id
+        if op.name == "users.end_impersonation":
+            r = await client.post(f"{API}/admin/users/{target.id}/impersonate", headers=scene.admin.headers)
+            values["id"] = created(r)["session_id"]
     if "webhooks" in op.path and op.params:
         hook = created(
             await client.post(
@@ -92,9 +106,11 @@ async def test_admin_functions_are_refused_to_others(
 
 
 @pytest.mark.parametrize("op", ADMIN_ONLY, ids=ids(ADMIN_ONLY))
-async def test_an_admin_gets_through(client: httpx.AsyncClient, scene: Scene, op: Operation) -> None:
+async def test_an_admin_gets_through(
+    client: httpx.AsyncClient, app: Rampart, scene: Scene, op: Operation
+) -> None:
     """The control: the same requests from an admin succeed, so the refusals above are the permission's."""
-    values = await _fresh_targets(op, scene, client)
+    values = await _fresh_targets(op, scene, client, app)
     r = await client.request(op.method, op.url(values), json=_body(op), headers=scene.admin.headers)
     assert 200 <= r.status_code < 300, r.text
 
@@ -175,3 +191,98 @@ async def test_reading_every_event_is_a_permission_of_its_own(
         assert r.status_code == 200
         seen[name] = [e["type"] for e in r.json()["data"]]
     assert seen == {"auditor": ["webhooks.created"], "integrator": [], "support": []}
+
+
+# ----- admin safety (issue 13, findings 1 and 8) --------------------------------------------------------
+
+
+async def test_an_admin_cannot_be_impersonated(client: httpx.AsyncClient, app: Rampart) -> None:
+    """Acting as another admin would borrow their authority under their name: refused, nothing written.
+    (It used to open an ordinary 30-day session as the other admin.)"""
+    admin, other = await new_user(app, role="admin"), await new_user(app, role="admin")
+    before = await _footprint(app)
+    for target in (other, admin):  # another admin, and oneself
+        r = await client.post(f"{API}/admin/users/{target.id}/impersonate", headers=admin.headers)
+        assert r.status_code == 403, r.text
+        assert r.json()["code"] == "impersonation_refused"
+    assert await _footprint(app) == before
+
+
+@pytest.fixture(scope="module")
+def lone_database() -> Iterator[str]:
+    """A database of this module's own: the last-admin rule counts every admin in the database."""
+    name = f"rampart_admins_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = _db_url(name)
+    migrate_all(make_settings(url))
+    yield url
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+async def lone(lone_database: str) -> AsyncIterator[Rampart]:
+    application = create_app(make_settings(lone_database))
+    yield application
+    await application.aclose()
+
+
+async def _only_admins(app: Rampart, *admins: User) -> None:
+    """Make exactly `admins` the enabled admins of the database (through the manager, as the CLI does)."""
+    users = app.services.managers["users"]
+    ctx = Context(actor=system_actor(frozenset({"users:manage"})))
+    keep = {a.id for a in admins}
+    for row in await app.services.db.fetch("SELECT id FROM users WHERE role = 'admin' AND NOT disabled"):
+        if str(row["id"]) not in keep:
+            await users.update(ctx, row["id"], {"disabled": True})
+    for admin in admins:
+        await users.update(ctx, admin.id, {"role": "admin", "disabled": False})
+
+
+async def _enabled_admins(app: Rampart) -> int:
+    count: int = await app.services.db.fetchval(
+        "SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled"
+    )
+    return count
+
+
+@pytest.mark.parametrize(
+    "change", [{"role": "user"}, {"disabled": True}, {"role": "user", "disabled": True}], ids=str
+)
+async def test_the_last_enabled_admin_cannot_demote_or_disable_itself(
+    lone: Rampart, change: dict[str, Any]
+) -> None:
+    """A fuzzer demoted the only admin; recovery then needed a second admin made by hand in SQL."""
+    me = await new_user(lone, role="admin")
+    await _only_admins(lone, me)
+    before = await _footprint(lone)
+    r = await _call(lone, "PATCH", f"{API}/admin/users/{me.id}", json=change, headers=me.headers)
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "last_admin"
+    assert await _footprint(lone) == before
+    assert await _enabled_admins(lone) == 1
+    # With a second admin, the same change goes through; then that one is the last.
+    second = await new_user(lone, role="admin")
+    r = await _call(lone, "PATCH", f"{API}/admin/users/{me.id}", json=change, headers=me.headers)
+    assert r.status_code == 200, r.text
+    r = await _call(lone, "PATCH", f"{API}/admin/users/{second.id}", json=change, headers=second.headers)
+    assert r.status_code == 409, r.text
+    assert await _enabled_admins(lone) == 1
+
+
+async def test_concurrent_demotions_never_leave_zero_admins(lone: Rampart) -> None:
+    """Two admins demoting each other, or themselves, at the same instant: one change wins, the other is
+    409 `last_admin`. Without a lock both read "the other admin is still there" and both commit."""
+    for round_ in range(6):
+        a, b = await new_user(lone, role="admin"), await new_user(lone, role="admin")
+        await _only_admins(lone, a, b)
+        targets = (b, a) if round_ % 2 else (a, b)  # crossed: a demotes b as b demotes a; else themselves
+        change = {"disabled": True} if round_ % 3 == 0 else {"role": "user"}
+        answers = await asyncio.gather(
+            *(
+                _call(lone, "PATCH", f"{API}/admin/users/{target.id}", json=change, headers=caller.headers)
+                for caller, target in zip((a, b), targets, strict=True)
+            )
+        )
+        # The loser is 409, or 403 if it was itself demoted before its request was authenticated.
+        assert sorted(r.status_code for r in answers) in ([200, 409], [200, 403]), [r.text for r in answers]
+        assert await _enabled_admins(lone) == 1

@@ -13,18 +13,23 @@ test_pipeline.py); a 500 in production reveals nothing and one in development ca
 
 from __future__ import annotations
 
+import base64
 import re
+import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pydantic
 import pytest
 
 from rampart.app import create_app
 from rampart.config import DEFAULT_JWT_SECRET, Settings
-from tests.conftest import make_settings
+from rampart.lib import secret_strength
+from tests.conftest import User, make_settings
 from tests.scale.servers import Server
 from tests.security.surface import OPERATIONS, PLAIN, Operation
 
@@ -182,14 +187,91 @@ async def test_no_route_allows_a_foreign_origin_by_default(
     assert "access-control-allow-origin" not in r.headers
 
 
+# ----- media types -----------------------------------------------------------------------------------
+
+# Issue 13, finding 9: any `+json` type (and any parameter) was taken as JSON. Only `application/json`,
+# with at most `charset=utf-8`, is documented (API.md); a `+json` type promises semantics the API lacks.
+ACCEPTED_TYPES = [
+    "application/json",
+    "Application/JSON",
+    "application/json; charset=utf-8",
+    "application/json;charset=UTF-8",
+    'application/json; charset="utf-8"',
+]
+REFUSED_TYPES = [
+    "application/merge-patch+json",
+    "application/ld+json",
+    "application/vnd.api+json",
+    "application/problem+json",
+    "application/json-patch+json",
+    "application/json; charset=latin-1",
+    "application/json; charset=utf-16",
+    "application/json; profile=x",
+    "application/json; charset=utf-8; boundary=x",
+    "application/jsonx",
+    "text/json",
+]
+
+
+@pytest.mark.parametrize("ctype", ACCEPTED_TYPES)
+async def test_the_documented_json_types_are_accepted(
+    client: httpx.AsyncClient, alice: User, ctype: str
+) -> None:
+    r = await client.post(
+        "/api/v1/projects", content=b'{"name": "typed"}', headers={**alice.headers, "content-type": ctype}
+    )
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("ctype", REFUSED_TYPES)
+async def test_other_json_like_types_are_415(client: httpx.AsyncClient, alice: User, ctype: str) -> None:
+    r = await client.post(
+        "/api/v1/projects", content=b'{"name": "typed"}', headers={**alice.headers, "content-type": ctype}
+    )
+    assert r.status_code == 415, ctype
+    assert r.json()["code"] == "unsupported_media_type"
+    _assert_dressed(r)
+
+
 # ----- production ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("secret", [DEFAULT_JWT_SECRET, "short-secret", "x" * 31])
+# Issue 13, finding 7: only the length was checked, so 64 × "a" or a phrase of common words passed.
+WEAK_SECRETS = {
+    "the development default": DEFAULT_JWT_SECRET,
+    "short": "short-secret",
+    "31 characters": "x" * 31,
+    "one letter 64 times": "a" * 64,
+    "a repeated word": "changeme-changeme-changeme-changeme-123",
+    "a phrase of common words": "this-is-my-super-secret-jwt-signing-key-2024",
+    "words and a name": "my-company-name-jwt-signing-key-for-production",
+    "sequences": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ",
+    "keyboard rows": "qwertyuiopasdfghjklzxcvbnm1234567890!@#$",
+    "a padded word": "s3cr3t-" + "k" * 40,
+    "128 random bits in hex (RFC 7518 wants 256 for HS256)": "0ac2b1ffb56762549d7340ea095d75ee",
+}
+STRONG_SECRETS = {
+    "rampart secrets generate": secret_strength.generate(),
+    "token_urlsafe(32)": secrets.token_urlsafe(32),
+    "openssl rand -hex 32": secrets.token_hex(32),
+    "openssl rand -base64 32": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "longer than the estimated part": secrets.token_urlsafe(120),
+}
+
+
+@pytest.mark.parametrize("secret", list(WEAK_SECRETS.values()), ids=list(WEAK_SECRETS))
 def test_production_refuses_a_weak_secret(secret: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match="RAMPART_JWT_SECRET"):
+    with pytest.raises(pydantic.ValidationError, match="RAMPART_JWT_SECRET") as refused:
         Settings(_env_file=None, env="production", jwt_secret=secret)  # type: ignore[call-arg]
-    Settings(_env_file=None, env="production", jwt_secret="y" * 32)  # type: ignore[call-arg]
+    message = str(refused.value)
+    assert "rampart secrets generate" in message  # says how to make a good one
+    assert secret not in message  # and never repeats the secret
+    Settings(_env_file=None, env="test", jwt_secret=secret)  # type: ignore[call-arg] # not outside production
+
+
+@pytest.mark.parametrize("secret", list(STRONG_SECRETS.values()), ids=list(STRONG_SECRETS))
+def test_production_takes_a_random_secret(secret: str) -> None:
+    Settings(_env_file=None, env="production", jwt_secret=secret)  # type: ignore[call-arg]
 
 
 def test_production_is_the_mode_of_the_shipped_deployments() -> None:
@@ -229,6 +311,63 @@ def test_a_production_server_shows_no_internals(
     assert "debug" not in problem
     assert not INTERNALS.search(r.text), r.text
     assert "server" not in r.headers
+
+
+# Issue 13, finding 9: what uvicorn wrote itself for requests the application never sees had neither the
+# security headers nor a request id (text/plain "Invalid HTTP request received.").
+UNPARSEABLE = {
+    "bad request line": b"GARBAGE / HTTP/9.9\r\n\r\n",
+    "bad content-length": b"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    "two content-lengths": (
+        b"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"
+    ),
+    "content-length and chunked": (
+        b"POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "space in a header name": b"GET /health/live HTTP/1.1\r\nHost: x\r\nBad Name: x\r\n\r\n",
+    "control character in the path": b"GET /he\x01alth HTTP/1.1\r\nHost: x\r\n\r\n",
+    "head over 64 KiB": b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: "
+    + b"a" * 70_000,  # and more to come
+}
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65_536):  # the server closes after answering
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("request_bytes", list(UNPARSEABLE.values()), ids=list(UNPARSEABLE))
+def test_answers_written_below_the_application_are_dressed(
+    production_server: Server, request_bytes: bytes
+) -> None:
+    answer = _raw(production_server.port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    assert status_line in ("HTTP/1.1 400 Bad Request", "HTTP/1.1 431 Request Header Fields Too Large"), answer
+    assert headers.get("x-content-type-options") == "nosniff"
+    assert headers.get("referrer-policy") == "no-referrer"
+    assert headers.get("x-frame-options") == "DENY"
+    assert headers.get("cross-origin-opener-policy") == "same-origin"
+    assert headers.get("content-security-policy") == API_CSP
+    assert headers.get("content-type") == "application/problem+json"
+    assert headers.get("connection") == "close"
+    assert "server" not in headers
+    problem = orjson.loads(body)
+    assert problem["status"] == int(status_line.split()[1])
+    assert problem["code"] in ("malformed_request", "header_too_large")
+    request_id = headers["x-request-id"]
+    assert problem["request_id"] == request_id
+    assert not INTERNALS.search(body.decode())
+    deadline = time.monotonic() + 5  # and the log line carries the same id
+    while request_id not in production_server.output():
+        assert time.monotonic() < deadline, production_server.output()[-2000:]
+        time.sleep(0.05)
 
 
 def test_a_malformed_request_gets_no_version_banner(production_server: Server) -> None:

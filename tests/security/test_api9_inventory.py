@@ -21,7 +21,7 @@ import pytest
 
 from rampart.app import Rampart
 from rampart.config import DEFAULT_ROLE_PERMISSIONS
-from tests.security.surface import DOCUMENT, OPERATIONS, PLAIN, Operation, served
+from tests.security.surface import DOCUMENT, OPERATIONS, PLAIN, Operation, console_pages, served
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -94,7 +94,8 @@ async def test_other_methods_are_405_with_the_documented_allow(client: httpx.Asy
         "/admin",
         "/debug",
         "/_debug",
-        "/console",
+        "/console/debug",
+        "/console/admin",
         "/graphql",
         "/swagger.json",
         "/swagger-ui.html",
@@ -114,6 +115,34 @@ async def test_leftover_and_guessable_paths_are_not_found(client: httpx.AsyncCli
         r = await client.request(method, path, json={} if method == "POST" else None)
         assert r.status_code == 404, (method, path, r.status_code)
         assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_every_console_page_is_closed_to_a_signed_out_browser(
+    app: Rampart, client: httpx.AsyncClient
+) -> None:
+    """The console (a browser surface, no part of the API's document) lives under /console only; signed
+    out, a page sends to the sign-in page and a POST is refused, except the sign-in routes themselves."""
+    pages = console_pages(app)
+    assert pages
+    assert all(path.startswith("/console") for _, path, _ in pages)
+    open_pages = {path for _, path, public in pages if public}
+    assert open_pages == {
+        "/console/sign-in",
+        "/console/sign-in/link",
+        "/console/sign-in/oidc",
+        "/console/static/{name}",
+    }
+    for method, path, public in pages:
+        if public:
+            continue
+        url = Operation(method, path, "", False, None, False, "").url({"name": "tasks"})
+        r = await client.request(method, url, data={"x": "1"} if method == "POST" else None)
+        if method == "GET":
+            assert r.status_code == 303, (method, path, r.status_code)
+            assert r.headers["location"] == "/console/sign-in"
+        else:
+            assert r.status_code == 403, (method, path, r.status_code)  # no session, no CSRF token
+            assert "csrf" in r.text.lower() or "out of date" in r.text
 
 
 def _prose() -> str:

@@ -17,6 +17,9 @@ class Actor:
     role: str
     session_id: uuid.UUID
     permissions: frozenset[str]
+    # The admin acting as `user_id` when the session came from impersonation: every event it writes
+    # names them beside the actor.
+    impersonator_id: uuid.UUID | None = None
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
@@ -40,3 +43,7 @@ class Roles:
     def permissions(self, role: str) -> frozenset[str]:
         """A role's permissions; an unknown role has none."""
         return self._map.get(role, frozenset())
+
+    def granting(self, permission: str) -> tuple[str, ...]:
+        """The roles whose permissions include `permission`."""
+        return tuple(role for role, perms in self._map.items() if permission in perms)

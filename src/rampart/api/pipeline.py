@@ -19,22 +19,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rampart.api.problems import PROBLEM_TYPE, problem
 from rampart.errors import MalformedJSON, PayloadTooLarge, RampartError, RequestTimeout, UnsupportedMediaType
 from rampart.lib.ids import new_id_text
+from rampart.lib.security_headers import API_CSP, SECURITY_HEADERS
 
 log = logging.getLogger("rampart.request")
 access_log = logging.getLogger("rampart.access")
 
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: `$` would allow "\n"
+_UTF8_CHARSET = re.compile(rb'charset\s*=\s*(?:utf-8|"utf-8")\s*;?', re.IGNORECASE)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 _DOCS_CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 )
-_SECURITY = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
+# Browser pages (the console): our own scripts, styles and images only; forms post only to us.
+PAGES_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
+    b" form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_FORM = b"application/x-www-form-urlencoded"
 _EXPOSE = b"X-Request-ID, ETag, Location, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After"
 _ALLOW_HEADERS = b"Authorization, Content-Type, If-Match, If-None-Match, Last-Event-ID, X-Request-ID"
 _ALLOW_METHODS = b"GET, POST, PATCH, DELETE, OPTIONS"
@@ -55,8 +56,11 @@ class Pipeline:
         debug: bool,
         access_log_enabled: bool,
         observers: Iterable[Observer] = (),
+        pages: str | None = None,
     ) -> None:
         self.app = app
+        # The path prefix of browser pages (`/console`): their CSP, and HTML forms as bodies.
+        self.pages = pages
         self.origins = frozenset(o.encode() for o in cors_origins)
         self.body_limit = body_limit
         self.timeout = timeout
@@ -76,13 +80,16 @@ class Pipeline:
         origin = headers.get(b"origin")
         cors = origin is not None and origin in self.origins
         path: str = scope["path"]
-        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode()), *_SECURITY]
-        extra.append(
-            (
-                b"content-security-policy",
-                _DOCS_CSP if path == "/docs" or path.startswith("/docs/") else _API_CSP,
-            )
-        )
+        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+        if path.startswith("/api/"):  # the hot path: one test
+            csp = API_CSP
+        elif path == "/docs" or path.startswith("/docs/"):
+            csp = _DOCS_CSP
+        elif self.pages is not None and (path == self.pages or path.startswith(self.pages + "/")):
+            csp = PAGES_CSP
+        else:
+            csp = API_CSP
+        extra.append((b"content-security-policy", csp))
         if scope.get("scheme") == "https":
             extra.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
         if cors:
@@ -167,9 +174,13 @@ class Pipeline:
                 raise PayloadTooLarge(f"The body is larger than {self.body_limit} bytes.")
         if (length is None or length == b"0") and not chunked:
             return b""
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if content_type != b"application/json" and not content_type.endswith(b"+json"):
-            raise UnsupportedMediaType("The request body must be application/json.")
+        content_type = headers.get(b"content-type", b"")
+        if (
+            content_type != b"application/json"
+            and not _is_json(content_type)
+            and not self._form(scope, content_type)
+        ):
+            raise UnsupportedMediaType("The request body must be application/json (charset utf-8, if any).")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -184,6 +195,15 @@ class Pipeline:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
+    def _form(self, scope: Scope, content_type: bytes) -> bool:
+        """An HTML form posted to a browser page (asked only once the body is not JSON)."""
+        path: str = scope["path"]
+        return (
+            self.pages is not None
+            and path.startswith(self.pages + "/")
+            and content_type.partition(b";")[0].strip().lower() == _FORM
+        )
+
     async def _fail(
         self, error: BaseException, cause: BaseException, state: dict[str, Any], request_id: str, send: Send
     ) -> None:
@@ -197,6 +217,19 @@ class Pipeline:
         headers += [(b"content-type", PROBLEM_TYPE.encode()), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _is_json(content_type: bytes) -> bool:
+    """`application/json`, any case and spacing, with at most one parameter: `charset=utf-8`.
+
+    Nothing else: a `+json` type promises semantics (merge patch, JSON-LD, ...) that the API does not
+    implement, and another charset would be decoded as UTF-8 regardless.
+    """
+    media_type, _, params = content_type.partition(b";")
+    if media_type.strip().lower() != b"application/json":
+        return False
+    params = params.strip()
+    return not params or _UTF8_CHARSET.fullmatch(params) is not None
 
 
 def _replay(body: bytes, downstream: Receive) -> Receive:

@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
+from rampart.auth.browser import AS_COOKIE, CSRF_FIELD, BrowserSessions
 from rampart.auth.sessions import Authenticator
-from rampart.errors import MethodNotAllowed, NotFound, RateLimited, ServiceUnavailable, Unauthorized
+from rampart.errors import (
+    MethodNotAllowed,
+    NotFound,
+    RampartError,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from rampart.lib.ratelimit import Decision, RateLimiter
 from rampart.lib.rates import Rate
 from rampart.resources.endpoints import Call, RouteSpec
@@ -117,6 +127,68 @@ def _limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
     ]
 
 
+# Renders an error of a browser route as a page (the console's), given the call as far as it was made.
+BrowserErrors = Callable[[Call, RampartError], Awaitable[Response]]
+
+
+class BrowserEndpoint(Endpoint):
+    """All methods of one browser path (`RouteSpec.browser`): signed in by the console's cookie, every
+    state-changing request checked for the browser's CSRF token, errors answered as pages.
+
+    A separate class, mounted outside the API's segment table: the API's endpoints and their lookup do
+    not change at all for it.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        specs: list[RouteSpec],
+        sessions: BrowserSessions,
+        limits: Limits,
+        resources: Mapping[str, Any] | None,
+        errors: BrowserErrors | None,
+    ) -> None:
+        super().__init__(path, specs, sessions.authenticator, limits, resources)
+        self.sessions = sessions
+        self.errors = errors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["rampart.route"] = self.path
+        request = Request(scope, receive)
+        body = scope.get("rampart.body", b"")
+        call = Call(request=request, actor=None, request_id=scope["rampart.request_id"], body=body)
+        caller = None
+        try:
+            spec = self.specs.get(scope["method"])
+            if spec is None:
+                raise MethodNotAllowed(f"{scope['method']} is not allowed here.", allow=self.allow)
+            caller = await self.sessions.caller(request)
+            call.actor, call.csrf_token, call.resources = caller.actor, caller.csrf_token, self.resources
+            if caller.actor is not None:
+                scope["rampart.user_id"] = str(caller.actor.user_id)
+            await self._limit(spec, caller.actor, scope)
+            self.sessions.check_csrf(request, caller, call.form().get(CSRF_FIELD) if body else None)
+            if caller.actor is not None and spec.permission is not None:
+                caller.actor.require(spec.permission)
+            if spec.streaming and scope.get("rampart.deadline") is not None:
+                scope["rampart.deadline"].reschedule(None)
+            started = time.perf_counter()
+            response = await spec.handler(call)
+            # What the page cost the server, for the browser's developer tools (and the console's tests).
+            if isinstance(response, Response):  # not a stream
+                response.headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        except RampartError as exc:
+            if self.errors is None:
+                raise
+            response = await self.errors(call, exc)
+        if caller is not None and isinstance(response, Response):
+            if caller.fresh_pre:
+                self.sessions.set_pre(response, request, caller.csrf_token)
+            if caller.impersonation_ended:
+                self.sessions.forget(response, request, AS_COOKIE)
+        await response(scope, receive, send)
+
+
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     raise NotFound("No such route.")
 
@@ -145,15 +217,32 @@ def build_router(
     limits: Limits,
     extra: Iterable[BaseRoute] = (),
     resources: Mapping[str, Any] | None = None,
+    browser: BrowserSessions | None = None,
+    browser_errors: BrowserErrors | None = None,
 ) -> Router:
-    """A Starlette router with one Route per path template (methods dispatched by `Endpoint`)."""
+    """A Starlette router with one Route per path template (methods dispatched by `Endpoint`).
+
+    Browser routes (`RouteSpec.browser`, which need `browser`) get a `BrowserEndpoint` each, matched by
+    Starlette after the API's segment table: they add nothing to an API request's lookup.
+    """
     by_path: dict[str, list[RouteSpec]] = defaultdict(list)
     for spec in specs:
         if any(s.method == spec.method for s in by_path[spec.path]):
             raise ValueError(f"route {spec.method} {spec.path} is declared twice")
+        if any(s.browser != spec.browser for s in by_path[spec.path]):
+            raise ValueError(f"route {spec.path} mixes browser and API methods")
         by_path[spec.path].append(spec)
     routes: list[BaseRoute] = [_with_problem_405(route) for route in extra]
-    endpoints = {path: Endpoint(path, group, auth, limits, resources) for path, group in by_path.items()}
+    endpoints: dict[str, Endpoint] = {}
+    for path, group in by_path.items():
+        if group[0].browser:
+            if browser is None:
+                raise ValueError(f"browser route {path} needs browser sessions (RAMPART_CONSOLE=on)")
+            routes.append(
+                Route(path, BrowserEndpoint(path, group, browser, limits, resources, browser_errors))
+            )
+        else:
+            endpoints[path] = Endpoint(path, group, auth, limits, resources)
     for path, endpoint in endpoints.items():
         routes.append(Route(path, endpoint))
     return _SegmentRouter(routes=routes, default=_not_found, endpoints=endpoints)

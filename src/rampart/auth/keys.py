@@ -5,7 +5,7 @@ until every token it signed has expired (`verify_window` seconds), so rotating l
 worker holds the keys in memory: it reloads them when a token names an unknown `kid` (another worker
 rotated), when told by an announcement, and at least once a minute.
 
-Keys are generated and exported by joserfc; tokens are signed and verified by PyJWT (`rampart.auth.tokens`).
+Keys are joserfc's, as are the signatures made with them (`rampart.auth.tokens`, decision 0018).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from joserfc.jwk import JWKRegistry, KeyParameters, OKPKey, RSAKey
+from joserfc.jwk import JWKRegistry, Key, KeyParameters, OKPKey, RSAKey
 
 from rampart.db.pool import Database
 from rampart.lib.ids import new_id
@@ -32,8 +32,7 @@ _LOCK = "SELECT pg_advisory_xact_lock(hashtext('rampart_signing_keys'))"
 class SigningKey:
     kid: str
     alg: str
-    private: Any  # a cryptography private key object
-    public: Any
+    key: Key  # the private key: signs; its public half verifies
     public_jwk: dict[str, Any]
 
 
@@ -70,7 +69,7 @@ def _load(kid: str, alg: str, private_jwk: str) -> SigningKey:
     key = JWKRegistry.import_key(orjson.loads(private_jwk))
     public = {k: v for k, v in key.as_dict(private=False).items() if k in {"kty", "crv", "x", "n", "e"}}
     public_jwk = {**public, "kid": kid, "alg": alg, "use": "sig"}
-    return SigningKey(kid, alg, key.private_key, key.public_key, public_jwk)
+    return SigningKey(kid, alg, key, public_jwk)
 
 
 class KeyRing:

@@ -26,6 +26,7 @@ from joserfc.jwk import KeySet
 if TYPE_CHECKING:  # httpx is imported on first use: workers without sign-in never load it
     import httpx
 
+from rampart.auth.algorithms import Algorithms
 from rampart.errors import Forbidden, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 
 log = logging.getLogger("rampart.auth.oidc")
@@ -273,7 +274,7 @@ class OIDCClient:
         if isinstance(kid, str) and not _has_kid(keys, kid):
             raise InvalidIdToken("unknown key id")
         try:
-            token = jwt.decode(id_token, keys, algorithms=allowed)
+            token = jwt.decode(id_token, keys, registry=Algorithms(allowed))
             now = int(time.time())
             jwt.JWTClaimsRegistry(
                 now=now,

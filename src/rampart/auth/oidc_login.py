@@ -3,14 +3,22 @@
 Each sign-in in progress is one row of `oidc_login_states`, keyed by the SHA-256 of its `state` and
 holding the nonce and the PKCE verifier. The callback deletes the row as it reads it, so a state works
 once, and only before it expires; it works across workers and instances because it lives in PostgreSQL.
+
+A sign-in is also bound to the browser that started it (against login CSRF: an attacker's callback URL,
+with the attacker's code and state, opened in a victim's browser would sign the victim into the
+attacker's account). The login sets a random secret in a short-lived cookie of that browser, one per
+sign-in, sent only to the callback; the state ends with an HMAC of its random part under that secret.
+The callback checks the HMAC before it touches the state, so another browser's visit consumes nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -26,16 +34,31 @@ from rampart.auth.oidc import (
 from rampart.auth.sessions import TokenPair, open_session
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
-from rampart.errors import Conflict, ValidationFailed
+from rampart.errors import Conflict, Forbidden, ValidationFailed
 from rampart.resources.manager import Context, ResourceManager, Row
 
 STATE_TTL = 600  # seconds a user has to sign in at the provider
 MAX_REDIRECT_LENGTH = 2048
+BROWSER_COOKIE_PREFIX = "rampart_signin_"
+_COOKIE_ID = 16  # characters of the state's random part that name its cookie: sign-ins in two tabs coexist
 
 
 class AccountExists(Conflict):
     code = "account_exists"
     title = "Account exists"
+
+
+class SignInElsewhere(Forbidden):
+    code = "sign_in_browser_mismatch"
+    title = "Sign-in started in another browser"
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserBinding:
+    """The cookie that ties a sign-in to the browser that started it: its name and secret value."""
+
+    name: str
+    value: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +70,29 @@ class LoginState:
 
 def _state_key(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _cookie_name(nonce_part: str) -> str:
+    return BROWSER_COOKIE_PREFIX + nonce_part[:_COOKIE_ID]
+
+
+def _browser_tag(browser_secret: str, nonce_part: str) -> str:
+    mac = hmac.new(browser_secret.encode(), nonce_part.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def check_browser(state: str, cookies: Mapping[str, str]) -> None:
+    """Refuse `state` unless this browser holds the cookie of the sign-in that made it (nothing is read
+    or consumed here: the state stays usable by the browser it belongs to)."""
+    random_part, dot, tag = state.partition(".")
+    if not dot or not random_part or len(state) > 512:
+        raise InvalidState("The sign-in state is missing or invalid; start the sign-in again.")
+    secret = cookies.get(_cookie_name(random_part))
+    if not secret or not hmac.compare_digest(_browser_tag(secret, random_part).encode(), tag.encode()):
+        raise SignInElsewhere(
+            "This sign-in was not started in this browser (or its cookie was blocked or has expired);"
+            " start the sign-in again here."
+        )
 
 
 def check_redirect(url: str, allowlist: Sequence[str]) -> str:
@@ -87,9 +133,12 @@ def _under(path: str, prefix: str) -> bool:
     return path.startswith(prefix if prefix.endswith("/") else prefix + "/")
 
 
-async def start_login(*, db: Database, client: OIDCClient, redirect_to: str | None) -> str:
-    """A new login state, and the provider's authorize URL for it."""
-    state = secrets.token_urlsafe(32)
+async def start_login(
+    *, db: Database, client: OIDCClient, redirect_to: str | None
+) -> tuple[str, BrowserBinding]:
+    """A new login state: the provider's authorize URL for it, and the cookie the browser must keep."""
+    random_part, browser_secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    state = f"{random_part}.{_browser_tag(browser_secret, random_part)}"
     nonce = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)  # 86 characters: RFC 7636 wants 43 to 128
     # Asked first: a provider that is down fails here, before a row is written.
@@ -105,7 +154,7 @@ async def start_login(*, db: Database, client: OIDCClient, redirect_to: str | No
             redirect_to,
             float(STATE_TTL),
         )
-    return url
+    return url, BrowserBinding(_cookie_name(random_part), browser_secret)
 
 
 async def take_state(db: Database, state: str) -> LoginState:
@@ -150,8 +199,8 @@ async def link_user(
                     uuid.UUID(str(user["id"])),
                     identity.email,
                 )
-            if users.reads is not None:  # the new user's own first reads (/auth/me) must find them
-                await users.reads.wrote(user["id"])
+            if users.replicas is not None:  # the new user's own first reads (/auth/me) must find them
+                await users.replicas.wrote(user["id"])
             return user
         except ValidationFailed:
             raise SignInDenied("This account of the identity provider cannot be used here.") from None

@@ -18,7 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from rampart.auth.sessions import TokenPair, announce, hash_refresh_token
+from rampart.access.actor import Roles
+from rampart.auth.sessions import TokenPair, announce, hash_refresh_token, live_session
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
@@ -28,12 +29,19 @@ security_log = logging.getLogger("rampart.security")
 
 MAX_TOKEN_LENGTH = 512  # ours are 43 characters; anything far longer is not one of ours
 
+# The session's expiry is never moved: an impersonation ends at its hour however often it is refreshed.
+# For an impersonation, the role of its live impersonator (null: disabled, or the opener ended) comes
+# back too, so the same rules as the session check (`live_session`) decide; the transaction is rolled
+# back when they fail, leaving the token unspent.
 _ROTATE = (
     "UPDATE sessions s SET refresh_token_hash = $2, last_used_at = now()"
     " FROM users u"
     " WHERE s.refresh_token_hash = $1 AND u.id = s.user_id"
     " AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled"
-    " RETURNING s.id, s.user_id, u.role"
+    " RETURNING s.id, s.user_id, u.role, s.impersonator_id, s.impersonator_session_id,"
+    " (SELECT iu.role FROM sessions o JOIN users iu ON iu.id = o.user_id"
+    " WHERE o.id = s.impersonator_session_id AND o.revoked_at IS NULL AND o.expires_at > now()"
+    " AND NOT iu.disabled) AS impersonator_role"
 )
 _SPEND = "INSERT INTO spent_refresh_tokens (token_hash, session_id) VALUES ($1, $2)"
 _FIND_SPENT = (
@@ -55,7 +63,13 @@ class ReuseDetected:
 
 
 async def rotate(
-    *, db: Database, tokens: TokenIssuer, refresh_token: str, ip: str | None, request_id: str | None
+    *,
+    db: Database,
+    tokens: TokenIssuer,
+    roles: Roles,
+    refresh_token: str,
+    ip: str | None,
+    request_id: str | None,
 ) -> TokenPair | ReuseDetected:
     """Exchange `refresh_token` for a new pair, or detect its reuse; Unauthorized for anything else.
 
@@ -69,6 +83,8 @@ async def rotate(
     async with db.transaction() as conn:
         row = await conn.fetchrow(_ROTATE, spent, hash_refresh_token(fresh))
         if row is not None:
+            if live_session(row, roles) is None:  # an impersonation that is over
+                raise Unauthorized(INVALID)
             await conn.execute(_SPEND, spent, row["id"])
             await tokens.prepare()
             access = tokens.issue(user_id=row["user_id"], session_id=row["id"], role=row["role"])

@@ -13,16 +13,26 @@ from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse, Response
 
+from rampart.access.actor import Roles
+from rampart.access.impersonation import MANAGE_USERS
+from rampart.auth.browser import SIGN_IN_MARK, BrowserSessions
 from rampart.auth.cookies import set_token_cookies
 from rampart.auth.oidc import InvalidState, OIDCClient, SignInDenied, SignInNotConfigured
-from rampart.auth.oidc_login import check_redirect, link_user, open_login_session, start_login, take_state
-from rampart.auth.routes import TOKEN_PAIR
-from rampart.auth.routes_sessions import NO_STORE
+from rampart.auth.oidc_login import (
+    STATE_TTL,
+    check_browser,
+    check_redirect,
+    link_user,
+    open_login_session,
+    start_login,
+    take_state,
+)
+from rampart.auth.routes_sessions import NO_STORE, TOKEN_PAIR
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.resources.endpoints import Call, RouteSpec, json_response
 from rampart.resources.manager import ResourceManager
-from rampart.resources.openapi_parts import data, named, problems, response
+from rampart.resources.openapi_parts import data, headers, named, problems, response
 from rampart.resources.openapi_schema import schemas
 from rampart.resources.routes import API_PREFIX
 
@@ -39,7 +49,11 @@ def oidc_routes(
     session_ttl: int,
     redirect_allowlist: Sequence[str],
     admin_emails: Sequence[str],
+    browser: BrowserSessions | None = None,
+    roles: Roles | None = None,
 ) -> list[RouteSpec]:
+    """`browser` (with `roles`): the console's sessions, for sign-ins the console started."""
+
     def configured() -> OIDCClient:
         if client is None:
             raise SignInNotConfigured("Sign-in with an identity provider is not configured on this server.")
@@ -49,14 +63,30 @@ def oidc_routes(
         redirect_to = call.request.query_params.get("redirect_to")
         if redirect_to is not None:
             redirect_to = check_redirect(redirect_to, redirect_allowlist)
-        url = await start_login(db=db, client=configured(), redirect_to=redirect_to)
-        return RedirectResponse(url, status_code=302, headers=NO_STORE)
+        oidc = configured()
+        url, binding = await start_login(db=db, client=oidc, redirect_to=redirect_to)
+        response = RedirectResponse(url, status_code=302, headers=NO_STORE)
+        # Lax: sent on the provider's redirect back (a top-level GET from another site), not on a
+        # cross-site subrequest. Secure whenever the browser is on HTTPS (here, or at the public URL).
+        response.set_cookie(
+            binding.name,
+            binding.value,
+            max_age=STATE_TTL,
+            path=CALLBACK_PATH,
+            httponly=True,
+            samesite="lax",
+            secure=call.request.url.scheme == "https" or oidc.redirect_uri.startswith("https:"),
+        )
+        return response
 
     async def callback(call: Call) -> Any:
         oidc = configured()
         query = call.request.query_params
         state = query.get("state") or ""
         error = query.get("error")
+        if state or error is None:
+            # Before anything is read or spent: another browser's visit (login CSRF) changes nothing.
+            check_browser(state, call.request.cookies)
         if error is not None:
             if state:
                 with contextlib.suppress(InvalidState):
@@ -74,16 +104,21 @@ def oidc_routes(
         identity = await oidc.verify(id_token, nonce=login_state.nonce)
         user = await link_user(db=db, users=users, identity=identity, admin_emails=admin_emails)
         client_addr = call.request.client
+        console = login_state.redirect_to == SIGN_IN_MARK and browser is not None and roles is not None
+        if console and roles is not None and MANAGE_USERS not in roles.permissions(str(user["role"])):
+            raise SignInDenied("The console is for administrators; this account is not one.")
         pair = await open_login_session(
             db=db,
             tokens=tokens,
             user=user,
-            session_ttl=session_ttl,
+            session_ttl=browser.ttl if console and browser is not None else session_ttl,
             user_agent=call.request.headers.get("user-agent"),
             ip=client_addr.host if client_addr else None,
         )
+        if console and browser is not None:  # the console's session: a cookie, no tokens handed out
+            return browser.continue_page(call.request, pair.session_id)
         response: Response
-        if login_state.redirect_to:
+        if login_state.redirect_to and login_state.redirect_to != SIGN_IN_MARK:
             fragment = urlencode({k: str(v) for k, v in pair.as_json().items()})
             response = RedirectResponse(
                 f"{login_state.redirect_to}#{fragment}", status_code=302, headers=NO_STORE
@@ -125,9 +160,19 @@ def oidc_routes(
                     }
                 ],
                 "responses": {
-                    "302": response(
-                        "To the provider's authorize URL", header_names=("Location", "Cache-Control")
-                    ),
+                    "302": {
+                        "description": "To the provider's authorize URL",
+                        "headers": {
+                            **headers("Location", "Cache-Control"),
+                            "Set-Cookie": {
+                                "description": "`rampart_signin_<id>`: binds the sign-in to this browser "
+                                "(HttpOnly, SameSite=Lax, Path=/api/v1/auth/google/callback, 10 minutes); "
+                                "the callback refuses a browser without it (403 `sign_in_browser_mismatch`).",
+                                "required": True,
+                                "schema": {"type": "string"},
+                            },
+                        },
+                    },
                     **problems(400, 404),
                 },
             },
@@ -142,6 +187,10 @@ def oidc_routes(
             tags=("auth",),
             summary="Where the identity provider sends the browser back: a session for the user",
             openapi={
+                "description": "Only the browser that started the sign-in gets a session: without its "
+                "`rampart_signin_<id>` cookie the answer is 403 `sign_in_browser_mismatch` and the sign-in "
+                "stays unspent. A sign-in the web console started ends on a page that continues to the "
+                "console (its session is a cookie; no tokens are handed out).",
                 "security": [],
                 "parameters": [
                     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rampart.access.actor import Roles
 from rampart.auth.cookies import REFRESH_COOKIE, clear_token_cookies, refresh_cookie, set_token_cookies
 from rampart.auth.refresh import INVALID, ReuseDetected, rotate
-from rampart.auth.sessions import Authenticator, TokenPair, announce
+from rampart.auth.sessions import IMPERSONATOR_JOIN, Authenticator, TokenPair, announce, live_session
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.errors import FieldError, InvalidQuery, NotFound, Unauthorized, ValidationFailed
@@ -30,6 +31,20 @@ from rampart.resources.openapi_parts import (
 from rampart.resources.routes import API_PREFIX
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # token responses (RFC 6749 §5.1)
+
+TOKEN_PAIR = named(
+    "TokenPair",
+    {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "refresh_token"],
+        "properties": {
+            "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
+            "token_type": {"type": "string", "enum": ["Bearer"]},
+            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            "refresh_token": {"type": "string", "description": "Exchange at POST /api/v1/auth/refresh."},
+        },
+    },
+)
 
 REFRESHED = named(
     "RefreshedTokens",
@@ -62,6 +77,7 @@ SESSION = named(
             "expires_at",
             "current",
             "impersonated",
+            "impersonator_id",
         ],
         "properties": {
             "id": UUID,
@@ -76,14 +92,23 @@ SESSION = named(
             "expires_at": TIMESTAMP,
             "current": {"type": "boolean", "description": "The session of the token making this request"},
             "impersonated": {"type": "boolean", "description": "Opened by an admin impersonating the user"},
+            "impersonator_id": {
+                "type": ["string", "null"],
+                "format": "uuid",
+                "description": "The admin who opened it by impersonating the user, else null",
+            },
         },
     },
 )
 
+# An impersonation whose impersonator or opening session has ended is over even before anything revoked
+# it: the same rules as the session check leave it out (`live_session`).
 _LIST = (
-    "SELECT id, user_agent, ip, created_at, last_used_at, expires_at, impersonator_id IS NOT NULL AS imp"
-    " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()"
-    " ORDER BY created_at DESC, id DESC LIMIT 1000"
+    "SELECT s.id, s.user_id, u.role, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at,"
+    " s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role"
+    f" FROM sessions s JOIN users u ON u.id = s.user_id{IMPERSONATOR_JOIN}"
+    " WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
+    " ORDER BY s.created_at DESC, s.id DESC LIMIT 1000"
 )
 _REVOKE_OWN = (
     "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL"
@@ -102,6 +127,7 @@ def session_routes(
     tokens: TokenIssuer,
     authenticator: Authenticator,
     bus: EventBus,
+    roles: Roles,
     session_ttl: int = 30 * 86_400,
 ) -> list[RouteSpec]:
     async def refresh(call: Call) -> Any:
@@ -120,6 +146,7 @@ def session_routes(
         result = await rotate(
             db=db,
             tokens=tokens,
+            roles=roles,
             refresh_token=token,
             ip=client.host if client else None,
             request_id=call.request_id,
@@ -169,9 +196,11 @@ def session_routes(
                 "last_used_at": r["last_used_at"],
                 "expires_at": r["expires_at"],
                 "current": r["id"] == actor.session_id,
-                "impersonated": r["imp"],
+                "impersonated": r["impersonator_id"] is not None,
+                "impersonator_id": str(r["impersonator_id"]) if r["impersonator_id"] else None,
             }
             for r in rows
+            if live_session(r, roles) is not None
         ]
         return json_response({"data": data})
 

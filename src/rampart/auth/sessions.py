@@ -4,22 +4,28 @@ Each worker keeps a tiny cache of session state for at most `cache_ttl` (≤ 1 s
 every request costs a dictionary lookup most of the time and a single indexed query otherwise. Behind it
 may sit a tier shared by every worker and instance (`rampart.auth.sessions_shared`, Redis), asked before
 the database; the bound then counts from the database read across both tiers.
+
+An impersonation session is live only while the rules of `rampart.access.impersonation` hold for its
+impersonator and the session that opened it; the same query reads them, so its end keeps the same bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 
 from rampart.access.actor import Actor, Roles
-from rampart.auth.sessions_shared import Hit, Miss, SharedSessions, State
+from rampart.access.impersonation import impersonation_holds
+from rampart.auth.sessions_shared import Hit, Miss, SharedSessions
 from rampart.auth.tokens import TokenIssuer, UnknownKey
 from rampart.db.pool import Database
 from rampart.errors import Unauthorized
@@ -47,6 +53,13 @@ def define_sessions_table(metadata: sa.MetaData) -> sa.Table:
             sa.ForeignKey("users.id", ondelete="SET NULL"),
             nullable=True,
         ),
+        # The impersonator's own session, which opened this one: it lives only as long as that one does.
+        sa.Column(
+            "impersonator_session_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+            nullable=True,
+        ),
         sa.Column("user_agent", sa.Text(), nullable=True),
         sa.Column("ip", sa.Text(), nullable=True),
         sa.Column(
@@ -60,6 +73,18 @@ def define_sessions_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("revoked_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
         sa.Index("sessions_user_active_idx", "user_id", postgresql_where=sa.text("revoked_at IS NULL")),
         sa.Index("sessions_refresh_idx", "refresh_token_hash", unique=True),
+        # Impersonation sessions are few: by impersonator (their list, revoked on demotion) and by the
+        # session that opened them (the cascade when it is deleted).
+        sa.Index(
+            "sessions_impersonator_idx",
+            "impersonator_id",
+            postgresql_where=sa.text("impersonator_id IS NOT NULL"),
+        ),
+        sa.Index(
+            "sessions_impersonator_session_idx",
+            "impersonator_session_id",
+            postgresql_where=sa.text("impersonator_session_id IS NOT NULL"),
+        ),
     )
 
 
@@ -74,6 +99,7 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    session_expires_at: dt.datetime | None = None  # when the session itself ends, if known
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -92,26 +118,33 @@ async def open_session(
     role: str,
     session_ttl: int,
     impersonator_id: uuid.UUID | None = None,
+    impersonator_session_id: uuid.UUID | None = None,
     user_agent: str | None = None,
     ip: str | None = None,
 ) -> TokenPair:
-    """Create a session row and its token pair; the refresh token is stored only as a hash."""
+    """Create a session row and its token pair; the refresh token is stored only as a hash.
+
+    An impersonation session names its impersonator and the impersonator's session that opened it: it
+    ends with either (see `_LOAD`).
+    """
     session_id = new_id()
     refresh = secrets.token_urlsafe(32)
-    await conn.execute(
-        "INSERT INTO sessions (id, user_id, refresh_token_hash, impersonator_id, user_agent, ip, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
+    expires_at = await conn.fetchval(
+        "INSERT INTO sessions (id, user_id, refresh_token_hash, impersonator_id, impersonator_session_id,"
+        " user_agent, ip, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))"
+        " RETURNING expires_at",
         session_id,
         user_id,
         hash_refresh_token(refresh),
         impersonator_id,
+        impersonator_session_id,
         (user_agent or "")[:300] or None,
         ip,
         float(session_ttl),
     )
     await tokens.prepare()
     access = tokens.issue(user_id=user_id, session_id=session_id, role=role)
-    return TokenPair(session_id, access, refresh, tokens.ttl)
+    return TokenPair(session_id, access, refresh, tokens.ttl, session_expires_at=expires_at)
 
 
 # Revocations, disabling and role changes are announced on this channel, so every worker of every
@@ -136,10 +169,36 @@ async def announce_keys(conn: asyncpg.Connection) -> None:
 
 
 async def revoke_user_sessions(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Revoke every session of the user, and every session they opened as someone else."""
     await conn.execute(
-        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
+        "UPDATE sessions SET revoked_at = now()"
+        " WHERE (user_id = $1 OR impersonator_id = $1) AND revoked_at IS NULL",
+        user_id,
     )
-    await announce(conn, user_id=user_id)
+    await announce(conn, user_id=user_id)  # every worker drops both kinds (`Authenticator.forget_user`)
+
+
+async def revoke_impersonations(
+    conn: asyncpg.Connection, *, impersonator_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None
+) -> None:
+    """Revoke the live impersonation sessions opened by `impersonator_id`, or opened as `user_id`.
+
+    The session check already refuses them once the rules no longer hold; revoking them too makes the
+    end final (a re-promoted admin does not bring back what their demotion ended) and lists exact.
+    """
+    if impersonator_id is not None:
+        await conn.execute(
+            "UPDATE sessions SET revoked_at = now() WHERE impersonator_id = $1 AND revoked_at IS NULL",
+            impersonator_id,
+        )
+        await announce(conn, user_id=impersonator_id)
+    if user_id is not None:
+        await conn.execute(
+            "UPDATE sessions SET revoked_at = now()"
+            " WHERE user_id = $1 AND impersonator_id IS NOT NULL AND revoked_at IS NULL",
+            user_id,
+        )
+        await announce(conn, user_id=user_id)
 
 
 async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
@@ -149,10 +208,56 @@ async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> Non
     await announce(conn, session_id=session_id)
 
 
-_LOAD = (
-    "SELECT s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id"
-    " WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled"
+class Live(NamedTuple):
+    """A live session as the check found it."""
+
+    user_id: uuid.UUID
+    role: str
+    impersonator_id: uuid.UUID | None = None
+    opened_by: uuid.UUID | None = None  # the impersonator's session that opened this one
+
+
+State = Live | None  # None: no live session
+
+# The impersonator of session `s` (`iu`), found only while they are enabled and the session that opened
+# `s` lives (neither revoked nor expired).
+IMPERSONATOR_JOIN = (
+    " LEFT JOIN sessions o ON o.id = s.impersonator_session_id AND o.revoked_at IS NULL"
+    " AND o.expires_at > now()"
+    " LEFT JOIN users iu ON iu.id = o.user_id AND NOT iu.disabled"
 )
+# One indexed read of the session and its user. An impersonation session also reads the session that
+# opened it and that session's user (both by primary key); for any other session the two outer joins
+# look up a NULL key, which PostgreSQL answers without reading a page (EXPLAIN ANALYZE: 8 buffers, as
+# before), so the common check costs what it did (docs/decisions/0015-impersonation-bound.md).
+# A live session: not revoked, not expired, its user enabled, with its impersonator (if any) as found.
+# Read for one session per request (_LOAD) and for every session with an open live stream at once
+# (_LOAD_MANY); `live_session` then applies the impersonation rules to each row.
+_LIVE = (
+    f"FROM sessions s JOIN users u ON u.id = s.user_id{IMPERSONATOR_JOIN}"
+    " WHERE s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled"
+)
+_SESSION = "s.user_id, u.role, s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role"
+_LOAD = f"SELECT {_SESSION} {_LIVE} AND s.id = $1"
+_LOAD_MANY = f"SELECT s.id, {_SESSION} {_LIVE} AND s.id = ANY($1::uuid[])"
+
+
+def live_session(row: Any, roles: Roles) -> State:
+    """The session a `_LOAD` row describes, or None: an impersonation whose rules no longer hold is over.
+
+    The row names `user_id`, `role`, `impersonator_id`, `impersonator_session_id` and `impersonator_role`
+    (None when the impersonator is disabled or their opening session ended).
+    """
+    if row is None:
+        return None
+    opened_by = row["impersonator_session_id"]
+    if opened_by is None and row["impersonator_id"] is None:
+        return Live(row["user_id"], row["role"])
+    if opened_by is None or not impersonation_holds(
+        roles, impersonator_role=row["impersonator_role"], target_role=row["role"]
+    ):
+        return None  # an impersonation without a live opener (older ones have none) is over
+    return Live(row["user_id"], row["role"], row["impersonator_id"], opened_by)
 
 
 class Authenticator:
@@ -174,6 +279,9 @@ class Authenticator:
         self._ttl = min(cache_ttl, 1.0)  # the revocation bound of API.md
         self._max = max_entries
         self._cache: dict[uuid.UUID, tuple[float, State]] = {}
+        # The impersonation sessions among the cached ones (few), so that an announcement about their
+        # impersonator (`u:`) or the session that opened them (`s:`) drops them at once too.
+        self._impersonations: dict[uuid.UUID, Live] = {}
         self._inflight: dict[uuid.UUID, asyncio.Future[State]] = {}
         # Bumped by every announcement: an answer read before one must not be cached after it.
         self._generation = 0
@@ -194,32 +302,69 @@ class Authenticator:
                 raise
             claims = self._tokens.verify(token.strip())
         state = await self._state(claims.session_id)
-        if state is None or state[0] != claims.user_id:
+        if state is None or state.user_id != claims.user_id:
             raise Unauthorized("The session has ended.", token_present=True)
-        role = state[1]
-        return Actor(claims.user_id, role, claims.session_id, self._roles.permissions(role))
+        role = state.role
+        return Actor(
+            claims.user_id, role, claims.session_id, self._roles.permissions(role), state.impersonator_id
+        )
+
+    async def live_sessions(
+        self, session_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[uuid.UUID, str]]:
+        """Those of `session_ids` that are live now, with their (user id, role), in one statement.
+
+        Read from the database, past both cache tiers: the live stream checks its sessions with it (every
+        half second, and at once on an announcement) and must see a revocation the caches may not have
+        dropped yet.
+        """
+        rows = await self._db.fetch(_LOAD_MANY, list(session_ids))
+        found = {row["id"]: live_session(row, self._roles) for row in rows}
+        # An impersonation whose impersonator is gone is over for its streams too.
+        return {sid: (live.user_id, live.role) for sid, live in found.items() if live is not None}
+
+    async def session_actor(self, session_id: uuid.UUID, *, opened_by: uuid.UUID | None = None) -> Actor:
+        """The caller of a live session named without a token (a browser session's cookie, see
+        `rampart.auth.browser`): the same check, cache and bound as `authenticate`. With `opened_by`, the
+        session must be an impersonation opened by that session."""
+        state = await self._state(session_id)
+        if state is None or (opened_by is not None and state.opened_by != opened_by):
+            raise Unauthorized("The session has ended.", token_present=True)
+        return Actor(
+            state.user_id, state.role, session_id, self._roles.permissions(state.role), state.impersonator_id
+        )
 
     def forget(self, session_id: uuid.UUID | None = None) -> None:
         """Drop cached state (one session, or all): used when this worker revokes something itself."""
         self._generation += 1
         if session_id is None:
             self._cache.clear()
+            self._impersonations.clear()
             if self._shared is not None:
                 self._shared.drop_all()
         else:
             self._cache.pop(session_id, None)
+            self._impersonations.pop(session_id, None)
+            # The impersonations this session opened end with it. The shared tier never holds them.
+            self._forget_impersonations(lambda live: live.opened_by == session_id)
             if self._shared is not None:
                 self._shared.drop_session(session_id)
 
     def forget_user(self, user_id: uuid.UUID) -> None:
-        """Drop the cached state of every session of one user."""
+        """Drop the cached state of every session of one user, and of those they opened as others."""
         self._generation += 1
         for sid in [
-            sid for sid, (_, state) in self._cache.items() if state is not None and state[0] == user_id
+            sid for sid, (_, state) in self._cache.items() if state is not None and state.user_id == user_id
         ]:
             del self._cache[sid]
+        self._forget_impersonations(lambda live: user_id in (live.user_id, live.impersonator_id))
         if self._shared is not None:
             self._shared.drop_user(user_id)
+
+    def _forget_impersonations(self, matches: Callable[[Live], bool]) -> None:
+        for sid in [sid for sid, live in self._impersonations.items() if matches(live)]:
+            del self._impersonations[sid]
+            self._cache.pop(sid, None)
 
     def on_announcement(self, payload: str) -> None:
         """A message of REVOCATION_CHANNEL: `s:<session id>` or `u:<user id>` (see `announce`)."""
@@ -272,26 +417,34 @@ class Authenticator:
         tier = self._shared
         found = await tier.lookup(sid) if tier is not None else None
         if isinstance(found, Hit):
+            state = Live(*found.state) if found.state is not None else None
             if generation == self._generation:
                 # The entry's own deadline (at most `ttl` after its database read), from before we asked:
                 # never a fresh `ttl`.
-                self._keep(sid, now + min(found.ttl, self._ttl), found.state)
-            return found.state
+                self._keep(sid, now + min(found.ttl, self._ttl), state)
+            return state
         started = time.monotonic()
-        row = await self._db.fetchrow(_LOAD, sid)
-        state = (row["user_id"], row["role"]) if row else None
+        state = live_session(await self._db.fetchrow(_LOAD, sid), self._roles)
         if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
             # Counted from before the query: the state may have changed while it ran. The shared entry's
             # deadline is an instant of the store's clock, read before the query too.
             self._keep(sid, started + self._ttl, state)
-            if tier is not None and isinstance(found, Miss):
-                tier.keep(sid, state, deadline=found.clock + self._ttl)
+            # An impersonation stays out of the shared tier: its end is announced under its impersonator's
+            # or its opener's name, which the tier's groups do not follow. Its checks go to the database.
+            if tier is not None and isinstance(found, Miss) and (state is None or state.opened_by is None):
+                tier.keep(
+                    sid, (state.user_id, state.role) if state else None, deadline=found.clock + self._ttl
+                )
         return state
 
     def _keep(self, sid: uuid.UUID, until: float, state: State) -> None:
         if len(self._cache) >= self._max:
             self._evict(time.monotonic())
         self._cache[sid] = (until, state)
+        if state is not None and state.opened_by is not None:
+            self._impersonations[sid] = state
+        elif self._impersonations:
+            self._impersonations.pop(sid, None)
 
     def _evict(self, now: float) -> None:
         expired = [k for k, (until, _) in self._cache.items() if until <= now]
@@ -299,3 +452,5 @@ class Authenticator:
             del self._cache[key]
         if len(self._cache) >= self._max:
             self._cache.clear()
+        for key in [k for k in self._impersonations if k not in self._cache]:
+            del self._impersonations[key]

@@ -23,7 +23,9 @@ announcement reaches it leaves a stale entry that other workers may read until i
 `ttl` (≤ 1 s) after that read. The bound holds; "at once" does not, for that one entry.
 
 Keys (under the store's namespace): `s:<session id>` holds `<user id>:<role>`, or nothing for "no live
-session"; a user's live-session entries form the group `u:<user id>`. Never any token text.
+session"; a user's live-session entries form the group `u:<user id>`. Never any token text, and never a
+live impersonation session (the Authenticator keeps those out: their end is announced under the
+impersonator's name, which these groups do not follow).
 """
 
 from __future__ import annotations

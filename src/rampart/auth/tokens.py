@@ -2,24 +2,32 @@
 
 HS256 with the configured secret by default; with a KeyRing, EdDSA or RS256 with the ring's keys, each
 token naming its key by `kid`. Exactly one algorithm is accepted: never `none`, never another.
+Signing and verification are joserfc's (decision 0018), through objects made once per issuer: the
+key, a registry of the one algorithm (`rampart.auth.algorithms`), and the claim checks.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
+import orjson
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, OctKey
+from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
+from rampart.auth.algorithms import Algorithms
 from rampart.auth.keys import KeyRing
 from rampart.errors import Unauthorized
 from rampart.lib.ids import new_id, parse_uuid
 
 ALGORITHM = "HS256"
-_REQUIRED = ["iss", "aud", "sub", "sid", "iat", "exp", "jti"]
 LEEWAY = 5  # seconds of clock skew tolerated on exp/iat
+_INVALID = "The access token is invalid or expired."
 
 
 class UnknownKey(Unauthorized):
@@ -28,9 +36,6 @@ class UnknownKey(Unauthorized):
     def __init__(self, kid: str) -> None:
         super().__init__(_INVALID, token_present=True)
         self.kid = kid
-
-
-_INVALID = "The access token is invalid or expired."
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +58,36 @@ class TokenIssuer:
         ttl: int,
         cache_size: int = 50_000,
         keys: KeyRing | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._secret = secret
         self.keys = keys
         self.algorithm = keys.alg if keys is not None else ALGORITHM
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
+        self._clock = clock
+        self._secret: Key | None = OctKey.import_key(secret) if keys is None else None
+        self._registry = Algorithms([self.algorithm])
+        required: ClaimsOption = {"essential": True}
+        self._claims = JWTClaimsRegistry(
+            now=lambda: int(clock()),
+            leeway=LEEWAY,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            sub=required,
+            sid=required,
+            iat=required,
+            exp=required,
+            jti=required,
+        )
         # Exact token strings already verified: the signature covers every byte, so an identical
-        # string needs no second HMAC and JSON parse; only its expiry is checked again.
+        # string needs no second signature check and JSON parse; only its expiry is checked again.
         self._verified: dict[str, Claims] = {}
         self._cache_size = cache_size
 
     def issue(self, *, user_id: uuid.UUID, session_id: uuid.UUID, role: str) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {
+        now = int(self._clock())
+        claims = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": str(user_id),
@@ -77,10 +97,13 @@ class TokenIssuer:
             "exp": now + self.ttl,
             "jti": str(new_id()),
         }
+        header: dict[str, Any] = {"alg": self.algorithm, "typ": "JWT"}
         if self.keys is None:
-            return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
-        key = self.keys.signing
-        return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
+            key = self._secret
+        else:
+            signing = self.keys.signing
+            header["kid"], key = signing.kid, signing.key
+        return jws.serialize_compact(header, orjson.dumps(claims), key, registry=self._registry)
 
     async def prepare(self) -> None:
         """Load the signing keys if needed (a no-op with HS256); call before issue() or verify()."""
@@ -95,7 +118,7 @@ class TokenIssuer:
         """The token's claims, or Unauthorized (never says which check failed: that helps attackers)."""
         cached = self._verified.get(token)
         if cached is not None:
-            if cached.expires_at + LEEWAY > time.time():
+            if cached.expires_at + LEEWAY > self._clock():
                 return cached
             del self._verified[token]
         claims = self._decode(token)
@@ -109,32 +132,31 @@ class TokenIssuer:
         self._verified.clear()
 
     def _decode(self, token: str) -> Claims:
-        key: Any = self._secret
-        if self.keys is not None:
-            try:
-                kid = jwt.get_unverified_header(token).get("kid")
-            except jwt.PyJWTError:
-                raise Unauthorized(_INVALID, token_present=True) from None
-            if not isinstance(kid, str) or not kid or len(kid) > 100:
-                raise Unauthorized(_INVALID, token_present=True)
-            found = self.keys.find(kid)
-            if found is None:
-                raise UnknownKey(kid)
-            key = found.public
         try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[self.algorithm],
-                issuer=self.issuer,
-                audience=self.audience,
-                options={"require": _REQUIRED},
-                leeway=LEEWAY,
-            )
-        except jwt.PyJWTError:
+            signed = jws.extract_compact(token.encode(), registry=self._registry)
+            header = signed.headers()
+            # Checked here too, before any key is looked up: the one algorithm, by exact name.
+            if not isinstance(header, dict) or header.get("alg") != self.algorithm:
+                raise Unauthorized(_INVALID, token_present=True)
+            key = self._secret if self.keys is None else self._key_named(header.get("kid"))
+            if not jws.validate_compact(signed, key, registry=self._registry):
+                raise Unauthorized(_INVALID, token_present=True)
+            claims = orjson.loads(signed.payload)
+            if not isinstance(claims, dict):
+                raise Unauthorized(_INVALID, token_present=True)
+            self._claims.validate(claims)  # iss, aud, exp and iat (with the leeway), the required ones
+        except (JoseError, ValueError, TypeError):  # orjson.JSONDecodeError and UnicodeError included
             raise Unauthorized(_INVALID, token_present=True) from None
-        user_id = parse_uuid(claims["sub"]) if isinstance(claims["sub"], str) else None
-        session_id = parse_uuid(claims["sid"]) if isinstance(claims["sid"], str) else None
+        user_id, session_id = parse_uuid(claims["sub"]), parse_uuid(claims["sid"])
         if user_id is None or session_id is None:
             raise Unauthorized(_INVALID, token_present=True)
         return Claims(user_id, session_id, str(claims.get("role", "")), int(claims["exp"]))
+
+    def _key_named(self, kid: object) -> Key:
+        assert self.keys is not None
+        if not isinstance(kid, str) or not kid or len(kid) > 100:
+            raise Unauthorized(_INVALID, token_present=True)
+        found = self.keys.find(kid)
+        if found is None:
+            raise UnknownKey(kid)
+        return found.key

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
 from typing import Any
 
-import asyncpg
-
-from rampart.access.actor import Actor
-from rampart.auth.sessions import announce, revoke_user_sessions
+from rampart.access.actor import Actor, Roles
+from rampart.access.impersonation import MANAGE_USERS, may_be_impersonated, may_impersonate
+from rampart.auth.sessions import announce, revoke_impersonations, revoke_user_sessions
+from rampart.errors import Conflict
+from rampart.resources.context import HookContext
 from rampart.resources.fields import Boolean, Choice, Text
-from rampart.resources.manager import Context, ResourceManager, Row
-from rampart.resources.spec import Binder, Field, Policy, Resource
+from rampart.resources.spec import Binder, Field, Hooks, Policy, Resource
+
+Row = dict[str, Any]
 
 # Written so that Python (validation) and ECMA-262 (the OpenAPI document) read it alike: their `\s` differ
 # on \x1c-\x1f, \x85 (Python only) and \ufeff (ECMA only), so the class names those as well.
 EMAIL_PATTERN = r"[^@\s\x00\x1c-\x1f\x85\ufeff]{1,64}@[^@\s\x00\x1c-\x1f\x85\ufeff]{1,255}"
+
+# Serializes the changes that take a user out of the admins, so two of them at once cannot each see the
+# other admin still enabled and together leave none (one transaction-scoped lock, not a lock per row:
+# locking every admin row in turn could deadlock with a demotion that already holds its own row).
+_ADMINS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('rampart_last_admin'))"
+_ANOTHER_ADMIN = (
+    "SELECT EXISTS (SELECT 1 FROM users WHERE role = ANY($1::text[]) AND NOT disabled AND id <> $2)"
+)
+
+
+class LastAdmin(Conflict):
+    code = "last_admin"
+    title = "Last admin"
 
 
 def _self_only(actor: Actor, t: str, bind: Binder) -> str:
@@ -23,26 +38,47 @@ def _self_only(actor: Actor, t: str, bind: Binder) -> str:
     return f"{t}.id = {bind(actor.user_id)}"
 
 
-class UserManager(ResourceManager):
-    """Disabling a user ends all their sessions at once."""
+def user_hooks(roles: Roles) -> Hooks:
+    """Disabling a user ends all their sessions at once, and those they opened as someone else; the last
+    enabled admin (a user whose role grants `users:manage`) can be neither demoted nor disabled."""
 
-    async def after_update(self, ctx: Context, conn: asyncpg.Connection, row: Row, before: Row) -> None:
+    def is_admin(role: str, disabled: bool) -> bool:
+        return not disabled and MANAGE_USERS in roles.permissions(role)
+
+    async def keep_an_admin(*, ctx: HookContext, current: Row, changes: dict[str, Any]) -> None:
+        after = {**current, **changes}
+        if not is_admin(current["role"], current["disabled"]) or is_admin(after["role"], after["disabled"]):
+            return
+        # The row is locked already; the lock below orders this change after any other that removes an
+        # admin, and the check then reads what those committed.
+        await ctx.conn.execute(_ADMINS_LOCK)
+        admin_roles = list(roles.granting(MANAGE_USERS))
+        if not await ctx.conn.fetchval(_ANOTHER_ADMIN, admin_roles, _uuid(current["id"])):
+            raise LastAdmin(
+                "This is the last enabled admin: make another user an admin before demoting or disabling it."
+            )
+
+    async def end_sessions(*, ctx: HookContext, row: Row, before: Row) -> None:
+        conn, user_id = ctx.conn, _uuid(row["id"])
         if row["disabled"] and not before["disabled"]:
-            await revoke_user_sessions(conn, _uuid(row["id"]))
+            await revoke_user_sessions(conn, user_id)
         elif row["role"] != before["role"] or row["disabled"] != before["disabled"]:
-            await announce(conn, user_id=_uuid(row["id"]))  # a new role applies everywhere at once
+            await announce(conn, user_id=user_id)  # a new role applies everywhere at once
+        if row["role"] != before["role"]:
+            # The session check already refuses these; revoking makes it final and the lists exact.
+            if not may_impersonate(roles, row["role"]):
+                await revoke_impersonations(conn, impersonator_id=user_id)
+            if not may_be_impersonated(roles, row["role"]):
+                await revoke_impersonations(conn, user_id=user_id)
 
-    async def after_create(self, ctx: Context, conn: asyncpg.Connection, row: Row) -> None:
-        return None
+    return Hooks(before_update=keep_an_admin, after_update=end_sessions)
 
 
-def _uuid(value: Any) -> Any:
-    import uuid
-
+def _uuid(value: Any) -> uuid.UUID:
     return uuid.UUID(str(value))
 
 
-def users_resource(role_names: Sequence[str]) -> Resource:
+def users_resource(roles: Roles) -> Resource:
     return Resource(
         name="users",
         path="admin/users",
@@ -58,7 +94,7 @@ def users_resource(role_names: Sequence[str]) -> Resource:
                 sort=True,
             ),
             "name": Field(Text(max_length=200, strip=True), default="", filter=("eq", "contains"), sort=True),
-            "role": Field(Choice(role_names), default="user", filter=True, sort=True),
+            "role": Field(Choice(roles.names), default="user", filter=True, sort=True),
             "disabled": Field(Boolean(), default=False, filter=True),
         },
         policy=Policy(
@@ -71,6 +107,6 @@ def users_resource(role_names: Sequence[str]) -> Resource:
             depends_on=(),  # a user sees only their own row: nothing else decides it
         ),
         operations=frozenset({"list", "get", "create", "update"}),
-        manager=UserManager,
+        hooks=user_hooks(roles),
         default_sort="-created_at",
     )

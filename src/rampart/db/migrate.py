@@ -1,23 +1,38 @@
 """Running Alembic migrations under a PostgreSQL advisory lock, and reporting pending ones.
 
+A chain of revisions per folder (decision 0020): Rampart's own (`rampart/migrations/versions`, branch
+label `rampart`), then the app's folders in the order they apply: the chains of the apps it builds on
+(the demo's, for an app that extends it), then its own (`RAMPART_MIGRATIONS_DIR`). An app's chain starts
+from nothing and depends on Rampart's first revision. Upgrading brings each chain to its head in that
+order, so an app's revision always finds the tables it builds on as the installed versions make them.
 Several instances starting at once all call `upgrade`; the lock makes one of them migrate and the others
 find nothing left to do.
 """
 
 from __future__ import annotations
 
-import ast
+import contextlib
 import functools
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rampart.db.pool import Database
+from rampart.db.revisions import History, read_history
 
 if TYPE_CHECKING:  # Alembic is loaded only when migrating, never in a serving worker
     from alembic.config import Config
 
+Folders = Sequence[str | Path]  # an app's migration folders, in the order their chains apply
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+CORE_VERSIONS = MIGRATIONS_DIR / "versions"
 ADVISORY_LOCK_KEY = 7_272_740_001
+
+
+class MigrationError(Exception):
+    """A migration Rampart will not run or write, said in one line with what to do instead."""
 
 
 def sqlalchemy_url(dsn: str) -> str:
@@ -28,100 +43,98 @@ def sqlalchemy_url(dsn: str) -> str:
     return dsn
 
 
-def alembic_config(dsn: str | None = None, *, versions_dir: str | None = None) -> Config:
-    """Alembic settings: Rampart's own versions, plus an app's `versions_dir` when it keeps its own."""
+def version_folders(app_folders: Folders = ()) -> tuple[Path, ...]:
+    """Rampart's versions folder, then the app's, resolved, each once."""
+    if isinstance(app_folders, str | Path):  # one folder (a str is a sequence too: not of folders)
+        app_folders = (app_folders,)
+    found = [CORE_VERSIONS]
+    for folder in app_folders:
+        resolved = Path(folder).resolve()
+        if resolved not in found:
+            found.append(resolved)
+    return tuple(found)
+
+
+def alembic_config(dsn: str | None = None, *, app_folders: Folders = ()) -> Config:
+    """Alembic settings: Rampart's own versions, plus the app's folders."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    if versions_dir:
-        config.set_main_option("version_locations", f"{MIGRATIONS_DIR / 'versions'} {versions_dir}")
-        config.set_main_option("path_separator", "space")
+    # '%' must be doubled for configparser interpolation; one folder per line, so paths may hold spaces.
+    folders = "\n".join(str(folder) for folder in version_folders(app_folders))
+    config.set_main_option("version_locations", folders.replace("%", "%%"))
+    config.set_main_option("path_separator", "newline")
     if dsn is not None:
-        # '%' must be doubled for configparser interpolation.
         config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
     return config
 
 
-def upgrade(dsn: str, revision: str = "heads", *, versions_dir: str | None = None) -> None:
+def history(app_folders: Folders = ()) -> History:
+    return read_history(version_folders(app_folders))
+
+
+def check_heads(found: History) -> None:
+    """One head per chain, or a MigrationError saying how to get there."""
+    core = found.folder_heads(CORE_VERSIONS)
+    if len(core) != 1:
+        raise MigrationError(
+            f"Rampart's own migrations have {len(core)} heads ({', '.join(core) or 'none'}) in "
+            f"{CORE_VERSIONS}: this installation of Rampart is inconsistent; reinstall it"
+        )
+    for folder in found.folders[1:]:
+        heads = found.folder_heads(folder)
+        if len(heads) > 1:
+            raise MigrationError(
+                f"the app's migrations in {folder} have diverged (heads {', '.join(heads)}): run "
+                "`rampart makemigrations --merge`, review and commit the merge revision, then migrate"
+            )
+
+
+def upgrade(dsn: str, *, app_folders: Folders = ()) -> None:
+    """Apply every pending revision, chain by chain: Rampart's, then each of the app's folders in order."""
     from alembic import command
 
-    command.upgrade(alembic_config(dsn, versions_dir=versions_dir), revision)
-
-
-def make_migration(dsn: str, message: str, *, versions_dir: str | None = None) -> None:
-    """Autogenerate a revision from the declarations; into `versions_dir` when the app keeps its own."""
-    if versions_dir:
-        Path(versions_dir).mkdir(parents=True, exist_ok=True)
-    from alembic import command
-
-    command.revision(
-        alembic_config(dsn, versions_dir=versions_dir),
-        message=message,
-        autogenerate=True,
-        version_path=versions_dir,
-    )
+    found = history(app_folders)
+    check_heads(found)
+    config = alembic_config(dsn, app_folders=app_folders)
+    with explained(found):
+        for folder in found.folders:
+            # A no-op when the head is applied, or is an ancestor of what is (an app's revision built on it).
+            for head in found.folder_heads(folder):
+                command.upgrade(config, head)
 
 
 @functools.cache
-def _heads(versions_dir: str | None) -> frozenset[str]:
-    """The revisions no other revision builds on, read from the version files' literals.
-
-    Serving workers ask this for /health/ready: importing Alembic (and SQLAlchemy, Mako) for it cost a
-    worker ~22 MB of RSS for the rest of its life. A file whose revision ids are not plain literals is
-    left to Alembic itself.
-    """
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    dirs = [MIGRATIONS_DIR / "versions", *([Path(versions_dir)] if versions_dir else [])]
-    for path in sorted(p for d in dirs if d.is_dir() for p in d.glob("*.py")):
-        found = _revision_ids(path)
-        if found is None:
-            return _alembic_heads(versions_dir)
-        if found:
-            revision, down = found
-            revisions.add(revision)
-            parents.update(down)
-    return frozenset(revisions - parents)
+def _cached_history(folders: tuple[Path, ...]) -> History:
+    return read_history(folders)
 
 
-def _revision_ids(path: Path) -> tuple[str, tuple[str, ...]] | tuple[()] | None:
-    """(revision, down revisions) of a version file; () for a file that is not one; None if not literal."""
-    values: dict[str, object] = {}
-    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
-        target: ast.expr
-        if isinstance(node, ast.AnnAssign) and node.value is not None:
-            target, value = node.target, node.value
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        else:
-            continue
-        if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
-            try:
-                values[target.id] = ast.literal_eval(value)
-            except ValueError:
-                return None
-    revision, down = values.get("revision"), values.get("down_revision")
-    if revision is None:
-        return ()
-    parents = (down,) if isinstance(down, str) else down or ()
-    if not isinstance(revision, str) or not isinstance(parents, tuple | list):
-        return None
-    if not all(isinstance(parent, str) for parent in parents):
-        return None
-    return revision, tuple(parents)
-
-
-def _alembic_heads(versions_dir: str | None) -> frozenset[str]:
-    from alembic.script import ScriptDirectory
-
-    return frozenset(ScriptDirectory.from_config(alembic_config(versions_dir=versions_dir)).get_heads())
-
-
-async def pending_migrations(db: Database, *, versions_dir: str | None = None) -> list[str]:
-    """Heads not yet applied to the database (empty when up to date)."""
+async def pending_migrations(db: Database, *, app_folders: Folders = ()) -> list[str]:
+    """Heads not yet applied to the database (empty when up to date). Read from the version files once."""
     exists = await db.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
-    applied = set()
+    rows: list[str] = []
     if exists:
-        applied = {r["version_num"] for r in await db.fetch("SELECT version_num FROM alembic_version")}
-    return sorted(_heads(versions_dir) - applied)
+        rows = [r["version_num"] for r in await db.fetch("SELECT version_num FROM alembic_version")]
+    return _cached_history(version_folders(app_folders)).pending(rows)
+
+
+_UNKNOWN = re.compile(r"Can't locate revision identified by '([^']+)'")
+
+
+@contextlib.contextmanager
+def explained(found: History) -> Iterator[None]:
+    """Alembic's errors as MigrationErrors; a revision that the folders lack gets its likely cause."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        unknown = _UNKNOWN.search(str(exc))
+        if unknown is None:
+            raise MigrationError(str(exc)) from None
+        folders = ", ".join(str(f) for f in found.folders)
+        raise MigrationError(
+            f"the database has migration {unknown.group(1)}, which is in none of {folders}: was it "
+            "migrated with another app? Check RAMPART_APP and RAMPART_MIGRATIONS_DIR (and the database URL)"
+        ) from None

@@ -33,12 +33,19 @@ def define_events_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("resource", sa.Text(), nullable=False),
         sa.Column("resource_id", sa.Text(), nullable=False),
         sa.Column("actor_id", pg.UUID(as_uuid=True), nullable=True),
+        # The admin who acted as `actor_id` (impersonation), else null.
+        sa.Column("impersonator_id", pg.UUID(as_uuid=True), nullable=True),
         sa.Column("occurred_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=False),
         sa.Column("data", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("changes", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("request_id", sa.Text(), nullable=True),
+        # Each filter of the audit log (`resource`, `resource_id`, `actor_id`, `type`) reads its events in
+        # id order through its own index, and (resource_id, id) also finds the events of each object a
+        # caller may see (decision 0016).
         sa.Index("events_resource_idx", "resource", "id"),
-        sa.Index("events_resource_id_idx", "resource_id"),
+        sa.Index("events_resource_id_id_idx", "resource_id", "id"),
+        sa.Index("events_actor_id_idx", "actor_id", "id"),
+        sa.Index("events_type_idx", "type", "id"),
     )
 
 
@@ -70,8 +77,10 @@ QUEUE_TRIGGER_SQL = (
 )
 
 
-_COLUMNS = "id, type, resource, resource_id, actor_id, occurred_at, data, changes, request_id"
-_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)"
+_COLUMNS = (
+    "id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes, request_id"
+)
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)"
 
 
 def new_event(
@@ -83,6 +92,7 @@ def new_event(
     data: dict[str, Any],
     changes: dict[str, Any] | None = None,
     request_id: str | None = None,
+    impersonator_id: uuid.UUID | None = None,
 ) -> tuple[dict[str, Any], uuid.UUID, dt.datetime]:
     """The event as subscribers see it, with its id and time as the table keeps them."""
     event_id = new_id()
@@ -94,6 +104,7 @@ def new_event(
         "resource": resource,
         "resource_id": resource_id,
         "actor_id": str(actor_id) if actor_id else None,
+        "impersonator_id": str(impersonator_id) if impersonator_id else None,
         "occurred_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "data": data,
         "changes": changes or {},
@@ -113,8 +124,12 @@ async def write_event(
     data: dict[str, Any],
     changes: dict[str, Any] | None = None,
     request_id: str | None = None,
+    impersonator_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """Insert one event row on `conn` (inside the caller's transaction) and return the event."""
+    """Insert one event row on `conn` (inside the caller's transaction) and return the event.
+
+    `impersonator_id`: the admin acting as `actor_id` when the request came from an impersonation session.
+    """
     event, event_id, now = new_event(
         resource=resource,
         action=action,
@@ -123,6 +138,7 @@ async def write_event(
         data=data,
         changes=changes,
         request_id=request_id,
+        impersonator_id=impersonator_id,
     )
     await conn.execute(
         _INSERT,
@@ -131,6 +147,7 @@ async def write_event(
         resource,
         resource_id,
         actor_id,
+        impersonator_id,
         now,
         orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode(),
         orjson.dumps(event["changes"], option=orjson.OPT_NON_STR_KEYS).decode(),
@@ -149,6 +166,7 @@ def event_insert_from(
     actor_id: uuid.UUID | None,
     occurred_at: dt.datetime,
     request_id: str | None,
+    impersonator_id: uuid.UUID | None = None,
     changes_sql: str = "'{}'::jsonb",
     joined: str | None = None,
 ) -> str:
@@ -161,6 +179,7 @@ def event_insert_from(
     tables = f"{source}, {joined}" if joined else source
     return (
         f"INSERT INTO events ({_COLUMNS}) SELECT {bind(event_id)}, {bind(event_type)}, {bind(resource)},"
-        f" {source}.id, {bind(actor_id)}::uuid, {bind(occurred_at)}::timestamptz, to_jsonb({source}),"
+        f" {source}.id, {bind(actor_id)}::uuid, {bind(impersonator_id)}::uuid,"
+        f" {bind(occurred_at)}::timestamptz, to_jsonb({source}),"
         f" {changes_sql}, {bind(request_id)}::text FROM {tables}"
     )

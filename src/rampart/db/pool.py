@@ -86,6 +86,11 @@ class Database:
         if statement_timeout is not None and not transaction_pooling:
             # A backstop: the request timeout cancels the statement first; this bounds work nobody awaits.
             self._settings["statement_timeout"] = str(int(statement_timeout * 1000))
+        if not transaction_pooling:
+            # JIT compiles a statement whose *estimated* cost is high, and Rampart's statements are all
+            # short: the audit log's, whose skipped branches are costed too, took 150-170 ms to compile
+            # and 1 ms to run (decision 0016). Behind a pooler: ALTER ROLE ... SET jit = off.
+            self._settings["jit"] = "off"
         self._pool: asyncpg.Pool | None = None
         # Requests take connections in the order they asked: asyncpg's pool is an asyncio.Queue, where a
         # newcomer can take a connection released for a waiter, which goes back to the end of the line

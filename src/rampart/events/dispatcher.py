@@ -124,8 +124,8 @@ WHERE d.event_id = due.event_id AND d.subscriber = due.subscriber
 RETURNING d.event_id, d.subscriber, d.attempts
 """
 _EVENTS = (
-    "SELECT id, type, resource, resource_id, actor_id, occurred_at, data, changes, request_id"
-    " FROM events WHERE id = ANY($1::uuid[])"
+    "SELECT id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes,"
+    " request_id FROM events WHERE id = ANY($1::uuid[])"
 )
 _DONE = (
     "UPDATE event_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL,"
@@ -139,15 +139,23 @@ _DEAD = (
     "UPDATE event_deliveries SET status = 'dead', last_error = $4, updated_at = now()"
     " WHERE event_id = $1 AND subscriber = $2 AND attempts = $3"
 )
+# Events are made with UUIDv7 ids, so `id < $1` (the first id of the cutoff's millisecond) reads the old
+# ones from the start of the primary key and stops there, instead of testing every event's time.
 _PRUNE = """
 DELETE FROM events WHERE id IN (
     SELECT e.id FROM events e
-    WHERE e.occurred_at < now() - make_interval(days => $1)
+    WHERE e.id < $1 AND e.occurred_at < now() - make_interval(secs => $2)
       AND NOT EXISTS (SELECT 1 FROM event_queue q WHERE q.id = e.id)
       AND NOT EXISTS (
           SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.status = 'pending'
       )
-    ORDER BY e.id LIMIT $2 FOR UPDATE SKIP LOCKED
+    ORDER BY e.id LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+"""
+_PRUNE_DELETED = """
+DELETE FROM {table} WHERE id IN (
+    SELECT id FROM {table} WHERE deleted_at < now() - make_interval(secs => $1)
+    ORDER BY deleted_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 """
 _LAG = """
@@ -178,7 +186,8 @@ class Dispatcher:
         coalesce: float = 0.05,
         batch_size: int = 100,
         concurrency: int = 16,
-        retention_days: int | None = None,
+        retention: float | None = None,
+        deleted_tables: Sequence[str] = (),
         prune_interval: float = 3600.0,
         observer: Observer | None = None,
     ) -> None:
@@ -198,7 +207,8 @@ class Dispatcher:
         self.coalesce = coalesce
         self.batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
-        self.retention_days = retention_days
+        self.retention = retention
+        self.deleted_tables = tuple(deleted_tables)  # the resources' records of deleted rows
         self.prune_interval = prune_interval
         self._observer = observer
         self._wake = asyncio.Event()
@@ -372,26 +382,45 @@ class Dispatcher:
         if now - self._last_measure >= _MEASURE_INTERVAL:
             self._last_measure = now
             self.lag_seconds = float(await self.db.fetchval(_LAG) or 0.0)
-        if self.retention_days is not None and now - self._last_prune >= self.prune_interval:
+        if self.retention is not None and now - self._last_prune >= self.prune_interval:
             self._last_prune = now
-            pruned = await prune(self.db, retention_days=self.retention_days)
+            pruned = await prune(self.db, retention=self.retention, deleted_tables=self.deleted_tables)
             if pruned:
-                log.info("pruned %d events older than %d days", pruned, self.retention_days)
+                log.info("pruned %d events older than %g days", pruned, self.retention / 86_400)
 
 
-async def prune(db: Database, *, retention_days: int, batch: int = 5000, max_batches: int = 100) -> int:
-    """Delete handed-out events older than the retention (with their delivery rows); returns how many.
+async def prune(
+    db: Database,
+    *,
+    retention: float,
+    deleted_tables: Sequence[str] = (),
+    batch: int = 5000,
+    max_batches: int = 100,
+) -> int:
+    """Delete handed-out events older than `retention` seconds (with their delivery rows), and the rows
+    deleted as long ago from the records of deleted rows; returns how many events went.
 
     Events still waiting for a delivery are kept whatever their age, so pruning never loses a delivery.
+    Each batch is its own short statement (its rows locked, SKIP LOCKED for the other workers' rounds),
+    so writers never wait on a long prune.
     """
+    cutoff = uuid.UUID(int=max(0, int((time.time() - retention) * 1000)) << 80)
     total = 0
     for _ in range(max_batches):  # bounded, so one round never runs away; the next round goes on
-        status = await db.execute(_PRUNE, retention_days, batch)
-        deleted = int(status.rsplit(" ", 1)[-1])
+        deleted = _count(await db.execute(_PRUNE, cutoff, retention, batch))
         total += deleted
         if deleted < batch:
             break
+    for table in deleted_tables:
+        for _ in range(max_batches):
+            if _count(await db.execute(_PRUNE_DELETED.format(table=table), retention, batch)) < batch:
+                break
     return total
+
+
+def _count(status: str) -> int:
+    """The row count of a command status (`DELETE 5000`)."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def replay(db: Database, *, subscriber: str | None = None, event_id: uuid.UUID | None = None) -> int:
@@ -423,6 +452,26 @@ async def redeliver(db: Database, *, subscriber: str, event_id: uuid.UUID) -> No
         subscriber,
     )
     await db.execute(f"NOTIFY {CHANNEL}")
+
+
+# Counted up to a bound: the overview must stay fast when a backlog is huge ("10000+" says enough).
+BACKLOG_BOUND = 10_000
+_BACKLOG = f"""
+SELECT
+    (SELECT count(*) FROM (SELECT 1 FROM event_queue LIMIT {BACKLOG_BOUND + 1}) q) AS queued,
+    (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE status = 'pending'
+        LIMIT {BACKLOG_BOUND + 1}) p) AS pending,
+    (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE status = 'dead'
+        LIMIT {BACKLOG_BOUND + 1}) d) AS dead
+"""
+
+
+async def backlog(db: Database) -> dict[str, int]:
+    """Events waiting to be fanned out, deliveries waiting (or retrying), dead deliveries; each counted
+    up to BACKLOG_BOUND + 1."""
+    row = await db.fetchrow(_BACKLOG)
+    assert row is not None
+    return {"queued": row["queued"], "pending": row["pending"], "dead": row["dead"]}
 
 
 async def dead_letters(db: Database, *, limit: int = 100) -> list[dict[str, Any]]:

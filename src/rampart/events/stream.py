@@ -8,10 +8,18 @@ instance, so fan-out needs nothing else. Polling every `poll_interval` seconds c
 - **Resume.** `Last-Event-ID` (sent by `EventSource` when it reconnects) or `?after=` starts the stream
   after that event, from the log; without either it starts now.
 - **Late commits.** Ids are made before their transaction commits, so an event may become visible
-  after a later id was already sent. Each read goes back `overlap` seconds behind the newest id sent
-  and skips ids already sent, so such an event still goes out (once).
+  after a later id was already sent. Each read goes back `overlap` seconds behind the newest event in
+  the log when the previous read began (whoever's it is) and skips ids already sent, so such an event
+  still goes out (once), and what a read looks at stays bounded even for a caller who sees nothing.
+- **The stream follows its session.** The sessions of all open streams of a process are read in one
+  statement every `session_check` seconds and at once when a revocation, a disabled user or a role
+  change is announced (`session_channel`, on the worker's listener): a stream whose session has ended
+  is closed, and one whose role changed is closed too, so the client reconnects (`Last-Event-ID`) and
+  what follows is filtered by the new role. From an announcement until that read, streams send
+  nothing, and nothing queued is sent once the end is decided: an event committed after the change is
+  announced after it, so it never goes out under the old role.
 - **Heartbeats.** A comment line every `heartbeat` seconds keeps proxies from closing an idle stream;
-  the caller's session is checked again at the same moment, so a revoked session ends its streams.
+  the caller's token is checked again at the same moment (an expired token ends the stream).
 - **Slow clients.** Events wait for the client in a queue of at most `buffer` events, and one write may
   take at most `send_timeout` seconds. A client that falls behind either bound is cut off (its memory
   is bounded); it reconnects with `Last-Event-ID` and loses nothing.
@@ -26,7 +34,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -48,6 +56,10 @@ log = logging.getLogger("rampart.events.stream")
 
 # Checks the caller again (from the request's Authorization header); raises when the session is over.
 Reauthenticate = Callable[[str | None], Awaitable[Actor]]
+# Of the session ids given, the live ones, with their (user id, role), read from the database.
+SessionCheck = Callable[[Collection[uuid.UUID]], Awaitable[Mapping[uuid.UUID, tuple[uuid.UUID, str]]]]
+# The same for one stream, its credential already bound.
+Recheck = Callable[[], Awaitable[Actor]]
 
 
 class _CutOff(Exception):
@@ -77,6 +89,9 @@ class LiveStream:
         log: EventLog,
         listener: Listener | None,
         reauthenticate: Reauthenticate | None = None,
+        sessions: SessionCheck | None = None,
+        session_channel: str | None = None,
+        session_check: float = 0.5,
         heartbeat: float = 15.0,
         buffer: int = 256,
         send_timeout: float = 10.0,
@@ -87,6 +102,9 @@ class LiveStream:
     ) -> None:
         self.log = log
         self._reauthenticate = reauthenticate
+        self._sessions = sessions
+        # Half the revocation bound of API.md (1 s), so a missed announcement still ends a stream in time.
+        self.session_check = session_check
         self.heartbeat = heartbeat
         self.buffer = buffer
         self.send_timeout = send_timeout
@@ -95,21 +113,84 @@ class LiveStream:
         self.batch = batch
         self.max_per_user = max_per_user
         self._open: dict[uuid.UUID, int] = {}  # streams per user, in this process
-        self._clients: set[asyncio.Event] = set()
+        self._streams: set[_Stream] = set()
+        self._recheck = asyncio.Event()
+        self._announced = 0  # announcements heard: a check read before the last one clears nothing
+        self._watcher: asyncio.Task[None] | None = None
         if listener is not None:  # without one, clients only poll
             # After a lost connection, clients look at once for what they may have missed.
             listener.subscribe(CHANNEL, self._wake_all, on_up=self._wake_all)
+            if session_channel is not None and sessions is not None:
+                # Any announcement (its payload is the authenticator's business) has every stream's session
+                # read again: one statement, and announcements are rare. So does a reconnection, after
+                # which announcements may have been missed.
+                listener.subscribe(session_channel, self._sessions_changed, on_up=self._sessions_changed)
 
     # ----- waking the clients -----------------------------------------------------------------------
     def start(self) -> None:
         """Nothing runs before the first client."""
 
     async def stop(self) -> None:
-        """Each stream ends with its client."""
+        """Each stream ends with its client; the session watch stops here."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     def _wake_all(self, *_: Any) -> None:
-        for wake in self._clients:
-            wake.set()
+        for stream in self._streams:
+            stream.wake.set()
+
+    # ----- following the sessions --------------------------------------------------------------------
+    def _sessions_changed(self, *_: Any) -> None:
+        # Until the sessions are read again, no stream sends anything: a change committed after this
+        # announcement (bob's next task, after the caller's demotion) is announced after it too, so it
+        # cannot go out under the caller's old role.
+        self._announced += 1
+        for stream in self._streams:
+            stream.cleared.clear()
+        self._recheck.set()
+
+    def _watch_sessions(self) -> None:
+        """Run the session watch while streams are open (it ends with the last one)."""
+        if self._sessions is not None and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._check_sessions(), name="rampart-stream-sessions"
+            )
+
+    async def _check_sessions(self) -> None:
+        assert self._sessions is not None
+        failing = False
+        while self._streams:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.session_check):
+                    await self._recheck.wait()
+            self._recheck.clear()  # before reading: an announcement from now on is read again
+            announced = self._announced
+            streams = list(self._streams)
+            if not streams:
+                break
+            try:
+                live = await self._sessions({stream.actor.session_id for stream in streams})
+            except Exception:
+                # The database is unavailable: so are the streams' reads, and revocations (written there).
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "stream session check failed",
+                    exc_info=True,
+                )
+                failing = True
+                continue
+            failing = False
+            for stream in streams:
+                state = live.get(stream.actor.session_id)
+                if state is None or state[0] != stream.actor.user_id:
+                    stream.end("session ended")
+                elif state[1] != stream.actor.role:
+                    stream.end("role changed")
+                elif announced == self._announced:
+                    stream.cleared.set()
 
     # ----- the route ---------------------------------------------------------------------------------
     def route_spec(self) -> RouteSpec:
@@ -124,9 +205,11 @@ class LiveStream:
             openapi={
                 "description": (
                     "`text/event-stream`: one message per event (`id:` the event id, `data:` the `Event` as "
-                    "JSON), a comment as heartbeat, and `retry: 3000`. The response never ends by itself: "
-                    "read it with an SSE client (EventSource, or a streaming HTTP read), not a generated "
-                    "client, which waits for the end of the body. Reconnect with `Last-Event-ID` to resume "
+                    "JSON), a comment as heartbeat, and `retry: 3000`. The response does not end by itself "
+                    "while its session lives: read it with an SSE client (EventSource, or a streaming HTTP "
+                    "read), not a generated client, which waits for the end of the body. It ends within a "
+                    "second of its session ending (logout, revocation, the user disabled) and when the "
+                    "caller's role changes: reconnect with `Last-Event-ID` to go on (under the new role) "
                     "where you left off. Takes the filters of `GET /api/v1/events` (not `limit`)."
                 ),
                 "parameters": [
@@ -152,6 +235,15 @@ class LiveStream:
         )
 
     async def _handle(self, call: Call) -> Any:
+        authorization = call.request.headers.get("authorization")
+        reauthenticate = self._reauthenticate
+        recheck = (lambda: reauthenticate(authorization)) if reauthenticate is not None else None
+        return await self.open(call, recheck=recheck)
+
+    async def open(self, call: Call, *, recheck: Recheck | None) -> Any:
+        """The stream for `call` (its query, its caller): what the route answers, and what another route
+        that signs its callers in differently answers too (the console's, by its cookie). `recheck` checks
+        the caller's session again at each heartbeat and raises once it is over."""
         actor = call.user
         if "limit" in call.request.query_params:
             message = "limit does not apply to the stream."
@@ -171,7 +263,7 @@ class LiveStream:
         # Counted at once, with no await since the check, so concurrent requests cannot all pass it; the
         # stream gives it back when it ends.
         self._open[actor.user_id] = self._open.get(actor.user_id, 0) + 1
-        return _Stream(self, actor, query, call.request.headers.get("authorization"))
+        return _Stream(self, actor, query, recheck)
 
     def _release(self, user_id: uuid.UUID) -> None:
         left = self._open.get(user_id, 0) - 1
@@ -184,13 +276,25 @@ class LiveStream:
 class _Stream:
     """One client's stream, as an ASGI response."""
 
-    def __init__(self, owner: LiveStream, actor: Actor, query: LogQuery, authorization: str | None) -> None:
+    def __init__(self, owner: LiveStream, actor: Actor, query: LogQuery, recheck: Recheck | None) -> None:
         self.owner = owner
         self.actor = actor
         self.query = replace(query, limit=owner.batch)
-        self.authorization = authorization
+        self.recheck = recheck
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=owner.buffer)
         self.wake = asyncio.Event()
+        self.ended = asyncio.Event()  # set by `end`: the stream closes, sending nothing more
+        self.reason: str | None = None
+        # Cleared while the session is being read again after an announcement: nothing is sent meanwhile.
+        self.cleared = asyncio.Event()
+        self.cleared.set()
+
+    def end(self, reason: str) -> None:
+        """Close the stream (its session ended, its role changed): nothing more is sent."""
+        if self.reason is None:
+            self.reason = reason
+            self.ended.set()
+            self.cleared.set()  # a waiting delivery wakes, and sees the end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -211,19 +315,23 @@ class _Stream:
                 ],
             }
         )
-        owner._clients.add(self.wake)
+        owner._streams.add(self)
+        owner._watch_sessions()
         self.wake.set()  # read the log once at the start: the resumed part, if any
         tasks = [
             asyncio.create_task(self._produce()),
             asyncio.create_task(self._deliver(send)),
             asyncio.create_task(_until_disconnect(receive)),
+            asyncio.create_task(self.ended.wait()),
         ]
         reason = "disconnected"
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 exc = task.exception()
-                if isinstance(exc, _CutOff | TimeoutError):
+                if self.reason is not None:
+                    reason = self.reason
+                elif isinstance(exc, _CutOff | TimeoutError):
                     reason = "too slow"
                 elif isinstance(exc, RampartError):
                     reason = "session ended"
@@ -231,7 +339,7 @@ class _Stream:
                     reason = "failed"
                     log.error("live stream failed", exc_info=exc)
         finally:
-            owner._clients.discard(self.wake)
+            owner._streams.discard(self)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -244,6 +352,8 @@ class _Stream:
     async def _produce(self) -> None:
         owner = self.owner
         low = self.query.after or _floor(int(time.time() * 1000))
+        # The newest event in the log (anyone's) when the last complete read began: every event made more
+        # than `overlap` before it had committed by then, and that read found it.
         newest = _ms(low)
         sent: dict[uuid.UUID, None] = {}  # ids sent within the overlap window, oldest first
         while True:
@@ -251,6 +361,7 @@ class _Stream:
                 async with asyncio.timeout(owner.poll_interval):
                     await self.wake.wait()
             self.wake.clear()
+            top = await owner.log.newest()
             after = max(low, _floor(newest - owner.overlap_ms))
             for _ in range(1000):  # bounded: a huge backlog is read over several wake-ups
                 events, more = await owner.log.page(self.actor, replace(self.query, after=after))
@@ -267,6 +378,8 @@ class _Stream:
                 if events:
                     after = uuid.UUID(events[-1]["id"])
                 if not more:
+                    if top is not None:
+                        newest = max(newest, _ms(top))
                     break
             horizon = newest - owner.overlap_ms
             while sent and _ms(next(iter(sent))) < horizon:
@@ -286,12 +399,15 @@ class _Stream:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(owner.heartbeat):
                     event = await self.queue.get()
-            if owner._reauthenticate is not None and time.monotonic() - checked >= owner.heartbeat:
-                await owner._reauthenticate(self.authorization)  # raises once the session is over
+            if self.recheck is not None and time.monotonic() - checked >= owner.heartbeat:
+                await self.recheck()  # raises once the session is over
                 checked = time.monotonic()
             if event is None:
                 await write(b": heartbeat\n\n")
                 continue
+            await self.cleared.wait()
+            if self.ended.is_set():
+                return  # its session ended (or its role changed) while it waited: not for this caller
             data = orjson.dumps(event, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
             await write(b"id: " + event["id"].encode() + b"\ndata: " + data + b"\n\n")
 

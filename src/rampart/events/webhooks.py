@@ -238,6 +238,7 @@ class Webhooks:
             data=webhook,
             changes=changes,
             request_id=request_id,
+            impersonator_id=actor.impersonator_id,
         )
 
         async def notify() -> None:
@@ -288,6 +289,36 @@ class Webhooks:
         if event_id is None or await self.db.fetchval("SELECT 1 FROM events WHERE id = $1", event_id) is None:
             raise NotFound("No such event.")
         await redeliver(self.db, subscriber=SUBSCRIBER_PREFIX + str(webhook_id), event_id=event_id)
+
+    async def failing(self, *, since: uuid.UUID, limit: int = 20) -> list[dict[str, Any]]:
+        """Webhooks with failed attempts since the (time-ordered) attempt id `since`, most failures first,
+        with their count of dead deliveries."""
+        rows = await self.db.fetch(
+            "SELECT w.id, w.url, w.active, f.failed, f.total, f.last_error,"
+            " (SELECT count(*) FROM event_deliveries d WHERE d.subscriber = $3 || w.id::text"
+            " AND d.status = 'dead') AS dead"
+            " FROM webhooks w CROSS JOIN LATERAL ("
+            " SELECT count(*) FILTER (WHERE a.status_code IS NULL OR a.status_code NOT BETWEEN 200 AND 299)"
+            " AS failed, count(*) AS total,"
+            " (array_agg(a.error ORDER BY a.id DESC) FILTER (WHERE a.error IS NOT NULL))[1] AS last_error"
+            " FROM webhook_attempts a WHERE a.webhook_id = w.id AND a.id > $1) f"
+            " WHERE f.failed > 0 ORDER BY f.failed DESC, w.id LIMIT $2",
+            since,
+            limit,
+            SUBSCRIBER_PREFIX,
+        )
+        return [
+            {
+                "id": str(r["id"]),
+                "url": r["url"],
+                "active": r["active"],
+                "failed": r["failed"],
+                "total": r["total"],
+                "dead": r["dead"],
+                "last_error": r["last_error"],
+            }
+            for r in rows
+        ]
 
     # ----- as dispatcher subscribers -----------------------------------------------------------------
     async def subscribers(self) -> list[Subscriber]:

@@ -12,23 +12,75 @@ uvicorn bounds neither the time nor the size of a request head:
 - **Size.** Header lines are buffered without limit: one request could carry gigabytes of headers. A
   head over `max_head_bytes` (64 KiB, as much as the largest defaults of common proxies) gets 431 and
   the connection is closed.
+
+The answers this protocol (or uvicorn under it) writes without the application, because no request
+reached it (a malformed request line, a bad `Content-Length`, a head over the bound) or because the
+application failed before answering (uvicorn's last-resort 500), are dressed as the application's
+own: a problem+json body, the security headers and an `X-Request-ID` that the log line repeats.
+uvicorn wrote them as bare text/plain, without either.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
+from rampart.lib.ids import new_id_text
+from rampart.lib.security_headers import API_CSP, SECURITY_HEADERS
 from rampart.ops.balance import connection_closed
+
+log = logging.getLogger("rampart.http")
 
 DEFAULT_HEAD_TIMEOUT = 10.0
 MAX_HEAD_BYTES = 65_536
-_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
-    b"x-content-type-options: nosniff\r\nconnection: close\r\n\r\n"
-)
+
+
+def _problem(
+    status: int, title: str, detail: str, code: str, request_id: str
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers (security headers and request id included) and body of a problem written below the app."""
+    body = orjson.dumps(
+        {
+            "type": "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+            "request_id": request_id,
+        }
+    )
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        *SECURITY_HEADERS,
+        (b"content-security-policy", API_CSP),
+        (b"connection", b"close"),
+    ]
+    return headers, body
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle, whose last-resort 500 (the app raised before answering: in practice a
+    request cancelled by a shutdown past its grace period) is a dressed problem."""
+
+    async def send_500_response(self) -> None:
+        request_id = cast("dict[str, Any]", self.scope).get("rampart.request_id") or new_id_text()
+        log.error("answered 500: the application did not answer", extra={"request_id": request_id})
+        headers, body = _problem(
+            500,
+            "Internal server error",
+            "An unexpected error occurred; it has been logged.",
+            "internal_error",
+            request_id,
+        )
+        await self.send({"type": "http.response.start", "status": 500, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
@@ -58,19 +110,56 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         connection_closed()  # the worker's connection count (rampart.ops.balance)
 
-    def _unsupported_upgrade_warning(self) -> None:
-        # Rampart serves no WebSocket (`rampart serve` runs uvicorn with ws="none"): a request asking to
-        # upgrade is answered as plain HTTP, as RFC 9110 allows, without two warnings per request.
-        pass
-
     def data_received(self, data: bytes) -> None:
+        # uvicorn's own, but for the answer to a request it cannot parse (`_refuse`, with the request id
+        # in the log line instead of uvicorn's bare warning).
         if self._awaiting_head:
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Rampart serves no WebSocket (`rampart serve` runs uvicorn with ws="none"): a request asking
+            # to upgrade has been answered as plain HTTP, as RFC 9110 allows.
+            pass
+        except httptools.HttpParserError as exc:
+            self._refuse(400, "Bad request", "The request is not valid HTTP/1.1.", "malformed_request", exc)
+            return
         # Still in a head after this chunk: every byte counted since it began was part of it.
         if self._awaiting_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
-            self.transport.write(_TOO_LARGE)
-            self.transport.close()
+            self._refuse(
+                431,
+                "Request header fields too large",
+                f"The request head is larger than {self.max_head_bytes} bytes.",
+                "header_too_large",
+                None,
+            )
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's other way to refuse a request it cannot serve: dressed the same way.
+        self._refuse(400, "Bad request", "The request is not valid HTTP/1.1.", "malformed_request", None)
+
+    def _refuse(self, status: int, title: str, detail: str, code: str, cause: Exception | None) -> None:
+        """Answer a request the application never sees with a dressed problem, then close."""
+        if self.transport.is_closing():
+            return
+        request_id = new_id_text()
+        log.warning(
+            "refused a request below the application: %s %s",
+            status,
+            cause or code,
+            extra={"request_id": request_id, "status": status},
+        )
+        headers, body = _problem(status, title, detail, code, request_id)
+        head = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            head += [name, b": ", value, b"\r\n"]
+        self.transport.write(b"".join([*head, b"\r\n", body]))
+        self.transport.close()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        cycle.__class__ = _Cycle  # same layout, one method more: cheaper than building a second object
+        super()._start_asgi_task(cycle, app)
 
     def on_headers_complete(self) -> None:
         self._disarm()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
+
+from rampart.ops.metrics_history import Totals
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _FIXED = frozenset({"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"})
@@ -283,6 +286,32 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+    def api_totals(self) -> Totals:
+        """Cumulative requests, 5xx answers and latency buckets of the `/api/` routes (every worker's with
+        several): what `rampart.ops.metrics_history` samples for the console."""
+        if self.multiprocess_dir is None:
+            registry = self.registry
+        else:
+            _forget_dead(self.multiprocess_dir)
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        requests = errors = 0.0
+        buckets: dict[float, float] = {}
+        for metric in registry.collect():
+            if metric.name == "rampart_http_requests":
+                for sample in metric.samples:
+                    if sample.name.endswith("_total") and sample.labels.get("route", "").startswith("/api/"):
+                        requests += sample.value
+                        if sample.labels.get("status", "").startswith("5"):
+                            errors += sample.value
+            elif metric.name == "rampart_http_request_duration_seconds":
+                for sample in metric.samples:
+                    if sample.name.endswith("_bucket") and sample.labels.get("route", "").startswith("/api/"):
+                        bound = float(sample.labels["le"])
+                        buckets[bound] = buckets.get(bound, 0.0) + sample.value
+        bounds = tuple(sorted(buckets))
+        return Totals(time.time(), requests, errors, bounds, tuple(buckets[b] for b in bounds))
 
     def routes(self) -> list[BaseRoute]:
         async def metrics(request: Request) -> Response:

@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from rampart.db.citus import tables_on_workers
 from rampart.db.pool import Database
 from rampart.lib.aio import cancel_and_wait
 from rampart.lib.rowcache import QueryCache
@@ -220,10 +221,18 @@ class Announcer:
 
 
 async def install_triggers(conn: Any, tables: Iterable[str]) -> None:
-    """Create (or replace) the notify function and one trigger per resource table. Idempotent."""
+    """Create (or replace) the notify function and one trigger per resource table. Idempotent.
+
+    Not on the tables Citus keeps on its workers (distributed and reference tables): it refuses
+    triggers there, and their notifications would go to the workers, where nobody listens
+    (rampart.db.citus, decision 0019). Such tables have no trigger, so `CacheFeed.up` keeps the row
+    cache suspended: reads are not cached on a cluster until the feed learns another source.
+    """
     await conn.execute(FUNCTION_SQL)
+    placed = await tables_on_workers(conn)
     for table in tables:
-        await conn.execute(trigger_sql(table))
+        if table not in placed:
+            await conn.execute(trigger_sql(table))
 
 
 async def tables_with_triggers(conn: Any) -> set[str]:

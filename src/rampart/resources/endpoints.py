@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -35,6 +36,8 @@ class Call:
     body: bytes = b""
     # Every declared resource's manager, by name: what an app's own route calls (`call.resources`).
     resources: Mapping[str, ResourceManager] = field(default_factory=dict)
+    # A browser route (`Route(..., browser=True)`): the token its forms must carry (`csrf_token` field).
+    csrf_token: str | None = None
 
     @property
     def user(self) -> Actor:
@@ -50,6 +53,10 @@ class Call:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError:
             raise MalformedJSON("The body is not valid JSON.") from None
+
+    def form(self) -> QueryParams:
+        """The fields of an HTML form (`application/x-www-form-urlencoded`, what browser routes accept)."""
+        return QueryParams(self.body.decode("utf-8", errors="replace"))
 
     @property
     def path(self) -> Mapping[str, Any]:
@@ -87,6 +94,12 @@ class RouteSpec:
     # A long-lived response (Server-Sent Events): once authenticated, the request time limit no longer
     # applies to it (the router lifts the pipeline's deadline). The handler bounds its own waits.
     streaming: bool = False
+    # A page for browsers (the console's, or an app's own beside them): signed in by the console's session
+    # cookie instead of a bearer token (`call.actor` is None when signed out; `call.user` raises), every
+    # POST must carry the browser's CSRF token (`call.csrf_token`, in a `csrf_token` form field or an
+    # `X-CSRF-Token` header), HTML forms are accepted as bodies, and it is left out of OpenAPI. Its path
+    # must be under the console's (`/console`), whose Content-Security-Policy it gets.
+    browser: bool = False
 
     def __post_init__(self) -> None:
         if self.method.upper() != self.method or self.method not in _METHODS:

@@ -16,10 +16,12 @@ from rampart.resources.fields import FieldType, Id, Integer, Reference, Timestam
 
 if TYPE_CHECKING:
     from rampart.access.actor import Actor
-    from rampart.resources.manager import ResourceManager
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _SCHEMA_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
+# The record of a resource's deleted rows is the table `<table>_deleted` (decision 0016).
+DELETED_SUFFIX = "_deleted"
+_MAX_TABLE = 63 - len(DELETED_SUFFIX)  # PostgreSQL names hold 63 bytes
 MISSING: Any = object()
 SERVER_FIELDS = ("id", "created_at", "updated_at", "version")
 
@@ -261,7 +263,6 @@ class Resource:
     parent: Parent | None = None
     key: str = "id"
     operations: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
-    manager: type[ResourceManager] | None = None
     description: str = ""
     # The name of its item in the OpenAPI document and in generated clients (`Task`, with `TaskCreate`,
     # `TaskUpdate`, `TaskPage`); by default the singular of `name` in PascalCase.
@@ -278,6 +279,8 @@ class Resource:
         for name in (self.name, self.table, *self.fields):
             if not _NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid resource, table or field name")
+        if len(self.table) > _MAX_TABLE:
+            raise ValueError(f"table name {self.table!r} is longer than {_MAX_TABLE} characters")
         reserved = set(SERVER_FIELDS) & set(self.fields)
         if reserved:
             raise ValueError(f"{self.name}: fields {sorted(reserved)} are provided by the framework")
@@ -319,6 +322,11 @@ class Resource:
             raise ValueError(f"{self.name}: Policy.inherit({inherits!r}) must name a Reference field")
 
     @property
+    def deleted_table(self) -> str:
+        """The record of this resource's deleted rows, as each was when deleted (the audit log's)."""
+        return self.table + DELETED_SUFFIX
+
+    @property
     def writable_fields(self) -> dict[str, Field]:
         """Fields a client may set on create."""
         return {n: f for n, f in self.all_fields.items() if not f.read_only}
@@ -350,6 +358,9 @@ class Registry:
     def add(self, resource: Resource) -> Resource:
         if resource.name in self._resources:
             raise ValueError(f"resource {resource.name!r} is declared twice")
+        for other in self._resources.values():
+            if resource.table in (other.table, other.deleted_table) or resource.deleted_table == other.table:
+                raise ValueError(f"resources {other.name!r} and {resource.name!r} need the same table name")
         self._resources[resource.name] = resource
         return resource
 

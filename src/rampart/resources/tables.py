@@ -1,4 +1,5 @@
-"""The table of a resource, as SQLAlchemy metadata: what migrations are generated from."""
+"""The table of a resource, and its record of deleted rows, as SQLAlchemy metadata: what migrations are
+generated from."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.schema import SchemaItem
 
 from rampart.lib.rowcache import FIRST_VERSION
-from rampart.resources.fields import Choice, Integer, Reference, Text
+from rampart.resources.fields import Choice, Integer, Reference, Text, Timestamp
 from rampart.resources.spec import Resource
 
 _SERVER_DEFAULTS = {
@@ -61,3 +62,34 @@ def define_table(resource: Resource, metadata: sa.MetaData, *, tables: dict[str,
     for cols in resource.unique_together:
         columns.append(sa.UniqueConstraint(*cols, name=f"{resource.table}_{'_'.join(cols)}_key"))
     return sa.Table(resource.table, metadata, *columns)
+
+
+def define_deleted_table(resource: Resource, metadata: sa.MetaData) -> sa.Table:
+    """The record of the resource's deleted rows (`<table>_deleted`), as each was when deleted.
+
+    The audit log decides who may see a deleted object's events by the resource's own visibility rule,
+    evaluated on this row (decision 0016), so it has the table's columns and the same indexes that the
+    rule's predicates use on the live table; none of its constraints (a deleted row references rows that
+    may be gone too; its values came from a row that met them), and `deleted_at`, by which retention
+    drops it.
+    """
+    table = resource.deleted_table
+    columns: list[SchemaItem] = [
+        sa.Column(name, field.type.sa_type(), primary_key=name == "id", nullable=name != "id")
+        for name, field in resource.all_fields.items()
+    ]
+    columns.append(
+        sa.Column("deleted_at", Timestamp().sa_type(), nullable=False, server_default=sa.text("now()"))
+    )
+    leading = {cols[0] for cols in (*resource.indexes, *resource.unique_together) if cols}
+    for name, field in resource.all_fields.items():
+        if (
+            field.unique
+            or field.index
+            or (isinstance(field.type, Reference) and name != "id" and name not in leading)
+        ):
+            columns.append(sa.Index(f"{table}_{name}_idx", name))
+    for cols in (*resource.indexes, *resource.unique_together):
+        columns.append(sa.Index(f"{table}_{'_'.join(cols)}_idx", *cols))
+    columns.append(sa.Index(f"{table}_deleted_at_idx", "deleted_at"))
+    return sa.Table(table, metadata, *columns)

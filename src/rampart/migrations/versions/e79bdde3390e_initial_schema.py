@@ -1,4 +1,8 @@
-"""initial schema
+"""initial schema: users, sessions, events
+
+The first revision of Rampart's own chain (branch label `rampart`). Until decision 0020 it also created
+the demo app's tables (projects, project_members, tasks); they are now the demo's own migration
+(src/rampart/apps/tasks/migrations/), which adopts them where this revision made them.
 
 Revision ID: e79bdde3390e
 Revises: 
@@ -13,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 
 revision: str = 'e79bdde3390e'
 down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ('rampart',)
 depends_on: str | Sequence[str] | None = None
 
 
@@ -50,20 +54,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('users_email_key', 'users', ['email'], unique=True)
-    op.create_table('projects',
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('name', sa.Text(), nullable=False),
-    sa.Column('description', sa.Text(), nullable=False),
-    sa.Column('owner_id', sa.UUID(), nullable=False),
-    sa.Column('created_at', postgresql.TIMESTAMP(timezone=True, precision=3), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', postgresql.TIMESTAMP(timezone=True, precision=3), server_default=sa.text('now()'), nullable=False),
-    sa.Column('version', sa.Integer(), server_default=sa.text('1'), nullable=False),
-    sa.CheckConstraint('char_length(description) <= 5000', name='projects_description_length'),
-    sa.CheckConstraint('char_length(name) <= 120', name='projects_name_length'),
-    sa.ForeignKeyConstraint(['owner_id'], ['users.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
-    )
-    op.create_index('projects_owner_id_idx', 'projects', ['owner_id'], unique=False)
     op.create_table('sessions',
     sa.Column('id', sa.UUID(), nullable=False),
     sa.Column('user_id', sa.UUID(), nullable=False),
@@ -81,70 +71,14 @@ def upgrade() -> None:
     )
     op.create_index('sessions_refresh_idx', 'sessions', ['refresh_token_hash'], unique=True)
     op.create_index('sessions_user_active_idx', 'sessions', ['user_id'], unique=False, postgresql_where=sa.text('revoked_at IS NULL'))
-    op.create_table('project_members',
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('project_id', sa.UUID(), nullable=False),
-    sa.Column('user_id', sa.UUID(), nullable=False),
-    sa.Column('role', sa.Text(), nullable=False),
-    sa.Column('created_at', postgresql.TIMESTAMP(timezone=True, precision=3), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', postgresql.TIMESTAMP(timezone=True, precision=3), server_default=sa.text('now()'), nullable=False),
-    sa.Column('version', sa.Integer(), server_default=sa.text('1'), nullable=False),
-    sa.CheckConstraint("role IN ('viewer', 'editor')", name='project_members_role_check'),
-    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('project_id', 'user_id', name='project_members_project_id_user_id_key')
-    )
-    op.create_index('project_members_project_id_idx', 'project_members', ['project_id'], unique=False)
-    op.create_index('project_members_user_id_idx', 'project_members', ['user_id'], unique=False)
-    op.create_index('project_members_user_id_project_id_idx', 'project_members', ['user_id', 'project_id'], unique=False)
-    op.create_table('tasks',
-    sa.Column('id', sa.UUID(), nullable=False),
-    sa.Column('project_id', sa.UUID(), nullable=False),
-    sa.Column('title', sa.Text(), nullable=False),
-    sa.Column('description', sa.Text(), nullable=False),
-    sa.Column('status', sa.Text(), nullable=False),
-    sa.Column('priority', sa.SmallInteger(), nullable=False),
-    sa.Column('due_date', sa.Date(), nullable=True),
-    sa.Column('assignee_id', sa.UUID(), nullable=True),
-    sa.Column('owner_id', sa.UUID(), nullable=False),
-    sa.Column('created_at', postgresql.TIMESTAMP(timezone=True, precision=3), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', postgresql.TIMESTAMP(timezone=True, precision=3), server_default=sa.text('now()'), nullable=False),
-    sa.Column('version', sa.Integer(), server_default=sa.text('1'), nullable=False),
-    sa.CheckConstraint("status IN ('todo', 'in_progress', 'done')", name='tasks_status_check'),
-    sa.CheckConstraint('char_length(description) <= 10000', name='tasks_description_length'),
-    sa.CheckConstraint('char_length(title) <= 200', name='tasks_title_length'),
-    sa.CheckConstraint('priority BETWEEN 0 AND 5', name='tasks_priority_range'),
-    sa.ForeignKeyConstraint(['assignee_id'], ['users.id'], ondelete='SET NULL'),
-    sa.ForeignKeyConstraint(['owner_id'], ['users.id'], ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
-    )
-    op.create_index('tasks_assignee_id_idx', 'tasks', ['assignee_id'], unique=False)
-    op.create_index('tasks_owner_id_idx', 'tasks', ['owner_id'], unique=False)
-    op.create_index('tasks_owner_id_status_priority_created_at_idx', 'tasks', ['owner_id', 'status', 'priority', 'created_at'], unique=False)
-    op.create_index('tasks_project_id_idx', 'tasks', ['project_id'], unique=False)
-    op.create_index('tasks_project_id_status_priority_created_at_idx', 'tasks', ['project_id', 'status', 'priority', 'created_at'], unique=False)
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
-    op.drop_index('tasks_project_id_status_priority_created_at_idx', table_name='tasks')
-    op.drop_index('tasks_project_id_idx', table_name='tasks')
-    op.drop_index('tasks_owner_id_status_priority_created_at_idx', table_name='tasks')
-    op.drop_index('tasks_owner_id_idx', table_name='tasks')
-    op.drop_index('tasks_assignee_id_idx', table_name='tasks')
-    op.drop_table('tasks')
-    op.drop_index('project_members_user_id_project_id_idx', table_name='project_members')
-    op.drop_index('project_members_user_id_idx', table_name='project_members')
-    op.drop_index('project_members_project_id_idx', table_name='project_members')
-    op.drop_table('project_members')
     op.drop_index('sessions_user_active_idx', table_name='sessions', postgresql_where=sa.text('revoked_at IS NULL'))
     op.drop_index('sessions_refresh_idx', table_name='sessions')
     op.drop_table('sessions')
-    op.drop_index('projects_owner_id_idx', table_name='projects')
-    op.drop_table('projects')
     op.drop_index('users_email_key', table_name='users')
     op.drop_table('users')
     op.drop_index('events_undelivered_idx', table_name='events', postgresql_where=sa.text('delivered_at IS NULL'))
