@@ -82,6 +82,44 @@ def test_problem_codes_are_enumerated_from_the_error_classes(doc: dict[str, Any]
     assert expected | {"precondition_failed", "rate_limited", "too_many_streams", "not_ready"} <= codes
     not_found = doc["components"]["responses"]["NotFound"]
     assert "`not_found`" in not_found["description"]
+    # Those of impersonation, sign-in, the last admin, media types, and of the HTTP protocol below the app.
+    assert {
+        "impersonation_refused",
+        "user_disabled",
+        "last_admin",
+        "sign_in_browser_mismatch",
+        "unsupported_media_type",
+        "malformed_request",
+        "header_too_large",
+    } <= codes
+    assert "`user_disabled`" in doc["components"]["responses"]["Conflict"]["description"]
+    assert "console_forbidden" not in codes  # the console's pages only: no API route answers it
+
+
+def test_impersonation_and_sessions_are_described_with_named_schemas(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    opened = doc["paths"]["/api/v1/admin/users/{id}/impersonate"]["post"]
+    created = opened["responses"]["201"]
+    assert created["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ImpersonationTokensResponse"
+    }
+    assert {"Cache-Control", "X-Request-ID"} <= set(created["headers"])
+    assert {"403", "404", "409"} <= set(opened["responses"])
+    tokens = schemas["ImpersonationTokens"]
+    assert {"access_token", "refresh_token", "session_id", "session_expires_at"} <= set(tokens["required"])
+    listed = doc["paths"]["/api/v1/admin/impersonations"]["get"]["responses"]["200"]
+    assert listed["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ImpersonationList"
+    }
+    assert set(schemas["Impersonation"]["required"]) == set(schemas["Impersonation"]["properties"])
+    ended = doc["paths"]["/api/v1/admin/impersonations/{id}"]["delete"]
+    assert {"204", "404"} <= set(ended["responses"])
+    for name in ("Session", "Event"):  # always sent: null unless an admin was impersonating
+        assert "impersonator_id" in schemas[name]["required"], name
+        assert schemas[name]["properties"]["impersonator_id"]["type"] == ["string", "null"], name
+    login = doc["paths"]["/api/v1/auth/google/login"]["get"]["responses"]["302"]
+    assert login["headers"]["Set-Cookie"]["required"] is True
+    assert "rampart_signin_" in login["headers"]["Set-Cookie"]["description"]
 
 
 def test_every_operation_documents_the_problems_and_headers_every_route_has(doc: dict[str, Any]) -> None:
@@ -124,7 +162,8 @@ def test_parameters_are_typed_exactly(doc: dict[str, Any]) -> None:
     sort = re.compile(tasks["sort"]["schema"]["pattern"])
     for ok in ("-priority", "title,-created_at", "id", "priority,priority"):
         assert sort.search(ok), ok
-    for bad in ("", "-", "nope", "title,", "description", "--title"):
+    assert sort.search(",".join(["title"] * 6))  # as many keys as the sortable fields: id, title, ...
+    for bad in ("", "-", "nope", "title,", "description", "--title", ",".join(["title"] * 7)):
         assert not sort.search(bad), bad
     fields = re.compile(tasks["fields"]["schema"]["pattern"])
     assert fields.search("id,title")

@@ -13,8 +13,9 @@ from rampart import errors as e
 from rampart.api.problems import MAX_ERRORS, status_for
 from rampart.resources.openapi_parts import PROBLEM_JSON, PROBLEM_RESPONSES, ref
 
-# Codes of problems written outside the error classes: an unexpected error, and readiness.
-_OTHER_CODES = {"internal_error": 500, "not_ready": 503}
+# Codes of problems written outside the error classes: an unexpected error, readiness, and the answers of
+# the HTTP protocol to a request that never reached the application (rampart.ops.http_protocol).
+_OTHER_CODES = {"internal_error": 500, "not_ready": 503, "malformed_request": 400, "header_too_large": 431}
 _REQUEST_ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
@@ -26,7 +27,8 @@ def problem_codes() -> dict[str, int]:
     while pending:
         cls = pending.pop()
         pending += cls.__subclasses__()
-        codes.setdefault(cls.code, status_for(cls))
+        if not cls.pages_only:
+            codes.setdefault(cls.code, status_for(cls))
     return dict(sorted(codes.items()))
 
 
@@ -186,9 +188,13 @@ PARAMETERS: dict[str, Any] = {
 DESCRIPTION = """Rampart HTTP API.
 
 - **Bodies** are JSON (`application/json`, at most 1 MiB): `{"data": ...}` on success, with `meta` on pages.
+  A request body of any other media type is 415, `+json` types included; `charset=utf-8` is the one
+  parameter accepted.
 - **Errors** are RFC 9457 problems (`application/problem+json`, schema `Problem`): switch on `code`;
   `errors` names each bad field or parameter. Any operation may also answer 500, 503 (a dependency down,
-  the server overloaded or draining) and 504 (over the time limit).
+  the server overloaded or draining) and 504 (over the time limit). A request the server cannot read
+  as HTTP is refused before any operation, also as a problem: 400 `malformed_request`, or 431
+  `header_too_large` for a request head over 64 KiB.
 - **Pages**: `meta.next_cursor` is sent back as `cursor` with the same filters and sort; null on the last
   page. Lists whose `fields` names some fields answer `application/vnd.rampart.fields+json`, whose items
   hold just those fields.
