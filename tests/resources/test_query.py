@@ -152,6 +152,7 @@ BAD: list[tuple[str, str, str]] = [
     ("sort=", "sort", "invalid_sort"),
     ("sort=name,", "sort", "invalid_sort"),
     ("sort=--name", "sort", "invalid_sort"),
+    ("sort=" + ",".join(["name"] * 7), "sort", "invalid_sort"),  # more keys than the 6 sortable fields
     ("sort=a&sort=b", "sort", "repeated_parameter"),
     ("fields=nope", "fields", "invalid_fields"),
     ("fields=name,nope", "fields", "invalid_fields"),
@@ -185,6 +186,11 @@ def test_bad_query_names_the_parameter(query: str, param: str, code: str) -> Non
         # a key named again is ignored: the first decides (the document's pattern allows repeats)
         ("sort=name,-name", (("name", False), ("id", False)), "name,id"),
         ("sort=-size,size,id,-id", (("size", True), ("id", False)), "-size,id"),
+        (
+            "sort=name,name,name,name,name,-size",
+            (("name", False), ("size", True), ("id", False)),
+            "name,-size,id",
+        ),
         ("sort=id,name", (("id", False), ("name", False)), "id,name"),
         (
             "sort=kind,-updated_at",

@@ -21,7 +21,13 @@ from rampart.resources.fields import (
     Timestamp,
 )
 from rampart.resources.openapi_parts import Named, named, nullable, problems
-from rampart.resources.query import DEFAULT_LIMIT, MAX_CONTAINS_LENGTH, MAX_IN_VALUES, MAX_LIMIT
+from rampart.resources.query import (
+    DEFAULT_LIMIT,
+    MAX_CONTAINS_LENGTH,
+    MAX_IN_VALUES,
+    MAX_LIMIT,
+    sort_key_limit,
+)
 from rampart.resources.spec import MISSING, Field, Resource, pascal_case
 
 # Kept for route modules written against the earlier name.
@@ -289,6 +295,7 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
     ]
     sortable = [n for n, f in resource.all_fields.items() if f.sort]
     one_sort = "-?" + _alternatives(sortable)
+    most_keys = sort_key_limit(resource)
     one_field = _alternatives(list(resource.all_fields))
     params += [
         {
@@ -297,12 +304,12 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
             "required": False,
             "schema": {
                 "type": "string",
-                "pattern": f"^{one_sort}(?:,{one_sort})*$",
+                "pattern": f"^{one_sort}(?:,{one_sort}){{0,{most_keys - 1}}}$",
                 "default": resource.default_sort,
                 "examples": [resource.default_sort],
             },
             "description": "Sort keys, comma-separated, each `-` first for descending; a key named again is "
-            f"ignored. Sortable: {', '.join(sortable)}. Ties are broken by `id`.",
+            f"ignored; at most {most_keys} keys. Sortable: {', '.join(sortable)}. Ties are broken by `id`.",
         },
         {
             "name": "limit",

@@ -31,6 +31,11 @@ _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=
 _LIKE_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 
 
+def sort_key_limit(resource: Resource) -> int:
+    """How many keys `sort` may name: as many as there are sortable fields (a longer list repeats one)."""
+    return sum(1 for f in resource.all_fields.values() if f.sort)
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     field: str
@@ -141,7 +146,11 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
 
     sort_raw = _single(params, "sort") if "sort" in params else resource.default_sort
     sort: list[tuple[str, bool]] = []
-    for part in sort_raw.split(","):
+    parts = sort_raw.split(",")
+    if len(parts) > 1 and len(parts) > (most := sort_key_limit(resource)):
+        # Repeats are ignored, but not without end: the work (and the answer) must not grow with them.
+        raise _bad("sort", "invalid_sort", f"sort names at most {most} keys (the sortable fields).")
+    for part in parts:
         desc = part.startswith("-")
         name = part[1:] if desc else part
         spec = fields.get(name)
