@@ -40,6 +40,27 @@ CALLBACK_PATH = f"{API_PREFIX}/auth/google/callback"
 _OAUTH_ERROR = re.compile(r"[a-z_]{1,64}")
 
 
+async def sign_in_redirect(
+    call: Call, *, db: Database, client: OIDCClient, redirect_to: str | None
+) -> RedirectResponse:
+    """The redirect to the provider that starts a sign-in, with the cookie that binds it to this browser
+    (the callback is refused without it: login CSRF). Used by the API's login and the console's."""
+    url, binding = await start_login(db=db, client=client, redirect_to=redirect_to)
+    response = RedirectResponse(url, status_code=302, headers=NO_STORE)
+    # Lax: sent on the provider's redirect back (a top-level GET from another site), not on a cross-site
+    # subrequest. Secure whenever the browser is on HTTPS (here, or at the public URL).
+    response.set_cookie(
+        binding.name,
+        binding.value,
+        max_age=STATE_TTL,
+        path=CALLBACK_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=call.request.url.scheme == "https" or client.redirect_uri.startswith("https:"),
+    )
+    return response
+
+
 def oidc_routes(
     *,
     client: OIDCClient | None,
@@ -64,20 +85,7 @@ def oidc_routes(
         if redirect_to is not None:
             redirect_to = check_redirect(redirect_to, redirect_allowlist)
         oidc = configured()
-        url, binding = await start_login(db=db, client=oidc, redirect_to=redirect_to)
-        response = RedirectResponse(url, status_code=302, headers=NO_STORE)
-        # Lax: sent on the provider's redirect back (a top-level GET from another site), not on a
-        # cross-site subrequest. Secure whenever the browser is on HTTPS (here, or at the public URL).
-        response.set_cookie(
-            binding.name,
-            binding.value,
-            max_age=STATE_TTL,
-            path=CALLBACK_PATH,
-            httponly=True,
-            samesite="lax",
-            secure=call.request.url.scheme == "https" or oidc.redirect_uri.startswith("https:"),
-        )
-        return response
+        return await sign_in_redirect(call, db=db, client=oidc, redirect_to=redirect_to)
 
     async def callback(call: Call) -> Any:
         oidc = configured()
