@@ -82,8 +82,13 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     where = tmp_path_factory.mktemp("venv") / "v"
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(where)], check=True, timeout=120)
+    # What a package build reads, copied: building in the checkout would leave build/ and egg-info there.
+    source = tmp_path_factory.mktemp("source")
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     pip = [str(where / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    ok(run([*pip, str(ROOT)], cwd=ROOT, env=dict(os.environ), timeout=900))
+    ok(run([*pip, str(source)], cwd=source, env=dict(os.environ), timeout=900))
     yield where
     shutil.rmtree(where, ignore_errors=True)
 

@@ -533,7 +533,13 @@ def create_app(
         console_specs, pages_extra, browser_errors = _install_console(services, checks)
         specs += console_specs
     api_specs = [s for s in specs if not s.browser]  # pages are no part of the API's description
-    spec = build_spec(api_specs, title="Rampart", version=__version__, extra_paths=dict(OPERATIONS_PATHS))
+    spec = build_spec(
+        api_specs,
+        title="Rampart",
+        version=__version__,
+        extra_paths=dict(OPERATIONS_PATHS),
+        tags={r.name: r.description for r in services.registry},
+    )
     drain = Drain(
         delay=settings.drain_delay,
         max_requests=settings.max_requests,

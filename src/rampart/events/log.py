@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,6 +39,8 @@ READ_ANY = "events:read_any"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 _PARAMS = frozenset({"resource", "resource_id", "type", "actor_id", "after", "limit"})
+# Events whose `resource` is not a declared resource: rampart.events.webhooks writes these.
+OTHER_SOURCES = ("webhooks",)
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}")
 # A non-UUID resource_id (never written by the framework) must make a row invisible, not fail the query.
@@ -73,8 +75,11 @@ def _bad(param: str, code: str, message: str) -> InvalidQuery:
     return InvalidQuery(message, errors=[FieldError(param, code, message)])
 
 
-def parse_log_query(params: Any) -> LogQuery:
-    """Parse a Starlette `QueryParams`; every bad parameter is a 400 `invalid_query` naming it."""
+def parse_log_query(params: Any, *, sources: Collection[str] | None = None) -> LogQuery:
+    """Parse a Starlette `QueryParams`; every bad parameter is a 400 `invalid_query` naming it.
+
+    `sources`: the `resource` values there are (`EventLog.sources`); another is refused, not answered with
+    an empty page, so that a misspelt filter is noticed (and the OpenAPI enum says exactly this)."""
     values: dict[str, str] = {}
     for key in dict.fromkeys(params.keys()):
         if key not in _PARAMS:
@@ -84,7 +89,9 @@ def parse_log_query(params: Any) -> LogQuery:
             raise _bad(key, "repeated_parameter", f"{key} may be given only once.")
         values[key] = got[0]
     resource = values.get("resource")
-    if resource is not None and not _NAME_RE.fullmatch(resource):
+    if resource is not None and (
+        not _NAME_RE.fullmatch(resource) or (sources is not None and resource not in sources)
+    ):
         raise _bad("resource", "invalid", "resource must be a resource name such as 'tasks'.")
     resource_id = values.get("resource_id")
     # NUL too: PostgreSQL text cannot hold it, so binding it would fail the query (a 500).
@@ -125,6 +132,7 @@ class EventLog:
         self.db = db
         self.managers = managers
         self.reads = reads
+        self.sources = tuple(sorted({*managers, *OTHER_SOURCES}))  # what events' `resource` can be
         self.window = window
 
     async def page(

@@ -48,9 +48,10 @@ from rampart.db.listener import Listener
 from rampart.errors import FieldError, InvalidQuery, RampartError, RateLimited
 from rampart.events.dispatcher import CHANNEL
 from rampart.events.log import EventLog, LogQuery, parse_log_query
+from rampart.events.openapi import STREAM_MESSAGE, log_parameters
 from rampart.lib.ids import parse_uuid
 from rampart.resources.endpoints import Call, RouteSpec
-from rampart.resources.openapi_schema import problem_responses
+from rampart.resources.openapi_parts import headers, problems
 from rampart.resources.routes import API_PREFIX
 
 log = logging.getLogger("rampart.events.stream")
@@ -208,30 +209,32 @@ class LiveStream:
             streaming=True,
             openapi={
                 "description": (
-                    "`text/event-stream`: one message per event (`id:` the event id, `data:` the event "
-                    "as JSON), and a comment as heartbeat. Reconnect with `Last-Event-ID` to resume. "
-                    "Takes the filters of `GET /api/v1/events`. The stream ends within a second of its "
-                    "session ending (logout, revocation, the user disabled) and when the caller's role "
-                    "changes: reconnect to go on under the new role."
+                    "`text/event-stream`: one message per event (`id:` the event id, `data:` the `Event` as "
+                    "JSON), a comment as heartbeat, and `retry: 3000`. The response does not end by itself "
+                    "while its session lives: read it with an SSE client (EventSource, or a streaming HTTP "
+                    "read), not a generated client, which waits for the end of the body. It ends within a "
+                    "second of its session ending (logout, revocation, the user disabled) and when the "
+                    "caller's role changes: reconnect with `Last-Event-ID` to go on (under the new role) "
+                    "where you left off. Takes the filters of `GET /api/v1/events` (not `limit`)."
                 ),
                 "parameters": [
-                    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                    for n in ("resource", "resource_id", "type", "actor_id", "after")
-                ]
-                + [
+                    *log_parameters(self.log.sources),
                     {
                         "name": "Last-Event-ID",
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "format": "uuid"},
-                    }
+                        "description": "The id of the last event received: the stream resumes after it.",
+                    },
                 ],
                 "responses": {
                     "200": {
                         "description": "The stream",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "headers": headers("Cache-Control"),
+                        # Each message, as SSE parsers see it: the event id, and the Event as JSON.
+                        "content": {"text/event-stream": {"schema": STREAM_MESSAGE}},
                     },
-                    **problem_responses(400, 401, 429),
+                    **problems(400),
                 },
             },
         )
@@ -250,7 +253,7 @@ class LiveStream:
         if "limit" in call.request.query_params:
             message = "limit does not apply to the stream."
             raise InvalidQuery(message, errors=[FieldError("limit", "unknown_parameter", message)])
-        query = parse_log_query(call.request.query_params)
+        query = parse_log_query(call.request.query_params, sources=self.log.sources)
         last = call.request.headers.get("last-event-id")
         if last is not None:
             resume = parse_uuid(last.strip())

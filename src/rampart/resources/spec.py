@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rampart.access.actor import Actor
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_SCHEMA_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 # The record of a resource's deleted rows is the table `<table>_deleted` (decision 0016).
 DELETED_SUFFIX = "_deleted"
 _MAX_TABLE = 63 - len(DELETED_SUFFIX)  # PostgreSQL names hold 63 bytes
@@ -265,6 +266,9 @@ class Resource:
     key: str = "id"
     operations: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
     description: str = ""
+    # The name of its item in the OpenAPI document and in generated clients (`Task`, with `TaskCreate`,
+    # `TaskUpdate`, `TaskPage`); by default the singular of `name` in PascalCase.
+    schema_name: str = ""
     hooks: Hooks = field(default_factory=Hooks)
     placement: Placement = field(default_factory=Placement)  # on a Citus cluster (resources.placement)
     all_fields: dict[str, Field] = field(init=False)
@@ -272,6 +276,9 @@ class Resource:
     def __post_init__(self) -> None:
         self.table = self.table or self.name
         self.path = self.path or self.name
+        self.schema_name = self.schema_name or pascal_case(_singular(self.name))
+        if not _SCHEMA_NAME_RE.fullmatch(self.schema_name):
+            raise ValueError(f"{self.name}: schema_name {self.schema_name!r} is not a PascalCase name")
         for name in (self.name, self.table, *self.fields):
             if not _NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid resource, table or field name")
@@ -381,6 +388,23 @@ def _check_placed_reference(resource: Resource, field: str, target: Resource) ->
             f"{resource.name}: Placement.distributed(by={field!r}) names {target.name}, which is not"
             " distributed"
         )
+
+
+def _singular(name: str) -> str:
+    """English plural to singular for the usual cases (tasks, categories, boxes, addresses, releases); a
+    name it gets wrong (statuses) is fixed by declaring `schema_name`."""
+    if name.endswith("ies") and len(name) > 3:
+        return name[:-3] + "y"
+    if name.endswith(("sses", "xes", "ches", "shes")):
+        return name[:-2]
+    if name.endswith("s") and not name.endswith(("ss", "us", "is")):  # status, analysis: already singular
+        return name[:-1]
+    return name
+
+
+def pascal_case(name: str) -> str:
+    """`task_comments` -> `TaskComments`."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
 class Registry:

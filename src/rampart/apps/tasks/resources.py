@@ -73,9 +73,13 @@ projects = Resource(
     description="A project groups tasks; its owner manages its members.",
     fields={
         "name": Field(
-            Text(min_length=1, max_length=120), required=True, filter=("eq", "contains"), sort=True
+            Text(min_length=1, max_length=120),
+            required=True,
+            filter=("eq", "contains"),
+            sort=True,
+            description="What the project is called.",
         ),
-        "description": Field(Text(max_length=5000), default=""),
+        "description": Field(Text(max_length=5000), default="", description="Notes about the project."),
     },
     policy=Policy(
         visible=project_visible,
@@ -97,9 +101,19 @@ members = Resource(
     fields={
         "project_id": Field(Reference("projects"), read_only=True, filter=("eq",)),
         "user_id": Field(
-            Reference("users", must="exist"), required=True, immutable=True, filter=("eq", "in")
+            Reference("users", must="exist"),
+            required=True,
+            immutable=True,
+            filter=("eq", "in"),
+            description="The member: a user of the service.",
         ),
-        "role": Field(Choice(("viewer", "editor")), required=True, filter=True, sort=True),
+        "role": Field(
+            Choice(("viewer", "editor")),
+            required=True,
+            filter=True,
+            sort=True,
+            description="A viewer sees the project and its tasks; an editor also writes its tasks.",
+        ),
     },
     unique_together=[("project_id", "user_id")],
     indexes=[("user_id", "project_id")],
@@ -112,17 +126,36 @@ tasks = Resource(
     description="A task of a project.",
     fields={
         "project_id": Field(
-            Reference("projects", must=project_editable), required=True, immutable=True, filter=("eq", "in")
+            Reference("projects", must=project_editable),
+            required=True,
+            immutable=True,
+            filter=("eq", "in"),
+            description="The project it belongs to (one the caller may edit); it cannot change.",
         ),
         "title": Field(
             Text(min_length=1, max_length=200), required=True, filter=("eq", "contains"), sort=True
         ),
         "description": Field(Text(max_length=10_000), default=""),
-        "status": Field(Choice(("todo", "in_progress", "done")), default="todo", filter=True, sort=True),
-        "priority": Field(Integer(minimum=0, maximum=5, small=True), default=0, filter=True, sort=True),
-        "due_date": Field(Date(), nullable=True, filter=True),
+        "status": Field(
+            Choice(("todo", "in_progress", "done")),
+            default="todo",
+            filter=True,
+            sort=True,
+            description="Where the task stands.",
+        ),
+        "priority": Field(
+            Integer(minimum=0, maximum=5, small=True),
+            default=0,
+            filter=True,
+            sort=True,
+            description="From 0 (none) to 5 (most urgent).",
+        ),
+        "due_date": Field(Date(), nullable=True, filter=True, description="When it is due, if it is."),
         "assignee_id": Field(
-            Reference("users", must="exist", on_delete="SET NULL"), nullable=True, filter=("eq", "in")
+            Reference("users", must="exist", on_delete="SET NULL"),
+            nullable=True,
+            filter=("eq", "in"),
+            description="Who does it, or null; set to null when that user is deleted.",
         ),
     },
     policy=Policy(
