@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -56,6 +57,26 @@ async def _light_reset(conn: asyncpg.Connection) -> None:
     """
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
+
+
+async def _date_as_text(conn: asyncpg.Connection) -> None:
+    """Send and read `date` values as text. asyncpg's binary codec sends `date.max` and `date.min` (the
+    valid dates 9999-12-31 and 0001-01-01) as PostgreSQL's `infinity` and `-infinity`, so a task due on
+    9999-12-31 came back with no date at all. One query per new connection, nothing per request."""
+    await conn.set_type_codec(
+        "date", schema="pg_catalog", encoder=_date_text, decoder=_date_value, format="text"
+    )
+
+
+def _date_text(value: dt.date) -> str:
+    return value.isoformat()
+
+
+def _date_value(text: str) -> dt.date | str:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return text  # `infinity`, `-infinity`: written by other programs; shown as PostgreSQL has them
 
 
 class Database:
@@ -151,6 +172,7 @@ class Database:
                         max_inactive_connection_lifetime=300,
                         reset=_light_reset,
                         statement_cache_size=self._statement_cache_size,
+                        init=_date_as_text,
                     )
                 except _UNAVAILABLE as exc:
                     raise ServiceUnavailable("The database is unavailable.") from exc

@@ -26,6 +26,7 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # RFC 3339 with a mandatory offset; fromisoformat alone would also take naive times.
 _TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
 _TS_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+_INFINITE = (dt.datetime.min.replace(tzinfo=dt.UTC), dt.datetime.max.replace(tzinfo=dt.UTC))
 # A character that is not blank for Python (str.isspace) nor for ECMA-262 (`\s`): a text with
 # `min_length` >= 1 must hold one, so "   " is as empty as "" (and the OpenAPI pattern says the same).
 _VISIBLE = r"[^\s\x00\x1c-\x1f\x85\ufeff]"
@@ -284,10 +285,21 @@ class Timestamp(FieldType):
     operators = ("gt", "gte", "lt", "lte")
 
     def check(self, value: Any) -> Any:
-        if not isinstance(value, str) or not _TIMESTAMP_RE.fullmatch(value):
+        parsed = self.parse(value)
+        if parsed.astimezone(dt.UTC) in _INFINITE:
+            # asyncpg sends these two instants as PostgreSQL's -infinity and infinity: stored, they would
+            # come back as no time at all.
+            raise FieldInvalid(
+                "out_of_range", "Must be after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z."
+            )
+        return parsed
+
+    def parse(self, text: str) -> Any:
+        """A filter or cursor value: any RFC 3339 timestamp (the two extreme instants compare as infinity)."""
+        if not isinstance(text, str) or not _TIMESTAMP_RE.fullmatch(text):
             raise FieldInvalid("invalid_timestamp", "Must be an RFC 3339 timestamp with a time zone.")
         try:
-            parsed = dt.datetime.fromisoformat(value.replace("z", "Z"))
+            parsed = dt.datetime.fromisoformat(text.replace("z", "Z"))
             # 9999-12-31T23:59:59-01:00 parses but is out of range in UTC, where asyncpg converts it.
             parsed.astimezone(dt.UTC)
         except (ValueError, OverflowError):
