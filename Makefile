@@ -37,8 +37,16 @@ contracts: install  ## import-direction contract (lib -> db -> domains -> api)
 services:  ## Start or install what the test suite needs (PostgreSQL, Redis, Chromium, nginx, PgBouncer, Node, Citus)
 	scripts/test-services
 
-pytest: install  ## the test suite only
+# The suite's HTTP scenarios again, against a private Citus cluster (a coordinator and 2 workers started by
+# the tests): docs/guide/database-scaling.md, "Testing against a cluster".
+CITUS_TESTS := tests/api/test_smoke.py tests/api/test_visibility.py tests/api/test_members.py \
+	tests/api/test_validation.py tests/api/test_list_query.py tests/api/test_events_outbox.py \
+	tests/events/test_log_api.py tests/events/test_stream.py tests/events/test_webhooks.py \
+	tests/api/test_auth_sessions.py tests/api/test_rate_limit.py tests/ops/test_health_metrics.py
+
+pytest: install  ## the test suite only (then its HTTP scenarios on a Citus cluster)
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q --citus $(CITUS_TESTS)
 
 test: services lint typecheck contracts pytest  ## Everything CI runs (on a fresh machine too: starts or installs what it needs)
 

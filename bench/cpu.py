@@ -98,6 +98,11 @@ def listener_pids(port: int) -> set[int]:
     return pids
 
 
+def node_pids(procs: dict[int, Proc], port: int) -> set[int]:
+    """Every process of the PostgreSQL server listening on ``port`` (private: bench/citus_compare.py)."""
+    return descendants(procs, listener_pids(port))
+
+
 def server_pids(procs: dict[int, Proc], root_pid: int | None = None, port: int | None = None) -> set[int]:
     """The server's processes: its process tree, found from its pid or its listening port
     (then the whole process group of the listener, e.g. a cluster primary and its workers)."""

@@ -4,8 +4,9 @@
     .venv/bin/python bench/markdown.py bench/results/scale-20261126T090000Z.json
     .venv/bin/python bench/markdown.py            # the newest of each kind in bench/results/
 
-The page has two parts, each generated from one file: the comparison (compare.py: table, chart,
-targets, method, machine, command) and the scale curve (scale.py). A file given on the command
+The page has three parts, each generated from one file: the comparison (compare.py: table, chart,
+targets, method, machine, command), the scale curve (scale.py) and the Citus comparison
+(citus_compare.py, rendered by markdown_citus.py). A file given on the command
 line replaces the part of its kind; the other part comes from the newest file of its kind in
 bench/results/. The comparison's chart PNG (bench/chart.py) is drawn next to its JSON when
 matplotlib is installed and the PNG is missing (``--chart`` redraws it anyway).
@@ -25,6 +26,7 @@ from typing import Any
 
 import chart
 import cpu_table
+import markdown_citus
 import report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +56,7 @@ def kind_of(path: Path) -> str:
 
 def newest(kind: str) -> Path | None:
     """The newest results file of ``kind`` (names are UTC timestamps, so they sort by time)."""
-    pattern = "scale-*.json" if kind == "scale" else "[0-9]*.json"
+    pattern = {"scale": "scale-*.json", "citus": "citus-*.json"}.get(kind, "[0-9]*.json")
     files = sorted(RESULTS_DIR.glob(pattern))
     return files[-1] if files else None
 
@@ -575,8 +577,10 @@ def render(
     compare_path: Path | None,
     scale: dict[str, Any] | None,
     scale_path: Path | None,
+    citus: dict[str, Any] | None = None,
+    citus_path: Path | None = None,
 ) -> str:
-    src = [rel(p) for p in (compare_path, scale_path) if p]
+    src = [rel(p) for p in (compare_path, scale_path, citus_path) if p]
     out = [
         "# Benchmarks",
         "",
@@ -594,6 +598,7 @@ def render(
     else:
         out += ["## Rampart vs Express", "", "No comparison results yet: `make bench`.", ""]
     out += scale_section(scale, scale_path)
+    out += markdown_citus.section(citus, citus_path, rel)
     out += method_section(compare)
     if compare is not None:
         out += machine_section(compare)
@@ -610,19 +615,23 @@ def update(
     out: Path = OUT,
     *,
     redraw: bool = False,
+    citus_path: Path | None = None,
 ) -> Path:
-    """Rewrite ``out`` from ``compare_path``/``scale_path`` (the newest of their kind when None)."""
+    """Rewrite ``out`` from ``compare_path``/``scale_path``/``citus_path`` (the newest of their kind when
+    None)."""
     compare_path = compare_path or newest("compare")
     scale_path = scale_path or newest("scale")
+    citus_path = citus_path or newest("citus")
     compare = json.loads(compare_path.read_text()) if compare_path else None
     scale = json.loads(scale_path.read_text()) if scale_path else None
+    citus = json.loads(citus_path.read_text()) if citus_path else None
     for payload, path in ((compare, compare_path), (scale, scale_path)):
         if payload is not None and path is not None and (redraw or not chart.png_path(path).exists()):
             try:
                 chart.write_chart(payload, path)
             except chart.ChartUnavailable as exc:
                 print(f"note: no chart: {exc}", file=sys.stderr)
-    text = render(compare, compare_path, scale, scale_path)
+    text = render(compare, compare_path, scale, scale_path, citus, citus_path)
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(text)
     os.replace(tmp, out)
@@ -637,13 +646,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="default: BENCHMARKS.md at the repo root")
     parser.add_argument("--chart", action="store_true", help="redraw the charts even if the PNGs exist")
     args = parser.parse_args(argv)
-    compare_path = scale_path = None
+    compare_path = scale_path = citus_path = None
     for path in args.results:
         if kind_of(path) == "scale":
             scale_path = path
+        elif kind_of(path) == "citus":
+            citus_path = path
         else:
             compare_path = path
-    print(update(compare_path, scale_path, args.out, redraw=args.chart))
+    print(update(compare_path, scale_path, args.out, redraw=args.chart, citus_path=citus_path))
     return 0
 
 

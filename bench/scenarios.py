@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -105,10 +105,13 @@ def run_scenarios(
     connections: int = 64,
     server_pid: int | None = None,
     log: Callable[[str], None] = print,
+    nodes: Sequence[int] = (),
 ) -> dict[str, WrkResult]:
     """Preflight, then for each scenario a warm-up (discarded) and a measured wrk run.
 
-    Each measured run also records how many cores other work used meanwhile (see cpu.py).
+    Each measured run also records how many cores other work used meanwhile (see cpu.py). `nodes`: the
+    ports of private PostgreSQL servers that serve only this benchmark (a Citus cluster's nodes): all
+    their processes are the system under test, and their CPU per request is recorded per port.
     """
     run_id = f"{data.label}-{secrets.token_hex(3)}"
     port = urlsplit(base_url).port
@@ -147,7 +150,9 @@ def run_scenarios(
             )
             after = cpu.snapshot()
             ours = cpu.server_pids(after, server_pid, port)
-            cores, top = cpu.foreign_cores(before, after, result.duration_s, ours, databases, pg_port)
+            per_node = {node: cpu.node_pids(after, node) for node in nodes}
+            under_test = ours.union(*per_node.values())
+            cores, top = cpu.foreign_cores(before, after, result.duration_s, under_test, databases, pg_port)
             result.extra["other_work_cores"] = round(cores, 3)
             # A virtual machine's CPUs may be taken by other guests: that slows a run like other work here.
             steal = (cpu.steal_seconds() - stolen) / max(result.duration_s, 1e-9)
@@ -160,6 +165,11 @@ def run_scenarios(
             db_us = cpu.cpu_seconds(before, after, backends) / answered * 1e6
             result.extra["server_cpu_us_per_request"] = round(server_us, 1)
             result.extra["database_cpu_us_per_request"] = round(db_us, 1)
+            if per_node:
+                result.extra["node_cpu_us_per_request"] = {
+                    str(node): round(cpu.cpu_seconds(before, after, pids) / answered * 1e6, 1)
+                    for node, pids in per_node.items()
+                }
             if cores > OTHER_WORK_LIMIT:
                 result.warnings.append(f"other work used {cores:.2f} cores meanwhile: {', '.join(top)}")
             if steal > OTHER_WORK_LIMIT:

@@ -369,6 +369,7 @@ class Rampart:
     workers: int = 2
     pool_size: int = 10
     name: str = "rampart"
+    extra_env: dict[str, str] = field(default_factory=dict)  # more RAMPART_* settings
 
     def env(self, database_url: str) -> dict[str, str]:
         env = clean_env(drop_prefixes=("RAMPART_",))
@@ -381,6 +382,7 @@ class Rampart:
                 "RAMPART_RATE_LIMIT": "1000000/minute",
                 "RAMPART_DB_POOL_SIZE": str(self.pool_size),
                 "RAMPART_ACCESS_LOG": "false",
+                **self.extra_env,
             }
         )
         return env

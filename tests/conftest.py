@@ -75,9 +75,31 @@ def fresh_database(*, migrated: bool = True) -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--citus",
+        action="store_true",
+        help="run against a private Citus cluster (a coordinator and 2 workers, tests/pgservers.py) instead"
+        " of the shared PostgreSQL server: the test database is the coordinator's, migrated (and so placed)"
+        " by `rampart migrate`",
+    )
+
+
+def on_citus(config: pytest.Config) -> bool:
+    return bool(config.getoption("--citus"))
+
+
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A new, migrated database for this test session; dropped afterwards."""
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new, migrated database for this test session; dropped afterwards. With `--citus`, the database of
+    a new Citus cluster's coordinator (2 workers), whose tables `rampart migrate` placed."""
+    if on_citus(request.config):
+        if (reason := pgservers.citus_missing()) is not None:
+            pytest.fail(f"--citus: {reason}")
+        with pgservers.citus_cluster(workers=2) as cluster:
+            migrate_all(make_settings(cluster.url))
+            yield cluster.url
+        return
     with fresh_database() as url:
         yield url
 

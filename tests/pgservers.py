@@ -212,14 +212,23 @@ def _sql(url: str, sql: str) -> Any:
 
 # ----- Citus -----------------------------------------------------------------------------------------
 
-# Every node of a test cluster, tuned for a 2-core machine that runs other tests at the same time.
-_CITUS_CONF = """
-shared_preload_libraries = 'citus'
+# Every node of a test cluster, tuned for a 2-core machine that runs other tests at the same time (and a
+# single node the same way, for the benchmark's comparison: bench/citus_compare.py).
+_NODE_CONF = """
 fsync = off
-synchronous_commit = off
+# On, as PostgreSQL's default: an online shard move waits for the new placement to replay the source's WAL
+# up to its *write* position (pg_current_wal_lsn), which an asynchronous commit may not have reached yet
+# when it is acknowledged; with `off`, a write acknowledged just before the switch was lost with the old
+# placement (2 runs in 10 of test_citus_ops.py's rebalance under load; decision 0024).
+synchronous_commit = on
 full_page_writes = off
 shared_buffers = 32MB
 max_connections = 200
+"""
+_CITUS_CONF = (
+    "shared_preload_libraries = 'citus'\n"
+    + _NODE_CONF
+    + """
 # Online shard moves (the rebalancer) copy with logical replication.
 wal_level = logical
 max_wal_senders = 20
@@ -233,6 +242,25 @@ citus.enable_statistics_collection = off
 citus.shard_count = 8
 citus.max_adaptive_executor_pool_size = 2
 """
+)
+
+
+@contextlib.contextmanager
+def single_node(database: str = "rampart") -> Iterator[Node]:
+    """One private PostgreSQL server tuned as the Citus nodes are, without Citus, `database` created."""
+    bin_dir = postgres_bin_dir()
+    assert bin_dir is not None, "PostgreSQL server binaries not found under /usr/lib/postgresql"
+    root = _private_dir("rampart-single-")
+    node = Node(bin_dir, root / "node", free_port(), root / "node.log")
+    try:
+        _initdb(node, _NODE_CONF)
+        node.start()
+        _sql(node.url(), f'CREATE DATABASE "{database}"')
+        yield node
+    finally:
+        with contextlib.suppress(Exception):
+            node.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def citus_missing() -> str | None:

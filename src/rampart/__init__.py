@@ -26,6 +26,8 @@ _EXPORTS: dict[str, str] = {
     "Hooks": "rampart.resources.spec",
     "Binder": "rampart.resources.spec",
     "Predicate": "rampart.resources.spec",
+    "Placement": "rampart.resources.placement",
+    "Alias": "rampart.resources.placement",
     # Field types
     "FieldType": "rampart.resources.fields",
     "FieldInvalid": "rampart.resources.fields",
@@ -75,6 +77,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "Actor",
+    "Alias",
     "Binder",
     "Boolean",
     "Call",
@@ -95,6 +98,7 @@ __all__ = [
     "NotFound",
     "Page",
     "Parent",
+    "Placement",
     "Policy",
     "PreconditionFailed",
     "Predicate",
@@ -168,5 +172,6 @@ if TYPE_CHECKING:
         Timestamp,
     )
     from rampart.resources.manager import Page, ResourceManager
+    from rampart.resources.placement import Alias, Placement
     from rampart.resources.policies import all_of, any_of, everyone, nobody, owned_by, with_role
     from rampart.resources.spec import Binder, Field, Hooks, Parent, Policy, Predicate, Resource

@@ -31,6 +31,7 @@ from rampart.db.listener import Listener
 from rampart.db.migrate import pending_migrations
 from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
+from rampart.errors import ServiceUnavailable
 from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber
 from rampart.events.log import EventLog
 from rampart.events.routes import event_routes
@@ -149,8 +150,21 @@ class Rampart:
 
     async def startup(self) -> None:
         """Start the background workers (the cache's notification listener, ...). Idempotent."""
+        await self.prepare()
         for worker in self.services.background:
             worker.start()
+
+    async def prepare(self) -> None:
+        """Find out, once, whether the database is a Citus coordinator (decision 0024): before the first
+        request, so none asks. A database that cannot be reached now is asked at its first use."""
+        try:
+            citus = await self.services.db.on_citus()
+        except ServiceUnavailable:
+            log.warning("the database is unavailable at startup: asked again at the first request")
+            return
+        if citus and self.services.replicas is not None:
+            # The read-your-writes mark is one LSN; a cluster has one per node (database-scaling.md).
+            log.error("read replicas are not supported on a Citus cluster: reads may miss recent writes")
 
     async def aclose(self) -> None:
         for worker in reversed(self.services.background):
@@ -202,6 +216,9 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
         sessions=services.authenticator.live_sessions,
         session_channel=REVOCATION_CHANNEL,
         max_per_user=settings.events_stream_max_per_user,
+        # A worker announces its committed changes on the row cache's channel, and their events with them:
+        # they write no notification of their own (see the dispatcher above).
+        also_wake_on=(CHANNEL,),
     )
     services.background.append(stream)
     services.event_log, services.stream = event_log, stream
@@ -222,7 +239,8 @@ def _query_cache(services: Services) -> CacheFeed:
     else:
         max_rows = settings.cache_max_rows
         cache = RowCache(max_rows=max_rows, max_decisions=max_rows * 2, max_pages=max(100, max_rows // 10))
-    feed = CacheFeed(cache, services.registry)
+    # Behind a transaction-mode pooler no worker announces its changes (the tables' triggers do).
+    feed = CacheFeed(cache, services.registry, announced=settings.database_pool_mode != "transaction")
     services.cache = cache
     services.listener.subscribe(CHANNEL, feed.on_notification, on_up=feed.up, on_down=feed.down)
     return feed
@@ -506,7 +524,13 @@ def create_app(
         console_specs, pages_extra, browser_errors = _install_console(services, checks)
         specs += console_specs
     api_specs = [s for s in specs if not s.browser]  # pages are no part of the API's description
-    spec = build_spec(api_specs, title="Rampart", version=__version__, extra_paths=dict(OPERATIONS_PATHS))
+    spec = build_spec(
+        api_specs,
+        title="Rampart",
+        version=__version__,
+        extra_paths=dict(OPERATIONS_PATHS),
+        tags={r.name: r.description for r in services.registry},
+    )
     drain = Drain(
         delay=settings.drain_delay,
         max_requests=settings.max_requests,

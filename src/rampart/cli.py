@@ -369,7 +369,8 @@ def migrate() -> None:
     settings, server = _database(_settings())
     try:
         assert settings.database_url is not None
-        migrate_all(settings)
+        for step in migrate_all(settings):  # the tables placed on a Citus cluster, the first time
+            click.echo(f"citus: {step}", err=True)
         click.echo("migrations: up to date", err=True)
     finally:
         if server is not None:

@@ -154,16 +154,19 @@ async def rotate_signing_key(settings: Settings, *, alg: str) -> str:
         await app.aclose()
 
 
-def migrate_all(settings: Settings) -> None:
-    """Apply migrations, then (re)install the change triggers the row cache relies on."""
+def migrate_all(settings: Settings) -> list[str]:
+    """Apply migrations; on a Citus coordinator, place the tables as declared (decision 0019); then
+    (re)install the change triggers the row cache relies on. Returns the placement's steps (none on one
+    PostgreSQL server, and none once everything is placed)."""
     import asyncio
 
     import asyncpg
 
     from rampart.access.actor import Roles
+    from rampart.db.citus import place_tables
     from rampart.db.migrate import upgrade
     from rampart.resources.caching import install_triggers
-    from rampart.schema import declared_resources, migration_folders
+    from rampart.schema import declared_resources, migration_folders, placements
 
     # The direct URL when there is one: a transaction-mode pooler keeps neither Alembic's prepared
     # statements nor a session across statements.
@@ -173,16 +176,18 @@ def migrate_all(settings: Settings) -> None:
     upgrade(dsn, app_folders=migration_folders(settings, resources))
     tables = [r.table for r in resources]
 
-    async def install() -> None:
+    async def install() -> list[str]:
         conn = await asyncpg.connect(dsn)
         try:
+            steps = await place_tables(conn, placements(resources))  # nothing on plain PostgreSQL
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(7272740002)")  # several instances at once
                 await install_triggers(conn, tables)
+            return steps
         finally:
             await conn.close()
 
-    asyncio.run(install())
+    return asyncio.run(install())
 
 
 def make_app_migration(

@@ -24,6 +24,9 @@ class RampartError(Exception):
 
     code: ClassVar[str] = "error"
     title: ClassVar[str] = "Error"
+    # Raised by browser pages only (the console's), never by an API route: its code is left out of the
+    # OpenAPI document's `Problem.code` enum, which would otherwise depend on whether the console is on.
+    pages_only: ClassVar[bool] = False
 
     def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -44,6 +47,11 @@ class MalformedJSON(InvalidRequest):
 class InvalidQuery(InvalidRequest):
     code = "invalid_query"
     title = "Invalid query"
+
+
+class InvalidHeader(InvalidRequest):
+    code = "invalid_header"
+    title = "Invalid header"
 
 
 class Unauthorized(RampartError):

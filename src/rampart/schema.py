@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rampart.access.actor import Roles
 from rampart.auth.users import users_resource
 from rampart.config import Settings
+from rampart.db.citus import SHARD_KEY, TablePlacement
 from rampart.resources.spec import Registry, Resource
 
 if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a serving worker
@@ -119,3 +120,84 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
         table for r in registry if r.name != "users" for table in (r.table, r.deleted_table)
     )
     return metadata
+
+
+# Rampart's own tables beside the resources', as a Citus cluster holds them (decision 0019). Every other
+# table (sessions, refresh tokens, identities, OIDC states, signing keys, login links, webhooks,
+# alembic_version, rampart_shard_keys) stays on the coordinator: read and written at sign-in, refresh and
+# revocation, or by the dispatcher outside requests, where a reference table would be a write on every node.
+_UUID_TEXT = "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'"
+_EVENT_ROW = f"(CASE WHEN t.resource_id ~ {_UUID_TEXT} THEN t.resource_id::uuid END)"
+_FRAMEWORK_PLACEMENTS = {
+    # The event of a change lives on its row's shard: written in the change's transaction on one worker,
+    # joined with the row there by the audit log. Its shard key is its row's (an id made before the
+    # move: the one listed for it), else its id's.
+    "events": TablePlacement.distributed(
+        SHARD_KEY,
+        fill=f"coalesce((SELECT x.{SHARD_KEY} FROM rampart_shard_keys x WHERE x.id = {_EVENT_ROW}),"
+        f" rampart_shard_key({_EVENT_ROW}), 0)",
+    ),
+    "event_queue": TablePlacement.distributed(
+        SHARD_KEY,
+        colocate_with="events",
+        fill=f"coalesce((SELECT e.{SHARD_KEY} FROM events e WHERE e.id = t.id), 0)",
+    ),
+    # Written by the dispatcher outside requests, on the coordinator; Citus keeps no reference from a
+    # local table to a distributed one, so their references to `events` go (the id still joins).
+    "event_deliveries": TablePlacement.local(loose=["events"]),
+    "webhook_attempts": TablePlacement.local(loose=["events"]),
+}
+
+
+def placements(resources: Sequence[Resource]) -> dict[str, TablePlacement]:
+    """Every table's placement on a Citus cluster, from the resources' declarations (`Resource.placement`)
+    and Rampart's own (`_FRAMEWORK_PLACEMENTS`), in the order their shard keys are filled: a row placed by
+    a reference takes its shard key from the row it names (decision 0019)."""
+    by_name = {r.name: r for r in resources}
+    found: dict[str, TablePlacement] = {}
+
+    def add(resource: Resource) -> None:
+        if resource.table in found:
+            return
+        placement = resource.placement
+        if placement.kind == "reference":
+            found[resource.table] = found[resource.deleted_table] = TablePlacement.reference()
+            return
+        if placement.kind != "distributed":
+            return
+        by = placement.by
+        if by is None:
+            fill = "rampart_shard_key(t.id)"
+            gone = fill
+        else:
+            target = by_name[getattr(resource.all_fields[by].type, "target", "")]
+            add(target)  # its rows have their shard keys first
+            fill = (
+                f"coalesce((SELECT p.{SHARD_KEY} FROM {target.table} p WHERE p.id = t.{by}),"
+                f" (SELECT p.{SHARD_KEY} FROM {target.deleted_table} p WHERE p.id = t.{by}),"
+                f" rampart_shard_key(t.{by}))"
+            )
+            gone = f"coalesce({fill}, rampart_shard_key(t.id))"
+        references = None
+        if by is not None:
+            reference = resource.all_fields[by].type
+            references = (
+                by_name[getattr(reference, "target", "")].table,
+                getattr(reference, "on_delete", ""),
+            )
+        found[resource.table] = TablePlacement.distributed(
+            SHARD_KEY,
+            colocate_with="events",
+            follows=by,
+            fill=fill,
+            ids=True,
+            checked=True,
+            references=references,
+        )
+        found[resource.deleted_table] = TablePlacement.distributed(
+            SHARD_KEY, colocate_with="events", fill=gone, ids=True
+        )
+
+    for resource in resources:
+        add(resource)
+    return {**found, **_FRAMEWORK_PLACEMENTS}

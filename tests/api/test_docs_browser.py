@@ -57,6 +57,6 @@ def test_docs_page_renders_every_resource_offline(served: str) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     # Swagger UI ran (its JavaScript came from our own server) and rendered operations of each resource.
     assert "swagger-ui" in dom
-    for summary in ("List visible tasks", "Create a projects item", "The caller", "Readiness"):
+    for summary in ("List tasks", "Create a project", "Get the caller", "Readiness"):
         assert summary in dom, f"{summary!r} not rendered"
     assert "https://" not in dom.split("<body", 1)[0]  # no CDN stylesheet or script in the head

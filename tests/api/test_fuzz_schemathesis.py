@@ -1,10 +1,13 @@
 """Property-based fuzzing of every documented operation with schemathesis, in process (ASGI).
 
-Each generated case is sent as an admin and as a plain user, once as generated and once with its ids
-pointed at real seeded rows (so PATCH/GET reach the database instead of stopping at 404). Then the
-stateful phase: sequences of calls chained by the links schemathesis infers from the document (create,
-then read, update, delete what was created), as each caller. Every response must be a non-5xx that
-conforms to the OpenAPI document: status code, content type, headers and body.
+Each generated case (positive and negative data) is sent as an admin and as a plain user; a positive one
+also with its ids pointed at real seeded rows (so PATCH/GET reach the database instead of stopping at
+404). Then the stateful phase: sequences of calls chained by the links schemathesis infers from the
+document (create, then read, update, delete what was created), as each caller. Every check schemathesis
+has runs (`--checks all`, with verify/schemathesis.toml): no 5xx, status codes, content types, headers
+and bodies as documented, data the document allows is accepted and data it forbids is refused, auth is
+not ignored, undocumented methods are refused. Only logging out (it ends the caller's session) is left
+out; the live stream is read for a second.
 The app runs on its own database, so random admin writes never touch other tests' data.
 `make verify-fuzz` (verify/fuzz.py) runs the long version against a real server process.
 """
@@ -16,6 +19,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,25 +28,17 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Flaky, Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CHECKS
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.specs.openapi import checks as _openapi_checks  # registers the OpenAPI checks
 
 from rampart.app import create_app
 from tests.conftest import _admin, _db_url, make_settings, new_user, upgrade_demo
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
+assert _openapi_checks
+ALL_CHECKS = list(CHECKS.get_all())  # what `st run --checks all` runs
+CONFIG = Path(__file__).parents[2] / "verify" / "schemathesis.toml"
+STREAM = "/api/v1/events/stream"
 # ~24 operations x 2 modes x 2 callers x 2 id variants: this keeps the run at about half a minute.
 # Set RAMPART_TEST_FUZZ_EXAMPLES for a deeper local run.
 MAX_EXAMPLES = int(os.environ.get("RAMPART_TEST_FUZZ_EXAMPLES", "30"))
@@ -108,7 +104,9 @@ def fuzz_env() -> Iterator[tuple[Any, Seeded]]:
         seeded = asyncio.run(_seed(url))
         # The app lives on schemathesis' own event-loop thread from here on (pool included).
         app = create_app(make_settings(url))
-        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+        schema = schemathesis.openapi.from_asgi(
+            "/openapi.json", app, config=schemathesis.Config.from_path(CONFIG)
+        )
         try:
             yield schema, seeded
         finally:
@@ -142,10 +140,13 @@ def _point_at_seeded(case: Any, seeded: Seeded) -> None:
 
 def _fuzz(operation: Any, mode: GenerationMode, seeded: Seeded) -> None:
     tokens = (seeded.admin_token, seeded.user_token)
+    # The live stream never ends by itself: read it for a second (what came by then is checked).
+    stream = operation.path == STREAM
+    call: dict[str, Any] = {"timeout": 1} if stream else {}
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=MAX_EXAMPLES,
+        max_examples=5 if stream else MAX_EXAMPLES,
         deadline=None,
         database=None,
         derandomize=True,
@@ -153,26 +154,30 @@ def _fuzz(operation: Any, mode: GenerationMode, seeded: Seeded) -> None:
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:
+        if "Authorization" not in (case.headers or {}) and operation.definition.raw.get("security") != []:
+            # Negative data without the credentials the document requires: sent as it is, it must be 401.
+            case.call_and_validate(checks=ALL_CHECKS, **call)
+            return
         for token in tokens:
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
-        if case.method.upper() == "DELETE":
-            return  # keep the seeded rows for the other operations
+            case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=ALL_CHECKS, **call)
+        if case.method.upper() == "DELETE" or mode is GenerationMode.NEGATIVE:
+            # DELETE: keep the seeded rows for the other operations. Negative data: pointing the ids at
+            # real rows could mend the very part that was made invalid.
+            return
         _point_at_seeded(case, seeded)
+        _keep_tokens_alive(case, seeded)
         for token in tokens:
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
+            case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=ALL_CHECKS, **call)
 
     run()
 
 
-def test_every_operation_answers_without_5xx_and_as_documented(fuzz_env: tuple[Any, Seeded]) -> None:
+def test_every_operation_keeps_to_the_document_under_every_check(fuzz_env: tuple[Any, Seeded]) -> None:
     schema, seeded = fuzz_env
     # Logging out ends the seeded sessions every other operation needs (tests/api/test_auth_sessions.py
     # covers it).
     everything = [result.ok() for result in schema.get_all_operations()]
-    # The live event stream never ends on its own (a real client disconnects; schemathesis waits for the
-    # end of the body): tests/events/test_stream.py covers it.
-    unfuzzable = {"/api/v1/auth/logout", "/api/v1/events/stream"}
-    operations = [op for op in everything if op.path not in unfuzzable]
+    operations = [op for op in everything if op.path != "/api/v1/auth/logout"]
     assert len(operations) >= 15, [op.label for op in operations]
     failures: list[str] = []
     for operation in operations:
@@ -207,7 +212,7 @@ def _keep_tokens_alive(case: Any, seeded: Seeded) -> None:
         case.body.pop("role", None)
 
 
-def test_stateful_sequences_answer_without_5xx_and_as_documented(fuzz_env: tuple[Any, Seeded]) -> None:
+def test_stateful_sequences_keep_to_the_document_under_every_check(fuzz_env: tuple[Any, Seeded]) -> None:
     schema, seeded = fuzz_env
     stateful = schema.exclude(path=["/api/v1/auth/logout", "/api/v1/events/stream"])
     base = stateful.as_state_machine()
@@ -230,7 +235,7 @@ def test_stateful_sequences_answer_without_5xx_and_as_documented(fuzz_env: tuple
 
             def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
                 try:
-                    case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+                    case.validate_response(response, checks=ALL_CHECKS, transport_kwargs=kwargs)
                 except (Exception, BaseExceptionGroup) as exc:  # schemathesis raises a FailureGroup
                     failures.append(f"--- {case.operation.label} -> {response.status_code}\n{exc}")
                     raise

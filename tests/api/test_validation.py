@@ -605,3 +605,21 @@ async def test_random_json_patches_never_make_a_5xx(
     if r.status_code == 422:
         assert r.json()["code"] == "validation_failed"
         assert r.json()["errors"]
+
+
+@pytest.mark.parametrize("due", ["9999-12-31", "0001-01-01", "2026-02-28"])
+async def test_every_valid_date_is_stored_as_sent(client: httpx.AsyncClient, world: World, due: str) -> None:
+    """asyncpg's binary codec sent the first and last dates as -infinity and infinity: they came back null."""
+    body = {"project_id": world.project["id"], "title": "dated", "due_date": due}
+    r = await client.post("/api/v1/tasks", json=body, headers=world.alice.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["due_date"] == due
+    r = await client.get(f"/api/v1/tasks/{r.json()['data']['id']}", headers=world.alice.headers)
+    assert r.json()["data"]["due_date"] == due
+    r = await client.get(
+        "/api/v1/tasks",
+        params={"due_date": due, "project_id": world.project["id"]},
+        headers=world.alice.headers,
+    )
+    assert [t["due_date"] for t in r.json()["data"]] == [due] * len(r.json()["data"])
+    assert r.json()["data"]

@@ -16,20 +16,26 @@ from tests import pgservers
 from tests.conftest import make_settings
 
 import rampart.apps.tasks
+from rampart.access.actor import Roles
 from rampart.clitasks import migrate_all
-from rampart.db.citus import PlacementError, citus_enabled, place_tables, tables_on_workers
+from rampart.config import Settings
+from rampart.db.citus import (
+    PlacementError,
+    TablePlacement,
+    citus_enabled,
+    place_tables,
+    tables_on_workers,
+)
 from rampart.db.migrate import alembic_config, upgrade
-from rampart.lib.ids import new_id
+from rampart.errors import NotFound
+from rampart.lib.ids import new_id, shard_key_of
+from rampart.schema import declared_resources, placements
 
 T = TypeVar("T")
 
-# The demo app as decision 0019 places it (the tables not named stay local, on the coordinator).
-DEMO: dict[str, Any] = {
-    "users": ("reference",),
-    "projects": ("distributed", "id", None),
-    "project_members": ("distributed", "project_id", "projects"),
-    "tasks": ("distributed", "project_id", "projects"),
-}
+# The demo app as decision 0019 places it, from its declarations (the tables not named stay local).
+_SETTINGS = Settings(_env_file=None, database_url=None)  # type: ignore[call-arg]
+DEMO: dict[str, TablePlacement] = placements(declared_resources(_SETTINGS, Roles(_SETTINGS.role_permissions)))
 
 
 def on(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -46,9 +52,13 @@ def on(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-async def rows_per_worker(cluster: pgservers.CitusCluster, table: str) -> dict[int, int]:
-    """Rows of `table` on each worker that holds shards of it, counted on the worker itself."""
-    coordinator = await asyncpg.connect(cluster.url)
+async def rows_per_worker(
+    cluster: pgservers.CitusCluster, table: str, database: str | None = None
+) -> dict[int, int]:
+    """Rows of `table` (of `database`, the cluster's own by default) on each worker that holds shards of
+    it, counted on the worker itself."""
+    database = database or cluster.database
+    coordinator = await asyncpg.connect(cluster.coordinator.url(database))
     try:
         shards = await coordinator.fetch(
             "SELECT shard_name, nodeport FROM citus_shards WHERE table_name = $1::regclass", table
@@ -60,7 +70,7 @@ async def rows_per_worker(cluster: pgservers.CitusCluster, table: str) -> dict[i
         names = [r["shard_name"] for r in shards if r["nodeport"] == node.port]
         if not names:
             continue
-        conn = await asyncpg.connect(node.url(cluster.database))
+        conn = await asyncpg.connect(node.url(database))
         try:
             counts[node.port] = sum([await conn.fetchval(f'SELECT count(*) FROM "{n}"') for n in names])
         finally:
@@ -135,41 +145,64 @@ def test_a_worker_added_later_takes_shards_in_a_rebalance() -> None:
 
 @pytest.fixture(scope="module")
 def placed(citus_cluster: pgservers.CitusCluster) -> list[str]:
-    """The cluster's database migrated (`rampart migrate`), then the demo placed: the steps taken."""
-    migrate_all(make_settings(citus_cluster.url))
-    return on(citus_cluster.url, lambda c: place_tables(c, DEMO))
+    """The cluster's database migrated by `rampart migrate`, which places the tables: the steps taken."""
+    return migrate_all(make_settings(citus_cluster.url))
 
 
-async def test_migrate_then_place_distributes_the_demo_by_project(
+ON_WORKERS = {
+    "users",
+    "users_deleted",
+    "projects",
+    "projects_deleted",
+    "project_members",
+    "project_members_deleted",
+    "tasks",
+    "tasks_deleted",
+    "events",
+    "event_queue",
+}
+
+
+async def test_migrate_distributes_the_demo_by_project(
     citus_cluster: pgservers.CitusCluster, placed: list[str]
 ) -> None:
-    assert "tasks: distributed by project_id with projects" in placed
+    assert "tasks: distributed by shard_key with events" in placed
     tables = await placement_of(citus_cluster.url)
-    assert tables["users"][0] == "reference"
-    assert tables["projects"][:2] == ("distributed", "id")
-    assert tables["project_members"][:2] == ("distributed", "project_id")
-    assert tables["tasks"][:2] == ("distributed", "project_id")
-    # One co-location group: a project's members and tasks are on its shard, so its joins stay there.
-    assert tables["projects"][2] == tables["project_members"][2] == tables["tasks"][2]
-    for table in ("sessions", "events", "event_queue", "webhooks", "signing_keys", "alembic_version"):
+    assert tables["users"][0] == tables["users_deleted"][0] == "reference"
+    for table in ON_WORKERS - {"users", "users_deleted"}:
+        assert tables[table][:2] == ("distributed", "shard_key"), table
+    # One co-location group: a project's members, tasks and events are on its shard, so its joins (and a
+    # change with its event) stay there.
+    assert len({tables[t][2] for t in ON_WORKERS - {"users", "users_deleted"}}) == 1
+    for table in ("sessions", "webhooks", "event_deliveries", "signing_keys", "alembic_version"):
         assert tables.get(table, ("local",))[0] == "local", table
     conn = await asyncpg.connect(citus_cluster.url)
     try:
         # The keys now lead with the distribution column; reads by id alone keep an index of their own.
-        key = await conn.fetchval(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE conrelid = 'tasks'::regclass AND contype = 'p'"
-        )
-        assert key == "PRIMARY KEY (project_id, id)"
-        assert await conn.fetchval("SELECT to_regclass('tasks_id_idx') IS NOT NULL")
-        fks = {
-            r["conname"]
+        constraints = {
+            r["conname"]: r["def"]
             for r in await conn.fetch(
-                "SELECT conname FROM pg_constraint WHERE conrelid = 'tasks'::regclass AND contype = 'f'"
+                "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
+                " WHERE conrelid IN ('tasks'::regclass, 'project_members'::regclass)"
             )
         }
-        assert {"tasks_project_id_fkey", "tasks_owner_id_fkey", "tasks_assignee_id_fkey"} <= fks
-        assert await tables_on_workers(conn) == {"users", "projects", "project_members", "tasks"}
+        assert constraints["tasks_pkey"] == "PRIMARY KEY (shard_key, id)"
+        assert await conn.fetchval("SELECT to_regclass('tasks_id_idx') IS NOT NULL")
+        # A reference within the group carries the shard key; those to users (a reference table) do not.
+        assert constraints["tasks_project_id_fkey"] == (
+            "FOREIGN KEY (shard_key, project_id) REFERENCES projects(shard_key, id) ON DELETE CASCADE"
+        )
+        assert constraints["tasks_owner_id_fkey"].startswith("FOREIGN KEY (owner_id) REFERENCES users(id)")
+        assert constraints["tasks_shard_key_check"] == "CHECK ((shard_key = rampart_shard_key(id)))"
+        # A member is unique per project as before: the shard key follows the project.
+        assert constraints["project_members_project_id_user_id_key"] == (
+            "UNIQUE (shard_key, project_id, user_id)"
+        )
+        assert await tables_on_workers(conn) == ON_WORKERS
+        # The SQL function and Python agree on the shard key an id carries.
+        some = [new_id(), new_id(shard_key=-7), new_id(shard_key=2**31 - 1)]
+        keys = await conn.fetch("SELECT rampart_shard_key(u) AS k FROM unnest($1::uuid[]) u", some)
+        assert [r["k"] for r in keys] == [shard_key_of(i) for i in some]
     finally:
         await conn.close()
 
@@ -181,7 +214,7 @@ def test_placing_again_does_nothing_and_migrate_runs_again(
     assert on(citus_cluster.url, lambda c: place_tables(c, DEMO)) == []
     # `rampart migrate` again: the change triggers are installed on the local tables only (Citus refuses
     # them on the others: "triggers are not supported on distributed tables").
-    migrate_all(make_settings(citus_cluster.url))
+    assert migrate_all(make_settings(citus_cluster.url)) == []
     triggered = on(
         citus_cluster.url,
         lambda c: c.fetch(
@@ -205,20 +238,24 @@ async def test_a_projects_tasks_sit_with_it_and_tasks_of_many_projects_on_both_w
         )
         projects = [new_id() for _ in range(16)]
         await conn.executemany(
-            "INSERT INTO projects (id, name, description, owner_id) VALUES ($1, 'P', '', $2)",
-            [(p, owner) for p in projects],
+            "INSERT INTO projects (shard_key, id, name, description, owner_id) VALUES ($1, $2, 'P', '', $3)",
+            [(shard_key_of(p), p, owner) for p in projects],
         )
         await conn.executemany(
-            "INSERT INTO tasks (id, project_id, title, description, status, priority, owner_id)"
-            " VALUES ($1, $2, 'T', '', 'todo', 0, $3)",
-            [(new_id(), p, owner) for p in projects for _ in range(3)],
+            "INSERT INTO tasks (shard_key, id, project_id, title, description, status, priority, owner_id)"
+            " VALUES ($1, $2, $3, 'T', '', 'todo', 0, $4)",
+            [
+                (shard_key_of(p), new_id(shard_key=shard_key_of(p)), p, owner)
+                for p in projects
+                for _ in range(3)
+            ],
         )
         where = await conn.fetch(
             "SELECT s.table_name::text AS t, s.nodeport FROM citus_shards s"
-            " WHERE s.shardid IN (get_shard_id_for_distribution_column('projects', $1::uuid),"
-            " get_shard_id_for_distribution_column('tasks', $1::uuid),"
-            " get_shard_id_for_distribution_column('project_members', $1::uuid))",
-            projects[0],
+            " WHERE s.shardid IN (get_shard_id_for_distribution_column('projects', $1::int),"
+            " get_shard_id_for_distribution_column('tasks', $1::int),"
+            " get_shard_id_for_distribution_column('project_members', $1::int))",
+            shard_key_of(projects[0]),
         )
         assert {r["t"] for r in where} == {"projects", "tasks", "project_members"}
         assert len({r["nodeport"] for r in where}) == 1
@@ -237,14 +274,14 @@ async def test_a_placement_citus_cannot_give_is_refused_before_anything_changes(
         # spent_refresh_tokens stays local and references sessions: Citus allows no reference from a
         # local table to a distributed one.
         with pytest.raises(PlacementError, match=r"spent_refresh_tokens .*references sessions"):
-            await place_tables(conn, {**DEMO, "sessions": ("distributed", "user_id", None)})
+            await place_tables(conn, {**DEMO, "sessions": TablePlacement.distributed("user_id")})
         assert "sessions" not in await tables_on_workers(conn)
-        with pytest.raises(PlacementError, match="tasks is already distributed by project_id"):
-            await place_tables(conn, {**DEMO, "tasks": ("distributed", "owner_id", None)})
+        with pytest.raises(PlacementError, match="tasks is already distributed by shard_key"):
+            await place_tables(conn, {**DEMO, "tasks": TablePlacement.distributed("owner_id")})
         with pytest.raises(PlacementError, match="already reference"):
-            await place_tables(conn, {**DEMO, "users": ("local",)})
+            await place_tables(conn, {**DEMO, "users": TablePlacement.local()})
         with pytest.raises(PlacementError, match="no such table"):
-            await place_tables(conn, {"nowhere": ("reference",)})
+            await place_tables(conn, {"nowhere": TablePlacement.reference()})
     finally:
         await conn.close()
 
@@ -261,7 +298,7 @@ async def test_a_trigger_or_a_unique_index_citus_cannot_keep_is_refused(
         with pytest.raises(
             PlacementError, match=f"{name}: unique index {name}_email_key .*distribution column owner"
         ):
-            await place_tables(conn, {name: ("distributed", "owner", None)})
+            await place_tables(conn, {name: TablePlacement.distributed("owner")})
         # Refused whole: the key it had started to change is as it was.
         key = await conn.fetchval(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
@@ -277,7 +314,7 @@ async def test_a_trigger_or_a_unique_index_citus_cannot_keep_is_refused(
             f"CREATE TRIGGER touch BEFORE UPDATE ON {name} FOR EACH ROW EXECUTE FUNCTION scratch_touch()"
         )
         with pytest.raises(PlacementError, match=f"{name} has trigger touch"):
-            await place_tables(conn, {name: ("distributed", "owner", None)})
+            await place_tables(conn, {name: TablePlacement.distributed("owner")})
         assert name not in await tables_on_workers(conn)
     finally:
         await conn.execute(f"DROP TABLE IF EXISTS {name}")
@@ -315,8 +352,7 @@ def test_a_later_migration_changes_distributed_and_reference_tables(
     from alembic.script import ScriptDirectory
 
     url = citus_cluster.create_database(f"later_{uuid.uuid4().hex[:8]}")
-    migrate_all(make_settings(url))
-    on(url, lambda c: place_tables(c, DEMO))
+    assert migrate_all(make_settings(url))  # placed
     heads = tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
     (tmp_path / "c1705a000001_later.py").write_text(
         LATER_REVISION.format(down=heads[0] if len(heads) == 1 else heads)
@@ -370,3 +406,207 @@ async def test_on_plain_postgresql_placing_does_nothing(database_url: str) -> No
         assert await tables_on_workers(conn) == set()
     finally:
         await conn.close()
+
+
+def test_makemigrations_on_a_placed_database_finds_no_change(
+    citus_cluster: pgservers.CitusCluster, placed: list[str], tmp_path: Path
+) -> None:
+    """What `rampart migrate` made of the tables it placed (shard keys, the keys, unique constraints and
+    references rebuilt with them, the index on ids) is no change of the app's: autogenerate leaves it."""
+    from rampart.db.migration_writer import make_migration
+    from rampart.schema import build_metadata
+
+    settings = make_settings(citus_cluster.url)
+    metadata = build_metadata(settings)
+    demo = Path(rampart.apps.tasks.__file__).parent / "migrations"
+    result = make_migration(
+        citus_cluster.url,
+        "nothing",
+        app_folders=[demo, tmp_path],
+        metadata=metadata,
+        app_tables=metadata.info["app_tables"],
+    )
+    assert result.not_written == []
+    assert result.path is None
+    assert list(tmp_path.glob("*.py")) == []
+
+
+COMMENTS_APP = """
+from rampart import Field, Placement, Policy, Reference, Resource, Text
+from rampart.apps.tasks import resources as demo
+
+comments = Resource(
+    name="comments",
+    fields={
+        "task_id": Field(Reference("tasks"), required=True, immutable=True, filter=("eq",)),
+        "body": Field(Text(min_length=1, max_length=2000), required=True),
+    },
+    policy=Policy.inherit("task_id"),
+    # With its task, which is with its project: one shard for the three.
+    placement=Placement.distributed(by="task_id"),
+)
+
+
+def declare():
+    return [*demo.declare(), comments]
+"""
+
+
+async def test_an_apps_new_resource_is_made_by_makemigrations_and_placed_by_migrate(
+    citus_cluster: pgservers.CitusCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guide's comments on tasks, distributed by their task: `makemigrations` on the cluster writes
+    only the new table, `migrate` makes it and places it with its task's project, and a comment lives on
+    its project's shard (its id says which) whatever the path to it."""
+    from tests.conftest import context_of, new_user
+
+    from rampart.app import create_app
+    from rampart.clitasks import make_app_migration
+
+    module = f"citus_comments_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(COMMENTS_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = await asyncio.to_thread(citus_cluster.create_database, f"app_{uuid.uuid4().hex[:8]}")
+    demo_only = make_settings(url)
+    await asyncio.to_thread(migrate_all, demo_only)  # the demo first, placed
+    settings = make_settings(url, app=f"{module}:declare", migrations_dir=str(tmp_path / "migrations"))
+    made = await asyncio.to_thread(
+        make_app_migration, settings, message="comments", allow_destructive=False, empty=False
+    )
+    assert made.path is not None
+    assert made.not_written == []
+    written = made.path.read_text()
+    assert "create_table('comments'" in written
+    assert "shard_key" not in written  # the placement adds it, on a cluster only
+    steps = await asyncio.to_thread(migrate_all, settings)
+    assert "comments: distributed by shard_key with events" in steps
+    tables = await placement_of(url)
+    assert tables["comments"][:2] == ("distributed", "shard_key")
+    assert tables["comments"][2] == tables["tasks"][2]
+
+    app = create_app(settings)
+    try:
+        owner = await new_user(app)
+        ctx = context_of(app, owner)
+        managers = app.services.managers
+        project = await managers["projects"].create(ctx, {"name": "With comments"})
+        task = await managers["tasks"].create(ctx, {"project_id": project["id"], "title": "Discuss"})
+        comment = await managers["comments"].create(ctx, {"task_id": task["id"], "body": "Agreed."})
+        key = shard_key_of(uuid.UUID(project["id"]))
+        assert shard_key_of(uuid.UUID(task["id"])) == shard_key_of(uuid.UUID(comment["id"])) == key
+        assert (await managers["comments"].get(ctx, uuid.UUID(comment["id"])))["body"] == "Agreed."
+        page = await managers["comments"].list(ctx, {"task_id": task["id"]})
+        assert [c["id"] for c in page.items] == [comment["id"]]
+        stranger = context_of(app, await new_user(app))
+        with pytest.raises(NotFound):
+            await managers["comments"].get(stranger, uuid.UUID(comment["id"]))
+        # Deleting the project takes its tasks and their comments, each with its event.
+        await managers["projects"].delete(ctx, uuid.UUID(project["id"]))
+        with pytest.raises(NotFound):
+            await managers["comments"].get(ctx, uuid.UUID(comment["id"]))
+        conn = await asyncpg.connect(url)
+        try:
+            kept = await conn.fetchval(
+                "SELECT shard_key FROM comments_deleted WHERE id = $1", uuid.UUID(comment["id"])
+            )
+            types = await conn.fetch(
+                "SELECT type FROM events WHERE shard_key = $1 AND resource_id = $2", key, comment["id"]
+            )
+        finally:
+            await conn.close()
+        assert kept == key
+        assert sorted(r["type"] for r in types) == ["comments.created", "comments.deleted"]
+    finally:
+        await app.aclose()
+
+
+async def test_through_the_api_a_projects_tasks_sit_on_its_shard_and_tasks_on_both_workers(
+    citus_cluster: pgservers.CitusCluster, placed: list[str]
+) -> None:
+    """The issue's "done when": after `rampart migrate` on a fresh coordinator with 2 workers, the API
+    works as ever and its task rows sit on both workers, each with its project."""
+    import httpx
+    from tests.conftest import new_user
+
+    from rampart.app import create_app
+
+    app = create_app(make_settings(citus_cluster.url))
+    await app.startup()
+    try:
+        assert app.services.db.citus
+        owner = await new_user(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            projects = []
+            for n in range(16):
+                r = await http.post("/api/v1/projects", json={"name": f"P{n}"}, headers=owner.headers)
+                assert r.status_code == 201, r.text
+                projects.append(r.json()["data"]["id"])
+            tasks = {}
+            for project in projects:
+                for n in range(2):
+                    r = await http.post(
+                        "/api/v1/tasks", json={"project_id": project, "title": f"T{n}"}, headers=owner.headers
+                    )
+                    assert r.status_code == 201, r.text
+                    tasks[r.json()["data"]["id"]] = project
+            for task_id in tasks:
+                r = await http.get(f"/api/v1/tasks/{task_id}", headers=owner.headers)
+                assert r.status_code == 200, r.text
+    finally:
+        await app.aclose()
+    counts = await rows_per_worker(citus_cluster, "tasks")
+    assert set(counts) == {w.port for w in citus_cluster.workers}
+    assert all(n > 0 for n in counts.values()), counts
+    conn = await asyncpg.connect(citus_cluster.url)
+    try:
+        for task_id, project in tasks.items():
+            where = await conn.fetch(
+                "SELECT s.table_name::text AS t, s.nodeport FROM citus_shards s WHERE s.shardid IN"
+                " (SELECT get_shard_id_for_distribution_column('tasks', shard_key) FROM tasks WHERE id = $1"
+                "  UNION SELECT get_shard_id_for_distribution_column('projects', shard_key) FROM projects"
+                "  WHERE id = $2)",
+                uuid.UUID(task_id),
+                uuid.UUID(project),
+            )
+            assert {r["t"] for r in where} == {"tasks", "projects"}
+            assert len({r["nodeport"] for r in where}) == 1  # one worker holds both
+    finally:
+        await conn.close()
+
+
+async def test_a_reference_cleared_by_a_delete_is_not_served_stale_from_the_cache(
+    citus_cluster: pgservers.CitusCluster, placed: list[str]
+) -> None:
+    """`tasks.assignee_id` is ON DELETE SET NULL: on a cluster the database clears it on a worker, where no
+    trigger tells the row cache, so the manager clears it itself and announces it."""
+    from tests.conftest import context_of, new_user, wait_for_cache
+
+    from rampart.access.system import system_actor
+    from rampart.app import create_app
+    from rampart.resources.context import Context
+
+    app = create_app(make_settings(citus_cluster.url))
+    await app.startup()
+    try:
+        await wait_for_cache(app)
+        assert app.services.cache is not None
+        assert app.services.cache.enabled  # trusted on a cluster: workers announce their changes
+        owner, helper = await new_user(app), await new_user(app)
+        ctx = context_of(app, owner)
+        managers = app.services.managers
+        project = await managers["projects"].create(ctx, {"name": "Help"})
+        task = await managers["tasks"].create(
+            ctx, {"project_id": project["id"], "title": "Assigned", "assignee_id": helper.id}
+        )
+        key = uuid.UUID(task["id"])
+        _, cached = await managers["tasks"].get_json(ctx, key)  # kept in the row cache
+        assert helper.id.encode() in cached
+        admin = Context(actor=system_actor(frozenset({"users:manage", "resources:write_any"})))
+        await managers["users"].delete(admin, uuid.UUID(helper.id))
+        row = await managers["tasks"].get(ctx, key)
+        assert row["assignee_id"] is None
+        _, again = await managers["tasks"].get_json(ctx, key)
+        assert helper.id.encode() not in again
+    finally:
+        await app.aclose()

@@ -230,6 +230,7 @@ async def test_a_change_made_through_one_worker_reaches_a_stream_on_another(
 ) -> None:
     """Two apps on one database stand for two workers (or instances): NOTIFY is the only link."""
     other = create_app(make_settings(app.services.settings.database_url.get_secret_value(), cache="off"))
+    await other.startup()  # its listener: without it, only a poll would find the change
     stream = StreamClient(alice.headers)
     task = stream.run(other)
     try:
@@ -238,6 +239,32 @@ async def test_a_change_made_through_one_worker_reaches_a_stream_on_another(
         _, made = await a_task(client, alice)  # through the first app
         await eventually(
             lambda: [e["type"] for e in stream.events if e["resource_id"] == made["id"]] == ["tasks.created"]
+        )
+    finally:
+        await finish(task, stream)
+        await other.aclose()
+
+
+async def test_a_change_reaches_the_stream_at_once_not_at_the_next_poll(
+    app: Rampart, client: httpx.AsyncClient, alice: User
+) -> None:
+    """A worker announces its own changes after they commit (on the row cache's channel) and writes their
+    events without a notification of their own: that announcement wakes the streams of every worker. Before,
+    they saw the change only at their next poll (every 5 s)."""
+    settings = make_settings(app.services.settings.database_url.get_secret_value(), cache="off")
+    other = create_app(settings)
+    assert other.services.stream is not None
+    other.services.stream.poll_interval = 60.0  # a poll would come too late to pass
+    await other.startup()
+    stream = StreamClient(alice.headers)
+    task = stream.run(other)
+    try:
+        await eventually(lambda: stream.status == 200)
+        await asyncio.sleep(0.3)  # the stream's first read is done
+        _, made = await a_task(client, alice)
+        await eventually(
+            lambda: [e["type"] for e in stream.events if e["resource_id"] == made["id"]] == ["tasks.created"],
+            timeout=3.0,
         )
     finally:
         await finish(task, stream)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rampart.lib.ids import new_id, new_id_text, parse_uuid
+from rampart.lib.ids import new_id, new_id_text, parse_uuid, shard_key_of
 
 CANONICAL = "0190f6b2-3c4d-7e8f-9a0b-1c2d3e4f5a6b"
 
@@ -77,3 +77,30 @@ def test_parse_uuid_never_raises_and_round_trips(text: str) -> None:
 def test_parse_uuid_round_trips_new_ids() -> None:
     value = new_id()
     assert parse_uuid(str(value)) == value
+
+
+@pytest.mark.parametrize("key", [0, 1, -1, 2**31 - 1, -(2**31), 123_456_789])
+def test_an_id_made_with_a_shard_key_carries_it(key: int) -> None:
+    value = new_id(shard_key=key)
+    assert value.version == 7
+    assert value.variant == uuid.RFC_4122
+    assert shard_key_of(value) == key
+
+
+def test_ids_made_with_one_shard_key_are_unique_and_time_ordered() -> None:
+    ids = [new_id(shard_key=-42) for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert {shard_key_of(i) for i in ids} == {-42}
+
+
+def test_a_shard_key_is_the_last_32_bits_as_a_signed_integer() -> None:
+    assert shard_key_of(uuid.UUID("0190f6b2-3c4d-7e8f-9a0b-1c2d00000005")) == 5
+    assert shard_key_of(uuid.UUID("0190f6b2-3c4d-7e8f-9a0b-1c2dffffffff")) == -1
+    assert shard_key_of(uuid.UUID("0190f6b2-3c4d-7e8f-9a0b-1c2d80000000")) == -(2**31)
+
+
+@pytest.mark.parametrize("key", [2**31, -(2**31) - 1])
+def test_a_shard_key_outside_32_bits_is_refused(key: int) -> None:
+    with pytest.raises(ValueError, match="signed 32-bit"):
+        new_id(shard_key=key)

@@ -358,3 +358,12 @@ def test_an_explicit_filter_tuple_is_checked_against_the_type_at_declaration() -
         declare(("is",))  # only a nullable field offers `is`
     assert declare(("is",), nullable=True).all_fields["body"].operators == ("is",)
     assert declare(("eq", "in")).all_fields["body"].operators == ("eq", "in")
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"])
+def test_the_instants_asyncpg_sends_as_infinity_are_refused(value: str) -> None:
+    with pytest.raises(FieldInvalid) as refused:
+        Timestamp().check(value)
+    assert refused.value.code == "out_of_range"
+    assert Timestamp().parse(value) is not None  # as a filter they still compare (as infinity)
+    assert Timestamp().check(value.replace("00:00:00Z", "00:00:01Z").replace(".999999", ".998"))

@@ -40,7 +40,10 @@ JSON_BODY = [op for op in WITH_BODY if "requestBody" in DOCUMENT["paths"][op.pat
 LISTS = [
     op
     for op in OPERATIONS
-    if any(p["name"] == "limit" for p in DOCUMENT["paths"][op.path][op.method.lower()].get("parameters", []))
+    # A shared parameter is a `$ref` (X-Request-ID), without a name here.
+    if any(
+        p.get("name") == "limit" for p in DOCUMENT["paths"][op.path][op.method.lower()].get("parameters", [])
+    )
 ]
 
 

@@ -38,7 +38,12 @@ MAX_ERRORS = 100
 
 
 def status_of(exc: e.RampartError) -> int:
-    for cls in type(exc).__mro__:
+    return status_for(type(exc))
+
+
+def status_for(kind: type[e.RampartError]) -> int:
+    """The status of an error class: its own, or its nearest base's."""
+    for cls in kind.__mro__:
         if cls in STATUS:
             return STATUS[cls]
     return 500

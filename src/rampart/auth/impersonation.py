@@ -103,6 +103,7 @@ async def impersonate(
             actor_id=admin.user_id,
             data={"session_id": str(pair.session_id)},
             request_id=ctx.request_id,
+            citus=await users.db.on_citus(),
         )
     if users.replicas is not None:  # the admin's next audit-log read must show the impersonation
         await users.replicas.wrote(admin.user_id)

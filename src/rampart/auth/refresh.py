@@ -105,6 +105,7 @@ async def rotate(
                 actor_id=None,
                 data={"session_id": str(session_id), "ip": ip},
                 request_id=request_id,
+                citus=await db.on_citus(),
             )
     # Never the token itself in a log line: the session names it well enough.
     security_log.warning(

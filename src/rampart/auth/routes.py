@@ -10,7 +10,8 @@ from typing import Any
 
 from rampart.resources.endpoints import Call, RouteSpec, json_response
 from rampart.resources.manager import Context, ResourceManager
-from rampart.resources.openapi_schema import item_schema, problem_responses
+from rampart.resources.openapi_parts import data, named, response
+from rampart.resources.openapi_schema import schemas
 from rampart.resources.routes import API_PREFIX
 
 
@@ -19,18 +20,23 @@ def auth_routes(*, users: ResourceManager) -> list[RouteSpec]:
         row = await users.get(Context(actor=call.user, request_id=call.request_id), call.user.user_id)
         return json_response({"data": {**row, "permissions": sorted(call.user.permissions)}})
 
-    user_schema = item_schema(users.resource)
-    me_schema = {
-        **user_schema,
-        "properties": {
-            **user_schema["properties"],
-            "permissions": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "What the caller's role may do (`users:manage`, `tasks:write`, ...).",
+    user = schemas(users.resource)["item"]
+    caller = named(
+        "Caller",
+        {
+            **user.schema,
+            "description": "The caller: their user, and what their role may do.",
+            "required": [*user.schema["required"], "permissions"],
+            "properties": {
+                **user.schema["properties"],
+                "permissions": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "What the caller's role may do (`users:manage`, `tasks:write`, ...).",
+                },
             },
         },
-    }
+    )
     return [
         RouteSpec(
             "GET",
@@ -38,19 +44,7 @@ def auth_routes(*, users: ResourceManager) -> list[RouteSpec]:
             me,
             "auth.me",
             tags=("auth",),
-            summary="The caller",
-            openapi={
-                "responses": {
-                    "200": {
-                        "description": "The caller",
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "properties": {"data": me_schema}}
-                            }
-                        },
-                    },
-                    **problem_responses(401, 429),
-                }
-            },
+            summary="Get the caller",
+            openapi={"responses": {"200": response("The caller", data(caller))}},
         ),
     ]

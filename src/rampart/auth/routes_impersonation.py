@@ -11,66 +11,68 @@ from typing import Any
 from rampart.access.actor import Roles
 from rampart.access.impersonation import IMPERSONATE
 from rampart.auth.impersonation import impersonate, opened_sessions, revoke_opened
-from rampart.auth.routes_sessions import NO_STORE
+from rampart.auth.routes_sessions import NO_STORE, TOKEN_PAIR
 from rampart.auth.sessions import Authenticator
 from rampart.auth.tokens import TokenIssuer
 from rampart.resources.endpoints import Call, RouteSpec, empty_response, json_response
 from rampart.resources.manager import Context, ResourceManager
-from rampart.resources.openapi_schema import problem_responses
+from rampart.resources.openapi_parts import TIMESTAMP, UUID, data, named, path_id, problems, response
 from rampart.resources.routes import API_PREFIX
 
-_TOKEN_SCHEMA = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {
-        "data": {
-            "type": "object",
-            "required": [
-                "access_token",
-                "token_type",
-                "expires_in",
-                "refresh_token",
-                "session_id",
-                "session_expires_at",
-            ],
-            "properties": {
-                "access_token": {"type": "string"},
-                "token_type": {"type": "string"},
-                "expires_in": {"type": "integer"},
-                "refresh_token": {"type": "string"},
-                "session_id": {"type": "string", "format": "uuid"},
-                "session_expires_at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "description": "When the impersonation ends at the latest; refreshing never moves it",
-                },
+IMPERSONATION_TOKENS = named(
+    "ImpersonationTokens",
+    {
+        "type": "object",
+        "description": "A token pair of a session as the user, bound to the caller's own session.",
+        "required": [*TOKEN_PAIR.schema["required"], "session_id", "session_expires_at"],
+        "properties": {
+            **TOKEN_PAIR.schema["properties"],
+            "session_id": {
+                **UUID,
+                "description": "The impersonation session: DELETE /api/v1/admin/impersonations/{id} ends it.",
             },
-        }
+            "session_expires_at": {
+                **TIMESTAMP,
+                "description": "When the impersonation ends at the latest; refreshing never moves it.",
+            },
+        },
     },
-}
+)
 
-_OPENED_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "user_id", "opened_by", "device", "ip", "created_at", "last_used_at", "expires_at"],
-    "properties": {
-        "id": {"type": "string", "format": "uuid", "description": "The impersonation session"},
-        "user_id": {"type": "string", "format": "uuid", "description": "The user impersonated"},
-        "opened_by": {
-            "type": "string",
-            "format": "uuid",
-            "description": "The caller's session that opened it: it ends with that one",
+IMPERSONATION = named(
+    "Impersonation",
+    {
+        "type": "object",
+        "description": "A live impersonation session the caller opened.",
+        "required": [
+            "id",
+            "user_id",
+            "opened_by",
+            "device",
+            "ip",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+        ],
+        "properties": {
+            "id": {**UUID, "description": "The impersonation session."},
+            "user_id": {**UUID, "description": "The user impersonated."},
+            "opened_by": {
+                **UUID,
+                "description": "The caller's session that opened it: it ends with that one.",
+            },
+            "device": {"type": ["string", "null"], "description": "The User-Agent that opened it."},
+            "ip": {"type": ["string", "null"]},
+            "created_at": TIMESTAMP,
+            "last_used_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When its refresh token was last exchanged.",
+            },
+            "expires_at": TIMESTAMP,
         },
-        "device": {"type": ["string", "null"], "description": "The User-Agent that opened it"},
-        "ip": {"type": ["string", "null"]},
-        "created_at": {"type": "string", "format": "date-time"},
-        "last_used_at": {
-            "type": ["string", "null"],
-            "format": "date-time",
-            "description": "When its refresh token was last exchanged",
-        },
-        "expires_at": {"type": "string", "format": "date-time"},
     },
-}
+)
 
 
 def impersonation_routes(
@@ -95,12 +97,12 @@ def impersonation_routes(
             user_agent=call.request.headers.get("user-agent"),
             ip=client.host if client else None,
         )
-        data = {
+        tokens_of_session = {
             **pair.as_json(),
             "session_id": str(pair.session_id),
             "session_expires_at": pair.session_expires_at,
         }
-        return json_response({"data": data}, status=201, headers=NO_STORE)
+        return json_response({"data": tokens_of_session}, status=201, headers=NO_STORE)
 
     async def list_opened(call: Call) -> Any:
         rows = await opened_sessions(db=db, roles=roles, impersonator_id=call.user.user_id)
@@ -111,7 +113,6 @@ def impersonation_routes(
         authenticator.forget(session_id)  # this worker at once; the others when the announcement arrives
         return empty_response()
 
-    id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
     return [
         RouteSpec(
             "POST",
@@ -120,15 +121,22 @@ def impersonation_routes(
             "users.impersonate",
             tags=("users",),
             permission=IMPERSONATE,
-            summary="Open a short session as this user, bound to the caller's session",
+            summary="Open a session as a user",
             openapi={
-                "parameters": id_param,
+                "description": "A short session as the user (an hour at most, never extended by "
+                "refreshing), bound to the caller's session: it ends with it, or when the caller loses the "
+                "permission. Recorded in the audit log (`users.impersonated`, the admin as actor); events "
+                "written through it name the admin as `impersonator_id`. 404 for a user that does not "
+                "exist or is not visible; 409 `user_disabled` for a disabled one; 403 "
+                "`impersonation_refused` for an administrator, or from an impersonation session.",
+                "parameters": [path_id("id", "The user's id.")],
                 "responses": {
-                    "201": {
-                        "description": "A token pair",
-                        "content": {"application/json": {"schema": _TOKEN_SCHEMA}},
-                    },
-                    **problem_responses(401, 403, 404, 409, 429),
+                    "201": response(
+                        "A token pair of the new session",
+                        data(IMPERSONATION_TOKENS),
+                        header_names=("Cache-Control",),
+                    ),
+                    **problems(404, 409),
                 },
             },
         ),
@@ -139,22 +147,13 @@ def impersonation_routes(
             "users.list_impersonations",
             tags=("users",),
             permission=IMPERSONATE,
-            summary="The live impersonation sessions the caller opened",
+            summary="List the live impersonation sessions the caller opened",
             openapi={
                 "responses": {
-                    "200": {
-                        "description": "Live impersonation sessions, newest first",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["data"],
-                                    "properties": {"data": {"type": "array", "items": _OPENED_SCHEMA}},
-                                }
-                            }
-                        },
-                    },
-                    **problem_responses(401, 403, 429),
+                    "200": response(
+                        "Live impersonation sessions, newest first",
+                        data({"type": "array", "items": IMPERSONATION}, "ImpersonationList"),
+                    ),
                 }
             },
         ),
@@ -167,11 +166,9 @@ def impersonation_routes(
             permission=IMPERSONATE,
             summary="End an impersonation session the caller opened",
             openapi={
-                "parameters": id_param,
-                "responses": {
-                    "204": {"description": "Ended"},
-                    **problem_responses(401, 403, 404, 429),
-                },
+                "description": "Ends it at once on every worker. Any other session is 404.",
+                "parameters": [path_id("id", "The impersonation session's id.")],
+                "responses": {"204": response("Ended"), **problems(404)},
             },
         ),
     ]

@@ -6,7 +6,7 @@ from typing import Any
 
 from rampart.auth.tokens import TokenIssuer
 from rampart.resources.endpoints import Call, RouteSpec, json_response
-from rampart.resources.openapi_schema import problem_responses
+from rampart.resources.openapi_parts import named, response
 
 JWKS_PATH = "/.well-known/jwks.json"
 
@@ -34,19 +34,20 @@ def key_routes(*, tokens: TokenIssuer) -> list[RouteSpec]:
             openapi={
                 "security": [],
                 "responses": {
-                    "200": {
-                        "description": "A JSON Web Key Set",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["keys"],
-                                    "properties": {"keys": {"type": "array", "items": key_schema}},
-                                }
-                            }
-                        },
-                    },
-                    **problem_responses(429, 503),
+                    "200": response(
+                        "A JSON Web Key Set",
+                        named(
+                            "JsonWebKeySet",
+                            {
+                                "type": "object",
+                                "required": ["keys"],
+                                "properties": {
+                                    "keys": {"type": "array", "items": named("JsonWebKey", key_schema)}
+                                },
+                            },
+                        ),
+                        header_names=("Cache-Control",),
+                    ),
                 },
             },
         )

@@ -27,16 +27,38 @@ from rampart.auth.oidc_login import (
     start_login,
     take_state,
 )
-from rampart.auth.routes_sessions import NO_STORE, TOKEN_PAIR_SCHEMA
+from rampart.auth.routes_sessions import NO_STORE, TOKEN_PAIR
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.resources.endpoints import Call, RouteSpec, json_response
 from rampart.resources.manager import ResourceManager
-from rampart.resources.openapi_schema import item_schema, problem_responses
+from rampart.resources.openapi_parts import data, headers, named, problems, response
+from rampart.resources.openapi_schema import schemas
 from rampart.resources.routes import API_PREFIX
 
 CALLBACK_PATH = f"{API_PREFIX}/auth/google/callback"
 _OAUTH_ERROR = re.compile(r"[a-z_]{1,64}")
+
+
+async def sign_in_redirect(
+    call: Call, *, db: Database, client: OIDCClient, redirect_to: str | None
+) -> RedirectResponse:
+    """The redirect to the provider that starts a sign-in, with the cookie that binds it to this browser
+    (the callback is refused without it: login CSRF). Used by the API's login and the console's."""
+    url, binding = await start_login(db=db, client=client, redirect_to=redirect_to)
+    response = RedirectResponse(url, status_code=302, headers=NO_STORE)
+    # Lax: sent on the provider's redirect back (a top-level GET from another site), not on a cross-site
+    # subrequest. Secure whenever the browser is on HTTPS (here, or at the public URL).
+    response.set_cookie(
+        binding.name,
+        binding.value,
+        max_age=STATE_TTL,
+        path=CALLBACK_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=call.request.url.scheme == "https" or client.redirect_uri.startswith("https:"),
+    )
+    return response
 
 
 def oidc_routes(
@@ -63,20 +85,7 @@ def oidc_routes(
         if redirect_to is not None:
             redirect_to = check_redirect(redirect_to, redirect_allowlist)
         oidc = configured()
-        url, binding = await start_login(db=db, client=oidc, redirect_to=redirect_to)
-        response = RedirectResponse(url, status_code=302, headers=NO_STORE)
-        # Lax: sent on the provider's redirect back (a top-level GET from another site), not on a
-        # cross-site subrequest. Secure whenever the browser is on HTTPS (here, or at the public URL).
-        response.set_cookie(
-            binding.name,
-            binding.value,
-            max_age=STATE_TTL,
-            path=CALLBACK_PATH,
-            httponly=True,
-            samesite="lax",
-            secure=call.request.url.scheme == "https" or oidc.redirect_uri.startswith("https:"),
-        )
-        return response
+        return await sign_in_redirect(call, db=db, client=oidc, redirect_to=redirect_to)
 
     async def callback(call: Call) -> Any:
         oidc = configured()
@@ -127,19 +136,16 @@ def oidc_routes(
         set_token_cookies(response, pair, max_age=session_ttl)  # for browser clients of this site
         return response
 
-    user_schema = item_schema(users.resource)
-    signed_in = {
-        "type": "object",
-        "required": ["data"],
-        "properties": {
-            "data": {
-                **TOKEN_PAIR_SCHEMA["properties"]["data"],
-                "required": ["access_token", "token_type", "expires_in", "refresh_token", "user"],
-                "properties": {**TOKEN_PAIR_SCHEMA["properties"]["data"]["properties"], "user": user_schema},
-            }
+    user = schemas(users.resource)["item"]
+    signed_in = named(
+        "SignedIn",
+        {
+            "type": "object",
+            "required": [*TOKEN_PAIR.schema["required"], "user"],
+            "properties": {**TOKEN_PAIR.schema["properties"], "user": user},
         },
-    }
-    location = {"Location": {"schema": {"type": "string"}, "description": "Where the browser goes next"}}
+    )
+    tokens_set = ("Set-Cookie", "Cache-Control")
     return [
         RouteSpec(
             "GET",
@@ -165,15 +171,17 @@ def oidc_routes(
                     "302": {
                         "description": "To the provider's authorize URL",
                         "headers": {
-                            **location,
+                            **headers("Location", "Cache-Control"),
                             "Set-Cookie": {
+                                "description": "`rampart_signin_<id>`: binds the sign-in to this browser "
+                                "(HttpOnly, SameSite=Lax, Path=/api/v1/auth/google/callback, 10 minutes); "
+                                "the callback refuses a browser without it (403 `sign_in_browser_mismatch`).",
+                                "required": True,
                                 "schema": {"type": "string"},
-                                "description": "rampart_signin_<id>: binds the sign-in to this browser"
-                                " (HttpOnly, SameSite=Lax, Path=/api/v1/auth/google/callback, 10 minutes)",
                             },
                         },
                     },
-                    **problem_responses(400, 404, 429, 503),
+                    **problems(400, 404),
                 },
             },
         ),
@@ -187,21 +195,24 @@ def oidc_routes(
             tags=("auth",),
             summary="Where the identity provider sends the browser back: a session for the user",
             openapi={
+                "description": "Only the browser that started the sign-in gets a session: without its "
+                "`rampart_signin_<id>` cookie the answer is 403 `sign_in_browser_mismatch` and the sign-in "
+                "stays unspent. A sign-in the web console started ends on a page that continues to the "
+                "console (its session is a cookie; no tokens are handed out).",
                 "security": [],
                 "parameters": [
                     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
                     for name in ("code", "state", "error", "iss")
                 ],
                 "responses": {
-                    "200": {
-                        "description": "Signed in: a token pair and the user",
-                        "content": {"application/json": {"schema": signed_in}},
-                    },
-                    "302": {
-                        "description": "Signed in: to redirect_to, with the token pair in the fragment",
-                        "headers": location,
-                    },
-                    **problem_responses(400, 401, 403, 404, 409, 429, 503),
+                    "200": response(
+                        "Signed in: a token pair and the user", data(signed_in), header_names=tokens_set
+                    ),
+                    "302": response(
+                        "Signed in: to redirect_to, with the token pair in the fragment",
+                        header_names=("Location", *tokens_set),
+                    ),
+                    **problems(400, 401, 403, 404, 409),
                 },
             },
         ),

@@ -17,51 +17,89 @@ from rampart.errors import FieldError, InvalidQuery, NotFound, Unauthorized, Val
 from rampart.lib.bus import EventBus
 from rampart.lib.ids import parse_uuid
 from rampart.resources.endpoints import Call, RouteSpec, empty_response, json_response
-from rampart.resources.openapi_schema import problem_responses
+from rampart.resources.openapi_parts import (
+    TIMESTAMP,
+    UUID,
+    data,
+    json_body,
+    named,
+    path_id,
+    problems,
+    query,
+    response,
+)
 from rampart.resources.routes import API_PREFIX
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # token responses (RFC 6749 §5.1)
 
-TOKEN_PAIR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {
-        "data": {
-            "type": "object",
-            "required": ["access_token", "token_type", "expires_in"],
-            "properties": {
-                "access_token": {"type": "string"},
-                "token_type": {"type": "string", "enum": ["Bearer"]},
-                "expires_in": {"type": "integer"},
-                "refresh_token": {"type": "string", "description": "Absent when it was sent as a cookie"},
-            },
-        }
+TOKEN_PAIR = named(
+    "TokenPair",
+    {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "refresh_token"],
+        "properties": {
+            "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
+            "token_type": {"type": "string", "enum": ["Bearer"]},
+            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            "refresh_token": {"type": "string", "description": "Exchange at POST /api/v1/auth/refresh."},
+        },
     },
-}
+)
 
-_SESSION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "device", "ip", "created_at", "last_used_at", "expires_at", "current"],
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "device": {"type": ["string", "null"], "description": "The User-Agent that opened the session"},
-        "ip": {"type": ["string", "null"]},
-        "created_at": {"type": "string", "format": "date-time"},
-        "last_used_at": {
-            "type": ["string", "null"],
-            "format": "date-time",
-            "description": "When its refresh token was last exchanged",
-        },
-        "expires_at": {"type": "string", "format": "date-time"},
-        "current": {"type": "boolean", "description": "The session of the token making this request"},
-        "impersonated": {"type": "boolean", "description": "Opened by an admin impersonating the user"},
-        "impersonator_id": {
-            "type": ["string", "null"],
-            "format": "uuid",
-            "description": "The admin who opened it by impersonating the user, else null",
+REFRESHED = named(
+    "RefreshedTokens",
+    {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in"],
+        "properties": {
+            "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
+            "token_type": {"type": "string", "enum": ["Bearer"]},
+            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            "refresh_token": {
+                "type": "string",
+                "description": "The next refresh token; absent when it came as the rampart_refresh cookie "
+                "(a new cookie is set instead).",
+            },
         },
     },
-}
+)
+
+SESSION = named(
+    "Session",
+    {
+        "type": "object",
+        "required": [
+            "id",
+            "device",
+            "ip",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "current",
+            "impersonated",
+            "impersonator_id",
+        ],
+        "properties": {
+            "id": UUID,
+            "device": {"type": ["string", "null"], "description": "The User-Agent that opened the session"},
+            "ip": {"type": ["string", "null"]},
+            "created_at": TIMESTAMP,
+            "last_used_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When its refresh token was last exchanged",
+            },
+            "expires_at": TIMESTAMP,
+            "current": {"type": "boolean", "description": "The session of the token making this request"},
+            "impersonated": {"type": "boolean", "description": "Opened by an admin impersonating the user"},
+            "impersonator_id": {
+                "type": ["string", "null"],
+                "format": "uuid",
+                "description": "The admin who opened it by impersonating the user, else null",
+            },
+        },
+    },
+)
 
 # An impersonation whose impersonator or opening session has ended is over even before anything revoked
 # it: the same rules as the session check leave it out (`live_session`).
@@ -94,7 +132,9 @@ def session_routes(
 ) -> list[RouteSpec]:
     async def refresh(call: Call) -> Any:
         # A body names the token; without one, a browser may send it as a cookie (with the CSRF header).
-        from_cookie = not call.body and REFRESH_COOKIE in call.request.cookies
+        from_cookie = not call.body and bool(call.request.cookies.get(REFRESH_COOKIE))
+        if not call.body and not from_cookie:
+            raise Unauthorized("No refresh token: send it in the body, or as the rampart_refresh cookie.")
         if from_cookie:
             token = refresh_cookie(call.request)
         else:
@@ -177,7 +217,6 @@ def session_routes(
         authenticator.forget(session_id)
         return empty_response()
 
-    id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
     return [
         RouteSpec(
             "POST",
@@ -187,9 +226,11 @@ def session_routes(
             public=True,
             rate_class="auth",
             tags=("auth",),
-            summary="Exchange a refresh token for a new token pair (the old refresh token is spent)",
+            summary="Exchange a refresh token for a new token pair",
             openapi={
-                "security": [],
+                "description": "The refresh token is spent: presenting it again revokes the whole session "
+                "(reuse detection). Send it in the body, or (browsers) omit the body and let the "
+                "rampart_refresh cookie carry it, with X-CSRF-Token repeating the rampart_csrf cookie.",
                 "parameters": [
                     {
                         "name": "X-CSRF-Token",
@@ -197,27 +238,38 @@ def session_routes(
                         "required": False,
                         "schema": {"type": "string"},
                         "description": "With the rampart_refresh cookie (no body): the rampart_csrf cookie",
-                    }
-                ],
-                "requestBody": {
-                    "required": False,
-                    "description": "The refresh token; omit the body to use the rampart_refresh cookie",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["refresh_token"],
-                                "properties": {"refresh_token": {"type": "string", "minLength": 1}},
-                            }
-                        }
                     },
-                },
+                    {
+                        "name": "rampart_refresh",
+                        "in": "cookie",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1},
+                        "description": "The refresh token, for browser clients (set by sign-in; HttpOnly)",
+                    },
+                    {
+                        "name": "rampart_csrf",
+                        "in": "cookie",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "Set with rampart_refresh; repeat it in X-CSRF-Token",
+                    },
+                ],
+                "requestBody": json_body(
+                    {
+                        "type": "object",
+                        "required": ["refresh_token"],
+                        "properties": {"refresh_token": {"type": "string", "minLength": 1}},
+                    },
+                    required=False,
+                    description="The refresh token; omit the body to use the rampart_refresh cookie",
+                ),
                 "responses": {
                     "200": {
-                        "description": "A new token pair",
-                        "content": {"application/json": {"schema": TOKEN_PAIR_SCHEMA}},
+                        **response(
+                            "A new token pair", data(REFRESHED), header_names=("Cache-Control", "Set-Cookie")
+                        ),
                     },
-                    **problem_responses(400, 401, 403, 413, 415, 422, 429),
+                    **problems(401, 403, 422),
                 },
             },
         ),
@@ -227,20 +279,20 @@ def session_routes(
             logout,
             "auth.logout",
             tags=("auth",),
-            summary="Revoke the caller's session, or every session of the caller with all=true",
+            summary="Log out: revoke the caller's session (or all of them with all=true)",
             openapi={
                 "parameters": [
-                    {
-                        "name": "all",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "boolean", "default": False},
-                        "description": "Log out everywhere: revoke all of the caller's sessions",
-                    }
+                    query(
+                        "all",
+                        {"type": "boolean", "default": False},
+                        "Log out everywhere: revoke all of the caller's sessions",
+                    )
                 ],
                 "responses": {
-                    "204": {"description": "Logged out"},
-                    **problem_responses(400, 401, 429),
+                    "204": response(
+                        "Logged out; the token cookies are cleared", header_names=("Set-Cookie",)
+                    ),
+                    **problems(400),
                 },
             },
         ),
@@ -250,22 +302,13 @@ def session_routes(
             list_sessions,
             "auth.list_sessions",
             tags=("auth",),
-            summary="The caller's active sessions",
+            summary="List the caller's active sessions",
             openapi={
                 "responses": {
-                    "200": {
-                        "description": "Active sessions, newest first",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["data"],
-                                    "properties": {"data": {"type": "array", "items": _SESSION_SCHEMA}},
-                                }
-                            }
-                        },
-                    },
-                    **problem_responses(401, 429),
+                    "200": response(
+                        "Active sessions, newest first",
+                        data({"type": "array", "items": SESSION}, "SessionList"),
+                    ),
                 }
             },
         ),
@@ -277,20 +320,17 @@ def session_routes(
             tags=("auth",),
             summary="Revoke one of the caller's sessions",
             openapi={
-                "parameters": id_param,
-                "responses": {
-                    "204": {"description": "Revoked"},
-                    **problem_responses(401, 404, 429),
-                },
+                "parameters": [path_id("id", "The session's id (from GET /api/v1/auth/sessions).")],
+                "responses": {"204": response("Revoked"), **problems(404)},
             },
         ),
     ]
 
 
 def _flag(value: str | None) -> bool:
-    if value is None or value in ("", "false", "0"):
+    if value is None or value == "false":
         return False
-    if value in ("true", "1"):
+    if value == "true":
         return True
     raise InvalidQuery(
         "`all` must be true or false.", errors=[FieldError("all", "invalid", "Not a boolean.")]

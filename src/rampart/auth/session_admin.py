@@ -69,5 +69,6 @@ async def revoke_user_session(
             data={"session_id": str(session_id)},
             request_id=request_id,
             impersonator_id=actor.impersonator_id,
+            citus=await db.on_citus(),
         )
     await bus.emit(event, request_id=request_id)

@@ -11,6 +11,7 @@ from rampart.auth.sessions import announce, revoke_impersonations, revoke_user_s
 from rampart.errors import Conflict
 from rampart.resources.context import HookContext
 from rampart.resources.fields import Boolean, Choice, Text
+from rampart.resources.placement import Placement
 from rampart.resources.spec import Binder, Field, Hooks, Policy, Resource
 
 Row = dict[str, Any]
@@ -109,4 +110,7 @@ def users_resource(roles: Roles) -> Resource:
         operations=frozenset({"list", "get", "create", "update"}),
         hooks=user_hooks(roles),
         default_sort="-created_at",
+        # On a Citus cluster a copy on every node: read with every session check, referenced by every
+        # resource; written rarely (decision 0019).
+        placement=Placement.reference(),
     )

@@ -45,6 +45,7 @@ NOTICES = {
 class NotAnAdministrator(Forbidden):
     code = "console_forbidden"
     title = "Not an administrator"
+    pages_only = True
 
 
 def display_time(value: Any) -> str:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from rampart.access.impersonation import MANAGE_USERS
 from rampart.auth.browser import AS_COOKIE, COOKIE, SIGN_IN_MARK
 from rampart.auth.login_links import FIRST_ADMIN, LoginLinkInvalid, create_first_admin, peek_link, use_link
-from rampart.auth.oidc_login import STATE_TTL, start_login
-from rampart.auth.routes_oidc import CALLBACK_PATH
+from rampart.auth.routes_oidc import sign_in_redirect
 from rampart.auth.sessions import open_session, revoke_session
 from rampart.console import LINK_PATH, PREFIX
-from rampart.console.pages import NO_STORE, NotAnAdministrator, Pages, redirect
+from rampart.console.pages import NotAnAdministrator, Pages, redirect
 from rampart.errors import FieldError, ValidationFailed
 from rampart.resources.endpoints import Call, RouteSpec
 
@@ -93,18 +92,7 @@ def sign_in_routes(pages: Pages) -> list[RouteSpec]:
         client = parts.oidc
         if client is None:
             return redirect(f"{PREFIX}/sign-in")
-        url, binding = await start_login(db=db, client=client, redirect_to=SIGN_IN_MARK)
-        response = RedirectResponse(url, status_code=302, headers=NO_STORE)
-        response.set_cookie(
-            binding.name,
-            binding.value,
-            max_age=STATE_TTL,
-            path=CALLBACK_PATH,
-            httponly=True,
-            samesite="lax",
-            secure=call.request.url.scheme == "https" or client.redirect_uri.startswith("https:"),
-        )
-        return response
+        return await sign_in_redirect(call, db=db, client=client, redirect_to=SIGN_IN_MARK)
 
     async def sign_out(call: Call) -> Response:
         actor = call.user

@@ -47,10 +47,13 @@ class RowBatcher:
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def fetch(self, statement: str, params: Sequence[Any]) -> Any:
+    async def fetch(self, statement: str, params: Sequence[Any], *, alone: bool = False) -> Any:
         """The row `statement` returns for `params` (as a record or tuple: index it), or None. The
-        statement's parameters are written PREFIX + position (`rampart.resources.spec.ColumnBinder`)."""
-        if not all(isinstance(p, uuid.UUID) for p in params):
+        statement's parameters are written PREFIX + position (`rampart.resources.spec.ColumnBinder`).
+
+        `alone`: never batched (on a Citus cluster, which refuses the lateral join, and answers each
+        read pinned to its shard by one worker; decision 0019)."""
+        if alone or not all(isinstance(p, uuid.UUID) for p in params):
             return await self._alone(statement, params)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()

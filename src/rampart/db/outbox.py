@@ -3,6 +3,12 @@
 Delivery (dispatcher, audit API, live stream, webhooks) is built on top of this table by
 `rampart.events`; this module only defines the tables (the events, and the queue of those not yet
 fanned out) and the insert.
+
+On a Citus cluster `events` and `event_queue` have a `shard_key` column (added when the tables are placed,
+`rampart.db.citus`), the shard key of the row the event is about, and are distributed by it: an event is
+written on its change's worker, in the change's transaction, and the audit log joins it with its row
+there (decision 0019). A trigger on `events` queues each event on one PostgreSQL server; Citus allows no
+trigger on a distributed table, so there the writer inserts the queue row itself (`citus=True`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from rampart.lib.ids import new_id
+from rampart.lib.ids import new_id, parse_uuid, shard_key_of
 
 if TYPE_CHECKING:  # loaded only to build migrations
     import sqlalchemy as sa
@@ -81,6 +87,20 @@ _COLUMNS = (
     "id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes, request_id"
 )
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)"
+# On a cluster: the event with its shard key, then its queue row, each a statement Citus sends to the
+# change's worker as it is (as one statement, a CTE, the inserted row went through the coordinator).
+_INSERT_ON_CITUS = (
+    f"INSERT INTO events ({_COLUMNS}, shard_key)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10, $11)"
+)
+_QUEUE_ON_CITUS = "INSERT INTO event_queue (id, shard_key, type) VALUES ($1, $2, $3)"
+
+
+def shard_key_for(resource_id: str) -> int:
+    """The shard key of an event about `resource_id` when no row says otherwise: its id's (0 for an id
+    that is not a UUID)."""
+    parsed = parse_uuid(resource_id)
+    return 0 if parsed is None else shard_key_of(parsed)
 
 
 def new_event(
@@ -125,10 +145,14 @@ async def write_event(
     changes: dict[str, Any] | None = None,
     request_id: str | None = None,
     impersonator_id: uuid.UUID | None = None,
+    citus: bool = False,
+    shard_key: int | None = None,
 ) -> dict[str, Any]:
     """Insert one event row on `conn` (inside the caller's transaction) and return the event.
 
     `impersonator_id`: the admin acting as `actor_id` when the request came from an impersonation session.
+    `citus`: the database is a Citus coordinator: the event goes with its shard key (the row's, by default
+    its id's: `shard_key_for`) and its queue row.
     """
     event, event_id, now = new_event(
         resource=resource,
@@ -140,8 +164,7 @@ async def write_event(
         request_id=request_id,
         impersonator_id=impersonator_id,
     )
-    await conn.execute(
-        _INSERT,
+    args: list[Any] = [
         event_id,
         event["type"],
         resource,
@@ -152,7 +175,13 @@ async def write_event(
         orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode(),
         orjson.dumps(event["changes"], option=orjson.OPT_NON_STR_KEYS).decode(),
         request_id,
-    )
+    ]
+    if citus:
+        key = shard_key_for(resource_id) if shard_key is None else shard_key
+        await conn.execute(_INSERT_ON_CITUS, *args, key)
+        await conn.execute(_QUEUE_ON_CITUS, event_id, key, event["type"])
+    else:
+        await conn.execute(_INSERT, *args)
     return event
 
 
@@ -174,7 +203,8 @@ def event_insert_from(
 
     `source` holds the row as clients see it (the manager's select list, values already JSON-shaped:
     ids and timestamps as text), so `to_jsonb(source)` equals the JSON `write_event` would store.
-    `joined` is another CTE (one row) that `changes_sql` reads.
+    `joined` is another CTE (one row) that `changes_sql` reads. One PostgreSQL server only: on a Citus
+    cluster writes take the transactional path (decision 0019).
     """
     tables = f"{source}, {joined}" if joined else source
     return (

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
 
+from rampart.db.citus import ShardKeys, citus_enabled
 from rampart.errors import RequestTimeout, ServiceUnavailable
 
 log = logging.getLogger("rampart.db")
@@ -54,6 +57,26 @@ async def _light_reset(conn: asyncpg.Connection) -> None:
     """
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
+
+
+async def _date_as_text(conn: asyncpg.Connection) -> None:
+    """Send and read `date` values as text. asyncpg's binary codec sends `date.max` and `date.min` (the
+    valid dates 9999-12-31 and 0001-01-01) as PostgreSQL's `infinity` and `-infinity`, so a task due on
+    9999-12-31 came back with no date at all. One query per new connection, nothing per request."""
+    await conn.set_type_codec(
+        "date", schema="pg_catalog", encoder=_date_text, decoder=_date_value, format="text"
+    )
+
+
+def _date_text(value: dt.date) -> str:
+    return value.isoformat()
+
+
+def _date_value(text: str) -> dt.date | str:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return text  # `infinity`, `-infinity`: written by other programs; shown as PostgreSQL has them
 
 
 class Database:
@@ -98,6 +121,37 @@ class Database:
         self._turns = asyncio.Semaphore(max_size)
         self._waiting = 0
         self._lock = asyncio.Lock()
+        # Whether the database is a Citus coordinator: decided once per process (`detect`), before the
+        # first request when the server starts, so no request ever asks (decision 0024).
+        self._citus: bool | None = None
+        self.shard_keys = ShardKeys()
+
+    @property
+    def citus(self) -> bool:
+        """The database is a Citus coordinator (as last detected; False until then)."""
+        return bool(self._citus)
+
+    async def on_citus(self) -> bool:
+        """`citus`, detected first if it has not been (a server whose database was down at startup)."""
+        if self._citus is None:
+            await self.detect()
+        return bool(self._citus)
+
+    async def shard_key(self, value: uuid.UUID) -> int:
+        """On a Citus cluster, the shard key of the row whose id is `value` (see `ShardKeys`)."""
+        known = self.shard_keys.known(value)
+        if known is not None:
+            return known
+        async with self.connection() as conn:
+            return await self.shard_keys.lookup(conn, value)
+
+    async def detect(self) -> None:
+        """Find out once whether the database is a Citus coordinator (and which ids predate its
+        distribution). A database that cannot be reached is asked again at the next `on_citus`."""
+        async with self.connection() as conn:
+            citus = await citus_enabled(conn)
+            self.shard_keys = await ShardKeys.load(conn) if citus else ShardKeys()
+        self._citus = citus
 
     @property
     def pool(self) -> asyncpg.Pool | None:
@@ -118,6 +172,7 @@ class Database:
                         max_inactive_connection_lifetime=300,
                         reset=_light_reset,
                         statement_cache_size=self._statement_cache_size,
+                        init=_date_as_text,
                     )
                 except _UNAVAILABLE as exc:
                     raise ServiceUnavailable("The database is unavailable.") from exc

@@ -16,6 +16,13 @@ Failures are retried with exponential backoff and full jitter; after `max_attemp
 own timeout, so a raising or hanging subscriber never holds up the others. Subscribers receive the
 event with its `id`, which is their idempotency key: delivery is at least once.
 
+On a Citus cluster (decision 0019) `events` and `event_queue` are distributed, and Citus runs no
+`FOR UPDATE` (nor `SKIP LOCKED`) over several shards: the fan-out claims its batch without it, and the
+pruning picks its events without it, each under an advisory lock on the coordinator, which every
+dispatcher's connection goes to, so two never claim the same events. Deliveries (`event_deliveries`) stay
+on the coordinator, claimed as above. Nothing there deletes a pruned event's delivery rows for it (a
+local table cannot reference a distributed one): the pruning does.
+
 Wake-ups come from `LISTEN rampart_events` on the worker's listener connection (the trigger on
 `events` notifies in the inserting transaction, so the notification arrives only after commit), and
 from the channels in `also_wake_on`: a transaction that already notified the row-change channel writes
@@ -108,6 +115,12 @@ _FAN_OUT_CLAIM = (
     "DELETE FROM event_queue WHERE id IN"
     " (SELECT id FROM event_queue ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, type"
 )
+# On a Citus cluster: without the row locks (refused over several shards), under CLAIM_LOCK.
+CLAIM_LOCK = "SELECT pg_advisory_xact_lock(7272740004)"
+_FAN_OUT_CLAIM_CITUS = (
+    "DELETE FROM event_queue WHERE (shard_key, id) IN"
+    " (SELECT shard_key, id FROM event_queue ORDER BY id LIMIT $1) RETURNING id, type"
+)
 _FAN_OUT_INSERT = (
     "INSERT INTO event_deliveries (event_id, subscriber)"
     " SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING"
@@ -150,6 +163,27 @@ DELETE FROM events WHERE id IN (
           SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.status = 'pending'
       )
     ORDER BY e.id LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+"""
+# On a Citus cluster, in steps under CLAIM_LOCK: the candidates (co-located with their queue rows), those
+# still waiting for a delivery left out, then the events and their delivery rows (no reference cascades).
+_PRUNE_CANDIDATES_CITUS = """
+SELECT e.id FROM events e
+WHERE e.id < $1 AND e.occurred_at < now() - make_interval(secs => $2)
+  AND NOT EXISTS (SELECT 1 FROM event_queue q WHERE q.shard_key = e.shard_key AND q.id = e.id)
+ORDER BY e.id LIMIT $3
+"""
+_PENDING = (
+    "SELECT DISTINCT event_id FROM event_deliveries WHERE event_id = ANY($1::uuid[]) AND status = 'pending'"
+)
+_PRUNE_CITUS = (
+    "DELETE FROM events WHERE id = ANY($1::uuid[])",
+    "DELETE FROM event_deliveries WHERE event_id = ANY($1::uuid[])",
+    "DELETE FROM webhook_attempts WHERE event_id = ANY($1::uuid[])",
+)
+_PRUNE_DELETED_CITUS = """
+DELETE FROM {table} WHERE id IN (
+    SELECT id FROM {table} WHERE deleted_at < now() - make_interval(secs => $1) ORDER BY deleted_at LIMIT $2
 )
 """
 _PRUNE_DELETED = """
@@ -281,10 +315,15 @@ class Dispatcher:
 
     async def fan_out(self, subscribers: Mapping[str, Subscriber]) -> int:
         """Turn a batch of new events into delivery rows; returns how many events were claimed."""
-        if not subscribers:  # nothing to write but the claim: one statement, no transaction around it
+        citus = await self.db.on_citus()
+        if not subscribers and not citus:  # nothing to write but the claim: one statement, no transaction
             return len(await self.db.fetch(_FAN_OUT_CLAIM, self.batch_size))
         async with self.db.transaction() as conn:
-            rows = await conn.fetch(_FAN_OUT_CLAIM, self.batch_size)
+            if citus:
+                await conn.execute(CLAIM_LOCK)
+                rows = await conn.fetch(_FAN_OUT_CLAIM_CITUS, self.batch_size)
+            else:
+                rows = await conn.fetch(_FAN_OUT_CLAIM, self.batch_size)
             if not rows:
                 return 0
             event_ids: list[uuid.UUID] = []
@@ -405,6 +444,15 @@ async def prune(
     so writers never wait on a long prune.
     """
     cutoff = uuid.UUID(int=max(0, int((time.time() - retention) * 1000)) << 80)
+    if await db.on_citus():
+        return await _prune_on_citus(
+            db,
+            cutoff=cutoff,
+            retention=retention,
+            deleted_tables=deleted_tables,
+            batch=batch,
+            max_batches=max_batches,
+        )
     total = 0
     for _ in range(max_batches):  # bounded, so one round never runs away; the next round goes on
         deleted = _count(await db.execute(_PRUNE, cutoff, retention, batch))
@@ -414,6 +462,41 @@ async def prune(
     for table in deleted_tables:
         for _ in range(max_batches):
             if _count(await db.execute(_PRUNE_DELETED.format(table=table), retention, batch)) < batch:
+                break
+    return total
+
+
+async def _prune_on_citus(
+    db: Database,
+    *,
+    cutoff: uuid.UUID,
+    retention: float,
+    deleted_tables: Sequence[str],
+    batch: int,
+    max_batches: int,
+) -> int:
+    """`prune` on a Citus cluster: each batch a short transaction under CLAIM_LOCK (see the module)."""
+    total = 0
+    for _ in range(max_batches):
+        async with db.transaction() as conn:
+            await conn.execute(CLAIM_LOCK)
+            found = [r["id"] for r in await conn.fetch(_PRUNE_CANDIDATES_CITUS, cutoff, retention, batch)]
+            waiting = {r["event_id"] for r in await conn.fetch(_PENDING, found)} if found else set()
+            gone = [event_id for event_id in found if event_id not in waiting]
+            if gone:
+                for statement in _PRUNE_CITUS:
+                    await conn.execute(statement, gone)
+        total += len(gone)
+        if len(found) < batch:
+            break
+    for table in deleted_tables:
+        for _ in range(max_batches):
+            async with db.transaction() as conn:
+                await conn.execute(CLAIM_LOCK)
+                deleted = _count(
+                    await conn.execute(_PRUNE_DELETED_CITUS.format(table=table), retention, batch)
+                )
+            if deleted < batch:
                 break
     return total
 

@@ -12,13 +12,16 @@ are fewer than that, it judges them one by one (cheap: the live stream and polle
 newest events). Otherwise it asks each resource for the objects the caller may see
 (`ResourceManager.events_visible_ids_sql`, answered by the resource's own indexes) and reads their
 events through the index on (resource_id, id). Either way the same rule decides.
+
+On a Citus cluster the same rule and the same two ways are written for distributed events
+(`rampart.events.log_citus`).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +39,8 @@ READ_ANY = "events:read_any"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 _PARAMS = frozenset({"resource", "resource_id", "type", "actor_id", "after", "limit"})
+# Events whose `resource` is not a declared resource: rampart.events.webhooks writes these.
+OTHER_SOURCES = ("webhooks",)
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}")
 # A non-UUID resource_id (never written by the framework) must make a row invisible, not fail the query.
@@ -70,8 +75,11 @@ def _bad(param: str, code: str, message: str) -> InvalidQuery:
     return InvalidQuery(message, errors=[FieldError(param, code, message)])
 
 
-def parse_log_query(params: Any) -> LogQuery:
-    """Parse a Starlette `QueryParams`; every bad parameter is a 400 `invalid_query` naming it."""
+def parse_log_query(params: Any, *, sources: Collection[str] | None = None) -> LogQuery:
+    """Parse a Starlette `QueryParams`; every bad parameter is a 400 `invalid_query` naming it.
+
+    `sources`: the `resource` values there are (`EventLog.sources`); another is refused, not answered with
+    an empty page, so that a misspelt filter is noticed (and the OpenAPI enum says exactly this)."""
     values: dict[str, str] = {}
     for key in dict.fromkeys(params.keys()):
         if key not in _PARAMS:
@@ -81,7 +89,9 @@ def parse_log_query(params: Any) -> LogQuery:
             raise _bad(key, "repeated_parameter", f"{key} may be given only once.")
         values[key] = got[0]
     resource = values.get("resource")
-    if resource is not None and not _NAME_RE.fullmatch(resource):
+    if resource is not None and (
+        not _NAME_RE.fullmatch(resource) or (sources is not None and resource not in sources)
+    ):
         raise _bad("resource", "invalid", "resource must be a resource name such as 'tasks'.")
     resource_id = values.get("resource_id")
     # NUL too: PostgreSQL text cannot hold it, so binding it would fail the query (a 500).
@@ -122,6 +132,7 @@ class EventLog:
         self.db = db
         self.managers = managers
         self.reads = reads
+        self.sources = tuple(sorted({*managers, *OTHER_SOURCES}))  # what events' `resource` can be
         self.window = window
 
     async def page(
@@ -132,7 +143,10 @@ class EventLog:
         `replica`: the read may go to a read replica (with read-your-writes for `actor`). The live stream
         does not ask for it: it is woken by the primary's notifications and must then find the event.
         """
-        statement = self.page_sql(actor, query)
+        if not actor.can(READ_ANY) and await self.db.on_citus():
+            statement = await self._page_on_citus(actor, query)
+        else:
+            statement = self.page_sql(actor, query)
         if statement is None:
             return [], False
         sql, params = statement
@@ -217,6 +231,55 @@ class EventLog:
             f" (SELECT c.id FROM ({' UNION ALL '.join(found)}) c WHERE (SELECT wn.n FROM wn) >= {window}"
             f" ORDER BY c.id LIMIT {n})"
             f")) ORDER BY e.id"
+        )
+        return sql, bind.params
+
+    async def _page_on_citus(self, actor: Actor, query: LogQuery) -> tuple[str, list[Any]] | None:
+        """`page_sql` on a Citus cluster: first how many events follow the cursor (a statement of its own,
+        see `rampart.events.log_citus`), then the page either way."""
+        from rampart.events import log_citus  # it builds on this module's helpers
+
+        managers = [(name, m) for name, m in self.managers.items() if query.resource in (None, name)]
+        target = None
+        if query.resource_id is not None:
+            target = parse_uuid(query.resource_id)
+            if target is None:
+                return None
+        if not managers:
+            return None
+        count = Binder()
+        window_sql = log_citus.window_sql(
+            query, self.window, count, filters=_filters("w", query, count), order=_order("w", query)
+        )
+        following = await self.db.fetchval(window_sql, *count.params)
+        bind = Binder()
+        after = bind(query.after or _START)
+        if following < self.window:
+            sql = log_citus.judged_sql(
+                actor,
+                query,
+                managers,
+                bind,
+                columns=_COLUMNS,
+                filters=_filters("e", query, bind),
+                order=_order("e", query),
+                after=after,
+            )
+            return sql, bind.params
+
+        def of_all(name: str) -> list[str]:  # bound only when used: every parameter must have a type
+            return [*_filters("e", replace(query, resource=name), bind), f"e.id > {after}"]
+
+        sql = log_citus.found_sql(
+            actor,
+            query,
+            managers,
+            bind,
+            columns=_COLUMNS,
+            given=_given(query),
+            of_all=of_all,
+            target=target,
+            after=after,
         )
         return sql, bind.params
 

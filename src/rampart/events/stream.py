@@ -2,8 +2,10 @@
 
 Each client reads the event log (`EventLog`, so visibility is the log's, decided in SQL) from its
 cursor whenever the database announces new events. The announcement is the `rampart_events`
-notification, heard on one LISTEN connection per worker process; it reaches every worker of every
-instance, so fan-out needs nothing else. Polling every `poll_interval` seconds covers a lost listener.
+notification, or a row change announced on the channels of `also_wake_on` (a worker announces its own
+changes after they commit, and their events with them: `rampart.resources.caching`), heard on one LISTEN
+connection per worker process; it reaches every worker of every instance, so fan-out needs nothing else.
+Polling every `poll_interval` seconds covers a lost listener.
 
 - **Resume.** `Last-Event-ID` (sent by `EventSource` when it reconnects) or `?after=` starts the stream
   after that event, from the log; without either it starts now.
@@ -46,9 +48,10 @@ from rampart.db.listener import Listener
 from rampart.errors import FieldError, InvalidQuery, RampartError, RateLimited
 from rampart.events.dispatcher import CHANNEL
 from rampart.events.log import EventLog, LogQuery, parse_log_query
+from rampart.events.openapi import STREAM_MESSAGE, log_parameters
 from rampart.lib.ids import parse_uuid
 from rampart.resources.endpoints import Call, RouteSpec
-from rampart.resources.openapi_schema import problem_responses
+from rampart.resources.openapi_parts import headers, problems
 from rampart.resources.routes import API_PREFIX
 
 log = logging.getLogger("rampart.events.stream")
@@ -98,6 +101,7 @@ class LiveStream:
         poll_interval: float = 5.0,
         batch: int = 100,
         max_per_user: int = 10,
+        also_wake_on: Collection[str] = (),
     ) -> None:
         self.log = log
         self._reauthenticate = reauthenticate
@@ -119,6 +123,8 @@ class LiveStream:
         if listener is not None:  # without one, clients only poll
             # After a lost connection, clients look at once for what they may have missed.
             listener.subscribe(CHANNEL, self._wake_all, on_up=self._wake_all)
+            for channel in also_wake_on:  # changes whose events come without a notification of their own
+                listener.subscribe(channel, self._wake_all)
             if session_channel is not None and sessions is not None:
                 # Any announcement (its payload is the authenticator's business) has every stream's session
                 # read again: one statement, and announcements are rare. So does a reconnection, after
@@ -203,30 +209,32 @@ class LiveStream:
             streaming=True,
             openapi={
                 "description": (
-                    "`text/event-stream`: one message per event (`id:` the event id, `data:` the event "
-                    "as JSON), and a comment as heartbeat. Reconnect with `Last-Event-ID` to resume. "
-                    "Takes the filters of `GET /api/v1/events`. The stream ends within a second of its "
-                    "session ending (logout, revocation, the user disabled) and when the caller's role "
-                    "changes: reconnect to go on under the new role."
+                    "`text/event-stream`: one message per event (`id:` the event id, `data:` the `Event` as "
+                    "JSON), a comment as heartbeat, and `retry: 3000`. The response does not end by itself "
+                    "while its session lives: read it with an SSE client (EventSource, or a streaming HTTP "
+                    "read), not a generated client, which waits for the end of the body. It ends within a "
+                    "second of its session ending (logout, revocation, the user disabled) and when the "
+                    "caller's role changes: reconnect with `Last-Event-ID` to go on (under the new role) "
+                    "where you left off. Takes the filters of `GET /api/v1/events` (not `limit`)."
                 ),
                 "parameters": [
-                    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                    for n in ("resource", "resource_id", "type", "actor_id", "after")
-                ]
-                + [
+                    *log_parameters(self.log.sources),
                     {
                         "name": "Last-Event-ID",
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "format": "uuid"},
-                    }
+                        "description": "The id of the last event received: the stream resumes after it.",
+                    },
                 ],
                 "responses": {
                     "200": {
                         "description": "The stream",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "headers": headers("Cache-Control"),
+                        # Each message, as SSE parsers see it: the event id, and the Event as JSON.
+                        "content": {"text/event-stream": {"schema": STREAM_MESSAGE}},
                     },
-                    **problem_responses(400, 401, 429),
+                    **problems(400),
                 },
             },
         )
@@ -245,7 +253,7 @@ class LiveStream:
         if "limit" in call.request.query_params:
             message = "limit does not apply to the stream."
             raise InvalidQuery(message, errors=[FieldError("limit", "unknown_parameter", message)])
-        query = parse_log_query(call.request.query_params)
+        query = parse_log_query(call.request.query_params, sources=self.log.sources)
         last = call.request.headers.get("last-event-id")
         if last is not None:
             resume = parse_uuid(last.strip())

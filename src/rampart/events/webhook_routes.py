@@ -7,88 +7,110 @@ from typing import Any
 from starlette.responses import Response
 
 from rampart.errors import FieldError, InvalidQuery
-from rampart.events.webhooks import PERMISSION, Webhooks
+from rampart.events.webhooks import MAX_PATTERNS, PERMISSION, Webhooks
 from rampart.lib.ids import parse_uuid
 from rampart.resources.endpoints import Call, RouteSpec, empty_response, json_response
-from rampart.resources.openapi_schema import problem_responses
+from rampart.resources.fields import NO_NUL_PATTERN
+from rampart.resources.openapi_parts import (
+    TIMESTAMP,
+    UUID,
+    Named,
+    data,
+    json_body,
+    named,
+    nullable,
+    path_id,
+    problems,
+    query,
+    response,
+)
+from rampart.resources.openapi_schema import page_meta
 from rampart.resources.routes import API_PREFIX
 
 BASE = f"{API_PREFIX}/admin/webhooks"
-_PATTERNS = {"type": "array", "minItems": 1, "maxItems": 50, "items": {"type": "string"}}
-WEBHOOK_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "url", "events", "description", "active", "created_at", "updated_at", "version"],
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "url": {"type": "string"},
-        "events": _PATTERNS,
-        "description": {"type": "string"},
-        "active": {"type": "boolean"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-        "version": {"type": "integer"},
-        "secret": {"type": "string", "description": "Only in the answer to the create request."},
-    },
+# An event-type pattern as rampart.lib.bus reads it: dot-separated segments, `*` only as a whole segment.
+_SEGMENT = r"(?:\*|[^.*\x00]+)"
+EVENT_PATTERN = rf"^{_SEGMENT}(?:\.{_SEGMENT})*$"
+_PATTERNS = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_PATTERNS,
+    "items": {"type": "string", "maxLength": 200, "pattern": EVENT_PATTERN, "examples": ["tasks.*"]},
 }
+_URL = {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\x00]+$"}
+_WEBHOOK_PROPERTIES: dict[str, Any] = {
+    "id": UUID,
+    "url": _URL,
+    "events": _PATTERNS,
+    "description": {"type": "string"},
+    "active": {"type": "boolean"},
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+    "version": {"type": "integer", "minimum": 1},
+}
+WEBHOOK = named(
+    "Webhook",
+    {"type": "object", "required": list(_WEBHOOK_PROPERTIES), "properties": _WEBHOOK_PROPERTIES},
+)
+NEW_WEBHOOK = named(
+    "NewWebhook",
+    {
+        "type": "object",
+        "description": "A webhook as its creation answers it: with its secret, shown this once.",
+        "required": [*_WEBHOOK_PROPERTIES, "secret"],
+        "properties": {
+            **_WEBHOOK_PROPERTIES,
+            "secret": {"type": "string", "description": "Signs deliveries (X-Rampart-Signature)."},
+        },
+    },
+)
 _WRITE_PROPERTIES: dict[str, Any] = {
-    "url": {"type": "string", "description": "http(s); private and loopback addresses are refused."},
+    "url": {**_URL, "description": "http(s); private and loopback addresses are refused."},
     "events": {**_PATTERNS, "description": "Event-type patterns: 'tasks.created', 'tasks.*', '*'."},
     "secret": {
         "type": "string",
         "minLength": 16,
         "maxLength": 200,
+        "pattern": NO_NUL_PATTERN,
         "description": "Signs deliveries; generated (and shown once) when omitted.",
     },
-    "description": {"type": "string", "maxLength": 500},
+    "description": {"type": "string", "maxLength": 500, "pattern": NO_NUL_PATTERN},
     "active": {"type": "boolean"},
 }
-ATTEMPT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "event_id": {"type": "string"},
-        "event_type": {"type": "string"},
-        "attempted_at": {"type": "string", "format": "date-time"},
-        "status_code": {"type": ["integer", "null"]},
-        "error": {"type": ["string", "null"]},
-        "duration_ms": {"type": "integer"},
-        "manual": {"type": "boolean"},
-        "delivery_status": {"type": ["string", "null"], "enum": ["pending", "delivered", "dead", None]},
-        "delivery_attempts": {"type": ["integer", "null"]},
-    },
+_ATTEMPT_PROPERTIES: dict[str, Any] = {
+    "id": UUID,
+    "event_id": UUID,
+    "event_type": {"type": "string"},
+    "attempted_at": TIMESTAMP,
+    "status_code": {"type": ["integer", "null"], "description": "The receiver's status; null if none came."},
+    "error": {"type": ["string", "null"]},
+    "duration_ms": {"type": "integer"},
+    "manual": {"type": "boolean", "description": "Sent by a redelivery request."},
+    "delivery_status": nullable(
+        named("DeliveryStatus", {"type": "string", "enum": ["pending", "delivered", "dead"]})
+    ),
+    "delivery_attempts": {"type": ["integer", "null"]},
 }
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+ATTEMPT = named(
+    "WebhookAttempt",
+    {"type": "object", "required": list(_ATTEMPT_PROPERTIES), "properties": _ATTEMPT_PROPERTIES},
+)
+_ID = path_id("id", "The webhook's id.")
 _PAGE = [
-    {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-    },
+    query("after", UUID, "`meta.next_cursor` of the previous page."),
+    query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "The page size."),
 ]
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _one(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": ["data"], "properties": {"data": schema}}
-
-
-def _many(schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["data", "meta"],
-        "properties": {
-            "data": {"type": "array", "items": schema},
-            "meta": {
-                "type": "object",
-                "properties": {"next_cursor": {"type": ["string", "null"]}, "limit": {"type": "integer"}},
-            },
+def _page_of(name: str, item: Named) -> Named:
+    return named(
+        name,
+        {
+            "type": "object",
+            "required": ["data", "meta"],
+            "properties": {"data": {"type": "array", "items": item}, "meta": page_meta()},
         },
-    }
+    )
 
 
 def _page_query(call: Call) -> tuple[Any, int]:
@@ -157,28 +179,24 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             openapi=openapi,
         )
 
-    write_body = {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": _WRITE_PROPERTIES,
-                    "additionalProperties": False,
-                    "required": ["url", "events"],
-                }
-            }
-        },
-    }
-    patch_body = {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "properties": _WRITE_PROPERTIES, "additionalProperties": False}
-            }
-        },
-    }
-    one = _json(_one(WEBHOOK_SCHEMA), "The webhook")
+    write_body = json_body(
+        named(
+            "WebhookCreate",
+            {
+                "type": "object",
+                "properties": _WRITE_PROPERTIES,
+                "additionalProperties": False,
+                "required": ["url", "events"],
+            },
+        )
+    )
+    patch_body = json_body(
+        named(
+            "WebhookUpdate",
+            {"type": "object", "properties": _WRITE_PROPERTIES, "additionalProperties": False},
+        )
+    )
+    one = response("The webhook", data(WEBHOOK))
     return [
         spec(
             "POST",
@@ -188,11 +206,10 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             "Create a webhook (the answer shows its secret, once)",
             requestBody=write_body,
             responses={
-                "201": {
-                    **one,
-                    "headers": {"Location": {"schema": {"type": "string"}}},
-                },
-                **problem_responses(400, 401, 403, 415, 422, 429),
+                "201": response(
+                    "The webhook, with its secret", data(NEW_WEBHOOK), header_names=("Location",)
+                ),
+                **problems(422),
             },
         ),
         spec(
@@ -203,8 +220,8 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             "List webhooks",
             parameters=_PAGE,
             responses={
-                "200": _json(_many(WEBHOOK_SCHEMA), "Webhooks"),
-                **problem_responses(400, 401, 403, 429),
+                "200": response("Webhooks, oldest first", _page_of("WebhookPage", WEBHOOK)),
+                **problems(400),
             },
         ),
         spec(
@@ -212,9 +229,9 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             f"{BASE}/{{id}}",
             get,
             "webhooks.get",
-            "A webhook",
+            "Get a webhook",
             parameters=[_ID],
-            responses={"200": one, **problem_responses(401, 403, 404, 429)},
+            responses={"200": one, **problems(404)},
         ),
         spec(
             "PATCH",
@@ -224,7 +241,7 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             "Change a webhook",
             parameters=[_ID],
             requestBody=patch_body,
-            responses={"200": one, **problem_responses(400, 401, 403, 404, 415, 422, 429)},
+            responses={"200": one, **problems(404, 422)},
         ),
         spec(
             "DELETE",
@@ -233,7 +250,7 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             "webhooks.delete",
             "Delete a webhook and its pending deliveries",
             parameters=[_ID],
-            responses={"204": {"description": "Deleted"}, **problem_responses(401, 403, 404, 429)},
+            responses={"204": response("Deleted"), **problems(404)},
         ),
         spec(
             "GET",
@@ -243,8 +260,8 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             "The delivery log: every attempt, newest first",
             parameters=[_ID, *_PAGE],
             responses={
-                "200": _json(_many(ATTEMPT_SCHEMA), "Attempts"),
-                **problem_responses(400, 401, 403, 404, 429),
+                "200": response("Attempts, newest first", _page_of("WebhookAttemptPage", ATTEMPT)),
+                **problems(400, 404),
             },
         ),
         spec(
@@ -253,15 +270,15 @@ def webhook_routes(webhooks: Webhooks) -> list[RouteSpec]:
             redeliver,
             "webhooks.redeliver",
             "Send an event to this webhook again",
-            parameters=[
-                _ID,
-                {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}},
-            ],
+            parameters=[_ID, path_id("event_id", "The event's id.")],
             responses={
-                "202": _json(
-                    _one({"type": "object", "properties": {"queued": {"type": "boolean"}}}), "Queued"
+                "202": response(
+                    "Queued",
+                    data(
+                        {"type": "object", "required": ["queued"], "properties": {"queued": {"const": True}}}
+                    ),
                 ),
-                **problem_responses(401, 403, 404, 429),
+                **problems(404),
             },
         ),
     ]

@@ -98,8 +98,9 @@ async def resolve_public(url: httpx.URL) -> str:
     try:
         async with asyncio.timeout(_RESOLVE_TIMEOUT):
             infos = await asyncio.get_running_loop().getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
-    except (OSError, TimeoutError) as exc:
-        raise UnsafeTarget(f"the host {url.host} does not resolve") from exc
+    except (OSError, TimeoutError, UnicodeError) as exc:
+        # UnicodeError: a host the resolver cannot even encode (a label over 63 characters, IDNA).
+        raise UnsafeTarget(f"the host {url.host[:100]} does not resolve") from exc
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not addresses:
         raise UnsafeTarget(f"the host {url.host} does not resolve")

@@ -77,7 +77,7 @@ class Webhooks:
         data: dict[str, Any] = {}
         if "url" in body or not partial:
             url = body.get("url")
-            if not isinstance(url, str) or not 1 <= len(url) <= 2000:
+            if not isinstance(url, str) or not 1 <= len(url) <= 2000 or "\x00" in url:
                 errors.append(
                     FieldError("url", "invalid", "url must be an http(s) URL of at most 2000 chars.")
                 )
@@ -94,7 +94,7 @@ class Webhooks:
             if (
                 not isinstance(patterns, list)
                 or not 1 <= len(patterns) <= MAX_PATTERNS
-                or not all(isinstance(p, str) and len(p) <= 200 for p in patterns)
+                or not all(isinstance(p, str) and len(p) <= 200 and "\x00" not in p for p in patterns)
             ):
                 errors.append(
                     FieldError(
@@ -114,7 +114,7 @@ class Webhooks:
                     )
         if "secret" in body:
             secret = body["secret"]
-            if not isinstance(secret, str) or not 16 <= len(secret) <= 200:
+            if not isinstance(secret, str) or not 16 <= len(secret) <= 200 or "\x00" in secret:
                 errors.append(FieldError("secret", "invalid", "secret must be 16 to 200 characters."))
             else:
                 data["secret"] = secret
@@ -122,7 +122,7 @@ class Webhooks:
             data["secret"] = "whsec_" + secrets.token_urlsafe(32)
         if "description" in body:
             description = body["description"]
-            if not isinstance(description, str) or len(description) > 500:
+            if not isinstance(description, str) or len(description) > 500 or "\x00" in description:
                 errors.append(FieldError("description", "invalid", "description: at most 500 characters."))
             else:
                 data["description"] = description
@@ -239,6 +239,7 @@ class Webhooks:
             changes=changes,
             request_id=request_id,
             impersonator_id=actor.impersonator_id,
+            citus=await self.db.on_citus(),
         )
 
         async def notify() -> None:

@@ -1,4 +1,9 @@
-"""Identifiers: time-ordered UUIDv7 generation and strict UUID parsing."""
+"""Identifiers: time-ordered UUIDv7 generation, the shard key an id carries, and strict UUID parsing.
+
+On a Citus cluster a row is found by its id alone: the id's last 32 bits are its shard key (decision
+0019). A row placed with another (a task with its project) gets an id whose last 32 bits are that row's,
+so `shard_key_of(task_id)` names the project's shard without asking the database.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,32 @@ _CANONICAL = re.compile(
 )
 
 
-def new_id() -> uuid.UUID:
-    """Return a new UUIDv7: time-ordered, so B-tree inserts stay local and ids sort by creation."""
+_LOW = 0xFFFFFFFF
+
+
+def new_id(shard_key: int | None = None) -> uuid.UUID:
+    """Return a new UUIDv7: time-ordered, so B-tree inserts stay local and ids sort by creation.
+
+    With `shard_key`, its last 32 bits are that key (a signed 32-bit integer, as `shard_key_of` returns),
+    so the id names the shard of the row it belongs with. It is still a UUIDv7: uuid_utils keeps its
+    per-millisecond counter (42 bits, randomly seeded) above the last 32 bits, which are random otherwise,
+    so ids made with one key stay unique and in creation order.
+    """
     # Measured with timeit (Python 3.11, uuid_utils 1.2.0): bytes= ~770 ns vs str() ~940 ns per id,
     # since bytes= skips formatting and re-parsing the hex text.
-    return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+    made = uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+    if shard_key is None:
+        return made
+    if not -(2**31) <= shard_key < 2**31:
+        raise ValueError(f"a shard key is a signed 32-bit integer, not {shard_key}")
+    return uuid.UUID(int=(made.int & ~_LOW) | (shard_key & _LOW))
+
+
+def shard_key_of(value: uuid.UUID) -> int:
+    """The shard key an id carries: its last 32 bits, as a signed 32-bit integer (PostgreSQL `integer`,
+    the same as the SQL function `rampart_shard_key(uuid)`)."""
+    low = value.int & _LOW
+    return low - 2**32 if low >= 2**31 else low
 
 
 def new_id_text() -> str:

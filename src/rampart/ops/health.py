@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import orjson
 from starlette.requests import Request
@@ -82,13 +82,14 @@ def health_routes(
     return [Route("/health/live", live, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
 
 
-def _public(summary: str, media: str, description: str, *, problem: bool = False) -> dict[str, object]:
-    responses: dict[str, object] = {"200": {"description": description, "content": {media: {"schema": {}}}}}
+def _public(
+    summary: str, media: str, description: str, schema: Mapping[str, object], *, problem: bool = False
+) -> dict[str, object]:
+    responses: dict[str, object] = {
+        "200": {"description": description, "content": {media: {"schema": schema}}}
+    }
     if problem:
-        responses["503"] = {
-            "description": "A dependency is down, or the process is draining (shutting down)",
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
+        responses["503"] = {"$ref": "#/components/responses/ServiceUnavailable"}
     return {
         "get": {
             "summary": summary,
@@ -100,10 +101,31 @@ def _public(summary: str, media: str, description: str, *, problem: bool = False
     }
 
 
+_STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
+_READY = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"const": "ok"},
+        "checks": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Each dependency (`database`, `migrations`, `redis`, replicas) and its state.",
+        },
+    },
+}
+_TEXT = {"type": "string"}
+
 OPERATIONS_PATHS: dict[str, object] = {
-    "/health/live": _public("Liveness", "application/json", "The process runs"),
-    "/health/ready": _public("Readiness", "application/json", "Every dependency is ready", problem=True),
-    "/metrics": _public("Metrics", "text/plain", "Prometheus text format"),
-    "/openapi.json": _public("OpenAPI document", "application/json", "This document"),
-    "/docs": _public("API docs", "text/html", "Swagger UI, served without a CDN"),
+    "/health/live": _public("Liveness", "application/json", "The process runs", _STATUS),
+    "/health/ready": _public(
+        "Readiness",
+        "application/json",
+        "Every dependency is ready (503 `not_ready` names those that are not, in `errors` and `checks`)",
+        _READY,
+        problem=True,
+    ),
+    "/metrics": _public("Metrics", "text/plain", "Prometheus text format", _TEXT),
+    "/openapi.json": _public("OpenAPI document", "application/json", "This document", {"type": "object"}),
+    "/docs": _public("API docs", "text/html", "Swagger UI, served without a CDN", _TEXT),
 }

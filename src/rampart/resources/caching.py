@@ -15,6 +15,13 @@ that does not say depends on every other one). Two sources:
 A worker that dies between a commit and its announcement (milliseconds) could leave other workers with
 the old row: every worker therefore announces "*" when it starts, so a crashed worker's replacement
 makes everyone forget what it may have failed to announce.
+
+On a Citus cluster the tables Citus keeps on its workers (distributed and reference tables) can have no
+trigger (decision 0019): only the announcer tells of their changes, and the manager announces what a
+foreign-key action would change unseen (ON DELETE SET NULL). The feed trusts those tables only while
+this worker announces its own changes (not behind a transaction-mode pooler, where nothing would), and
+SQL run from outside Rampart on them must announce its changes itself
+(`SELECT pg_notify('rampart_cache', '<table> <id> -')`, or `'*'`; docs/guide/database-scaling.md).
 """
 
 from __future__ import annotations
@@ -94,8 +101,11 @@ def dependencies(resource: Resource, resources: Iterable[Resource]) -> set[str]:
 class CacheFeed:
     """Applies row changes (from the listener, or from the writer itself) to the query cache."""
 
-    def __init__(self, cache: QueryCache, resources: Iterable[Resource]) -> None:
+    def __init__(self, cache: QueryCache, resources: Iterable[Resource], *, announced: bool = False) -> None:
+        """`announced`: every worker announces its own changes (an `Announcer`), so a table without a change
+        trigger is still heard of when Citus keeps it on its workers."""
         self.cache = cache
+        self.announced = announced
         resources = list(resources)
         self._by_table = {r.table: r.name for r in resources}
         self._own: OrderedDict[tuple[str, uuid.UUID, int | None], None] = OrderedDict()
@@ -136,10 +146,14 @@ class CacheFeed:
         """The feed is (back) on: whatever happened while it was off is unknown, so start empty.
 
         Reads go through the cache only if every resource table has its change trigger: a table without
-        one would leave stale rows, and stale decisions in whatever depends on it.
+        one would leave stale rows, and stale decisions in whatever depends on it. On a Citus cluster the
+        tables on the workers have none, and the workers' announcements stand for it.
         """
         self._own.clear()
-        missing = sorted(set(self._by_table) - await tables_with_triggers(conn))
+        heard = await tables_with_triggers(conn)
+        if self.announced:
+            heard |= await tables_on_workers(conn)
+        missing = sorted(set(self._by_table) - heard)
         if missing:
             self.cache.suspend()
             log.warning(
@@ -225,8 +239,7 @@ async def install_triggers(conn: Any, tables: Iterable[str]) -> None:
 
     Not on the tables Citus keeps on its workers (distributed and reference tables): it refuses
     triggers there, and their notifications would go to the workers, where nobody listens
-    (rampart.db.citus, decision 0019). Such tables have no trigger, so `CacheFeed.up` keeps the row
-    cache suspended: reads are not cached on a cluster until the feed learns another source.
+    (rampart.db.citus, decision 0019). Rampart's announcements stand for them (`CacheFeed.up`).
     """
     await conn.execute(FUNCTION_SQL)
     placed = await tables_on_workers(conn)

@@ -26,6 +26,7 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # RFC 3339 with a mandatory offset; fromisoformat alone would also take naive times.
 _TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
 _TS_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+_INFINITE = (dt.datetime.min.replace(tzinfo=dt.UTC), dt.datetime.max.replace(tzinfo=dt.UTC))
 # A character that is not blank for Python (str.isspace) nor for ECMA-262 (`\s`): a text with
 # `min_length` >= 1 must hold one, so "   " is as empty as "" (and the OpenAPI pattern says the same).
 _VISIBLE = r"[^\s\x00\x1c-\x1f\x85\ufeff]"
@@ -58,6 +59,11 @@ class FieldType:
     def select(self, column: str) -> str:
         """The SQL expression that reads the column in its JSON-ready form."""
         return column
+
+    def select_immutable(self, column: str) -> str:
+        """`select` with IMMUTABLE functions only, for RETURNING on a Citus cluster (which refuses others
+        there): the same text."""
+        return self.select(column)
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         raise NotImplementedError
@@ -256,6 +262,10 @@ class Date(FieldType):
         # is the same as one read from the database.
         return f"to_char({column}, 'YYYY-MM-DD')"
 
+    def select_immutable(self, column: str) -> str:
+        # rampart_date: the same to_char, declared IMMUTABLE (made by rampart.db.citus on a cluster).
+        return f"rampart_date({column})"
+
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         import sqlalchemy as sa
 
@@ -275,10 +285,21 @@ class Timestamp(FieldType):
     operators = ("gt", "gte", "lt", "lte")
 
     def check(self, value: Any) -> Any:
-        if not isinstance(value, str) or not _TIMESTAMP_RE.fullmatch(value):
+        parsed = self.parse(value)
+        if parsed.astimezone(dt.UTC) in _INFINITE:
+            # asyncpg sends these two instants as PostgreSQL's -infinity and infinity: stored, they would
+            # come back as no time at all.
+            raise FieldInvalid(
+                "out_of_range", "Must be after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z."
+            )
+        return parsed
+
+    def parse(self, text: str) -> Any:
+        """A filter or cursor value: any RFC 3339 timestamp (the two extreme instants compare as infinity)."""
+        if not isinstance(text, str) or not _TIMESTAMP_RE.fullmatch(text):
             raise FieldInvalid("invalid_timestamp", "Must be an RFC 3339 timestamp with a time zone.")
         try:
-            parsed = dt.datetime.fromisoformat(value.replace("z", "Z"))
+            parsed = dt.datetime.fromisoformat(text.replace("z", "Z"))
             # 9999-12-31T23:59:59-01:00 parses but is out of range in UTC, where asyncpg converts it.
             parsed.astimezone(dt.UTC)
         except (ValueError, OverflowError):
@@ -288,6 +309,10 @@ class Timestamp(FieldType):
     def select(self, column: str) -> str:
         # Formatting in PostgreSQL keeps per-row Python work out of the hot path.
         return f"to_char({column} AT TIME ZONE 'UTC', '{_TS_FORMAT}')"
+
+    def select_immutable(self, column: str) -> str:
+        # rampart_ts: the same to_char, declared IMMUTABLE (made by rampart.db.citus on a cluster).
+        return f"rampart_ts({column})"
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         from sqlalchemy.dialects import postgresql as pg

@@ -8,6 +8,7 @@ condition (values bound, never inlined) or None for "every row" (see `rampart.re
 from __future__ import annotations
 
 from rampart.access.actor import Actor
+from rampart.resources.placement import Alias
 from rampart.resources.spec import Binder, Predicate
 
 
@@ -34,7 +35,7 @@ def nobody(actor: Actor, alias: str, bind: Binder) -> str:
 def any_of(*rules: Predicate) -> Predicate:
     """Rows that at least one of `rules` admits."""
 
-    def either(actor: Actor, alias: str, bind: Binder) -> str | None:
+    def either(actor: Actor, alias: Alias, bind: Binder) -> str | None:
         parts = []
         for rule in rules:
             sql = rule(actor, alias, bind)
@@ -49,7 +50,7 @@ def any_of(*rules: Predicate) -> Predicate:
 def all_of(*rules: Predicate) -> Predicate:
     """Rows that every one of `rules` admits."""
 
-    def both(actor: Actor, alias: str, bind: Binder) -> str | None:
+    def both(actor: Actor, alias: Alias, bind: Binder) -> str | None:
         parts = [f"({sql})" for rule in rules if (sql := rule(actor, alias, bind)) is not None]
         return " AND ".join(parts) if parts else None
 
@@ -59,7 +60,7 @@ def all_of(*rules: Predicate) -> Predicate:
 def with_role(*roles: str, then: Predicate = everyone) -> Predicate:
     """For callers whose role is one of `roles`, `then` (every row by default); no row for the others."""
 
-    def by_role(actor: Actor, alias: str, bind: Binder) -> str | None:
+    def by_role(actor: Actor, alias: Alias, bind: Binder) -> str | None:
         return then(actor, alias, bind) if actor.role in roles else "FALSE"
 
     return by_role

@@ -31,6 +31,11 @@ _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=
 _LIKE_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 
 
+def sort_key_limit(resource: Resource) -> int:
+    """How many keys `sort` may name: as many as there are sortable fields (a longer list repeats one)."""
+    return sum(1 for f in resource.all_fields.values() if f.sort)
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     field: str
@@ -125,7 +130,8 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
         name, op = match.group(1), match.group(2) or "eq"
         if op not in spec.operators:
             raise _bad(key, "unknown_operator", f"Operator {op!r} is not allowed on {name}.")
-        raw = _single(params, key)
+        # An `[in]` list may also be sent as the parameter repeated (what generated clients do).
+        raw = ",".join(params.getlist(key)) if op == "in" else _single(params, key)
         try:
             filters.append(Filter(name, op, _parse_filter_value(spec.type, op, raw)))
         except FieldInvalid as exc:
@@ -140,26 +146,29 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
 
     sort_raw = _single(params, "sort") if "sort" in params else resource.default_sort
     sort: list[tuple[str, bool]] = []
-    for part in sort_raw.split(","):
+    parts = sort_raw.split(",")
+    if len(parts) > 1 and len(parts) > (most := sort_key_limit(resource)):
+        # Repeats are ignored, but not without end: the work (and the answer) must not grow with them.
+        raise _bad("sort", "invalid_sort", f"sort names at most {most} keys (the sortable fields).")
+    for part in parts:
         desc = part.startswith("-")
         name = part[1:] if desc else part
         spec = fields.get(name)
         if spec is None or not spec.sort:
             raise _bad("sort", "invalid_sort", f"Cannot sort {resource.name} by {part!r}.")
-        if any(existing == name for existing, _ in sort):
-            raise _bad("sort", "invalid_sort", f"{name} appears twice in sort.")
-        sort.append((name, desc))
+        if all(existing != name for existing, _ in sort):  # named again: the first one decides
+            sort.append((name, desc))
     if not any(name == "id" for name, _ in sort):
         sort.append(("id", False))  # ids are unique, so the order is total and pages never overlap
 
     sparse: tuple[str, ...] | None = None
     if "fields" in params:
-        names = [n for n in _single(params, "fields").split(",") if n]
+        names = _single(params, "fields").split(",")
         unknown = [n for n in names if n not in fields]
-        if unknown or not names:
+        if unknown:
             # Named up to ten, each cut short: the answer must not grow with what the client sends.
             named = ", ".join(n[:100] for n in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
-            raise _bad("fields", "invalid_fields", f"Unknown fields: {named or '(none given)'}.")
+            raise _bad("fields", "invalid_fields", f"Unknown fields: {named or '(an empty name)'}.")
         sparse = tuple(dict.fromkeys(names))
 
     include_total = False
@@ -188,9 +197,11 @@ def _parse_filter_value(field_type: Any, op: str, raw: str) -> Any:
             raise FieldInvalid("invalid_value", "must be null or not_null.")
         return raw
     if op == "in":
-        items = [item for item in raw.split(",") if item != ""]
-        if not 1 <= len(items) <= MAX_IN_VALUES:
-            raise FieldInvalid("invalid_value", f"needs 1 to {MAX_IN_VALUES} comma-separated values.")
+        items = raw.split(",")
+        if not 1 <= len(items) <= MAX_IN_VALUES or "" in items:
+            raise FieldInvalid(
+                "invalid_value", f"needs 1 to {MAX_IN_VALUES} comma-separated values, none of them empty."
+            )
         return [field_type.parse(item) for item in items]
     if op == "contains":
         if len(raw) > MAX_CONTAINS_LENGTH:

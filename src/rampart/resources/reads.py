@@ -1,6 +1,11 @@
 """Reading a resource's rows: pages in the query language (through the page cache when it is on), items by
 key (through the row cache, whose misses of one loop step go out as one statement), on the primary or a
-read replica, always under the caller's visibility rule (`rampart.resources.rules`)."""
+read replica, always under the caller's visibility rule (`rampart.resources.rules`).
+
+On a Citus cluster (`Database.citus`, decided at startup) a read by key names the row's shard key, which
+its id carries (decision 0019), and so does a nested list (its parent's): Citus sends the statement to
+the one worker that holds the shard. A list of everything visible goes to every shard.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,11 @@ from rampart.db.batch import PREFIX, RowBatcher
 from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
 from rampart.errors import Forbidden, NotFound
+from rampart.lib.ids import parse_uuid
 from rampart.resources.caching import CacheFeed
 from rampart.resources.context import Context
 from rampart.resources.endpoints import JSON_OPTIONS
+from rampart.resources.placement import SHARD_KEY
 from rampart.resources.query import CursorCodec, ListQuery, filter_sql, keyset_sql, parse_list_query
 from rampart.resources.rules import AccessRules
 from rampart.resources.selects import TableSQL, where_sql
@@ -129,9 +136,16 @@ class Reads:
         """The page, and whether it was read on a replica."""
         bind = Binder()
         where = filter_sql(self.resource, self.table.alias, query.filters, bind)
+        citus = await self.db.on_citus()
+        # On a cluster a parent's rows are on the parent's shard when they are placed by it.
+        shard = await self.shard_key(None, parent_id) if citus else None
+        pin = bind(shard) if shard is not None else None
         if parent_id is not None and self.resource.parent is not None:
             where.append(f"{self.table.alias}.{self.resource.parent.field} = {bind(parent_id)}")
-        visible = self.rules.visible_sql(ctx.actor, self.table.alias, bind)
+            if pin is not None:
+                where.insert(0, f"{self.table.alias}.{SHARD_KEY} = {pin}")
+        alias = self.table.row_alias(citus, pin)
+        visible = self.rules.visible_sql(ctx.actor, alias, bind)
         if visible is not None:
             where.append(visible)
         count_where, count_params = list(where), list(bind.params)
@@ -141,7 +155,7 @@ class Reads:
 
         async def fetch(conn: asyncpg.Connection) -> tuple[builtins.list[asyncpg.Record], int | None]:
             if parent_id is not None:
-                await self.require_parent(ctx, parent_id, conn=conn)
+                await self.require_parent(ctx, parent_id, conn=conn, shard=shard)
             records = await conn.fetch(sql, *bind.params)
             total = None
             if query.include_total:
@@ -181,9 +195,11 @@ class Reads:
         if parent_id is None and self._reads_through_cache():
             return await self._get_cached(ctx, key)
         bind = Binder()
-
-        where = self.table.key_where(key, parent_id, bind)
-        visible = self.rules.visible_sql(ctx.actor, self.table.alias, bind)
+        citus = await self.db.on_citus()
+        shard = await self.shard_key(key, parent_id) if citus else None
+        pin = bind(shard) if shard is not None else None
+        where = self.table.key_where(key, parent_id, bind, pin)
+        visible = self.rules.visible_sql(ctx.actor, self.table.row_alias(citus, pin), bind)
         if visible is not None:
             where.append(visible)
         sql = f"SELECT {self.table.select_all} FROM {self.table.from_}{where_sql(where)}"
@@ -193,7 +209,11 @@ class Reads:
             row = await self.replicas.fetchrow(ctx.actor.user_id, sql, *bind.params)
         if row is None:
             if parent_id is not None:
-                await self.require_parent(ctx, parent_id)
+                # The row's shard is its parent's only when it is placed by its parent.
+                placed_by_parent = (
+                    self.resource.parent and self.resource.placement.by == self.resource.parent.field
+                )
+                await self.require_parent(ctx, parent_id, shard=shard if placed_by_parent else None)
             raise self.not_found()
         return dict(row)
 
@@ -238,9 +258,12 @@ class Reads:
         if isinstance(found, tuple):
             return found
         bind = ColumnBinder(PREFIX)
-        where = self.table.key_where(key, None, bind)
-        visible = self.rules.visible_sql(ctx.actor, self.table.alias, bind) or "TRUE"
-        record = await self.misses.fetch(self._cached_read_sql(visible, where), bind.params)
+        citus = await self.db.on_citus()
+        shard = await self.shard_key(key, None) if citus else None
+        pin = bind(shard) if shard is not None else None
+        where = self.table.key_where(key, None, bind, pin)
+        visible = self.rules.visible_sql(ctx.actor, self.table.row_alias(citus, pin), bind) or "TRUE"
+        record = await self.misses.fetch(self._cached_read_sql(visible, where), bind.params, alone=citus)
         if record is None:
             raise self.not_found()
         # Kept as its JSON: a third of the memory of the row's objects, nothing for the GC to walk, and
@@ -263,22 +286,55 @@ class Reads:
     def not_found(self) -> NotFound:
         return NotFound(f"No such {self.resource.name} item.")
 
+    async def shard_key(self, key: Any, parent_id: uuid.UUID | None) -> int | None:
+        """On a Citus cluster, the shard key of the row `key` names (of a nested resource's rows, when
+        `key` is None): its id's, or its parent's when it is placed by its parent. None when the table is
+        not distributed, or the key does not say (then a statement asks every shard)."""
+        resource = self.resource
+        if not self.table.sharded:
+            return None
+        value: Any = None
+        if key is not None and resource.key == "id":
+            value = key
+        elif (
+            parent_id is not None
+            and resource.parent is not None
+            and resource.placement.by == resource.parent.field
+        ):
+            value = parent_id
+        if not isinstance(value, uuid.UUID):
+            value = parse_uuid(value) if isinstance(value, str) else None
+            if value is None:
+                return None
+        return await self.db.shard_key(value)
+
     async def require_parent(
-        self, ctx: Context, parent_id: uuid.UUID, *, manage: bool = False, conn: Any = None
+        self,
+        ctx: Context,
+        parent_id: uuid.UUID,
+        *,
+        manage: bool = False,
+        conn: Any = None,
+        shard: int | None = None,
     ) -> None:
-        """NotFound unless the parent row is visible; Forbidden when `manage` and it may not be changed."""
+        """NotFound unless the parent row is visible; Forbidden when `manage` and it may not be changed.
+        `shard`: on a Citus cluster, the parent's shard key when the caller knows it."""
         assert self.resource.parent is not None
         parent = self.managers[self.resource.parent.resource]
         bind = Binder()
-        visible = parent.visible_sql(ctx.actor, "par", bind) or "TRUE"
+        citus = self.db.citus
+        if citus and shard is None and parent.table.sharded:
+            shard = await self.db.shard_key(parent_id)
+        pin = bind(shard) if citus and shard is not None and parent.table.sharded else None
+        par = parent.table.row_alias(citus, pin, alias="par")
+        visible = parent.visible_sql(ctx.actor, par, bind) or "TRUE"
         manageable = "TRUE"
         if manage:
-            manageable = (
-                parent.manage_sql(ctx.actor, "par", bind, manage=self.resource.parent.manage) or "TRUE"
-            )
+            manageable = parent.manage_sql(ctx.actor, par, bind, manage=self.resource.parent.manage) or "TRUE"
+        where = f"par.{SHARD_KEY} = {pin} AND " if pin is not None else ""
         sql = (
             f"SELECT {manageable} AS ok FROM {parent.resource.table} par"
-            f" WHERE par.id = {bind(parent_id)} AND {visible}"
+            f" WHERE {where}par.id = {bind(parent_id)} AND {visible}"
         )
         row = await (conn.fetchrow(sql, *bind.params) if conn else self.db.fetchrow(sql, *bind.params))
         if row is None:

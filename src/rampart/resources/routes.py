@@ -6,21 +6,33 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
 from rampart.errors import NotFound
 from rampart.lib.ids import parse_uuid
-from rampart.resources.conditional import etag, if_none_match_hits
-from rampart.resources.endpoints import JSON_OPTIONS, Call, RouteSpec, empty_response, json_response
+from rampart.resources.conditional import check_precondition, etag, if_none_match_hits
+from rampart.resources.endpoints import (
+    JSON_OPTIONS,
+    Call,
+    Handler,
+    RouteSpec,
+    empty_response,
+    json_response,
+)
 from rampart.resources.fields import FieldInvalid
 from rampart.resources.manager import Context, ResourceManager
+from rampart.resources.openapi_parts import data, json_body, problems, ref, response
 from rampart.resources.openapi_schema import (
-    create_schema,
-    item_schema,
+    SPARSE_JSON,
+    article,
+    key_parameter,
     list_parameters,
-    problem_responses,
-    update_schema,
+    parent_parameter,
+    schemas,
+    words,
 )
+from rampart.resources.spec import Resource
 
 API_PREFIX = "/api/v1"
 
@@ -29,18 +41,17 @@ def _context(call: Call) -> Context:
     return Context(actor=call.user, request_id=call.request_id)
 
 
+def _sparse(query_string: bytes) -> bool:
+    """Whether a list asks for sparse fields (its page is then SPARSE_JSON). The byte test keeps the parse
+    off the path of every other list."""
+    return b"fields" in query_string and "fields" in QueryParams(query_string)
+
+
 def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
     """GET/POST on the collection, GET/PATCH/DELETE on an item, limited to the declared operations."""
     res = manager.resource
-    ops = res.operations
     key_field = res.all_fields[res.key].type
-    if res.parent is not None:
-        parent = manager.managers[res.parent.resource].resource
-        collection = f"{API_PREFIX}/{parent.path}/{{parent_id}}/{res.path}"
-    else:
-        collection = f"{API_PREFIX}/{res.path}"
-    item = f"{collection}/{{{res.key}}}"
-    tag = (res.name,)
+    parent = manager.managers[res.parent.resource].resource if res.parent is not None else None
     name_item = res.name
 
     def parent_of(call: Call) -> uuid.UUID | None:
@@ -57,209 +68,202 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         except FieldInvalid:
             raise NotFound(f"No such {name_item} item.") from None
 
+    def if_match(call: Call) -> str | None:
+        header = call.request.headers.get("if-match")
+        check_precondition("If-Match", header)
+        return header
+
     def location(row: dict[str, Any], call: Call) -> str:
         # The matched path itself (the router only matches plain segments): building `request.url` parses
         # the Host header and the whole URL, for one path.
         return f"{call.request.scope['path'].rstrip('/')}/{row[res.key]}"
 
-    async def list_items(call: Call) -> Any:
+    async def list_items(call: Call) -> Response:
         query_string: bytes = call.request.scope["query_string"]
         body = await manager.list_json(_context(call), query_string, parent_id=parent_of(call))
-        return Response(body, media_type="application/json")
+        return Response(body, media_type=SPARSE_JSON if _sparse(query_string) else "application/json")
 
-    async def create_item(call: Call) -> Any:
+    async def create_item(call: Call) -> Response:
         body = call.json()
         row = await manager.create(_context(call), body, parent_id=parent_of(call))
         headers = {"Location": location(row, call), "ETag": etag(row["version"])}
         return json_response({"data": row}, status=201, headers=headers)
 
-    async def get_item(call: Call) -> Any:
+    async def get_item(call: Call) -> Response:
         parent_id = parent_of(call)
+        key = key_of(call)
+        if_none_match = call.request.headers.get("if-none-match")
+        check_precondition("If-None-Match", if_none_match)
         if parent_id is not None:
-            row = await manager.get(_context(call), key_of(call), parent_id=parent_id)
+            row = await manager.get(_context(call), key, parent_id=parent_id)
             version, payload = row["version"], orjson.dumps(row, option=JSON_OPTIONS)
         else:  # the row cache keeps rows encoded: a hit is sent as it is
-            version, payload = await manager.get_json(_context(call), key_of(call))
+            version, payload = await manager.get_json(_context(call), key)
         tag_value = etag(version)
-        if if_none_match_hits(call.request.headers.get("if-none-match"), version):
+        if if_none_match_hits(if_none_match, version):
             return empty_response(304, {"ETag": tag_value})
         return Response(
             b'{"data":' + payload + b"}", headers={"ETag": tag_value}, media_type="application/json"
         )
 
-    async def update_item(call: Call) -> Any:
+    async def update_item(call: Call) -> Response:
         parent_id = parent_of(call)
         key = key_of(call)
+        precondition = if_match(call)
         body = call.json()
-        row = await manager.update(
-            _context(call), key, body, if_match=call.request.headers.get("if-match"), parent_id=parent_id
-        )
+        row = await manager.update(_context(call), key, body, if_match=precondition, parent_id=parent_id)
         return json_response({"data": row}, headers={"ETag": etag(row["version"])})
 
-    async def delete_item(call: Call) -> Any:
+    async def delete_item(call: Call) -> Response:
         parent_id = parent_of(call)
         key = key_of(call)
-        await manager.delete(
-            _context(call), key, if_match=call.request.headers.get("if-match"), parent_id=parent_id
-        )
+        await manager.delete(_context(call), key, if_match=if_match(call), parent_id=parent_id)
         return empty_response(204)
 
-    path_params = _path_parameters(res.parent is not None, res.key)
+    return routes_of(res, parent, list_items, create_item, get_item, update_item, delete_item)
+
+
+def routes_of(
+    res: Resource,
+    parent: Resource | None,
+    list_items: Handler,
+    create_item: Handler,
+    get_item: Handler,
+    update_item: Handler,
+    delete_item: Handler,
+) -> list[RouteSpec]:
+    """The resource's declared operations with their OpenAPI description, generated from the declaration."""
+    collection = _collection_path(res, parent)
+    item = f"{collection}/{{{res.key}}}"
+    named = schemas(res)
+    noun = words(res)
+    a_noun = article(noun)
+    about = f" {res.description}" if res.description else ""
+    within = [parent_parameter(parent)] if parent is not None else []
+    key = [*within, key_parameter(res)]
     # A route-level permission (e.g. users:manage) answers 403 to callers whose role lacks it, reads included.
-    read_errors = (400, 401, 403, 404, 429) if res.permission else (400, 401, 404, 429)
-    schema_ref = item_schema(res)
+    read_problems = (403,) if res.permission or res.policy.read_permission else ()
+    nested = (404,) if parent is not None else ()  # the parent is absent or not visible
+    etag_headers = ("ETag",)
+    ops = res.operations
+
+    def spec(method: str, path: str, handler: Handler, op: str, summary: str, **openapi: Any) -> RouteSpec:
+        return RouteSpec(
+            method,
+            path,
+            handler,
+            f"{res.name}.{op}",
+            tags=(res.name,),
+            permission=res.permission,
+            summary=summary,
+            openapi=openapi,
+        )
+
     routes = []
     if "list" in ops:
         routes.append(
-            RouteSpec(
+            spec(
                 "GET",
                 collection,
                 list_items,
-                f"{res.name}.list",
-                tags=tag,
-                permission=res.permission,
-                summary=f"List visible {res.name}",
-                openapi={
-                    "parameters": path_params[:-1] + list_parameters(res),
-                    "responses": {"200": _list_response(schema_ref), **problem_responses(*read_errors)},
+                "list",
+                f"List {res.name}",
+                description=f"The {res.name} the caller may see, a page at a time.{about} Filter with the "
+                "query parameters below; page on with `cursor=<meta.next_cursor>`.",
+                parameters=[*within, *list_parameters(res)],
+                responses={
+                    "200": {
+                        "description": f"A page of {res.name}",
+                        "content": {
+                            "application/json": {"schema": named["page"]},
+                            SPARSE_JSON: {"schema": named["fields_page"]},
+                        },
+                    },
+                    **problems(400, *read_problems, *nested),
                 },
             )
         )
     if "create" in ops:
         routes.append(
-            RouteSpec(
+            spec(
                 "POST",
                 collection,
                 create_item,
-                f"{res.name}.create",
-                tags=tag,
-                permission=res.permission,
-                summary=f"Create a {res.name} item",
-                openapi={
-                    "parameters": path_params[:-1],
-                    "requestBody": _body(create_schema(res)),
-                    "responses": {
-                        "201": _item_response(schema_ref, "Created"),
-                        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429),
-                    },
+                "create",
+                f"Create {a_noun}",
+                description=f"Create {a_noun}.{about} Server-owned fields (`id`, `created_at`, ...) and "
+                "unknown fields are refused (422).",
+                parameters=within,
+                requestBody=json_body(named["create"]),
+                responses={
+                    "201": response(
+                        f"The new {noun}", data(named["item"]), header_names=("Location", *etag_headers)
+                    ),
+                    **problems(400, 403, *nested, 409, 422),
                 },
             )
         )
     if "get" in ops:
         routes.append(
-            RouteSpec(
+            spec(
                 "GET",
                 item,
                 get_item,
-                f"{res.name}.get",
-                tags=tag,
-                permission=res.permission,
-                summary=f"Get one {res.name} item",
-                openapi={
-                    "parameters": [*path_params, _header("If-None-Match")],
-                    "responses": {
-                        "200": _item_response(schema_ref, "The item"),
-                        "304": {"description": "Not modified"},
-                        **problem_responses(*read_errors[1:]),
-                    },
+                "get",
+                f"Get {a_noun}",
+                description=f"One {noun}, with its version as the ETag.{about} Absent and not visible are "
+                "both 404.",
+                parameters=[*key, ref("parameters", "If-None-Match")],
+                responses={
+                    "200": response(f"The {noun}", data(named["item"]), header_names=etag_headers),
+                    "304": response(
+                        "Not modified: If-None-Match names the current version",
+                        None,
+                        header_names=etag_headers,
+                    ),
+                    **problems(400, *read_problems, 404),
                 },
             )
         )
     if "update" in ops:
         routes.append(
-            RouteSpec(
+            spec(
                 "PATCH",
                 item,
                 update_item,
-                f"{res.name}.update",
-                tags=tag,
-                permission=res.permission,
-                summary=f"Change a {res.name} item",
-                openapi={
-                    "parameters": [*path_params, _header("If-Match")],
-                    "requestBody": _body(update_schema(res)),
-                    "responses": {
-                        "200": _item_response(schema_ref, "The changed item"),
-                        **problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 429),
-                    },
+                "update",
+                f"Change {a_noun}",
+                description=f"Change some fields of {a_noun}; `version` grows by one.{about} With If-Match, "
+                "the change is made only if the item is still at that version (412 otherwise).",
+                parameters=[*key, ref("parameters", "If-Match")],
+                requestBody=json_body(named["update"]),
+                responses={
+                    "200": response(f"The changed {noun}", data(named["item"]), header_names=etag_headers),
+                    **problems(400, 403, 404, 409, 412, 422),
                 },
             )
         )
     if "delete" in ops:
         routes.append(
-            RouteSpec(
+            spec(
                 "DELETE",
                 item,
                 delete_item,
-                f"{res.name}.delete",
-                tags=tag,
-                permission=res.permission,
-                summary=f"Delete a {res.name} item",
-                openapi={
-                    "parameters": [*path_params, _header("If-Match")],
-                    "responses": {
-                        "204": {"description": "Deleted"},
-                        **problem_responses(401, 403, 404, 412, 429),
-                    },
+                "delete",
+                f"Delete {a_noun}",
+                description=f"Delete {a_noun}, and what references it with ON DELETE CASCADE.{about}",
+                parameters=[*key, ref("parameters", "If-Match")],
+                responses={
+                    "204": response("Deleted"),
+                    # 409: still referenced by items whose reference is ON DELETE RESTRICT
+                    **problems(400, 403, 404, 409, 412),
                 },
             )
         )
     return routes
 
 
-def _path_parameters(nested: bool, key: str) -> list[dict[str, Any]]:
-    params = []
-    if nested:
-        params.append(
-            {
-                "name": "parent_id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "format": "uuid"},
-            }
-        )
-    params.append({"name": key, "in": "path", "required": True, "schema": {"type": "string"}})
-    return params
-
-
-def _header(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-def _item_response(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "required": ["data"], "properties": {"data": schema}}
-            }
-        },
-    }
-
-
-def _list_response(schema: dict[str, Any]) -> dict[str, Any]:
-    meta = {
-        "type": "object",
-        "required": ["next_cursor", "limit"],
-        "properties": {
-            "next_cursor": {"type": ["string", "null"]},
-            "limit": {"type": "integer"},
-            "total": {"type": "integer"},
-        },
-    }
-    return {
-        "description": "A page of items",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["data", "meta"],
-                    "properties": {"data": {"type": "array", "items": schema}, "meta": meta},
-                }
-            }
-        },
-    }
+def _collection_path(res: Resource, parent: Resource | None) -> str:
+    if parent is not None:
+        return f"{API_PREFIX}/{parent.path}/{{parent_id}}/{res.path}"
+    return f"{API_PREFIX}/{res.path}"

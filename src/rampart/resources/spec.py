@@ -13,11 +13,13 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from rampart.resources.fields import FieldType, Id, Integer, Reference, Timestamp
+from rampart.resources.placement import Alias, Placement
 
 if TYPE_CHECKING:
     from rampart.access.actor import Actor
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_SCHEMA_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 # The record of a resource's deleted rows is the table `<table>_deleted` (decision 0016).
 DELETED_SUFFIX = "_deleted"
 _MAX_TABLE = 63 - len(DELETED_SUFFIX)  # PostgreSQL names hold 63 bytes
@@ -54,8 +56,9 @@ class ColumnBinder(Binder):
 
 
 # A row predicate: given the actor, the table alias and a binder, the SQL condition (values bound, never
-# inlined), or None when every row qualifies.
-Predicate = Callable[["Actor", str, Binder], "str | None"]
+# inlined), or None when every row qualifies. The alias is a `str`; on a Citus cluster it also keeps the
+# predicate's subqueries on the row's shard (`Alias.same_shard`, `Alias.pin`).
+Predicate = Callable[["Actor", Alias, Binder], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,12 +266,19 @@ class Resource:
     key: str = "id"
     operations: frozenset[str] = frozenset({"list", "get", "create", "update", "delete"})
     description: str = ""
+    # The name of its item in the OpenAPI document and in generated clients (`Task`, with `TaskCreate`,
+    # `TaskUpdate`, `TaskPage`); by default the singular of `name` in PascalCase.
+    schema_name: str = ""
     hooks: Hooks = field(default_factory=Hooks)
+    placement: Placement = field(default_factory=Placement)  # on a Citus cluster (resources.placement)
     all_fields: dict[str, Field] = field(init=False)
 
     def __post_init__(self) -> None:
         self.table = self.table or self.name
         self.path = self.path or self.name
+        self.schema_name = self.schema_name or pascal_case(_singular(self.name))
+        if not _SCHEMA_NAME_RE.fullmatch(self.schema_name):
+            raise ValueError(f"{self.name}: schema_name {self.schema_name!r} is not a PascalCase name")
         for name in (self.name, self.table, *self.fields):
             if not _NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid resource, table or field name")
@@ -313,6 +323,49 @@ class Resource:
             self.all_fields.get(inherits, Field(Id())).type, Reference
         ):
             raise ValueError(f"{self.name}: Policy.inherit({inherits!r}) must name a Reference field")
+        self._check_placement()
+
+    def _check_placement(self) -> None:
+        placement = self.placement
+        if placement.kind not in ("distributed", "reference", "local"):
+            raise ValueError(f"{self.name}: unknown placement {placement.kind!r}")
+        if placement.kind != "distributed":
+            if placement.by is not None:
+                raise ValueError(f"{self.name}: only a distributed placement names a field (by=)")
+            return
+        by = placement.by
+        if by is not None:
+            spec = self.all_fields.get(by)
+            if spec is None or not isinstance(spec.type, Reference) or by == "id":
+                raise ValueError(f"{self.name}: Placement.distributed(by={by!r}) must name a Reference field")
+            # The row's shard is its referenced row's, for good: the reference can neither change nor be
+            # missing.
+            if spec.nullable or not (spec.immutable or spec.read_only):
+                raise ValueError(
+                    f"{self.name}: Placement.distributed(by={by!r}) needs a reference that is not nullable"
+                    " and never changes (immutable=True, or read_only and set from a parent)"
+                )
+        # A row is found by its key: the id carries its shard key, a nested key its parent's.
+        if self.key != "id" and not (self.parent is not None and self.parent.field == by):
+            parent = self.parent.field if self.parent else "parent_id"
+            raise ValueError(
+                f"{self.name}: a distributed resource is found by its id, or by its key within a parent it"
+                f" is placed by (Placement.distributed(by={parent!r}))"
+            )
+        # Citus enforces uniqueness within a shard only: a unique set of columns must hold the one the
+        # shard follows (then the shard key is a function of it).
+        for name, spec in self.all_fields.items():
+            if spec.unique and name != "id":
+                raise ValueError(
+                    f"{self.name}.{name}: a distributed resource cannot keep a field unique on its own;"
+                    f" declare unique_together=[({by or 'id'!r}, {name!r})]"
+                )
+        for cols in self.unique_together:
+            if (by or "id") not in cols and "id" not in cols:
+                raise ValueError(
+                    f"{self.name}: unique_together {tuple(cols)} must include {by or 'id'!r} on a distributed"
+                    " resource (Citus enforces uniqueness within a shard)"
+                )
 
     @property
     def deleted_table(self) -> str:
@@ -323,6 +376,35 @@ class Resource:
     def writable_fields(self) -> dict[str, Field]:
         """Fields a client may set on create."""
         return {n: f for n, f in self.all_fields.items() if not f.read_only}
+
+
+def _check_placed_reference(resource: Resource, field: str, target: Resource) -> None:
+    """A resource distributed `by` a reference lives on the shard of the row it names: that row must be
+    distributed too. (What else Citus refuses, a local table referencing a distributed one, say, is refused
+    by `rampart migrate` on a cluster: on one PostgreSQL server any reference works.)"""
+    source = resource.placement
+    if source.kind == "distributed" and source.by == field and target.placement.kind != "distributed":
+        raise ValueError(
+            f"{resource.name}: Placement.distributed(by={field!r}) names {target.name}, which is not"
+            " distributed"
+        )
+
+
+def _singular(name: str) -> str:
+    """English plural to singular for the usual cases (tasks, categories, boxes, addresses, releases); a
+    name it gets wrong (statuses) is fixed by declaring `schema_name`."""
+    if name.endswith("ies") and len(name) > 3:
+        return name[:-3] + "y"
+    if name.endswith(("sses", "xes", "ches", "shes")):
+        return name[:-2]
+    if name.endswith("s") and not name.endswith(("ss", "us", "is")):  # status, analysis: already singular
+        return name[:-1]
+    return name
+
+
+def pascal_case(name: str) -> str:
+    """`task_comments` -> `TaskComments`."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
 class Registry:
@@ -351,13 +433,16 @@ class Registry:
 
 
 def check_references(registry: Registry) -> None:
-    """Refuse, when the app is built, declarations that name resources that are not declared, and chains
-    of `Policy.inherit` that come back to where they started."""
+    """Refuse, when the app is built, declarations that name resources that are not declared, chains of
+    `Policy.inherit` that come back to where they started, and a placement `by` a resource that is not
+    distributed."""
     for resource in registry:
         for name, spec in resource.all_fields.items():
             target = getattr(spec.type, "target", None)
             if target is not None and target not in registry:
                 raise ValueError(f"{resource.name}.{name} references {target!r}, which is not declared")
+            if target is not None and name != "id":
+                _check_placed_reference(resource, name, registry.get(target))
         if resource.parent is not None and resource.parent.resource not in registry:
             raise ValueError(f"{resource.name}: parent {resource.parent.resource!r} is not declared")
         seen = [resource.name]
