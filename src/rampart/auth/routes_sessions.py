@@ -10,7 +10,13 @@ from typing import Any
 from rampart.access.actor import Roles
 from rampart.auth.cookies import REFRESH_COOKIE, clear_token_cookies, refresh_cookie, set_token_cookies
 from rampart.auth.refresh import INVALID, ReuseDetected, rotate
-from rampart.auth.sessions import IMPERSONATOR_JOIN, Authenticator, TokenPair, announce, live_session
+from rampart.auth.sessions import (
+    Authenticator,
+    TokenPair,
+    revoke_own_session,
+    revoke_user_sessions,
+    sessions_of,
+)
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.errors import FieldError, InvalidQuery, NotFound, Unauthorized, ValidationFailed
@@ -101,21 +107,6 @@ SESSION = named(
     },
 )
 
-# An impersonation whose impersonator or opening session has ended is over even before anything revoked
-# it: the same rules as the session check leave it out (`live_session`).
-_LIST = (
-    "SELECT s.id, s.user_id, u.role, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at,"
-    " s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role"
-    f" FROM sessions s JOIN users u ON u.id = s.user_id{IMPERSONATOR_JOIN}"
-    " WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
-    " ORDER BY s.created_at DESC, s.id DESC LIMIT 1000"
-)
-_REVOKE_OWN = (
-    "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL"
-    " RETURNING id"
-)
-_REVOKE_ALL = "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id"
-
 
 def token_response(pair: TokenPair, *, status: int = 200) -> Any:
     return json_response({"data": pair.as_json()}, status=status, headers=NO_STORE)
@@ -169,11 +160,9 @@ def session_routes(
         everywhere = _flag(call.request.query_params.get("all"))
         async with db.transaction() as conn:
             if everywhere:
-                await conn.execute(_REVOKE_ALL, actor.user_id)
-                await announce(conn, user_id=actor.user_id)
+                await revoke_user_sessions(conn, actor.user_id)
             else:
-                await conn.execute(_REVOKE_OWN, actor.session_id, actor.user_id)
-                await announce(conn, session_id=actor.session_id)
+                await revoke_own_session(conn, actor.session_id, actor.user_id)
         # This worker forgets at once; the others when the announcement arrives (or within the
         # cache bound of 1 s, should the notification connection be down).
         if everywhere:
@@ -186,7 +175,6 @@ def session_routes(
 
     async def list_sessions(call: Call) -> Any:
         actor = call.user
-        rows = await db.fetch(_LIST, actor.user_id)
         data = [
             {
                 "id": str(r["id"]),
@@ -199,8 +187,7 @@ def session_routes(
                 "impersonated": r["impersonator_id"] is not None,
                 "impersonator_id": str(r["impersonator_id"]) if r["impersonator_id"] else None,
             }
-            for r in rows
-            if live_session(r, roles) is not None
+            for r in await sessions_of(db, roles, actor.user_id, limit=1000)
         ]
         return json_response({"data": data})
 
@@ -211,9 +198,8 @@ def session_routes(
             raise NotFound("No such session.")
         async with db.transaction() as conn:
             # Someone else's session is reported exactly like one that does not exist.
-            if not await conn.fetch(_REVOKE_OWN, session_id, actor.user_id):
+            if not await revoke_own_session(conn, session_id, actor.user_id):
                 raise NotFound("No such session.")
-            await announce(conn, session_id=session_id)
         authenticator.forget(session_id)
         return empty_response()
 

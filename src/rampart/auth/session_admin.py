@@ -10,28 +10,15 @@ import uuid
 from typing import Any
 
 from rampart.access.actor import Actor, Roles
-from rampart.auth.sessions import IMPERSONATOR_JOIN, announce, live_session
+from rampart.auth.sessions import revoke_own_session, sessions_of
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
 from rampart.errors import NotFound
 from rampart.lib.bus import EventBus
 
-_LIVE = (
-    "SELECT s.id, s.user_id, u.role, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at,"
-    " s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role"
-    f" FROM sessions s JOIN users u ON u.id = s.user_id{IMPERSONATOR_JOIN}"
-    " WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
-    " ORDER BY s.created_at DESC, s.id DESC LIMIT 200"
-)
-_REVOKE = (
-    "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL"
-    " RETURNING id"
-)
-
 
 async def live_sessions(*, db: Database, roles: Roles, user_id: uuid.UUID) -> list[dict[str, Any]]:
     """The user's sessions that authenticate now, newest first (at most 200)."""
-    rows = await db.fetch(_LIVE, user_id)
     return [
         {
             "id": r["id"],
@@ -41,8 +28,7 @@ async def live_sessions(*, db: Database, roles: Roles, user_id: uuid.UUID) -> li
             "expires_at": r["expires_at"],
             "impersonator_id": r["impersonator_id"],
         }
-        for r in rows
-        if live_session(r, roles) is not None
+        for r in await sessions_of(db, roles, user_id, limit=200)
     ]
 
 
@@ -57,9 +43,8 @@ async def revoke_user_session(
 ) -> None:
     """End one session of `user_id` (NotFound for anyone else's) and record `users.session_revoked`."""
     async with db.transaction() as conn:
-        if not await conn.fetch(_REVOKE, session_id, user_id):
+        if not await revoke_own_session(conn, session_id, user_id):
             raise NotFound("No such session.")
-        await announce(conn, session_id=session_id)
         event = await write_event(
             conn,
             resource="users",

@@ -240,6 +240,33 @@ _LOAD = f"SELECT {_SESSION} {_LIVE} AND s.id = $1"
 _LOAD_MANY = f"SELECT s.id, {_SESSION} {_LIVE} AND s.id = ANY($1::uuid[])"
 
 
+# Each session of one user that the check above would take, newest first, with what lists show of it
+# (`live_session` then leaves out the impersonations that are over).
+_OF_USER = (
+    "SELECT s.id, s.user_id, u.role, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at,"
+    f" s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role {_LIVE}"
+    " AND s.user_id = $1 ORDER BY s.created_at DESC, s.id DESC LIMIT $2"
+)
+_REVOKE_OWN = (
+    "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL"
+    " RETURNING id"
+)
+
+
+async def sessions_of(db: Database, roles: Roles, user_id: uuid.UUID, *, limit: int) -> list[Any]:
+    """The user's sessions that authenticate now, newest first: the rows of `_OF_USER`."""
+    return [row for row in await db.fetch(_OF_USER, user_id, limit) if live_session(row, roles) is not None]
+
+
+async def revoke_own_session(conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Revoke `session_id` if it is a live session of `user_id`, and announce it; False otherwise (someone
+    else's session is told apart from none by nobody)."""
+    if not await conn.fetch(_REVOKE_OWN, session_id, user_id):
+        return False
+    await announce(conn, session_id=session_id)
+    return True
+
+
 def live_session(row: Any, roles: Roles) -> State:
     """The session a `_LOAD` row describes, or None: an impersonation whose rules no longer hold is over.
 
