@@ -157,7 +157,7 @@ def _path_values(action: Action, given: Mapping[str, str]) -> dict[str, Any]:
         try:
             if not isinstance(text, str):
                 raise FieldInvalid("required", "Missing.")
-            values[name] = kind.parse(text)
+            values[name] = _read(kind, text)
         except FieldInvalid:
             # A path that names nothing, like a malformed id.
             raise NotFound(f"No such {name.removesuffix('_id').replace('_', ' ')}.") from None
@@ -169,8 +169,7 @@ def _bad(name: str, code: str, message: str) -> InvalidQuery:
 
 
 def _query_values(action: Action, given: Any) -> dict[str, Any]:
-    """Each declared parameter: parsed as a filter value is, then held to its field's rules (a bound, a
-    length); an absent one holds its default (else None)."""
+    """Each declared parameter, read by `_read`; an absent one holds its default (else None)."""
     if isinstance(given, Mapping) and not isinstance(given, QueryParams):
         given = [(k, str(v)) for k, v in given.items() if v is not None]
     params = given if isinstance(given, QueryParams) else QueryParams(given or "")
@@ -187,12 +186,17 @@ def _query_values(action: Action, given: Any) -> dict[str, Any]:
                 raise _bad(name, "required", f"{name} is required.")
             values[name] = spec.new_default() if spec.default is not MISSING else None
             continue
-        kind = spec.type
         try:
-            values[name] = kind.check(kind.to_json(kind.parse(texts[0])))
+            values[name] = _read(spec.type, texts[0])
         except FieldInvalid as exc:
             raise _bad(name, "invalid_value", f"{name}: {exc.message}") from None
     return values
+
+
+def _read(kind: FieldType, text: str) -> Any:
+    """A parameter's text: parsed as a filter value is, then held to the type's own rules (a bound, a
+    length, a pattern)."""
+    return kind.check(kind.to_json(kind.parse(text)))
 
 
 def answer(action: Action, result: Any) -> Response:
@@ -211,7 +215,7 @@ def operation(resource: Resource, action: Action, key_parameters: list[dict[str,
     """The action's OpenAPI operation (`key_parameters`: the item's own path parameters)."""
     parameters = [*key_parameters]
     for name, kind in action.params.items():
-        parameters.append({"name": name, "in": "path", "required": True, "schema": kind.filter_schema()})
+        parameters.append({"name": name, "in": "path", "required": True, "schema": kind.schema()})
     for name, spec in action.query.items():
         value = spec.type.schema()
         if spec.default is not MISSING and not callable(spec.default) and spec.default is not None:
