@@ -80,7 +80,10 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
 
     async def index(call: Call) -> Response:
         admin(call)
-        query = {"limit": "50", "cursor": call.request.query_params.get("cursor") or None}
+        query = {"limit": "50"}
+        cursor = call.request.query_params.get("cursor")
+        if cursor:
+            query["cursor"] = cursor
         page = await webhooks.list(context(call), query)
         return await pages.render(
             call, "webhooks.html", title="Webhooks", items=page.items, next_cursor=page.next_cursor
