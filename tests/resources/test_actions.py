@@ -218,8 +218,13 @@ async def test_the_document_describes_each_action(served: Served) -> None:
     assert label["in"] == "path"
     assert label["schema"]["type"] == "integer"
     page = doc["paths"]["/api/v1/ac_boxes/{id}/history"]["get"]["responses"]["200"]
-    assert page["content"]["application/json"]["schema"]["properties"]["meta"] == {
-        "$ref": "#/components/schemas/PageMeta"
+    assert page["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/AcBoxHistoryPage"}
+    schemas = doc["components"]["schemas"]
+    assert schemas["AcBoxHistoryPage"]["properties"]["meta"] == {"$ref": "#/components/schemas/PageMeta"}
+    result = summary_op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert result == {"$ref": "#/components/schemas/AcBoxSummaryResultResponse"}  # one class in a client
+    assert schemas["AcBoxSummaryResultResponse"]["properties"]["data"] == {
+        "$ref": "#/components/schemas/AcBoxSummaryResult"
     }
 
 

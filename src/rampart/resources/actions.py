@@ -241,15 +241,19 @@ def operation(resource: Resource, action: Action, key_parameters: list[dict[str,
             body["required"] = required
         out["requestBody"] = json_body(named(resource.schema_name + pascal_case(action.name), body))
     schema: dict[str, Any] | Named | None = None
+    # Named, so that a generated client has one class for it (not one per operation and status).
+    own_name = resource.schema_name + pascal_case(action.name)
     if action.page and action.response is not None:
         page = {
             "type": "object",
             "required": ["data", "meta"],
             "properties": {"data": {"type": "array", "items": action.response}, "meta": page_meta()},
         }
-        schema = named(f"{action.response.name}Page", page) if isinstance(action.response, Named) else page
+        items = action.response.name if isinstance(action.response, Named) else own_name
+        schema = named(f"{items}Page", page)
     elif action.response is not None:
-        schema = data(action.response)
+        result = action.response
+        schema = data(result if isinstance(result, Named) else named(f"{own_name}Result", result))
     out["responses"] = {
         str(action.status): response(action.summary or action.name, schema),
         **problems(*sorted(statuses)),
