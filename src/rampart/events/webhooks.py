@@ -192,14 +192,12 @@ def webhooks_resource(*, allow_private_networks: bool = False) -> Resource:
         description="HTTP receivers of events (admins).",
         fields={
             "url": Field(
-                Text(min_length=1, max_length=2000, pattern=URL_PATTERN),
+                Text(max_length=2000, pattern=URL_PATTERN),  # the pattern needs a character or more
                 required=True,
                 description="http(s); private and loopback addresses are refused.",
             ),
             "events": Field(
-                TextList(
-                    min_items=1, max_items=MAX_PATTERNS, min_length=1, max_length=200, pattern=EVENT_PATTERN
-                ),
+                TextList(min_items=1, max_items=MAX_PATTERNS, max_length=200, pattern=EVENT_PATTERN),
                 required=True,
                 description="Event-type patterns: 'tasks.created', 'tasks.*', '*'.",
             ),
