@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "Policy": "rampart.resources.spec",
     "Parent": "rampart.resources.spec",
     "Hooks": "rampart.resources.spec",
+    "Action": "rampart.resources.actions",
     "Binder": "rampart.resources.spec",
     "Predicate": "rampart.resources.spec",
     "Placement": "rampart.resources.placement",
@@ -32,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "FieldType": "rampart.resources.fields",
     "FieldInvalid": "rampart.resources.fields",
     "Text": "rampart.resources.fields",
+    "TextList": "rampart.resources.fields",
     "Integer": "rampart.resources.fields",
     "Boolean": "rampart.resources.fields",
     "Choice": "rampart.resources.fields",
@@ -50,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "Actor": "rampart.access.actor",
     "Context": "rampart.resources.context",
     "HookContext": "rampart.resources.context",
+    "ActionContext": "rampart.resources.context",
     "ResourceManager": "rampart.resources.manager",
     "Page": "rampart.resources.manager",
     # Errors a hook or a route may raise (each becomes its problem+json answer)
@@ -76,6 +79,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "Action",
+    "ActionContext",
     "Actor",
     "Alias",
     "Binder",
@@ -112,6 +117,7 @@ __all__ = [
     "Settings",
     "Subscriber",
     "Text",
+    "TextList",
     "Timestamp",
     "Unauthorized",
     "ValidationFailed",
@@ -157,7 +163,8 @@ if TYPE_CHECKING:
         ValidationFailed,
     )
     from rampart.events.dispatcher import Subscriber
-    from rampart.resources.context import Context, HookContext
+    from rampart.resources.actions import Action
+    from rampart.resources.context import ActionContext, Context, HookContext
     from rampart.resources.endpoints import Call, Route, empty_response, json_response
     from rampart.resources.fields import (
         Boolean,
@@ -169,6 +176,7 @@ if TYPE_CHECKING:
         Integer,
         Reference,
         Text,
+        TextList,
         Timestamp,
     )
     from rampart.resources.manager import Page, ResourceManager

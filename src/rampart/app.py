@@ -25,7 +25,6 @@ from rampart.auth.routes_oidc import CALLBACK_PATH, oidc_routes
 from rampart.auth.routes_sessions import session_routes
 from rampart.auth.sessions import REVOCATION_CHANNEL, Authenticator
 from rampart.auth.tokens import TokenIssuer
-from rampart.auth.users import users_resource
 from rampart.config import Settings
 from rampart.db.listener import Listener
 from rampart.db.migrate import pending_migrations
@@ -36,7 +35,6 @@ from rampart.events.dispatcher import Dispatcher, RetryPolicy, Subscriber
 from rampart.events.log import EventLog
 from rampart.events.routes import event_routes
 from rampart.events.stream import LiveStream
-from rampart.events.webhook_routes import webhook_routes
 from rampart.events.webhook_sender import WebhookSender
 from rampart.events.webhooks import Webhooks
 from rampart.lib.bus import EventBus
@@ -55,7 +53,7 @@ from rampart.resources.manager import ResourceManager
 from rampart.resources.query import CursorCodec
 from rampart.resources.routes import resource_routes
 from rampart.resources.spec import Registry, Resource, check_references
-from rampart.schema import declared_resources, migration_folders
+from rampart.schema import declared_resources, framework_resources, migration_folders
 
 CONSOLE_PREFIX = "/console"  # rampart.console.PREFIX, without importing the console when it is off
 
@@ -181,12 +179,13 @@ class Rampart:
 
 
 def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
-    """The event log and webhook routes, and the dispatcher (a background worker unless disabled)."""
+    """The event log routes, the webhooks' deliveries, and the dispatcher (a background worker unless
+    disabled). The webhooks' routes are their resource's."""
     settings = services.settings
     sender = WebhookSender(
         timeout=settings.webhooks_timeout, allow_private_networks=settings.webhooks_allow_private_networks
     )
-    webhooks = Webhooks(db=services.db, bus=services.bus, sender=sender, reads=services.replicas)
+    webhooks = Webhooks(db=services.db, sender=sender)
     dispatcher = Dispatcher(
         db=services.db,
         listener=services.listener if settings.events_dispatcher else None,
@@ -222,7 +221,7 @@ def _install_events(services: Services, metrics: Metrics) -> list[RouteSpec]:
     )
     services.background.append(stream)
     services.event_log, services.stream = event_log, stream
-    return [*event_routes(event_log, stream=stream), *webhook_routes(webhooks)]
+    return event_routes(event_log, stream=stream)
 
 
 def _query_cache(services: Services) -> CacheFeed:
@@ -323,7 +322,7 @@ def create_app(
 
     - `settings`: read from the environment (`RAMPART_*`, `.env`) when not given.
     - `resources`: your declared resources; when not given, those of `settings.app` (`RAMPART_APP`, the
-      demo app by default). Rampart adds its `users` resource itself.
+      demo app by default). Rampart adds its own `users` and `webhooks` resources itself.
     - `routes`: your own `Route`s. They go through the same pipeline as every route: authentication
       (unless `public=True`), the route's `permission`, rate limits, errors as problem+json, OpenAPI.
     - `middleware`: Starlette `Middleware(cls, **options)` entries, outermost first. They wrap the router,
@@ -394,7 +393,9 @@ def create_app(
     services.background.append(services.listener)
     registry = services.registry
     declared = (
-        [users_resource(roles), *resources] if resources is not None else declared_resources(settings, roles)
+        [*framework_resources(settings, roles), *resources]
+        if resources is not None
+        else declared_resources(settings, roles)
     )
     for resource in declared:
         registry.add(resource)

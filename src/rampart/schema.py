@@ -13,6 +13,7 @@ from rampart.access.actor import Roles
 from rampart.auth.users import users_resource
 from rampart.config import Settings
 from rampart.db.citus import SHARD_KEY, TablePlacement
+from rampart.events.webhooks import webhooks_resource
 from rampart.resources.spec import Registry, Resource
 
 if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations, never in a serving worker
@@ -36,12 +37,24 @@ def app_target(settings: Settings) -> Any:
     )
 
 
+# Rampart's own resources, declared before the app's: their tables are in Rampart's migrations.
+FRAMEWORK_RESOURCES = ("users", "webhooks")
+
+
+def framework_resources(settings: Settings, roles: Roles) -> list[Resource]:
+    """Rampart's own resources: the users (/admin/users) and the webhooks (/admin/webhooks)."""
+    return [
+        users_resource(roles),
+        webhooks_resource(allow_private_networks=settings.webhooks_allow_private_networks),
+    ]
+
+
 def declared_resources(settings: Settings, roles: Roles) -> list[Resource]:
-    """The users resource plus the resources of the configured app (`RAMPART_APP`)."""
+    """Rampart's own resources plus those of the configured app (`RAMPART_APP`)."""
     target = app_target(settings)
     if isinstance(target, list):
-        return [users_resource(roles), *target]
-    return list(target.services.registry)  # an application: its registry already holds users
+        return [*framework_resources(settings, roles), *target]
+    return list(target.services.registry)  # an application: its registry already holds Rampart's
 
 
 # Apps shipped inside Rampart (the demo), each with its own migrations beside its module.
@@ -114,10 +127,10 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     define_events_table(metadata)
     define_event_queue_table(metadata)
     define_delivery_tables(metadata)
-    # `users` is Rampart's own resource; the app's migrations make only the app's tables, each with its
-    # record of deleted rows (decision 0016).
+    # `users` and `webhooks` are Rampart's own resources; the app's migrations make only the app's tables,
+    # each with its record of deleted rows (decision 0016).
     metadata.info["app_tables"] = frozenset(
-        table for r in registry if r.name != "users" for table in (r.table, r.deleted_table)
+        table for r in registry if r.name not in FRAMEWORK_RESOURCES for table in (r.table, r.deleted_table)
     )
     return metadata
 

@@ -393,3 +393,46 @@ async def test_dead_letters_are_replayed_from_the_console(
     )
     assert status == "pending"
     await app.services.db.execute("DELETE FROM event_deliveries WHERE subscriber = $1", subscriber)
+
+
+async def test_generic_pages_show_a_write_only_value_once_and_take_text_lists(
+    app: Rampart, browser: httpx.AsyncClient, admin: User
+) -> None:
+    """The webhooks resource through the generic resource pages: its `secret` is a password box, shown
+    only by the answer to the create; its `events` a text area, one pattern per line."""
+    await sign_in(app, browser, admin.id)
+    base = "/console/resources/webhooks"
+    page = await browser.get(f"{base}/new")
+    assert re.search(r'id="f-secret"[^>]*type="password"', page.text)
+    assert '<textarea id="f-events"' in page.text
+    form = {
+        "url": "https://93.184.216.34/console",
+        "events": "tasks.*\nprojects.created\ntasks.*",
+        "active": "false",
+    }
+    r = await post_form(browser, f"{base}/new", f"{base}/new", form)
+    assert r.status_code == 200, r.text[:500]  # the created item's page, answering the POST itself
+    secret = re.search(r'<code class="secret">(whsec_[^<]+)</code>', r.text)
+    assert secret is not None, r.text[:2000]
+    hook_id = re.search(rf'href="{base}/([0-9a-f-]{{36}})/edit"', r.text)
+    assert hook_id is not None
+    detail = await browser.get(f"{base}/{hook_id.group(1)}")
+    assert detail.status_code == 200
+    assert "tasks.*, projects.created" in detail.text  # kept once each, in order
+    assert secret.group(1) not in detail.text
+    # An edit that leaves the secret empty keeps it.
+    edit = f"{base}/{hook_id.group(1)}/edit"
+    r = await post_form(browser, edit, edit, {**form, "description": "from the console", "version": "1"})
+    assert r.status_code == 303, r.text[:500]
+    stored = await app.services.db.fetchval(
+        "SELECT secret FROM webhooks WHERE id = $1", uuid.UUID(hook_id.group(1))
+    )
+    assert stored == secret.group(1)
+    assert [e["type"] for e in await events_of(app, hook_id.group(1))] == [
+        "webhooks.created",
+        "webhooks.updated",
+    ]
+    written = await app.services.db.fetch(
+        "SELECT data::text, changes::text FROM events WHERE resource_id = $1", hook_id.group(1)
+    )
+    assert all(secret.group(1) not in f"{r[0]} {r[1]}" for r in written)

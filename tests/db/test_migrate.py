@@ -45,7 +45,7 @@ FRAMEWORK_TABLES = {
 DEMO_TABLES = {"projects", "project_members", "tasks"}
 ADDED_SINCE = {"login_links"}  # framework tables newer than the old head (86270a25deee)
 # The records of deleted rows (decision 0016), in the same chains as their tables.
-FRAMEWORK_RECORDS = {"users_deleted"}
+FRAMEWORK_RECORDS = {"users_deleted", "webhooks_deleted"}
 DEMO_RECORDS = {"projects_deleted", "project_members_deleted", "tasks_deleted"}
 # Rampart's version files as they were before the demo app got a chain of its own (decision 0020).
 VERSIONS_BEFORE_0020 = Path(__file__).parent / "versions_before_0020"

@@ -274,9 +274,7 @@ async def test_addresses_are_checked_again_at_delivery_time(
     port = receiver.url.rsplit(":", 1)[1]
     by_name = await create_hook(api, root, url=f"http://localhost:{port}{path}", events=["projects.created"])
     strict = Webhooks(
-        db=hooks_app.services.db,
-        bus=hooks_app.services.bus,
-        sender=WebhookSender(timeout=2.0, allow_private_networks=False),
+        db=hooks_app.services.db, sender=WebhookSender(timeout=2.0, allow_private_networks=False)
     )
     dispatcher = dispatcher_for(strict)
     await a_task(api, await new_user(hooks_app))

@@ -19,6 +19,7 @@ from rampart.resources.fields import (
     Integer,
     Reference,
     Text,
+    TextList,
     Timestamp,
 )
 from rampart.resources.spec import Field, Resource
@@ -367,3 +368,72 @@ def test_the_instants_asyncpg_sends_as_infinity_are_refused(value: str) -> None:
     assert refused.value.code == "out_of_range"
     assert Timestamp().parse(value) is not None  # as a filter they still compare (as infinity)
     assert Timestamp().check(value.replace("00:00:00Z", "00:00:01Z").replace(".999999", ".998"))
+
+
+# ----- TextList -----------------------------------------------------------------------------------------
+PATTERNS = TextList(min_items=1, max_items=3, min_length=1, max_length=5, pattern=r"[a-z*.]+")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["a"], ["a"]),
+        (["b", "a", "b"], ["b", "a"]),  # kept once each, where first given
+        (["a.*", "*", "bcd"], ["a.*", "*", "bcd"]),
+    ],
+)
+def test_a_text_list_keeps_each_value_once_in_order(value: list[str], expected: list[str]) -> None:
+    assert PATTERNS.check(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("a", "invalid_type"),
+        ({"a": 1}, "invalid_type"),
+        ([], "required"),
+        (["a", "b", "c", "d"], "too_long"),  # counted before the items are read
+        ([1], "invalid_type"),
+        ([""], "required"),
+        (["abcdef"], "too_long"),
+        (["A"], "invalid_format"),
+        (["a\x00"], "invalid_characters"),
+    ],
+)
+def test_a_text_list_refuses(value: Any, code: str) -> None:
+    with pytest.raises(FieldInvalid) as refused:
+        PATTERNS.check(value)
+    assert refused.value.code == code
+
+
+def test_a_text_list_counts_its_different_items() -> None:
+    pair = TextList(min_items=2)
+    with pytest.raises(FieldInvalid) as refused:
+        pair.check(["x", "x"])
+    assert refused.value.code == "too_short"
+    assert pair.check(["x", "y", "x"]) == ["x", "y"]
+
+
+def test_a_text_list_is_text_array_and_its_schema_bounds_items() -> None:
+    assert PATTERNS.pg_type == "text[]"
+    from sqlalchemy.dialects import postgresql
+
+    assert PATTERNS.sa_type().compile(dialect=postgresql.dialect()) == "TEXT[]"  # type: ignore[no-untyped-call]
+    schema = PATTERNS.schema()
+    assert schema["type"] == "array"
+    assert (schema["minItems"], schema["maxItems"]) == (1, 3)
+    assert schema["items"]["maxLength"] == 5
+    assert schema["items"]["pattern"].endswith("(?:[a-z*.]+)$")
+    assert "minItems" not in TextList().schema()
+    with pytest.raises(FieldInvalid):
+        PATTERNS.parse("a")  # never a filter or a cursor value
+
+
+def test_a_text_list_is_neither_filterable_nor_sortable() -> None:
+    assert Field(PATTERNS, filter=True).operators == ()
+    with pytest.raises(ValueError, match="cannot be sortable"):
+        Resource(name="tl_things", fields={"tags": Field(PATTERNS, sort=True)})
+    with pytest.raises(ValueError, match="do not apply"):
+        Resource(name="tl_things", fields={"tags": Field(PATTERNS, filter=("eq",))})
+    with pytest.raises(ValueError, match="min_items"):
+        TextList(min_items=3, max_items=2)

@@ -39,11 +39,11 @@ _ASSETS = {"swagger-ui.css", "swagger-ui-bundle.js"}
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Tags of the service's own routes; a resource's tag is described by its `Resource.description`.
+# Tags of the service's own routes; a resource's tag (webhooks' too) is described by its
+# `Resource.description`.
 _TAGS = {
     "auth": "Who the caller is, tokens, sessions and sign-in.",
     "events": "The audit log and the live stream of changes.",
-    "webhooks": "HTTP receivers of events (admins).",
     "operations": "Health, metrics and this document.",
 }
 

@@ -13,7 +13,17 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from rampart.resources.fields import Boolean, Choice, Date, FieldType, Integer, Reference, Text, Timestamp
+from rampart.resources.fields import (
+    Boolean,
+    Choice,
+    Date,
+    FieldType,
+    Integer,
+    Reference,
+    Text,
+    TextList,
+    Timestamp,
+)
 from rampart.resources.spec import Field, Resource
 
 _INTEGER = re.compile(r"-?[0-9]{1,12}")
@@ -28,7 +38,7 @@ class Control:
 
     name: str
     label: str
-    kind: str  # text, textarea, number, checkbox, select, date
+    kind: str  # text, textarea, number, checkbox, select, date, password
     required: bool
     value: Any = ""
     options: list[tuple[str, str]] = field(default_factory=list)  # (value, text)
@@ -42,10 +52,13 @@ class Control:
 
 def label_field(resource: Resource) -> str | None:
     """The field that names a row of `resource` for people (its name, title, email...)."""
+    shown = resource.shown_fields
     for name in LABEL_FIELDS:
-        if name in resource.all_fields and isinstance(resource.all_fields[name].type, Text):
+        if name in shown and isinstance(shown[name].type, Text):
             return name
-    return next((n for n, f in resource.fields.items() if isinstance(f.type, Text)), None)
+    return next(
+        (n for n, f in resource.fields.items() if isinstance(f.type, Text) and not f.write_only), None
+    )
 
 
 def humanize(name: str) -> str:
@@ -74,6 +87,14 @@ def control(name: str, spec: Field, value: Any) -> Control:
         ctl.hint = ctl.hint or "RFC 3339, e.g. 2026-12-31T23:59:00Z"
     elif isinstance(kind_of, Reference):
         ctl.kind, ctl.picker = "select", kind_of.target
+    elif isinstance(kind_of, TextList):
+        ctl.kind = "textarea"
+        ctl.value = "\n".join(value) if isinstance(value, list) else value
+        ctl.hint = ctl.hint or "One per line."
+    elif spec.write_only:
+        # Never shown: left empty, it is generated (on create) or stays as it is (on an edit).
+        ctl.kind, ctl.value = "password", ""
+        ctl.hint = ctl.hint or "Left empty, it stays as it is (or gets its default)."
     elif isinstance(kind_of, Text):
         ctl.max_length = kind_of.max_length
         if kind_of.max_length > 300:
@@ -117,6 +138,10 @@ def _value(spec: Field, raw: list[str]) -> Any:
     if isinstance(kind, Boolean):
         return "true" in raw
     text = raw[-1] if raw else ""
+    if spec.write_only and text == "":
+        return _OMIT  # never shown, so never "emptied": left as it is
+    if isinstance(kind, TextList):
+        return [line.strip() for line in text.splitlines() if line.strip()]
     if isinstance(kind, Text):
         return text
     if text.strip() == "":

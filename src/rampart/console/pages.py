@@ -135,7 +135,8 @@ class Pages:
         if actor.can(MANAGE_USERS):
             items.append(("Overview", PREFIX))
         for name, manager in self.parts.managers.items():
-            if "list" in manager.resource.operations and name != "users":
+            # Rampart's own resources have entries (and pages) of their own below.
+            if "list" in manager.resource.operations and name not in ("users", "webhooks"):
                 items.append((name.replace("_", " ").capitalize(), f"{PREFIX}/resources/{name}"))
         if actor.can(MANAGE_USERS):
             items.append(("Users", f"{PREFIX}/resources/users"))

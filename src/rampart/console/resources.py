@@ -57,7 +57,7 @@ def _columns(resource: Resource) -> list[str]:
     """The fields a list shows: the declared ones (long texts left out), then when it was created."""
     declared = [
         name
-        for name, spec in resource.all_fields.items()
+        for name, spec in resource.shown_fields.items()
         if name not in ("id", "created_at", "updated_at", "version")
         and not (isinstance(spec.type, Text) and spec.type.max_length > 300)
     ]
@@ -260,7 +260,7 @@ class ResourcePages:
 
     # ----- detail ------------------------------------------------------------------------------------
     async def detail_page(self, call: Call) -> Response:
-        actor = require(call)
+        require(call)
         manager = self.manager(call)
         resource = manager.resource
         if "get" not in resource.operations:
@@ -268,8 +268,22 @@ class ResourcePages:
         parent_id = self.parent_of(call, manager, required=False)
         key = self.key_of(call, manager)
         row = await manager.get(context(call), key, parent_id=parent_id)
+        return await self._detail(call, manager, row, parent_id)
+
+    async def _detail(
+        self,
+        call: Call,
+        manager: ResourceManager,
+        row: dict[str, Any],
+        parent_id: uuid.UUID | None,
+        *,
+        once: dict[str, Any] | None = None,
+    ) -> Response:
+        """An item's page; `once`: the write-only values of an item just created, shown this once."""
+        actor = require(call)
+        resource = manager.resource
         fields = []
-        for name, spec in resource.all_fields.items():
+        for name, spec in resource.shown_fields.items():
             value = row.get(name)
             link = None
             if isinstance(spec.type, Reference) and value is not None:
@@ -281,6 +295,8 @@ class ResourcePages:
                 shown = display_time(value)
             elif isinstance(spec.type, Boolean) and value is not None:
                 shown = "yes" if value else "no"
+            elif isinstance(value, list):
+                shown = ", ".join(map(str, value))
             fields.append(
                 {
                     "name": name,
@@ -310,6 +326,7 @@ class ResourcePages:
             can_update="update" in resource.operations,
             can_delete="delete" in resource.operations,
             extras=extras,
+            once=[(humanize(n), v) for n, v in (once or {}).items()],
         )
 
     # ----- create and edit ---------------------------------------------------------------------------
@@ -369,7 +386,10 @@ class ResourcePages:
         if "create" not in manager.resource.operations:
             raise NotFound(f"{manager.resource.name} items cannot be created.")
         fields = self._create_fields(manager.resource)
-        defaults = {n: f.default for n, f in fields.items() if f.default is not MISSING}
+        # A generated default (a function) is made on create: the form leaves the field empty.
+        defaults = {
+            n: f.default for n, f in fields.items() if f.default is not MISSING and not callable(f.default)
+        }
         return await self._form(call, manager, row=None, values=defaults, errors={})
 
     async def create(self, call: Call) -> Response:
@@ -392,6 +412,10 @@ class ResourcePages:
                 errors={e.field: e.message for e in exc.errors},
                 detail=exc.detail,
             )
+        if resource.write_only and "get" in resource.operations:
+            # The answer to the POST itself shows what is never shown again (reloading it posts nothing).
+            once = {n: row[n] for n in resource.write_only if n in row}
+            return await self._detail(call, manager, row, parent_id, once=once)
         if "get" in resource.operations:
             return redirect(
                 self.item_href(resource, row, parent_id).split("?")[0], done="created", parent=parent_id

@@ -130,8 +130,14 @@ def user_routes(pages: Pages) -> list[RouteSpec]:
             user_agent=call.request.headers.get("user-agent"),
             ip=client.host if client else None,
         )
+        # The first list a user may read (not Rampart's own, which need a permission: users, webhooks).
         first = next(
-            (n for n, m in parts.managers.items() if n != "users" and "list" in m.resource.operations), None
+            (
+                n
+                for n, m in parts.managers.items()
+                if not m.resource.permission and "list" in m.resource.operations
+            ),
+            None,
         )
         response = redirect(
             f"{PREFIX}/resources/{first}" if first else f"{PREFIX}/audit", done="impersonating"

@@ -1,15 +1,17 @@
 """Webhooks in the console: create and edit, the delivery log with each attempt's status and error,
 redelivery, and the dead letters of every subscriber with replay (what `rampart events` does on the
-command line). Everything goes through `Webhooks` and the dispatcher's functions, as the API does."""
+command line). Everything goes through the webhooks resource's manager (its actions included) and the
+dispatcher's functions, as the API does."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from starlette.responses import Response
 
 from rampart.console import PREFIX
-from rampart.console.pages import Pages, redirect, require
+from rampart.console.pages import Pages, context, redirect, require
 from rampart.errors import NotFound, ValidationFailed
 from rampart.events.dispatcher import dead_letters, replay
 from rampart.events.log import READ_ANY
@@ -26,7 +28,7 @@ def _patterns(text: str) -> list[str]:
 
 def webhook_routes(pages: Pages) -> list[RouteSpec]:
     parts = pages.parts
-    webhooks = parts.webhooks
+    webhooks = parts.managers["webhooks"]
 
     def admin(call: Call) -> None:
         require(call).require(PERMISSION)
@@ -70,12 +72,21 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
             body["secret"] = values["secret"]
         return body, values
 
+    def key(text: str) -> uuid.UUID:
+        found = parse_uuid(text)
+        if found is None:
+            raise webhooks.not_found()
+        return found
+
     async def index(call: Call) -> Response:
         admin(call)
-        after = parse_uuid(call.request.query_params.get("after", ""))
-        items, more = await webhooks.page(after=after, limit=50)
+        query = {"limit": "50"}
+        cursor = call.request.query_params.get("cursor")
+        if cursor:
+            query["cursor"] = cursor
+        page = await webhooks.list(context(call), query)
         return await pages.render(
-            call, "webhooks.html", title="Webhooks", items=items, next_after=items[-1]["id"] if more else None
+            call, "webhooks.html", title="Webhooks", items=page.items, next_cursor=page.next_cursor
         )
 
     async def new(call: Call) -> Response:
@@ -91,7 +102,7 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
         admin(call)
         body, values = body_of(call, creating=True)
         try:
-            created = await webhooks.create(call.user, body, request_id=call.request_id)
+            created = await webhooks.create(context(call), body)
         except ValidationFailed as exc:
             errors = {e.field: e.message for e in exc.errors}
             return await form_page(call, webhook=None, values=values, errors=errors)
@@ -100,10 +111,10 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
 
     async def detail(call: Call, *, webhook_id: str | None = None, secret: str | None = None) -> Response:
         admin(call)
-        wid = parse_uuid(webhook_id or call.path["id"])
-        webhook = await webhooks.get(wid)
+        wid = key(webhook_id or call.path["id"])
+        webhook = await webhooks.get(context(call), wid)
         after = parse_uuid(call.request.query_params.get("after", ""))
-        attempts, more = await webhooks.attempts(wid, after=after, limit=50)
+        attempts = await webhooks.act(context(call), "deliveries", wid, query={"after": after, "limit": 50})
         subscriber = SUBSCRIBER_PREFIX + webhook["id"]
         dead = [d for d in await dead_letters(parts.db, limit=500) if d["subscriber"] == subscriber][:50]
         return await pages.render(
@@ -112,9 +123,9 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
             title=f"Webhook {webhook['url']}",
             webhook=webhook,
             secret=secret,
-            attempts=attempts,
+            attempts=attempts.items,
             dead=dead,
-            next_after=attempts[-1]["id"] if more else None,
+            next_after=attempts.next_cursor,
         )
 
     async def show(call: Call) -> Response:
@@ -122,17 +133,17 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
 
     async def edit(call: Call) -> Response:
         admin(call)
-        webhook = await webhooks.get(parse_uuid(call.path["id"]))
+        webhook = await webhooks.get(context(call), key(call.path["id"]))
         values = {**webhook, "events": " ".join(webhook["events"]), "secret": ""}
         return await form_page(call, webhook=webhook, values=values, errors={})
 
     async def update(call: Call) -> Response:
         admin(call)
-        wid = parse_uuid(call.path["id"])
-        webhook = await webhooks.get(wid)
+        wid = key(call.path["id"])
+        webhook = await webhooks.get(context(call), wid)
         body, values = body_of(call, creating=False)
         try:
-            await webhooks.update(call.user, wid, body, request_id=call.request_id)
+            await webhooks.update(context(call), wid, body)
         except ValidationFailed as exc:
             errors = {e.field: e.message for e in exc.errors}
             return await form_page(call, webhook=webhook, values=values, errors=errors)
@@ -140,7 +151,7 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
 
     async def delete_page(call: Call) -> Response:
         admin(call)
-        webhook = await webhooks.get(parse_uuid(call.path["id"]))
+        webhook = await webhooks.get(context(call), key(call.path["id"]))
         return await pages.render(
             call,
             "confirm.html",
@@ -154,13 +165,13 @@ def webhook_routes(pages: Pages) -> list[RouteSpec]:
 
     async def delete(call: Call) -> Response:
         admin(call)
-        await webhooks.delete(call.user, parse_uuid(call.path["id"]), request_id=call.request_id)
+        await webhooks.delete(context(call), key(call.path["id"]))
         return redirect(BASE, done="deleted")
 
     async def redeliver(call: Call) -> Response:
         admin(call)
-        wid = parse_uuid(call.path["id"])
-        await webhooks.redeliver(wid, parse_uuid(call.path["event_id"]))
+        wid = key(call.path["id"])
+        await webhooks.act(context(call), "redeliver", wid, path={"event_id": call.path["event_id"]})
         return redirect(f"{BASE}/{wid}", done="redelivered")
 
     async def dead_page(call: Call) -> Response:

@@ -44,6 +44,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import asyncpg
+
 from rampart.db.listener import Listener
 from rampart.db.pool import Database
 from rampart.errors import ServiceUnavailable
@@ -525,8 +527,9 @@ async def replay(db: Database, *, subscriber: str | None = None, event_id: uuid.
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def redeliver(db: Database, *, subscriber: str, event_id: uuid.UUID) -> None:
-    """Queue `event_id` for `subscriber` again, whatever happened to it before."""
+async def redeliver(db: Database | asyncpg.Connection, *, subscriber: str, event_id: uuid.UUID) -> None:
+    """Queue `event_id` for `subscriber` again, whatever happened to it before (in the transaction of the
+    connection given: the dispatchers hear of it once it commits)."""
     await db.execute(
         "INSERT INTO event_deliveries (event_id, subscriber) VALUES ($1, $2)"
         " ON CONFLICT (event_id, subscriber) DO UPDATE SET status = 'pending', attempts = 0,"

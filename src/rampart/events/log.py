@@ -39,8 +39,6 @@ READ_ANY = "events:read_any"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 _PARAMS = frozenset({"resource", "resource_id", "type", "actor_id", "after", "limit"})
-# Events whose `resource` is not a declared resource: rampart.events.webhooks writes these.
-OTHER_SOURCES = ("webhooks",)
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}")
 # A non-UUID resource_id (never written by the framework) must make a row invisible, not fail the query.
@@ -132,7 +130,7 @@ class EventLog:
         self.db = db
         self.managers = managers
         self.reads = reads
-        self.sources = tuple(sorted({*managers, *OTHER_SOURCES}))  # what events' `resource` can be
+        self.sources = tuple(sorted(managers))  # what events' `resource` can be
         self.window = window
 
     async def page(
@@ -162,6 +160,15 @@ class EventLog:
         newest: uuid.UUID | None = await self.db.fetchval("SELECT id FROM events ORDER BY id DESC LIMIT 1")
         return newest
 
+    def _judged(self, actor: Actor, query: LogQuery) -> list[tuple[str, ResourceManager]]:
+        """The resources whose events the page may hold for `actor` (not one whose events are all hidden
+        from them: `Policy.audit_permission`, webhooks')."""
+        return [
+            (name, m)
+            for name, m in self.managers.items()
+            if query.resource in (None, name) and not m.rules.events_hidden(actor)
+        ]
+
     def page_sql(self, actor: Actor, query: LogQuery) -> tuple[str, list[Any]] | None:
         """The statement that reads a page and its parameters; None when the caller can see nothing."""
         bind = Binder()
@@ -171,13 +178,12 @@ class EventLog:
             where = [*_filters("e", query, bind), *([f"e.id > {bind(query.after)}"] if query.after else [])]
             sql = f"SELECT {_COLUMNS} FROM events e{_where(where)} ORDER BY {_order('e', query)} LIMIT {n}"
             return sql, bind.params
-        managers = [(name, m) for name, m in self.managers.items() if query.resource in (None, name)]
+        managers = self._judged(actor, query)
         target = None
         if query.resource_id is not None:
             target = parse_uuid(query.resource_id)
             if target is None:  # the framework writes only UUIDs: no object has this id
                 return None
-        # Events of anything not declared as a resource (webhooks, say) are for READ_ANY holders only.
         if not managers:
             return None
         after = bind(query.after or _START)
@@ -239,7 +245,7 @@ class EventLog:
         see `rampart.events.log_citus`), then the page either way."""
         from rampart.events import log_citus  # it builds on this module's helpers
 
-        managers = [(name, m) for name, m in self.managers.items() if query.resource in (None, name)]
+        managers = self._judged(actor, query)
         target = None
         if query.resource_id is not None:
             target = parse_uuid(query.resource_id)

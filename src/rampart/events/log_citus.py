@@ -58,16 +58,20 @@ def judged_sql(
         resource = bind(name)
         kind = manager.resource.placement.kind
         o = Alias("o", f"o.{SHARD_KEY}") if kind == "distributed" else Alias("o")
+        if kind == "local":  # not on the workers: its visible objects first, then their events
+            # (Asked for the ids alone: a condition bound but left out of the text would leave its
+            # parameters without a type.)
+            ids = manager.rules.events_visible_ids_sql(actor, bind, alias=Alias("o"))
+            judged.append(
+                f"{e}.resource = {resource}"
+                if ids is None  # every event of this resource is visible
+                else f"({e}.resource = {resource}"
+                f" AND {e}.resource_id = ANY(ARRAY(SELECT v.id::text FROM ({ids}) v)))"
+            )
+            continue
         live = manager.events_visible_sql(actor, o, bind)
         if live is None:  # every event of this resource is visible
             judged.append(f"{e}.resource = {resource}")
-            continue
-        if kind == "local":  # not on the workers: its visible objects first, then their events
-            ids = manager.rules.events_visible_ids_sql(actor, bind, alias=Alias("o"))
-            judged.append(
-                f"({e}.resource = {resource}"
-                f" AND {e}.resource_id = ANY(ARRAY(SELECT v.id::text FROM ({ids}) v)))"
-            )
             continue
         gone = manager.events_visible_sql(actor, o, bind)
         same = f" AND o.{SHARD_KEY} = {e}.{SHARD_KEY}" if kind == "distributed" else ""

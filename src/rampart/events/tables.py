@@ -1,6 +1,7 @@
-"""The tables of event delivery: one delivery row per (event, subscriber), webhooks and their attempts.
+"""The tables of event delivery: one delivery row per (event, subscriber), and webhooks' attempts.
 
-`events` itself belongs to `rampart.db.outbox`; these are what the dispatcher and webhooks keep beside it.
+`events` itself belongs to `rampart.db.outbox`, and `webhooks` is a resource (`rampart.events.webhooks`):
+these are what the dispatcher and webhooks keep beside them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ _TS = pg.TIMESTAMP(timezone=True, precision=3)
 
 
 def define_delivery_tables(metadata: sa.MetaData) -> None:
-    """Add `event_deliveries`, `webhooks` and `webhook_attempts` to `metadata`."""
+    """Add `event_deliveries` and `webhook_attempts` to `metadata` (whose `webhooks` the resource defines)."""
     sa.Table(
         "event_deliveries",
         metadata,
@@ -37,19 +38,6 @@ def define_delivery_tables(metadata: sa.MetaData) -> None:
             "event_deliveries_due_idx", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")
         ),
         sa.Index("event_deliveries_subscriber_idx", "subscriber", "status", "event_id"),
-    )
-    sa.Table(
-        "webhooks",
-        metadata,
-        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column("url", sa.Text(), nullable=False),
-        sa.Column("events", pg.ARRAY(sa.Text()), nullable=False),
-        sa.Column("secret", sa.Text(), nullable=False),
-        sa.Column("description", sa.Text(), nullable=False, server_default=sa.text("''")),
-        sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.text("true")),
-        sa.Column("created_at", _TS, nullable=False, server_default=sa.text("now()")),
-        sa.Column("updated_at", _TS, nullable=False, server_default=sa.text("now()")),
-        sa.Column("version", sa.Integer(), nullable=False, server_default=sa.text("1")),
     )
     sa.Table(
         "webhook_attempts",

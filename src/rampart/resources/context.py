@@ -40,3 +40,16 @@ class HookContext(Context):
     conn: Any  # asyncpg.Connection; Any keeps asyncpg out of an app's type checking
     resource: Resource
     resources: Mapping[str, ResourceManager] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionContext(HookContext):
+    """What an action's handler receives as `ctx` (`rampart.resources.actions`): a `HookContext` (for a GET
+    action, `conn` is a connection outside any transaction), plus what the request gave, each value
+    parsed and checked by its declaration: `path`, the action's own path parameters; `query`, its query
+    parameters (an absent one holds its default, else None); `body`, its body (None when it declares none).
+    """
+
+    path: Mapping[str, Any] = field(default_factory=dict)
+    query: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None

@@ -47,6 +47,7 @@ class FieldType:
 
     pg_type = "text"
     operators: tuple[str, ...] = ("eq", "ne", "in")
+    sortable = True  # keyset cursors compare its values
 
     def check(self, value: Any) -> Any:
         """Check a JSON value (already parsed) and return the value to store."""
@@ -152,6 +153,73 @@ class Text(FieldType):
             # Not blank (see _VISIBLE): a lookahead, so it combines with either pattern above.
             out["pattern"] = f"^(?=[\\s\\S]*{_VISIBLE})" + out["pattern"].removeprefix("^")
         return out
+
+
+class TextList(FieldType):
+    """A list of texts (PostgreSQL `text[]`): `min_items` to `max_items` of them, each held to the rules of
+    `Text` (the other options); a value given twice is kept once, where it first appears. Neither
+    filterable nor sortable."""
+
+    pg_type = "text[]"
+    operators = ()
+    sortable = False
+
+    def __init__(
+        self,
+        *,
+        min_items: int = 0,
+        max_items: int = 100,
+        min_length: int = 0,
+        max_length: int = 200,
+        pattern: str | None = None,
+        strip: bool = False,
+        lower: bool = False,
+    ) -> None:
+        if not 0 <= min_items <= max_items:
+            raise ValueError("TextList needs 0 <= min_items <= max_items")
+        self.min_items = min_items
+        self.max_items = max_items
+        self.item = Text(
+            min_length=min_length, max_length=max_length, pattern=pattern, strip=strip, lower=lower
+        )
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise FieldInvalid("invalid_type", "Must be an array of strings.")
+        if len(value) > self.max_items:  # before the items are read: the work is bounded
+            raise FieldInvalid("too_long", f"Must hold at most {self.max_items} items.")
+        items = []
+        for i, item in enumerate(value):
+            try:
+                items.append(self.item.check(item))
+            except FieldInvalid as exc:
+                raise FieldInvalid(exc.code, f"Item {i + 1}: {exc.message}") from None
+        kept = list(dict.fromkeys(items))
+        if len(kept) < self.min_items:
+            code = "required" if not kept else "too_short"
+            raise FieldInvalid(code, f"Must hold at least {self.min_items} different items.")
+        return kept
+
+    def parse(self, text: str) -> Any:
+        raise FieldInvalid("invalid_value", "A list is not compared in a query.")
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        import sqlalchemy as sa
+        from sqlalchemy.dialects import postgresql as pg
+
+        return pg.ARRAY(sa.Text())
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "array", "items": self.item.schema(), "maxItems": self.max_items}
+        if self.min_items:
+            out["minItems"] = self.min_items
+        return out
+
+    def filter_schema(self) -> dict[str, Any]:
+        return self.schema()
+
+    def to_json(self, value: Any) -> Any:
+        return list(value) if isinstance(value, tuple | list) else value
 
 
 class Integer(FieldType):

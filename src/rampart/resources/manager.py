@@ -23,6 +23,7 @@ from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
 from rampart.errors import NotFound
 from rampart.lib.bus import EventBus
+from rampart.resources import actions
 from rampart.resources.caching import Announcer, CacheFeed
 from rampart.resources.context import Context
 from rampart.resources.fields import FieldInvalid
@@ -80,6 +81,7 @@ class ResourceManager:
         )
         # The cache's misses of one loop step, read in one statement (metrics count its batches).
         self.misses = self.reader.misses
+        self.actions = {action.name: action for action in resource.actions}
 
     # ----- rules -------------------------------------------------------------------------------------
     def visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
@@ -152,6 +154,27 @@ class ResourceManager:
     ) -> Row:
         """Delete a row the caller may delete; returns the row as it was."""
         return await self.writer.delete(ctx, key, if_match=if_match, parent_id=parent_id)
+
+    # ----- actions -----------------------------------------------------------------------------------
+    async def act(
+        self,
+        ctx: Context,
+        name: str,
+        key: Any,
+        *,
+        parent_id: uuid.UUID | None = None,
+        path: Mapping[str, str] | None = None,
+        query: Any = None,
+        body: Any = None,
+    ) -> Any:
+        """Run the resource's action `name` on the item `key` as `ctx`'s caller (`rampart.resources.actions`):
+        its path parameters, query (in the API's form) and body are checked as the route checks them."""
+        action = self.actions.get(name)
+        if action is None:
+            raise NotFound(f"{self.resource.name} has no action {name!r}.")
+        return await actions.run(
+            self, action, ctx, key, parent_id=parent_id, path=path, query=query, body=body
+        )
 
     async def check_references(self, ctx: Context, conn: asyncpg.Connection, data: Mapping[str, Any]) -> None:
         """422 on each reference that names a row the caller may not see (or use)."""

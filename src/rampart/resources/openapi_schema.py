@@ -69,14 +69,18 @@ def names(resource: Resource) -> dict[str, str]:
         "page": f"{base}Page",
         "fields": f"{base}Fields",
         "fields_page": f"{base}FieldsPage",
+        "created": f"New{base}",  # with write-only fields: the create's answer, which shows them
     }
 
 
 def _example(field: Field) -> Any:
     """An example value that validation accepts, or None when no generic one fits (a text pattern)."""
     kind = field.type
-    if field.default is not None and field.default is not MISSING and field.default != "":
+    generated = callable(field.default)  # made on each create: no one value is an example
+    if field.default is not None and field.default is not MISSING and field.default != "" and not generated:
         return field.default
+    if generated or field.write_only:
+        return None
     if isinstance(kind, Id):
         return "0193b4d2-6a1e-7c3d-9f0a-5b8e2c4d6f10"
     if isinstance(kind, Timestamp):
@@ -114,6 +118,8 @@ def value_schema(resource: Resource, name: str, *, description: str = "") -> dic
         schema = nullable(schema)
     if field.read_only:
         schema["readOnly"] = True
+    if field.write_only:
+        schema["writeOnly"] = True
     text = field.description or description
     if text:
         schema["description"] = text
@@ -132,11 +138,32 @@ def _field_words(resource: Resource, name: str) -> str:
 
 
 def item_schema(resource: Resource) -> dict[str, Any]:
-    """The item as the API returns it: every field, always (a sparse list has its own schema)."""
-    props = {n: value_schema(resource, n, description=_field_words(resource, n)) for n in resource.all_fields}
+    """The item as the API returns it: every field but the write-only ones, always (a sparse list has its
+    own schema)."""
+    props = {
+        n: value_schema(resource, n, description=_field_words(resource, n)) for n in resource.shown_fields
+    }
     out: dict[str, Any] = {"type": "object", "required": list(props), "properties": props}
     if resource.description:
         out["description"] = resource.description
+    return out
+
+
+def created_schema(resource: Resource) -> dict[str, Any]:
+    """The item as its create answers it: with the write-only fields it was made with, shown this once."""
+    out = item_schema(resource)
+    fields = resource.all_fields
+    for name in resource.write_only:
+        schema = value_schema(resource, name)  # without `writeOnly`: this answer holds it
+        out["properties"][name] = (
+            {k: v for k, v in schema.items() if k != "writeOnly"} if isinstance(schema, dict) else schema
+        )
+        if fields[name].required or fields[name].default is not MISSING:
+            out["required"].append(name)
+    out["description"] = (
+        f"{article(words(resource)).capitalize()} as its creation answers it: with its write-only fields"
+        f" ({', '.join(resource.write_only)}), shown this once."
+    )
     return out
 
 
@@ -211,7 +238,9 @@ def schemas(resource: Resource) -> dict[str, Named]:
         }
 
     noun = words(resource)
+    created = {"created": named(n["created"], created_schema(resource))} if resource.write_only else {}
     return {
+        **created,
         "item": item,
         "create": named(n["create"], create_schema(resource)),
         "update": named(n["update"], update_schema(resource)),
@@ -296,7 +325,7 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
     sortable = [n for n, f in resource.all_fields.items() if f.sort]
     one_sort = "-?" + _alternatives(sortable)
     most_keys = sort_key_limit(resource)
-    one_field = _alternatives(list(resource.all_fields))
+    one_field = _alternatives(list(resource.shown_fields))
     params += [
         {
             "name": "sort",
@@ -334,7 +363,7 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
             "required": False,
             "schema": {"type": "string", "pattern": f"^{one_field}(?:,{one_field})*$"},
             "description": "Sparse fields, comma-separated, from: "
-            f"{', '.join(resource.all_fields)}. The page is then `{names(resource)['fields_page']}` "
+            f"{', '.join(resource.shown_fields)}. The page is then `{names(resource)['fields_page']}` "
             f"(media type `{SPARSE_JSON}`): each item holds these fields only.",
         },
         {

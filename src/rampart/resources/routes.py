@@ -11,6 +11,8 @@ from starlette.responses import Response
 
 from rampart.errors import NotFound
 from rampart.lib.ids import parse_uuid
+from rampart.resources import actions
+from rampart.resources.actions import operation as action_operation
 from rampart.resources.conditional import check_precondition, etag, if_none_match_hits
 from rampart.resources.endpoints import (
     JSON_OPTIONS,
@@ -120,7 +122,27 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         await manager.delete(_context(call), key, if_match=if_match(call), parent_id=parent_id)
         return empty_response(204)
 
-    return routes_of(res, parent, list_items, create_item, get_item, update_item, delete_item)
+    def act(action: actions.Action) -> Handler:
+        async def act_on_item(call: Call) -> Response:
+            parent_id = parent_of(call)
+            key = key_of(call)
+            result = await manager.act(
+                _context(call),
+                action.name,
+                key,
+                parent_id=parent_id,
+                path={name: call.path[name] for name in action.params},
+                query=call.request.query_params,
+                body=call.json() if action.body is not None else None,
+            )
+            return actions.answer(action, result)
+
+        return act_on_item
+
+    handlers = {action.name: act(action) for action in res.actions}
+    return routes_of(
+        res, parent, list_items, create_item, get_item, update_item, delete_item, action_handlers=handlers
+    )
 
 
 def routes_of(
@@ -131,6 +153,8 @@ def routes_of(
     get_item: Handler,
     update_item: Handler,
     delete_item: Handler,
+    *,
+    action_handlers: dict[str, Handler] | None = None,
 ) -> list[RouteSpec]:
     """The resource's declared operations with their OpenAPI description, generated from the declaration."""
     collection = _collection_path(res, parent)
@@ -197,7 +221,10 @@ def routes_of(
                 requestBody=json_body(named["create"]),
                 responses={
                     "201": response(
-                        f"The new {noun}", data(named["item"]), header_names=("Location", *etag_headers)
+                        f"The new {noun}"
+                        + (", with its write-only fields, shown this once" if res.write_only else ""),
+                        data(named.get("created", named["item"])),
+                        header_names=("Location", *etag_headers),
                     ),
                     **problems(400, 403, *nested, 409, 422),
                 },
@@ -260,6 +287,18 @@ def routes_of(
                 },
             )
         )
+    for action in res.actions:
+        if action_handlers is not None and action.name in action_handlers:
+            routes.append(
+                spec(
+                    action.method,
+                    f"{item}/{action.path}",
+                    action_handlers[action.name],
+                    action.name,
+                    action.summary or action.name.replace("_", " ").capitalize(),
+                    **action_operation(res, action, key),
+                )
+            )
     return routes
 
 

@@ -82,7 +82,7 @@ class AccessRules:
         """
         alias = _alias(alias)
         policy = self.resource.policy
-        if policy.read_permission is not None and not actor.can(policy.read_permission):
+        if self.events_hidden(actor):
             return "FALSE"
         if actor.can(policy.bypass_read):
             return None
@@ -106,6 +106,14 @@ class AccessRules:
         elif self.resource.parent is None and policy.inherits is None:
             return "FALSE"
         return " AND ".join(f"({c})" for c in conds) if conds else None
+
+    def events_hidden(self, actor: Actor) -> bool:
+        """`actor` may see none of this resource's events, whatever rows they see: they lack its
+        `Policy.read_permission` or `Policy.audit_permission`."""
+        policy = self.resource.policy
+        return any(
+            p is not None and not actor.can(p) for p in (policy.read_permission, policy.audit_permission)
+        )
 
     def _inherited_target(self) -> str:
         """The resource `Policy.inherit` names (through its reference field)."""

@@ -23,9 +23,11 @@ class TableSQL:
 
     def __init__(self, resource: Resource) -> None:
         self.resource = resource
-        fields = resource.all_fields
+        fields = resource.shown_fields  # a write-only column is written, never read back
         a = self.alias
         self.columns = tuple(fields)
+        # The stored values of the write-only fields, for an update to tell whether one changed.
+        self.stored_write_only = ", ".join(f"{a}.{n} AS _stored_{n}" for n in resource.write_only)
         self.select = {n: f"{fields[n].type.select(f'{a}.{n}')} AS {n}" for n in fields}
         self.select_all = ", ".join(self.select.values())
         # The same in RETURNING on a Citus cluster, which allows only IMMUTABLE functions there.

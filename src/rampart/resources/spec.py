@@ -17,6 +17,7 @@ from rampart.resources.placement import Alias, Placement
 
 if TYPE_CHECKING:
     from rampart.access.actor import Actor
+    from rampart.resources.actions import Action
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _SCHEMA_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
@@ -76,6 +77,14 @@ class Field:
     index: bool = False
     unique: bool = False
     description: str = ""
+    # Accepted on create and update and stored, never shown again: not in reads, lists, events, the audit
+    # log, caches or the record of deleted rows; only the create answer holds it (a secret).
+    write_only: bool = False
+
+    def new_default(self) -> Any:
+        """The value of an omitted field on create: `default`, or what it returns when it is a function
+        (called for each new row: a generated secret)."""
+        return self.default() if callable(self.default) else self.default
 
     @property
     def operators(self) -> tuple[str, ...]:
@@ -111,6 +120,9 @@ class Policy:
     # The inherited resource, and what it depends on, are added by the framework.
     depends_on: tuple[str, ...] | None = None
     inherits: str | None = None
+    # Callers without it see none of the resource's events in the audit log and the live stream, whatever
+    # rows they may see (holders of `events:read_any` see every event); None: the events of visible rows.
+    audit_permission: str | None = None
 
     @classmethod
     def owner(cls, field: str = "owner_id", **options: Any) -> Policy:
@@ -271,7 +283,12 @@ class Resource:
     schema_name: str = ""
     hooks: Hooks = field(default_factory=Hooks)
     placement: Placement = field(default_factory=Placement)  # on a Citus cluster (resources.placement)
+    # Routes on its items besides the five operations (`rampart.resources.actions`).
+    actions: Sequence[Action] = ()
     all_fields: dict[str, Field] = field(init=False)
+    # What clients are shown: every field but the write-only ones (made once, for every read).
+    shown_fields: dict[str, Field] = field(init=False)
+    write_only: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.table = self.table or self.name
@@ -313,6 +330,12 @@ class Resource:
                 )
             if spec.sort and spec.nullable:
                 raise ValueError(f"{self.name}.{name}: a nullable field cannot be sortable (keyset cursors)")
+            if spec.sort and not spec.type.sortable:
+                raise ValueError(f"{self.name}.{name}: a {type(spec.type).__name__} field cannot be sortable")
+            if spec.write_only:
+                self._check_write_only(name, spec)
+        self.write_only = tuple(n for n, f in self.all_fields.items() if f.write_only)
+        self.shown_fields = {n: f for n, f in self.all_fields.items() if not f.write_only}
         for name in self.default_sort.split(","):
             if not self.all_fields.get(name.lstrip("-"), Field(Id())).sort:
                 raise ValueError(f"{self.name}: default sort {name!r} is not a sortable field")
@@ -324,6 +347,34 @@ class Resource:
         ):
             raise ValueError(f"{self.name}: Policy.inherit({inherits!r}) must name a Reference field")
         self._check_placement()
+        self._check_actions()
+
+    def _check_write_only(self, name: str, spec: Field) -> None:
+        """A write-only field is never read back: not by a filter, a sort, a key, a cursor or a 409."""
+        refused = {
+            "read_only": spec.read_only,
+            "filter": bool(spec.filter),
+            "sort": spec.sort,
+            "unique": spec.unique,
+            "the key": name == self.key,
+            "the parent field": self.parent is not None and name == self.parent.field,
+            "the owner field": name == self.owner_field,
+        }
+        found = [what for what, yes in refused.items() if yes]
+        if found:
+            raise ValueError(f"{self.name}.{name}: a write-only field cannot be {' or '.join(found)}")
+
+    def _check_actions(self) -> None:
+        seen: set[tuple[str, str]] = set()
+        names: set[str] = set()
+        for action in self.actions:
+            taken = {self.key, "parent_id"} & set(action.params)
+            if taken:
+                raise ValueError(f"{self.name}: action {action.name} names path parameter {sorted(taken)}")
+            if action.name in names or (action.method, action.path) in seen:
+                raise ValueError(f"{self.name}: two actions named {action.name} or at {action.path}")
+            names.add(action.name)
+            seen.add((action.method, action.path))
 
     def _check_placement(self) -> None:
         placement = self.placement

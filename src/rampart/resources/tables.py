@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.schema import SchemaItem
 
 from rampart.lib.rowcache import FIRST_VERSION
-from rampart.resources.fields import Choice, Integer, Reference, Text, Timestamp
+from rampart.resources.fields import Choice, Integer, Reference, Text, TextList, Timestamp
 from rampart.resources.spec import Resource
 
 _SERVER_DEFAULTS = {
@@ -53,6 +53,12 @@ def define_table(resource: Resource, metadata: sa.MetaData, *, tables: dict[str,
                     f"char_length({name}) <= {ftype.max_length}", name=f"{resource.table}_{name}_length"
                 )
             )
+        elif isinstance(ftype, TextList):
+            columns.append(
+                sa.CheckConstraint(
+                    f"cardinality({name}) <= {ftype.max_items}", name=f"{resource.table}_{name}_items"
+                )
+            )
         if field.unique:
             columns.append(sa.Index(f"{resource.table}_{name}_key", name, unique=True))
         elif field.index or (isinstance(ftype, Reference) and name != "id" and name not in leading):
@@ -71,18 +77,18 @@ def define_deleted_table(resource: Resource, metadata: sa.MetaData) -> sa.Table:
     evaluated on this row (decision 0016), so it has the table's columns and the same indexes that the
     rule's predicates use on the live table; none of its constraints (a deleted row references rows that
     may be gone too; its values came from a row that met them), and `deleted_at`, by which retention
-    drops it.
+    drops it. Write-only fields are not kept: they are never shown again, and no rule may read them.
     """
     table = resource.deleted_table
     columns: list[SchemaItem] = [
         sa.Column(name, field.type.sa_type(), primary_key=name == "id", nullable=name != "id")
-        for name, field in resource.all_fields.items()
+        for name, field in resource.shown_fields.items()
     ]
     columns.append(
         sa.Column("deleted_at", Timestamp().sa_type(), nullable=False, server_default=sa.text("now()"))
     )
     leading = {cols[0] for cols in (*resource.indexes, *resource.unique_together) if cols}
-    for name, field in resource.all_fields.items():
+    for name, field in resource.shown_fields.items():
         if (
             field.unique
             or field.index
@@ -90,6 +96,7 @@ def define_deleted_table(resource: Resource, metadata: sa.MetaData) -> sa.Table:
         ):
             columns.append(sa.Index(f"{table}_{name}_idx", name))
     for cols in (*resource.indexes, *resource.unique_together):
-        columns.append(sa.Index(f"{table}_{'_'.join(cols)}_idx", *cols))
+        if set(cols) <= set(resource.shown_fields):
+            columns.append(sa.Index(f"{table}_{'_'.join(cols)}_idx", *cols))
     columns.append(sa.Index(f"{table}_deleted_at_idx", "deleted_at"))
     return sa.Table(table, metadata, *columns)

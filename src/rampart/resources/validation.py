@@ -6,6 +6,7 @@ bad field is reported, not just the first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rampart.errors import FieldError, ValidationFailed
@@ -56,10 +57,36 @@ def validate_create(resource: Resource, body: Any, *, parent_set: bool = False) 
         raise _not_object()
     errors: list[FieldError] = []
     _refuse_unknown(resource, body, errors, update=False)
+    fields = resource.writable_fields
+    if parent_set and resource.parent is not None:
+        fields = {n: f for n, f in fields.items() if n != resource.parent.field}
+    data = _given_or_default(fields, body, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    return data
+
+
+def validate_fields(fields: Mapping[str, Field], body: Any) -> dict[str, Any]:
+    """A body of fields declared for it alone (an action's), held to the rules of a create's."""
+    if not isinstance(body, dict):
+        raise _not_object()
+    errors = [
+        FieldError(str(name)[:100], "unknown_field", "Is not a field of this body.")
+        for name in body
+        if name not in fields
+    ]
+    data = _given_or_default(fields, body, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    return data
+
+
+def _given_or_default(
+    fields: Mapping[str, Field], body: dict[str, Any], errors: list[FieldError]
+) -> dict[str, Any]:
+    """Each field's checked value, its default when absent (required ones demanded)."""
     data: dict[str, Any] = {}
-    for name, field in resource.writable_fields.items():
-        if parent_set and resource.parent is not None and name == resource.parent.field:
-            continue
+    for name, field in fields.items():
         if name in body:
             value = _check(name, field, body[name], errors)
             if value is not MISSING:
@@ -67,11 +94,9 @@ def validate_create(resource: Resource, body: Any, *, parent_set: bool = False) 
         elif field.required:
             errors.append(FieldError(name, "required", "Is required."))
         elif field.default is not MISSING:
-            data[name] = field.default
+            data[name] = field.new_default()
         elif field.nullable:
             data[name] = None
-    if errors:
-        raise ValidationFailed(errors)
     return data
 
 

@@ -80,6 +80,8 @@ class Writes:
         hooks = resource.hooks
         self._one_statement_create = hooks.before_create is None and hooks.after_create is None
         self._one_statement_update = hooks.before_update is None and hooks.after_update is None
+        # Write-only fields (made once: a resource without them pays one falsy test per write).
+        self._write_only = frozenset(resource.write_only)
 
     async def _hook(self, name: str, ctx: Context, conn: asyncpg.Connection, **arguments: Any) -> None:
         """Run the declared hook `name` (see `rampart.resources.spec.Hooks`), if any, inside the write."""
@@ -110,7 +112,7 @@ class Writes:
         if parent_id is None and self._one_statement_create and not self.db.in_transaction() and not citus:
             row = await self._create_at_once(ctx, data)
             if row is not None:
-                return row
+                return self._shown_once(row, data)
         by = self.resource.placement.by
         async with self.db.transaction() as conn:
             if parent_id is not None:
@@ -134,7 +136,15 @@ class Writes:
             await self._hook("after_create", ctx, conn, row=row)
             await self._event(ctx, conn, "created", row, shard=shard)
         await self._wrote(ctx)
-        return row
+        return self._shown_once(row, data)
+
+    def _shown_once(self, row: Row, data: Mapping[str, Any]) -> Row:
+        """The create's answer: the row, and the write-only values it was made with (never shown again).
+        A new dict: the event holds `row` itself."""
+        if not self._write_only:
+            return row
+        fields = self.resource.all_fields
+        return {**row, **{n: fields[n].type.to_json(data[n]) for n in self.resource.write_only if n in data}}
 
     async def _new_id(self, data: dict[str, Any], citus: bool) -> int | None:
         """Give the new row its id; returns its shard key (a distributed resource's, else None).
@@ -204,14 +214,22 @@ class Writes:
             and self._one_statement_update
             and not self.db.in_transaction()
             and not citus
+            and (not self._write_only or self._write_only.isdisjoint(data))
         ):
             row = await self._update_at_once(ctx, key, data)
             if row is not None:
                 return row
         async with self.db.transaction() as conn:
-            current, shard = await self._lock_for_write(ctx, conn, key, parent_id, if_match, delete=False)
+            current, shard = await self._lock_for_write(
+                ctx, conn, key, parent_id, if_match, delete=False, stored=bool(self._write_only)
+            )
+            stored = {n: current.pop(f"_stored_{n}") for n in self.resource.write_only}
             fields = self.resource.all_fields
-            changes = {n: v for n, v in data.items() if fields[n].type.to_json(v) != current[n]}
+            changes = {
+                n: v
+                for n, v in data.items()
+                if (v != stored[n] if n in stored else fields[n].type.to_json(v) != current[n])
+            }
             await self._hook("before_update", ctx, conn, current=current, changes=changes)
             if not changes:
                 return current
@@ -228,7 +246,11 @@ class Writes:
             )
             row = dict(await self._write(conn, sql, bind.params))
             await self._hook("after_update", ctx, conn, row=row, before=current)
-            diff = {n: {"from": current[n], "to": row[n]} for n in changes}
+            # A write-only field's change is told, never its value.
+            diff = {
+                n: {"changed": True} if n in self._write_only else {"from": current[n], "to": row[n]}
+                for n in changes
+            }
             await self._event(ctx, conn, "updated", row, diff, shard=shard)
         await self._wrote(ctx)
         return row
@@ -317,6 +339,16 @@ class Writes:
         await self._wrote(ctx)
         return current
 
+    async def lock(
+        self, ctx: Context, conn: asyncpg.Connection, key: Any, *, parent_id: uuid.UUID | None = None
+    ) -> Row:
+        """The row, locked in the transaction of `conn`, once the caller may see (404) and change (403) it:
+        what a changing action starts from (`rampart.resources.actions`)."""
+        if self.resource.policy.write_permission:
+            ctx.actor.require(self.resource.policy.write_permission)
+        row, _ = await self._lock_for_write(ctx, conn, key, parent_id, None, delete=False)
+        return row
+
     async def _wrote(self, ctx: Context) -> None:
         """With replicas, the caller's next reads must see this write: leave their mark once it commits."""
         reads = self.replicas
@@ -333,9 +365,11 @@ class Writes:
         if_match: str | None,
         *,
         delete: bool,
+        stored: bool = False,
     ) -> tuple[Row, int | None]:
         """The row, locked, once the caller may see and change it; and on a Citus cluster its shard key
-        (pinned in every statement of the write: Citus locks rows only in a statement on one shard)."""
+        (pinned in every statement of the write: Citus locks rows only in a statement on one shard).
+        `stored`: with the write-only fields' values too, as `_stored_<name>`."""
         # One round trip answers "does it exist", "may the caller see it" and "may the caller change it".
         bind = Binder()
         citus = self.db.citus
@@ -345,8 +379,9 @@ class Writes:
         alias = self.table.row_alias(citus, pin)
         visible = self.rules.visible_sql(ctx.actor, alias, bind) or "TRUE"
         writable = self.rules.writable_sql(ctx.actor, alias, bind, delete=delete) or "TRUE"
+        extra = f", {self.table.stored_write_only}" if stored else ""
         sql = (
-            f"SELECT {self.table.select_all}, ({visible}) AS _visible, ({writable}) AS _writable"
+            f"SELECT {self.table.select_all}{extra}, ({visible}) AS _visible, ({writable}) AS _writable"
             f" FROM {self.table.from_}{where_sql(where)} FOR UPDATE OF {self.table.alias}"
         )
         record = await conn.fetchrow(sql, *bind.params)
