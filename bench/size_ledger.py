@@ -25,9 +25,14 @@ import subprocess
 
 BASE = "e4c25c8"
 BASE_LINES = 12_827
-# Issue 15's commits: the jose branch (merged by b773e24) and the lean branch (first-parent from the
-# manager split's merge to its last commit before main was merged into it).
-LEAN_RANGES = (("b773e24^1", "b773e24^2", False), ("dcb4342", "30b13aa", True))
+# Issue 15's commits: the jose branch (merged by b773e24), the lean branch (first-parent from the manager
+# split's merge to its last commit before main was merged into it), the webhooks branch, and single commits.
+LEAN_RANGES = (
+    ("b773e24^1", "b773e24^2", False),
+    ("dcb4342", "30b13aa", True),
+    ("c1fddbe^1", "c1fddbe^2", False),  # webhooks as a resource
+)
+LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
 
 def git(*args: str) -> str:
@@ -47,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     base = set(git("rev-list", BASE).split())
     lean = set().union(*(commits(a, b, first_parent=fp) for a, b, fp in LEAN_RANGES))
-    lean |= {git("rev-parse", c).strip() for c in args.lean}
+    lean |= {git("rev-parse", c).strip() for c in (*LEAN_COMMITS, *args.lean)}
     files = [
         f for f in git("ls-files", "src/rampart").split() if f.endswith(".py") and "/migrations/" not in f
     ]
