@@ -9,7 +9,7 @@ from rampart.events.openapi import EVENT, log_parameters
 from rampart.events.stream import LiveStream
 from rampart.resources.endpoints import Call, RouteSpec, json_response
 from rampart.resources.openapi_parts import named, problems, query, response
-from rampart.resources.openapi_schema import page_meta
+from rampart.resources.openapi_schema import page_schema
 from rampart.resources.routes import API_PREFIX
 
 
@@ -22,14 +22,7 @@ def event_routes(log: EventLog, *, stream: LiveStream | None = None) -> list[Rou
         next_cursor = events[-1]["id"] if more else None
         return json_response({"data": events, "meta": {"next_cursor": next_cursor, "limit": query_.limit}})
 
-    page = named(
-        "EventPage",
-        {
-            "type": "object",
-            "required": ["data", "meta"],
-            "properties": {"data": {"type": "array", "items": EVENT}, "meta": page_meta()},
-        },
-    )
+    page = named("EventPage", page_schema(EVENT))
     routes = [
         RouteSpec(
             "GET",

@@ -28,8 +28,8 @@ from rampart.errors import FieldError, InvalidQuery, NotFound
 from rampart.resources.context import ActionContext, Context
 from rampart.resources.endpoints import empty_response, json_response
 from rampart.resources.fields import FieldInvalid, FieldType
-from rampart.resources.openapi_parts import Named, data, json_body, named, nullable, problems, response
-from rampart.resources.openapi_schema import page_meta
+from rampart.resources.openapi_parts import Named, data, json_body, named, problems, response
+from rampart.resources.openapi_schema import field_schema, page_schema
 from rampart.resources.reads import Page
 from rampart.resources.spec import MISSING, Field, pascal_case
 from rampart.resources.validation import validate_fields
@@ -234,7 +234,7 @@ def operation(resource: Resource, action: Action, key_parameters: list[dict[str,
         out["description"] = action.description
     if action.body is not None:
         statuses.add(422)
-        props = {n: _field_schema(f) for n, f in action.body.items()}
+        props = {n: field_schema(f) for n, f in action.body.items()}
         body: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
         required = [n for n, f in action.body.items() if f.required]
         if required:
@@ -244,13 +244,8 @@ def operation(resource: Resource, action: Action, key_parameters: list[dict[str,
     # Named, so that a generated client has one class for it (not one per operation and status).
     own_name = resource.schema_name + pascal_case(action.name)
     if action.page and action.response is not None:
-        page = {
-            "type": "object",
-            "required": ["data", "meta"],
-            "properties": {"data": {"type": "array", "items": action.response}, "meta": page_meta()},
-        }
         items = action.response.name if isinstance(action.response, Named) else own_name
-        schema = named(f"{items}Page", page)
+        schema = named(f"{items}Page", page_schema(action.response))
     elif action.response is not None:
         result = action.response
         schema = data(result if isinstance(result, Named) else named(f"{own_name}Result", result))
@@ -259,12 +254,3 @@ def operation(resource: Resource, action: Action, key_parameters: list[dict[str,
         **problems(*sorted(statuses)),
     }
     return out
-
-
-def _field_schema(spec: Field) -> dict[str, Any]:
-    schema = spec.type.schema()
-    if spec.nullable:
-        schema = nullable(schema)
-    if spec.description:
-        schema["description"] = spec.description
-    return schema

@@ -108,21 +108,28 @@ def choice_schema(resource: Resource, name: str) -> Named:
     return named(resource.schema_name + pascal_case(name), schema)
 
 
+def field_schema(field: Field, *, description: str = "") -> dict[str, Any]:
+    """A field's value inline: its type's schema, null allowed when nullable, its description (else
+    `description`)."""
+    schema = field.type.schema()
+    if field.nullable:
+        schema = nullable(schema)
+    text = field.description or description
+    if text:
+        schema["description"] = text
+    return schema
+
+
 def value_schema(resource: Resource, name: str, *, description: str = "") -> dict[str, Any] | Named:
     """The JSON Schema of a field's value in a body or an item."""
     field = resource.all_fields[name]
     if isinstance(field.type, Choice):
         return nullable(choice_schema(resource, name)) if field.nullable else choice_schema(resource, name)
-    schema = field.type.schema()
-    if field.nullable:
-        schema = nullable(schema)
+    schema = field_schema(field, description=description)
     if field.read_only:
         schema["readOnly"] = True
     if field.write_only:
         schema["writeOnly"] = True
-    text = field.description or description
-    if text:
-        schema["description"] = text
     example = _example(field)
     if example is not None:
         schema["examples"] = [example]
@@ -223,19 +230,23 @@ def page_meta() -> Named:
     return named("PageMeta", PAGE_META)
 
 
+def page_schema(items: Any, description: str = "") -> dict[str, Any]:
+    """A page of `items` (a schema): `{"data": [...], "meta": PageMeta}`."""
+    out: dict[str, Any] = {
+        "type": "object",
+        "required": ["data", "meta"],
+        "properties": {"data": {"type": "array", "items": items}, "meta": page_meta()},
+    }
+    if description:
+        out["description"] = description
+    return out
+
+
 def schemas(resource: Resource) -> dict[str, Named]:
     """The named schemas of a resource (see `names`)."""
     n = names(resource)
     item = named(n["item"], item_schema(resource))
     sparse = named(n["fields"], sparse_item_schema(resource))
-
-    def page(of: Named, description: str) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "required": ["data", "meta"],
-            "properties": {"data": {"type": "array", "items": of}, "meta": page_meta()},
-            "description": description,
-        }
 
     noun = words(resource)
     created = {"created": named(n["created"], created_schema(resource))} if resource.write_only else {}
@@ -244,9 +255,11 @@ def schemas(resource: Resource) -> dict[str, Named]:
         "item": item,
         "create": named(n["create"], create_schema(resource)),
         "update": named(n["update"], update_schema(resource)),
-        "page": named(n["page"], page(item, f"A page of {noun} items.")),
+        "page": named(n["page"], page_schema(item, f"A page of {noun} items.")),
         "fields": sparse,
-        "fields_page": named(n["fields_page"], page(sparse, f"A page of {noun} items, sparse (`fields=`).")),
+        "fields_page": named(
+            n["fields_page"], page_schema(sparse, f"A page of {noun} items, sparse (`fields=`).")
+        ),
     }
 
 

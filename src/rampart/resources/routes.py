@@ -154,7 +154,7 @@ def routes_of(
     update_item: Handler,
     delete_item: Handler,
     *,
-    action_handlers: dict[str, Handler] | None = None,
+    action_handlers: dict[str, Handler],
 ) -> list[RouteSpec]:
     """The resource's declared operations with their OpenAPI description, generated from the declaration."""
     collection = _collection_path(res, parent)
@@ -288,17 +288,16 @@ def routes_of(
             )
         )
     for action in res.actions:
-        if action_handlers is not None and action.name in action_handlers:
-            routes.append(
-                spec(
-                    action.method,
-                    f"{item}/{action.path}",
-                    action_handlers[action.name],
-                    action.name,
-                    action.summary or action.name.replace("_", " ").capitalize(),
-                    **action_operation(res, action, key),
-                )
+        routes.append(
+            spec(
+                action.method,
+                f"{item}/{action.path}",
+                action_handlers[action.name],
+                action.name,
+                action.summary or action.name.replace("_", " ").capitalize(),
+                **action_operation(res, action, key),
             )
+        )
     return routes
 
 

@@ -203,8 +203,7 @@ class Writes:
         parent_id: uuid.UUID | None = None,
     ) -> Row:
         """Apply a partial update; `version` goes up by one when anything changed."""
-        if self.resource.policy.write_permission:
-            ctx.actor.require(self.resource.policy.write_permission)
+        self._require_write_permission(ctx)
         data = validate_update(self.resource, body)
         citus = await self.db.on_citus()
         if (
@@ -318,8 +317,7 @@ class Writes:
         self, ctx: Context, key: Any, *, if_match: str | None = None, parent_id: uuid.UUID | None = None
     ) -> Row:
         """Delete a row the caller may delete; returns the row as it was."""
-        if self.resource.policy.write_permission:
-            ctx.actor.require(self.resource.policy.write_permission)
+        self._require_write_permission(ctx)
         citus = await self.db.on_citus()
         async with self.db.transaction() as conn:
             if citus and self._referenced():
@@ -344,10 +342,14 @@ class Writes:
     ) -> Row:
         """The row, locked in the transaction of `conn`, once the caller may see (404) and change (403) it:
         what a changing action starts from (`rampart.resources.actions`)."""
-        if self.resource.policy.write_permission:
-            ctx.actor.require(self.resource.policy.write_permission)
+        self._require_write_permission(ctx)
         row, _ = await self._lock_for_write(ctx, conn, key, parent_id, None, delete=False)
         return row
+
+    def _require_write_permission(self, ctx: Context) -> None:
+        """403 unless the caller holds the policy's `write_permission` (when it names one)."""
+        if self.resource.policy.write_permission:
+            ctx.actor.require(self.resource.policy.write_permission)
 
     async def _wrote(self, ctx: Context) -> None:
         """With replicas, the caller's next reads must see this write: leave their mark once it commits."""
