@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -61,8 +60,11 @@ import servers
 from scenarios import OTHER_WORK_LIMIT, _count_created, preflight
 from wrk import SCENARIOS, WrkResult, run_wrk
 
+sys.path.insert(0, str(servers.REPO_ROOT))
+
+from tests.scale.servers import nginx_command
+
 REPO = Path(__file__).resolve().parent.parent
-NGINX_CONF = REPO / "deploy" / "nginx.conf"
 REDIS_DB = 11  # a database of the local Redis of its own: flushed before every start of a variant
 
 
@@ -101,18 +103,7 @@ def rampart_serve(
 
 
 def nginx_server(args: argparse.Namespace, upstreams: list[int], tag: str) -> servers.Server:
-    port = servers.free_port()
-    prefix = Path(tempfile.mkdtemp(prefix="nginx-", dir=args.log_dir))
-    for sub in ("logs", "tmp"):
-        (prefix / sub).mkdir()
-    lines = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in upstreams)
-    text = NGINX_CONF.read_text()
-    text = text.replace("    server 127.0.0.1:8001 max_fails=1 fail_timeout=2s;\n", "")
-    text = text.replace("    server 127.0.0.1:8000 max_fails=1 fail_timeout=2s;", lines)
-    text = text.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};")
-    (prefix / "nginx.conf").write_text(text)
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    cmd = [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+    cmd, prefix, port = nginx_command(upstreams, args.log_dir)
     return servers.Server(tag, cmd, dict(os.environ), port, prefix / "logs" / "stdout.log")
 
 

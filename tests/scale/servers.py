@@ -110,9 +110,9 @@ def serve(
         stop(proc)
 
 
-@contextmanager
-def nginx(upstream_ports: list[int], workdir: Path) -> Iterator[str]:
-    """Debian's nginx in the foreground with deploy/nginx.conf, the upstream ports filled in; its URL."""
+def nginx_command(upstream_ports: list[int], workdir: Path) -> tuple[list[str], Path, int]:
+    """How to run Debian's nginx in the foreground with deploy/nginx.conf, the upstream ports filled in and
+    a free port to listen on: (command, its prefix directory under `workdir`, the port)."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     prefix = Path(tempfile.mkdtemp(prefix="nginx-", dir=workdir))
@@ -125,9 +125,16 @@ def nginx(upstream_ports: list[int], workdir: Path) -> Iterator[str]:
     text = text.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};")
     conf = prefix / "nginx.conf"
     conf.write_text(text)
+    return [binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"], prefix, port
+
+
+@contextmanager
+def nginx(upstream_ports: list[int], workdir: Path) -> Iterator[str]:
+    """Debian's nginx in the foreground (`nginx_command`); its URL."""
+    command, prefix, port = nginx_command(upstream_ports, workdir)
     with (prefix / "logs" / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(
-            [binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+            command,
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={k: v for k, v in os.environ.items() if k != "NGINX"},
