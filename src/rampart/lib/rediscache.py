@@ -48,7 +48,7 @@ log = logging.getLogger("rampart.cache")
 _COUNTER_TTL_MS = 86_400_000  # a day: counters outlive every entry stamped with their value
 _RETRY = 1.0  # seconds between attempts to get a failed Redis back into use
 
-# Every script gets the namespace and the resource first; keys are built inside (one Redis, not Cluster).
+# Begins every script (ARGV: namespace, resource, ...); keys are built inside (one Redis, not Cluster).
 _PRELUDE = """
 local ns, res = ARGV[1], ARGV[2]
 local g = redis.call('GET', ns .. 'gen') or '0'
@@ -60,9 +60,7 @@ end
 """
 
 # ARGV: ns, resource, key, caller ('' = sees every row) -> {g, epoch, row or nil, decision or nil}
-_LOOKUP = (
-    _PRELUDE
-    + """
+_LOOKUP = """
 local epoch = redis.call('GET', p .. 'epoch:' .. res) or '0'
 local row = redis.call('GET', p .. 'row:' .. res .. ':' .. ARGV[3])
 local seen = false
@@ -77,12 +75,9 @@ if row then
 end
 return {g, epoch, row or false, seen or false}
 """
-)
 
 # ARGV: ns, resource, key, version, payload, caller, visible ('1'/'0'), g, epoch, ttl ms
-_KEEP = (
-    _PRELUDE
-    + """
+_KEEP = """
 if g ~= ARGV[8] then return 0 end
 local key = p .. 'row:' .. res .. ':' .. ARGV[3]
 local current = redis.call('GET', key)
@@ -95,35 +90,25 @@ if ARGV[6] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[9]
 end
 return 1
 """
-)
 
 # ARGV: ns, resource, digest -> {g, list generation, page or nil}
-_LOOKUP_PAGE = (
-    _PRELUDE
-    + """
+_LOOKUP_PAGE = """
 local lg = redis.call('GET', p .. 'list:' .. res) or '0'
 return {g, lg, redis.call('GET', p .. 'page:' .. res .. ':' .. lg .. ':' .. ARGV[3]) or false}
 """
-)
 
 # ARGV: ns, resource, digest, body, g, list generation, ttl ms
-_KEEP_PAGE = (
-    _PRELUDE
-    + """
+_KEEP_PAGE = """
 if g ~= ARGV[5] or (redis.call('GET', p .. 'list:' .. res) or '0') ~= ARGV[6] then return 0 end
 redis.call('SET', p .. 'page:' .. res .. ':' .. ARGV[6] .. ':' .. ARGV[3], ARGV[4], 'PX', ARGV[7])
 return 1
 """
-)
 
-# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, counter ttl ms, first version,
-# dependents...
-_CHANGED = (
-    _PRELUDE
-    + """
+# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, dependents...
+_CHANGED = f"""
 local function move_on(counter)
   redis.call('INCR', counter)
-  redis.call('PEXPIRE', counter, ARGV[6])
+  redis.call('PEXPIRE', counter, {_COUNTER_TTL_MS})
 end
 local key = p .. 'row:' .. res .. ':' .. ARGV[3]
 local floor = ARGV[4]
@@ -134,22 +119,17 @@ if current then
   if version > tonumber(floor) then
     if live then skip = true else floor = string.format('%d', version) end
   end
-elseif tonumber(floor) < tonumber(ARGV[7]) then
+elseif tonumber(floor) < {FIRST_VERSION} then
   skip = true  -- a new row: nothing older than it can be fetched, no tombstone needed
 end
 if not skip then redis.call('SET', key, floor .. ':', 'PX', ARGV[5]) end
 move_on(p .. 'list:' .. res)
-for i = 8, #ARGV do
+for i = 6, #ARGV do
   move_on(p .. 'epoch:' .. ARGV[i])
   move_on(p .. 'list:' .. ARGV[i])
 end
 return 1
 """
-)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisQueryCache:
@@ -163,17 +143,18 @@ class RedisQueryCache:
         self._client = client
         self._ns = namespace
         self._ttl_ms = str(max(1, math.ceil(ttl * 1000)))
-        self._lookup = client.register_script(_LOOKUP)
-        self._keep = client.register_script(_KEEP)
-        self._lookup_page = client.register_script(_LOOKUP_PAGE)
-        self._keep_page = client.register_script(_KEEP_PAGE)
-        self._changed = client.register_script(_CHANGED)
+        self._lookup = client.register_script(_PRELUDE + _LOOKUP)
+        self._keep = client.register_script(_PRELUDE + _KEEP)
+        self._lookup_page = client.register_script(_PRELUDE + _LOOKUP_PAGE)
+        self._keep_page = client.register_script(_PRELUDE + _KEEP_PAGE)
+        self._changed = client.register_script(_PRELUDE + _CHANGED)
         self._feed_up = False  # the worker's notification listener is connected
         self._down = False  # Redis failed: step aside until it answers again
         self._lost = False  # a change may not have reached Redis: what it holds is not to be trusted
         self.enabled = False
         self.stats = CacheStats()
-        self._queue: list[tuple[list[str], asyncio.Future[None] | None]] = []
+        self._changes: list[list[str]] = []
+        self._waiters: list[asyncio.Future[None]] = []  # settle() calls, until the changes before them apply
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -185,8 +166,8 @@ class RedisQueryCache:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        self._release(self._queue)
-        self._queue = []
+        _release(self._waiters)
+        self._changes, self._waiters = [], []
 
     # ----- reads and what they keep -----------------------------------------------------------------
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
@@ -198,14 +179,11 @@ class RedisQueryCache:
             self._failed("a lookup", lost=False)
             return None, None
         stamp = (g, epoch)
-        if row is None:
-            self.stats.misses += 1
-            return None, stamp
-        if caller is not None and seen is None:
+        if row is None or (caller is not None and seen is None):
             self.stats.misses += 1
             return None, stamp
         self.stats.hits += 1
-        if caller is not None and seen == b"0":
+        if seen == b"0":  # None without a caller
             return False, stamp
         version, _, payload = row.partition(b":")
         return (int(version), payload), stamp
@@ -224,9 +202,9 @@ class RedisQueryCache:
             return
         g, epoch = stamp
         who = "" if caller is None else str(caller)
-        args: list[bytes | str] = [self._ns, resource, str(key), str(version), payload, who]
+        args = [self._ns, resource, str(key), str(version), payload, who, "1" if visible else "0", g, epoch]
         try:
-            await self._keep(args=[*args, "1" if visible else "0", g, epoch, self._ttl_ms])
+            await self._keep(args=[*args, self._ttl_ms])
         except Exception:
             self._failed("keeping a row", lost=False)
 
@@ -254,26 +232,15 @@ class RedisQueryCache:
 
     # ----- changes ----------------------------------------------------------------------------------
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
-        self.stats.invalidations += 1
-        floor = floor_after(version)
-        args = [
-            self._ns,
-            resource,
-            str(key),
-            str(floor),
-            self._ttl_ms,
-            str(_COUNTER_TTL_MS),
-            str(FIRST_VERSION),
-            *dependents,
-        ]
-        self._queue.append((args, None))
+        args = [self._ns, resource, str(key), str(floor_after(version)), self._ttl_ms, *dependents]
+        self._changes.append(args)
         self._pending.set()
 
     async def settle(self) -> None:
-        if not self._queue or self._task is None:
+        if not self._changes or self._task is None:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(([], done))
+        self._waiters.append(done)
         self._pending.set()
         await done
 
@@ -283,28 +250,26 @@ class RedisQueryCache:
         while True:
             await self._pending.wait()
             self._pending.clear()
-            batch, self._queue = self._queue, []
+            batch, self._changes = self._changes, []
+            waiters, self._waiters = self._waiters, []
             try:
                 if self._lost and self._feed_up:
                     await self._new_generation()  # covers this batch too: everything is forgotten
-                elif any(args for args, _ in batch):
+                elif batch:
                     pipe = self._client.pipeline(transaction=False)
-                    for args, _ in batch:
-                        if args:
-                            await self._changed(args=args, client=pipe)
+                    for args in batch:
+                        await self._changed(args=args, client=pipe)
                     await pipe.execute()
                 elif self._down:
                     await self._client.ping()
                 self._down = False
                 self.enabled = self._feed_up and not self._lost
-            except asyncio.CancelledError:
-                self._release(batch)
-                raise
             except Exception:
-                self._failed("applying changes", lost=any(args for args, _ in batch))
+                self._failed("applying changes", lost=bool(batch))
                 await asyncio.sleep(_RETRY)
                 self._pending.set()  # try again to get back into use
-            self._release(batch)
+            finally:
+                _release(waiters)
 
     async def _new_generation(self) -> None:
         await self._client.incr(self._ns + "gen")
@@ -324,16 +289,10 @@ class RedisQueryCache:
         self.enabled = False
         self._pending.set()
 
-    @staticmethod
-    def _release(batch: list[tuple[list[str], asyncio.Future[None] | None]]) -> None:
-        for _, waiter in batch:
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
     # ----- the feed ---------------------------------------------------------------------------------
     async def reset(self) -> None:
         self._feed_up = True
-        self._queue = [(args, waiter) for args, waiter in self._queue if not args]
+        self._changes = []
         try:
             await self._new_generation()
         except Exception:
@@ -348,6 +307,12 @@ class RedisQueryCache:
         self._lost = True
         self.enabled = False
         self._pending.set()
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _digest(key: Hashable) -> str:
