@@ -17,7 +17,8 @@ logger = logging.getLogger("rampart.bus")
 _MAX_CACHED_TYPES = 1024
 
 
-def _compile(pattern: str) -> tuple[str, ...]:
+def check_pattern(pattern: str) -> tuple[str, ...]:
+    """The segments of a valid event-type pattern ("tasks.*", "*.deleted", "*"); ValueError otherwise."""
     segments = tuple(pattern.split("."))
     for segment in segments:
         # A "*" inside a segment ("task*") would silently never match; refuse it up front.
@@ -30,26 +31,14 @@ def _compile(pattern: str) -> tuple[str, ...]:
 
 def _matches(pattern: tuple[str, ...], event_type: tuple[str, ...]) -> bool:
     """`*` matches one segment; as the last pattern segment it matches one or more ("tasks.*")."""
-    for i, segment in enumerate(pattern):
-        if i >= len(event_type):
-            return False
-        if segment == "*":
-            if i == len(pattern) - 1:
-                return True
-            continue
-        if segment != event_type[i]:
-            return False
-    return len(pattern) == len(event_type)
-
-
-def check_pattern(pattern: str) -> None:
-    """Raise ValueError unless `pattern` is a valid event-type pattern ("tasks.*", "*.deleted", "*")."""
-    _compile(pattern)
+    if len(event_type) != len(pattern) and not (pattern[-1] == "*" and len(event_type) > len(pattern)):
+        return False
+    return all(p == "*" or p == e for p, e in zip(pattern, event_type, strict=False))
 
 
 def pattern_matches(pattern: str, event_type: str) -> bool:
     """Whether `event_type` matches `pattern`, with the bus's rules (raises ValueError on a bad pattern)."""
-    return _matches(_compile(pattern), tuple(event_type.split(".")))
+    return _matches(check_pattern(pattern), tuple(event_type.split(".")))
 
 
 class EventBus:
@@ -64,7 +53,7 @@ class EventBus:
     def on(self, pattern: str, handler: Handler) -> Callable[[], None]:
         """Subscribe `handler` to event types matching `pattern` ("tasks.created", "tasks.*",
         "*.deleted", "*"). Returns a function that unsubscribes; calling it again does nothing."""
-        compiled = _compile(pattern)
+        compiled = check_pattern(pattern)
         # A token per subscription, so the same handler registered twice unsubscribes one at a time.
         token = next(self._ids)
         self._subscriptions[token] = (compiled, handler)

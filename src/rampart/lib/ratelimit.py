@@ -63,22 +63,8 @@ def _decide(stored_tat: int | None, now: int, interval: int, count: int) -> tupl
     tat = now if stored_tat is None else max(stored_tat, now)
     new_tat = tat + interval
     if new_tat - now > window:
-        decision = Decision(
-            allowed=False,
-            limit=count,
-            remaining=0,
-            reset_after=(tat - now) / _US,
-            retry_after=(new_tat - window - now) / _US,
-        )
-        return decision, None
-    decision = Decision(
-        allowed=True,
-        limit=count,
-        remaining=(window - (new_tat - now)) // interval,
-        reset_after=(new_tat - now) / _US,
-        retry_after=0.0,
-    )
-    return decision, new_tat
+        return Decision(False, count, 0, (tat - now) / _US, (new_tat - window - now) / _US), None
+    return Decision(True, count, (window - (new_tat - now)) // interval, (new_tat - now) / _US, 0.0), new_tat
 
 
 class MemoryRateLimiter:
@@ -164,13 +150,7 @@ class RedisRateLimiter:
         """Count one request for `key` under `rate`."""
         result = await self._script(keys=[self._prefix + key], args=[_interval_us(rate), rate.count])
         allowed, remaining, reset_us, retry_us = (int(v) for v in result)
-        return Decision(
-            allowed=bool(allowed),
-            limit=rate.count,
-            remaining=remaining,
-            reset_after=reset_us / _US,
-            retry_after=retry_us / _US,
-        )
+        return Decision(bool(allowed), rate.count, remaining, reset_us / _US, retry_us / _US)
 
     async def close(self) -> None:
         """Nothing to release: the client belongs to the caller."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:  # the client is made (and redis imported) only where Redis is configured
     import redis.asyncio
@@ -68,7 +68,7 @@ class MemoryStore:
             return None
         value, deadline = entry
         if deadline is not None and deadline <= time.monotonic():
-            self._remove(key)
+            del self._data[key]
             return None
         self._data.move_to_end(key)
         return value
@@ -76,10 +76,13 @@ class MemoryStore:
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store the value, evicting the least recently used entry when full."""
         if ttl is not None and ttl <= 0:
-            self._remove(key)
+            self._data.pop(key, None)
             return
         # Monotonic, so a wall-clock jump neither expires everything nor keeps values forever.
-        self._put(key, value, None if ttl is None else time.monotonic() + ttl)
+        self._data[key] = (value, None if ttl is None else time.monotonic() + ttl)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max_entries:
+            self._data.popitem(last=False)
 
     async def set_max(self, key: str, value: bytes, *, ttl: float) -> None:
         """Keep the greater of the stored value and `value`; the ttl restarts either way."""
@@ -91,7 +94,7 @@ class MemoryStore:
     async def delete(self, *keys: str) -> None:
         """Remove the keys; absent keys are ignored."""
         for key in keys:
-            self._remove(key)
+            self._data.pop(key, None)
 
     async def close(self) -> None:
         """Drop all entries."""
@@ -100,15 +103,6 @@ class MemoryStore:
     def __len__(self) -> int:
         """Number of entries held, expired ones not yet read included."""
         return len(self._data)
-
-    def _put(self, key: str, value: bytes, deadline: float | None) -> None:
-        self._data[key] = (value, deadline)
-        self._data.move_to_end(key)
-        while len(self._data) > self._max_entries:
-            self._data.popitem(last=False)
-
-    def _remove(self, key: str) -> None:
-        self._data.pop(key, None)
 
 
 class RedisStore:
@@ -125,36 +119,29 @@ class RedisStore:
         self._namespace = namespace
         self._set_max = client.register_script(_SET_MAX)
 
-    def _key(self, key: str) -> str:
-        return self._namespace + key
-
     async def get(self, key: str) -> bytes | None:
         """Return the value, or None when absent or expired."""
-        value = await self._client.get(self._key(key))
-        if isinstance(value, str):  # only if the client's pool was reconfigured after __init__
-            raise TypeError("RedisStore got str from Redis: the client must use decode_responses=False")
-        return value
+        return cast("bytes | None", await self._client.get(self._namespace + key))  # decode_responses=False
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store the value; a ttl becomes a millisecond PX expiry, rounded up so it never expires early."""
-        if ttl is None:
-            await self._client.set(self._key(key), value)
-        elif ttl <= 0:
-            await self._client.unlink(self._key(key))
+        if ttl is not None and ttl <= 0:
+            await self._client.unlink(self._namespace + key)
         else:
-            await self._client.set(self._key(key), value, px=max(1, math.ceil(ttl * 1000)))
+            px = None if ttl is None else max(1, math.ceil(ttl * 1000))
+            await self._client.set(self._namespace + key, value, px=px)
 
     async def set_max(self, key: str, value: bytes, *, ttl: float) -> None:
         """Keep the greater of the stored value and `value`, atomically (a Lua script); ttl restarts."""
         if ttl <= 0:
             raise ValueError("set_max needs a positive ttl")
-        await self._set_max(keys=[self._key(key)], args=[value, max(1, math.ceil(ttl * 1000))])
+        await self._set_max(keys=[self._namespace + key], args=[value, max(1, math.ceil(ttl * 1000))])
 
     async def delete(self, *keys: str) -> None:
         """Remove the keys; absent keys are ignored."""
         if keys:
             # UNLINK frees large values in the background instead of blocking the server.
-            await self._client.unlink(*(self._key(k) for k in keys))
+            await self._client.unlink(*(self._namespace + k for k in keys))
 
     async def close(self) -> None:
         """Nothing to release: the client belongs to the caller (see the class docstring)."""
