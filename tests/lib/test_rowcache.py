@@ -27,7 +27,7 @@ def row(version: int) -> bytes:
 
 async def put(cache: RowCache, version: int, key: Hashable = K, caller: Hashable | None = None) -> None:
     _, stamp = await cache.lookup("tasks", key, caller)
-    await cache.keep("tasks", key, version, row(version), caller, True, stamp)
+    await cache.keep(version, row(version), True, stamp)
 
 
 async def found(cache: RowCache, key: Hashable = K, caller: Hashable | None = None) -> object:
@@ -91,7 +91,7 @@ async def test_decisions_belong_to_a_row_version_a_caller_and_an_epoch(cache: Ro
     assert await found(cache, caller=USER) == (1, row(1))
     assert await found(cache, caller=uuid.uuid4()) is None  # another caller: unknown
     _, stamp = await cache.lookup("tasks", K, None)
-    await cache.keep("tasks", K, 2, row(2), None, True, stamp)
+    await cache.keep(2, row(2), True, stamp)
     assert await found(cache, caller=USER) is None  # another version: unknown
     await put(cache, 2, caller=USER)
     cache.changed("members", uuid.uuid4(), 1, ["tasks"])  # what tasks' visibility reads changed
@@ -103,20 +103,20 @@ async def test_a_decision_made_before_a_bump_is_not_kept(cache: RowCache) -> Non
     await put(cache, 1)
     _, stamp = await cache.lookup("tasks", K, USER)
     cache.changed("members", uuid.uuid4(), 1, ["tasks"])  # membership changed while the query ran
-    await cache.keep("tasks", K, 1, row(1), USER, True, stamp)
+    await cache.keep(1, row(1), True, stamp)
     assert await found(cache, caller=USER) is None
 
 
 async def test_a_caller_who_may_not_see_the_row_gets_false(cache: RowCache) -> None:
     _, stamp = await cache.lookup("tasks", K, USER)
-    await cache.keep("tasks", K, 1, row(1), USER, False, stamp)
+    await cache.keep(1, row(1), False, stamp)
     assert await found(cache, caller=USER) is False
 
 
 async def test_a_row_fetched_before_a_forget_is_not_kept(cache: RowCache) -> None:
     _, stamp = await cache.lookup("tasks", K, None)
     cache.forget()  # a worker started: a change may have gone unannounced meanwhile
-    await cache.keep("tasks", K, 1, row(1), None, True, stamp)
+    await cache.keep(1, row(1), True, stamp)
     assert await found(cache) is None
 
 
@@ -143,7 +143,7 @@ async def test_memory_is_bounded() -> None:
 async def put_page(cache: RowCache, key: Hashable, page: bytes, stamp: object = None) -> None:
     if stamp is None:
         _, stamp = await cache.lookup_page("tasks", key)
-    await cache.keep_page("tasks", key, page, stamp)
+    await cache.keep_page(page, stamp)
 
 
 async def page(cache: RowCache, key: Hashable) -> bytes | None:

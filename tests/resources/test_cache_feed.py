@@ -17,7 +17,7 @@ async def feed() -> tuple[CacheFeed, RowCache]:
 
 async def page_kept(cache: RowCache, resource: str) -> None:
     _, stamp = await cache.lookup_page(resource, "q")
-    await cache.keep_page(resource, "q", b"[]", stamp)
+    await cache.keep_page(b"[]", stamp)
 
 
 async def has_page(cache: RowCache, resource: str) -> bool:
@@ -37,7 +37,7 @@ async def test_a_membership_change_drops_what_depends_on_it() -> None:
     f, cache = await feed()
     key, user = uuid.uuid4(), uuid.uuid4()
     _, stamp = await cache.lookup("tasks", key, user)
-    await cache.keep("tasks", key, 1, b"{}", user, True, stamp)
+    await cache.keep(1, b"{}", True, stamp)
     await page_kept(cache, "tasks")
     await page_kept(cache, "projects")
     f.on_notification(f"project_members {uuid.uuid4()} -")

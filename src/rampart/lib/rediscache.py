@@ -178,7 +178,7 @@ class RedisQueryCache:
         except Exception:
             self._failed("a lookup", lost=False)
             return None, None
-        stamp = (g, epoch)
+        stamp = (g, epoch, resource, key, caller)
         if row is None or (caller is not None and seen is None):
             self.stats.misses += 1
             return None, stamp
@@ -188,19 +188,10 @@ class RedisQueryCache:
         version, _, payload = row.partition(b":")
         return (int(version), payload), stamp
 
-    async def keep(
-        self,
-        resource: str,
-        key: Hashable,
-        version: int,
-        payload: bytes,
-        caller: Hashable | None,
-        visible: bool,
-        stamp: Any,
-    ) -> None:
+    async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
         if stamp is None or not self.enabled:
             return
-        g, epoch = stamp
+        g, epoch, resource, key, caller = stamp
         who = "" if caller is None else str(caller)
         args = [self._ns, resource, str(key), str(version), payload, who, "1" if visible else "0", g, epoch]
         try:
@@ -219,12 +210,12 @@ class RedisQueryCache:
             self.stats.page_misses += 1
         else:
             self.stats.page_hits += 1
-        return body, (g, list_generation, digest)
+        return body, (g, list_generation, resource, digest)
 
-    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None:
+    async def keep_page(self, body: bytes, stamp: Any) -> None:
         if stamp is None or not self.enabled:
             return
-        g, list_generation, digest = stamp
+        g, list_generation, resource, digest = stamp
         try:
             await self._keep_page(args=[self._ns, resource, digest, body, g, list_generation, self._ttl_ms])
         except Exception:

@@ -53,8 +53,9 @@ class CacheStats:
 class QueryCache(Protocol):
     """The cache of rows, visibility decisions and list pages, as the resource managers use it.
 
-    A lookup also returns a *stamp*: what the cache knew before the database was asked. Whatever is kept
-    after a miss is kept with that stamp, and dropped if anything it could depend on changed since.
+    A lookup also returns a *stamp*: what was looked up, and what the cache knew before the database was
+    asked. Whatever is kept after a miss is kept with that stamp, and dropped if anything it could depend
+    on changed since.
     """
 
     enabled: bool
@@ -63,22 +64,14 @@ class QueryCache(Protocol):
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
         """The row `key` of `resource` for `caller` (None: one who sees every row), and the stamp."""
 
-    async def keep(
-        self,
-        resource: str,
-        key: Hashable,
-        version: int,
-        payload: bytes,
-        caller: Hashable | None,
-        visible: bool,
-        stamp: Any,
-    ) -> None:
-        """Keep a row read after `lookup` returned `stamp`, and the caller's decision about it."""
+    async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
+        """Keep the row read after `lookup` returned `stamp`, and the caller's decision about it."""
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
         """The list page kept for `key` (query and caller), and the stamp."""
 
-    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None: ...
+    async def keep_page(self, body: bytes, stamp: Any) -> None:
+        """Keep the page read after `lookup_page` returned `stamp`."""
 
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
         """Row `key` of `resource` is now at `version` (None: deleted), which changes what each of
@@ -111,8 +104,8 @@ class RowCache:
 
     Rows by (resource, key) as (version, JSON; None in a tombstone), decisions by (resource, key, version,
     caller, epoch), pages by (resource, query and caller) as (list generation, body). A stamp is
-    (generation, epoch or list generation): `generation` moves on at every `forget()`, so nothing fetched
-    before it is kept.
+    (generation, epoch or list generation, what was looked up): `generation` moves on at every `forget()`,
+    so nothing fetched before it is kept.
     """
 
     def __init__(
@@ -131,7 +124,7 @@ class RowCache:
         self.stats = CacheStats()
 
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
-        stamp = (self._generation, self._epochs[resource])
+        stamp = (self._generation, self._epochs[resource], resource, key, caller)
         if not self.enabled:
             return None, stamp
         slot = (resource, key)
@@ -150,17 +143,8 @@ class RowCache:
         self._decisions.move_to_end(decision)
         return (entry if seen else False), stamp
 
-    async def keep(
-        self,
-        resource: str,
-        key: Hashable,
-        version: int,
-        payload: bytes,
-        caller: Hashable | None,
-        visible: bool,
-        stamp: Any,
-    ) -> None:
-        generation, epoch = stamp
+    async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
+        generation, epoch, resource, key, caller = stamp
         if not self.enabled or generation != self._generation:
             return  # forgotten since: a change may have been missed
         current = self._rows.get((resource, key))
@@ -170,7 +154,7 @@ class RowCache:
             _put(self._decisions, (resource, key, version, caller, epoch), visible, self._max_decisions)
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
-        stamp = (self._generation, self._lists[resource])
+        stamp = (self._generation, self._lists[resource], resource, key)
         if not self.enabled:
             return None, stamp
         entry = self._pages.get((resource, key))
@@ -181,8 +165,8 @@ class RowCache:
         self.stats.page_hits += 1
         return entry[1], stamp
 
-    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None:
-        generation, list_generation = stamp
+    async def keep_page(self, body: bytes, stamp: Any) -> None:
+        generation, list_generation, resource, key = stamp
         if self.enabled and generation == self._generation and list_generation == self._lists[resource]:
             _put(self._pages, (resource, key), (list_generation, body), self._max_pages)
 
