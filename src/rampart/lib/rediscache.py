@@ -1,15 +1,9 @@
 """The query cache in Redis: rows, visibility decisions and list pages shared by every worker and instance.
 
-The same rules as the in-process `RowCache` (see rampart.lib.rowcache), each applied in one Lua script
-so that a check and the write it allows are atomic:
-
-- a row is kept only above the version the cache holds or was told of (a tombstone keeps that floor);
-- a decision is keyed by the row version and by the resource's epoch, which every change to what the
-  visibility rule reads moves on;
-- a page is keyed by the resource's list generation, which every change to one of its rows (or to
-  what its visibility reads) moves on;
-- everything is keyed by a global generation: `reset` moves it on, which forgets everything at once
-  (the old keys expire).
+The rules of the in-process `RowCache` (versioned rows and tombstones, decisions by row version and
+epoch, pages by list generation: see rampart.lib.rowcache), each check with the write it allows in one
+Lua script, so that they are atomic. Everything is keyed by a global generation too: `reset` moves it
+on, which forgets everything at once (the old keys expire).
 
 Keys (under the namespace, `{g}` the global generation):
     gen                              the global generation (no expiry)
@@ -76,16 +70,16 @@ end
 return {g, epoch, row or false, seen or false}
 """
 
-# ARGV: ns, resource, key, version, payload, caller, visible ('1'/'0'), g, epoch, ttl ms
+# ARGV: ns, resource, key, caller, version, payload, visible ('1'/'0'), g, epoch, ttl ms
 _KEEP = """
 if g ~= ARGV[8] then return 0 end
 local key = p .. 'row:' .. res .. ':' .. ARGV[3]
 local current = redis.call('GET', key)
-if not current or version_of(current) < tonumber(ARGV[4]) then
-  redis.call('SET', key, ARGV[4] .. ':' .. ARGV[5], 'PX', ARGV[10])
+if not current or version_of(current) < tonumber(ARGV[5]) then
+  redis.call('SET', key, ARGV[5] .. ':' .. ARGV[6], 'PX', ARGV[10])
 end
-if ARGV[6] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[9] then
-  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[6] .. ':' .. ARGV[9]
+if ARGV[4] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[9] then
+  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[5] .. ':' .. ARGV[4] .. ':' .. ARGV[9]
   redis.call('SET', decision, ARGV[7], 'PX', ARGV[10])
 end
 return 1
@@ -158,7 +152,6 @@ class RedisQueryCache:
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    # ----- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._write_changes(), name="rampart-qcache")
@@ -169,16 +162,14 @@ class RedisQueryCache:
         _release(self._waiters)
         self._changes, self._waiters = [], []
 
-    # ----- reads and what they keep -----------------------------------------------------------------
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
+        args = [self._ns, resource, str(key), "" if caller is None else str(caller)]
         try:
-            g, epoch, row, seen = await self._lookup(
-                args=[self._ns, resource, str(key), "" if caller is None else str(caller)]
-            )
+            g, epoch, row, seen = await self._lookup(args=args)
         except Exception:
             self._failed("a lookup", lost=False)
             return None, None
-        stamp = (g, epoch, resource, key, caller)
+        stamp = (args, g, epoch)
         if row is None or (caller is not None and seen is None):
             self.stats.misses += 1
             return None, stamp
@@ -191,18 +182,18 @@ class RedisQueryCache:
     async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
         if stamp is None or not self.enabled:
             return
-        g, epoch, resource, key, caller = stamp
-        who = "" if caller is None else str(caller)
-        args = [self._ns, resource, str(key), str(version), payload, who, "1" if visible else "0", g, epoch]
+        args, g, epoch = stamp
         try:
-            await self._keep(args=[*args, self._ttl_ms])
+            await self._keep(
+                args=[*args, str(version), payload, "1" if visible else "0", g, epoch, self._ttl_ms]
+            )
         except Exception:
             self._failed("keeping a row", lost=False)
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
-        digest = _digest(key)
+        args = [self._ns, resource, _digest(key)]
         try:
-            g, list_generation, body = await self._lookup_page(args=[self._ns, resource, digest])
+            g, list_generation, body = await self._lookup_page(args=args)
         except Exception:
             self._failed("a page lookup", lost=False)
             return None, None
@@ -210,18 +201,17 @@ class RedisQueryCache:
             self.stats.page_misses += 1
         else:
             self.stats.page_hits += 1
-        return body, (g, list_generation, resource, digest)
+        return body, (args, g, list_generation)
 
     async def keep_page(self, body: bytes, stamp: Any) -> None:
         if stamp is None or not self.enabled:
             return
-        g, list_generation, resource, digest = stamp
+        args, g, list_generation = stamp
         try:
-            await self._keep_page(args=[self._ns, resource, digest, body, g, list_generation, self._ttl_ms])
+            await self._keep_page(args=[*args, body, g, list_generation, self._ttl_ms])
         except Exception:
             self._failed("keeping a page", lost=False)
 
-    # ----- changes ----------------------------------------------------------------------------------
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
         args = [self._ns, resource, str(key), str(floor_after(version)), self._ttl_ms, *dependents]
         self._changes.append(args)
@@ -280,7 +270,6 @@ class RedisQueryCache:
         self.enabled = False
         self._pending.set()
 
-    # ----- the feed ---------------------------------------------------------------------------------
     async def reset(self) -> None:
         self._feed_up = True
         self._changes = []
