@@ -115,16 +115,11 @@ class MemoryRateLimiter:
 # Every value is an integer below 2**53, so Lua's doubles hold it exactly and redis.call writes it
 # back as plain digits.
 _GCRA_LUA = """
-local interval = tonumber(ARGV[1])
-local count = tonumber(ARGV[2])
+local interval, count = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = interval * count
-local tat = now
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  tat = math.max(tonumber(stored), now)
-end
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now)
 local new_tat = tat + interval
 if new_tat - now > window then
   return {0, 0, tat - now, new_tat - window - now}
