@@ -42,7 +42,6 @@ class RowBatcher:
         self.db = db
         self.stats = BatchStats()
         self._pending: dict[str, list[tuple[Sequence[Any], asyncio.Future[Any]]]] = {}
-        self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def fetch(self, statement: str, params: Sequence[Any], *, alone: bool = False) -> Any:
@@ -55,14 +54,12 @@ class RowBatcher:
             return await self._alone(statement, params)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.setdefault(statement, []).append((params, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self._pending:  # the first of its step
             loop.call_soon(self._flush)
+        self._pending.setdefault(statement, []).append((params, future))
         return await future
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         pending, self._pending = self._pending, {}
         for statement, waiting in pending.items():
             task = asyncio.get_running_loop().create_task(self._answer(statement, waiting))
