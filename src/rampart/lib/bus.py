@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -46,8 +45,7 @@ class EventBus:
     handler is logged and skipped, because one broken subscriber must not starve the others."""
 
     def __init__(self) -> None:
-        self._subscriptions: dict[int, tuple[tuple[str, ...], Handler]] = {}
-        self._ids = itertools.count()
+        self._subscriptions: dict[object, tuple[tuple[str, ...], Handler]] = {}
         self._resolved: dict[str, tuple[Handler, ...]] = {}
 
     def on(self, pattern: str, handler: Handler) -> Callable[[], None]:
@@ -55,7 +53,7 @@ class EventBus:
         "*.deleted", "*"). Returns a function that unsubscribes; calling it again does nothing."""
         compiled = check_pattern(pattern)
         # A token per subscription, so the same handler registered twice unsubscribes one at a time.
-        token = next(self._ids)
+        token = object()
         self._subscriptions[token] = (compiled, handler)
         self._resolved.clear()
 
@@ -69,7 +67,7 @@ class EventBus:
         handlers = self._resolved.get(event_type)
         if handlers is None:
             segments = tuple(event_type.split("."))
-            # dicts keep insertion order and tokens only grow, so this is registration order.
+            # dicts keep insertion order, so this is registration order.
             handlers = tuple(h for p, h in self._subscriptions.values() if _matches(p, segments))
             if len(self._resolved) >= _MAX_CACHED_TYPES:
                 self._resolved.clear()

@@ -16,7 +16,7 @@ import uuid_utils
 # bare 32-hex strings, and a path id must have exactly one spelling. ASCII ranges keep out
 # non-ASCII digits that str.isdigit-style checks would let through.
 _CANONICAL = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_LOW = 0xFFFFFFFF  # an id's last 32 bits
+_LOW = 0xFFFFFFFF
 
 
 def new_id(shard_key: int | None = None) -> uuid.UUID:

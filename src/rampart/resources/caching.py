@@ -199,8 +199,6 @@ class Announcer:
             self._pending.clear()
             try:
                 await self._send()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.warning("announcing row changes failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
