@@ -88,10 +88,6 @@ class MemoryRateLimiter:
             self._tats[key] = new_tat
         if key in self._tats:
             self._tats.move_to_end(key)
-        self._evict(now)
-        return decision
-
-    def _evict(self, now: int) -> None:
         for _ in range(_SWEEP):
             oldest = next(iter(self._tats.items()), None)
             if oldest is None or oldest[1] > now:
@@ -100,6 +96,7 @@ class MemoryRateLimiter:
         # Forgetting a live key forgives its callers; acceptable as the price of bounded memory.
         while len(self._tats) > self._max_keys:
             self._tats.popitem(last=False)
+        return decision
 
     async def close(self) -> None:
         """Forget all keys."""
