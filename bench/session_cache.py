@@ -45,7 +45,7 @@ async def measure(database_url: str, rounds: int) -> None:
         header = f"Bearer {user.token}"
         s = app.services
         memory = Authenticator(db=s.db, tokens=s.tokens, roles=s.roles)
-        await store.set(f"s:{user.session_id}", f"{user.id}:{user.role}".encode(), ttl=3600)
+        await store.set_max(f"s:{user.session_id}", f"{user.id}:{user.role}".encode(), ttl=3600)
 
         async def memory_hit() -> None:
             await memory.authenticate(header)

@@ -50,7 +50,7 @@ async def put(
     cache: RedisQueryCache, version: int, caller: uuid.UUID | None = None, visible: bool = True
 ) -> None:
     _, stamp = await cache.lookup("tasks", K, caller)
-    await cache.keep("tasks", K, version, row(version), caller, visible, stamp)
+    await cache.keep(version, row(version), visible, stamp)
 
 
 async def change(cache: RedisQueryCache, version: int | None, *dependents: str) -> None:
@@ -92,7 +92,7 @@ async def test_a_created_row_leaves_no_tombstone(cache: RedisQueryCache, client:
     _, before = await cache.lookup_page("tasks", "q")
     await change(cache, 1)
     assert [k async for k in client.scan_iter(match=f"{cache._ns}*row:*")] == []
-    await cache.keep_page("tasks", "q", b"[]", before)
+    await cache.keep_page(b"[]", before)
     assert (await cache.lookup_page("tasks", "q"))[0] is None  # the page read before the create is void
     await put(cache, 1)
     assert (await cache.lookup("tasks", K, None))[0] == (1, row(1))
@@ -109,7 +109,7 @@ async def test_a_deleted_row_is_never_kept_again(cache: RedisQueryCache) -> None
 async def test_a_miss_read_before_a_change_keeps_nothing(cache: RedisQueryCache) -> None:
     _, stamp = await cache.lookup("tasks", K, ALICE)
     await change(cache, 5, "tasks")  # the row and what decides visibility changed while the reader read
-    await cache.keep("tasks", K, 4, row(4), ALICE, True, stamp)
+    await cache.keep(4, row(4), True, stamp)
     assert (await cache.lookup("tasks", K, ALICE))[0] is None
 
 
@@ -130,7 +130,7 @@ async def test_a_page_lives_until_its_resource_changes(cache: RedisQueryCache) -
     key = (ALICE, "user", None, b"status=todo")
     body, stamp = await cache.lookup_page("tasks", key)
     assert body is None
-    await cache.keep_page("tasks", key, b'{"data":[]}', stamp)
+    await cache.keep_page(b'{"data":[]}', stamp)
     assert (await cache.lookup_page("tasks", key))[0] == b'{"data":[]}'
     assert (await cache.lookup_page("tasks", (BOB, "user", None, b"status=todo")))[0] is None  # per caller
     cache.changed("projects", uuid.uuid4(), 2, [])  # another resource, which tasks do not depend on here
@@ -144,7 +144,7 @@ async def test_a_page_read_before_a_change_is_not_kept(cache: RedisQueryCache) -
     key = (ALICE, "user", None, b"")
     _, stamp = await cache.lookup_page("tasks", key)
     await change(cache, 3)
-    await cache.keep_page("tasks", key, b"stale", stamp)
+    await cache.keep_page(b"stale", stamp)
     assert (await cache.lookup_page("tasks", key))[0] is None
 
 
@@ -199,6 +199,6 @@ async def test_a_worker_whose_feed_is_down_neither_serves_nor_keeps(cache: Redis
     cache.suspend()
     assert not cache.enabled
     _, stamp = await cache.lookup("tasks", K, None)
-    await cache.keep("tasks", K, 2, row(2), None, True, stamp)
+    await cache.keep(2, row(2), True, stamp)
     await cache.reset()
     assert (await cache.lookup("tasks", K, None))[0] is None  # forgotten: changes may have been missed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio
@@ -15,25 +15,18 @@ StoreFactory = Callable[[], Store]
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def make_store(
+def make_store(
     request: pytest.FixtureRequest, redis_client: redis.asyncio.Redis, key_prefix: str
-) -> AsyncIterator[StoreFactory]:
+) -> StoreFactory:
     """Builds independent stores of one backend; Redis ones share a client, each with its own namespace."""
-    stores: list[Store] = []
     numbers = itertools.count()
 
     def factory() -> Store:
-        store: Store
         if request.param == "memory":
-            store = MemoryStore()
-        else:
-            store = RedisStore(redis_client, namespace=f"{key_prefix}{next(numbers)}:")
-        stores.append(store)
-        return store
+            return MemoryStore()
+        return RedisStore(redis_client, namespace=f"{key_prefix}{next(numbers)}:")
 
-    yield factory
-    for store in stores:
-        await store.close()
+    return factory
 
 
 @pytest.fixture
@@ -45,68 +38,33 @@ async def test_get_missing_is_none(store: Store) -> None:
     assert await store.get("missing") is None
 
 
-async def test_set_then_get_round_trips_bytes(store: Store) -> None:
+async def test_set_max_then_get_round_trips_bytes(store: Store) -> None:
     value = bytes(range(256))
-    await store.set("k", value)
+    await store.set_max("k", value, ttl=60)
     assert await store.get("k") == value
 
 
-async def test_set_overwrites(store: Store) -> None:
-    await store.set("k", b"one")
-    await store.set("k", b"two")
-    assert await store.get("k") == b"two"
-
-
 async def test_ttl_expires_the_value(store: Store) -> None:
-    await store.set("short", b"v", ttl=0.05)
-    await store.set("long", b"v", ttl=60)
-    await store.set("forever", b"v")
+    await store.set_max("short", b"v", ttl=0.05)
+    await store.set_max("long", b"v", ttl=60)
     assert await store.get("short") == b"v"
     await asyncio.sleep(0.1)
     assert await store.get("short") is None
     assert await store.get("long") == b"v"
-    assert await store.get("forever") == b"v"
-
-
-async def test_set_without_ttl_clears_a_previous_ttl(store: Store) -> None:
-    await store.set("k", b"one", ttl=0.05)
-    await store.set("k", b"two")
-    await asyncio.sleep(0.1)
-    assert await store.get("k") == b"two"
-
-
-@pytest.mark.parametrize("ttl", [0, -1.5])
-async def test_non_positive_ttl_means_already_expired(store: Store, ttl: float) -> None:
-    await store.set("k", b"old")
-    await store.set("k", b"new", ttl=ttl)
-    assert await store.get("k") is None
-
-
-async def test_delete_removes_only_the_given_keys(store: Store) -> None:
-    for key in ("a", "b", "c"):
-        await store.set(key, key.encode())
-    await store.delete("a", "b", "absent")
-    await store.delete()
-    assert await store.get("a") is None
-    assert await store.get("b") is None
-    assert await store.get("c") == b"c"
 
 
 async def test_stores_are_isolated(make_store: StoreFactory) -> None:
     first, second = make_store(), make_store()
-    await first.set("k", b"first")
-    await first.set("p:1", b"first")
-    await second.set("p:1", b"second")
+    await first.set_max("k", b"first", ttl=60)
+    await first.set_max("p:1", b"first", ttl=60)
+    await second.set_max("p:1", b"second", ttl=60)
     assert await second.get("k") is None
-    await second.delete("p:1")
-    assert await second.get("p:1") is None
+    assert await second.get("p:1") == b"second"
     assert await first.get("p:1") == b"first"
-    await second.delete("k")
-    assert await first.get("k") == b"first"
 
 
 async def test_concurrent_writes_and_reads(store: Store) -> None:
-    await asyncio.gather(*(store.set(f"k{i}", str(i).encode()) for i in range(100)))
+    await asyncio.gather(*(store.set_max(f"k{i}", str(i).encode(), ttl=60) for i in range(100)))
     values = await asyncio.gather(*(store.get(f"k{i}") for i in range(100)))
     assert values == [str(i).encode() for i in range(100)]
 
@@ -156,9 +114,9 @@ async def test_concurrent_set_max_ends_with_the_greatest(store: Store) -> None:
 async def test_memory_store_is_bounded_and_evicts_least_recently_used() -> None:
     store = MemoryStore(max_entries=3)
     for key in ("a", "b", "c"):
-        await store.set(key, b"v")
+        await store.set_max(key, b"v", ttl=60)
     assert await store.get("a") == b"v"  # "a" is now the most recently used
-    await store.set("d", b"v")
+    await store.set_max("d", b"v", ttl=60)
     assert len(store) == 3
     assert await store.get("b") is None
     for key in ("a", "c", "d"):
@@ -168,7 +126,7 @@ async def test_memory_store_is_bounded_and_evicts_least_recently_used() -> None:
 async def test_memory_store_never_exceeds_its_bound() -> None:
     store = MemoryStore(max_entries=100)
     for i in range(1000):
-        await store.set(str(i), b"v")
+        await store.set_max(str(i), b"v", ttl=60)
         assert len(store) <= 100
     assert await store.get("999") == b"v"
     assert await store.get("899") is None
@@ -183,12 +141,10 @@ async def test_redis_store_prefixes_keys_and_sets_px(
     redis_client: redis.asyncio.Redis, key_prefix: str
 ) -> None:
     store = RedisStore(redis_client, namespace=key_prefix)
-    await store.set("k", b"v", ttl=1.5)
+    await store.set_max("k", b"v", ttl=1.5)
     assert await redis_client.get(key_prefix + "k") == b"v"
     assert 1000 < await redis_client.pttl(key_prefix + "k") <= 1500
-    await store.set("tiny", b"v", ttl=0.0001)  # rounded up to 1 ms, not 0 (an error in Redis)
-    await store.set("plain", b"v")
-    assert await redis_client.pttl(key_prefix + "plain") == -1
+    await store.set_max("tiny", b"v", ttl=0.0001)  # rounded up to 1 ms, not 0 (an error in Redis)
 
 
 async def test_redis_store_refuses_a_decoding_client() -> None:

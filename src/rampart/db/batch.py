@@ -1,10 +1,8 @@
 """Single-row reads asked for in the same event-loop step, answered by one statement.
 
-A cold row cache sends one query per GET it misses. Each query costs the worker a round of asyncpg's
-protocol work and two system calls, and holds a pool connection for a round trip; at 8 such reads at
-once that was 137 µs of client CPU per row one by one and 35 µs per row as one statement (16: 118 vs
-20 µs; `rampart_dev_bench`, the task read of the cache, uvloop, 10 connections). So the reads of one loop
-step that have the same shape go out together:
+A cold row cache sends one query per GET it misses, each costing the worker asyncpg's protocol work and
+two system calls, and a pool connection for a round trip (decision 0014 measures it). So the reads of one
+loop step that have the same shape go out together:
 
     SELECT _miss.ord, q.* FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS _miss(p1, p2, ord)
     LEFT JOIN LATERAL (<the one-row statement, its parameters written _miss.p1, _miss.p2>) q ON TRUE
@@ -44,7 +42,6 @@ class RowBatcher:
         self.db = db
         self.stats = BatchStats()
         self._pending: dict[str, list[tuple[Sequence[Any], asyncio.Future[Any]]]] = {}
-        self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def fetch(self, statement: str, params: Sequence[Any], *, alone: bool = False) -> Any:
@@ -57,14 +54,12 @@ class RowBatcher:
             return await self._alone(statement, params)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.setdefault(statement, []).append((params, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self._pending:  # the first of its step
             loop.call_soon(self._flush)
+        self._pending.setdefault(statement, []).append((params, future))
         return await future
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         pending, self._pending = self._pending, {}
         for statement, waiting in pending.items():
             task = asyncio.get_running_loop().create_task(self._answer(statement, waiting))

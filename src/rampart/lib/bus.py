@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -17,7 +16,8 @@ logger = logging.getLogger("rampart.bus")
 _MAX_CACHED_TYPES = 1024
 
 
-def _compile(pattern: str) -> tuple[str, ...]:
+def check_pattern(pattern: str) -> tuple[str, ...]:
+    """The segments of a valid event-type pattern ("tasks.*", "*.deleted", "*"); ValueError otherwise."""
     segments = tuple(pattern.split("."))
     for segment in segments:
         # A "*" inside a segment ("task*") would silently never match; refuse it up front.
@@ -30,26 +30,14 @@ def _compile(pattern: str) -> tuple[str, ...]:
 
 def _matches(pattern: tuple[str, ...], event_type: tuple[str, ...]) -> bool:
     """`*` matches one segment; as the last pattern segment it matches one or more ("tasks.*")."""
-    for i, segment in enumerate(pattern):
-        if i >= len(event_type):
-            return False
-        if segment == "*":
-            if i == len(pattern) - 1:
-                return True
-            continue
-        if segment != event_type[i]:
-            return False
-    return len(pattern) == len(event_type)
-
-
-def check_pattern(pattern: str) -> None:
-    """Raise ValueError unless `pattern` is a valid event-type pattern ("tasks.*", "*.deleted", "*")."""
-    _compile(pattern)
+    if len(event_type) != len(pattern) and not (pattern[-1] == "*" and len(event_type) > len(pattern)):
+        return False
+    return all(p == "*" or p == e for p, e in zip(pattern, event_type, strict=False))
 
 
 def pattern_matches(pattern: str, event_type: str) -> bool:
     """Whether `event_type` matches `pattern`, with the bus's rules (raises ValueError on a bad pattern)."""
-    return _matches(_compile(pattern), tuple(event_type.split(".")))
+    return _matches(check_pattern(pattern), tuple(event_type.split(".")))
 
 
 class EventBus:
@@ -57,16 +45,15 @@ class EventBus:
     handler is logged and skipped, because one broken subscriber must not starve the others."""
 
     def __init__(self) -> None:
-        self._subscriptions: dict[int, tuple[tuple[str, ...], Handler]] = {}
-        self._ids = itertools.count()
+        self._subscriptions: dict[object, tuple[tuple[str, ...], Handler]] = {}
         self._resolved: dict[str, tuple[Handler, ...]] = {}
 
     def on(self, pattern: str, handler: Handler) -> Callable[[], None]:
         """Subscribe `handler` to event types matching `pattern` ("tasks.created", "tasks.*",
         "*.deleted", "*"). Returns a function that unsubscribes; calling it again does nothing."""
-        compiled = _compile(pattern)
+        compiled = check_pattern(pattern)
         # A token per subscription, so the same handler registered twice unsubscribes one at a time.
-        token = next(self._ids)
+        token = object()
         self._subscriptions[token] = (compiled, handler)
         self._resolved.clear()
 
@@ -80,7 +67,7 @@ class EventBus:
         handlers = self._resolved.get(event_type)
         if handlers is None:
             segments = tuple(event_type.split("."))
-            # dicts keep insertion order and tokens only grow, so this is registration order.
+            # dicts keep insertion order, so this is registration order.
             handlers = tuple(h for p, h in self._subscriptions.values() if _matches(p, segments))
             if len(self._resolved) >= _MAX_CACHED_TYPES:
                 self._resolved.clear()

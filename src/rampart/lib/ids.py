@@ -15,11 +15,7 @@ import uuid_utils
 # Only the canonical 8-4-4-4-12 form: uuid.UUID() alone would also accept braces, "urn:uuid:" and
 # bare 32-hex strings, and a path id must have exactly one spelling. ASCII ranges keep out
 # non-ASCII digits that str.isdigit-style checks would let through.
-_CANONICAL = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-)
-
-
+_CANONICAL = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _LOW = 0xFFFFFFFF
 
 
@@ -31,8 +27,7 @@ def new_id(shard_key: int | None = None) -> uuid.UUID:
     per-millisecond counter (42 bits, randomly seeded) above the last 32 bits, which are random otherwise,
     so ids made with one key stay unique and in creation order.
     """
-    # Measured with timeit (Python 3.11, uuid_utils 1.2.0): bytes= ~770 ns vs str() ~940 ns per id,
-    # since bytes= skips formatting and re-parsing the hex text.
+    # bytes= skips formatting and re-parsing the hex text.
     made = uuid.UUID(bytes=uuid_utils.uuid7().bytes)
     if shard_key is None:
         return made
@@ -49,8 +44,8 @@ def shard_key_of(value: uuid.UUID) -> int:
 
 
 def new_id_text() -> str:
-    """A new UUIDv7 as its canonical text (request ids): formatted by uuid_utils, 0.46 µs against
-    4.65 µs through `uuid.UUID` (timeit)."""
+    """A new UUIDv7 as its canonical text (request ids), formatted by uuid_utils: ten times faster than
+    through `uuid.UUID`."""
     return str(uuid_utils.uuid7())
 
 

@@ -63,22 +63,8 @@ def _decide(stored_tat: int | None, now: int, interval: int, count: int) -> tupl
     tat = now if stored_tat is None else max(stored_tat, now)
     new_tat = tat + interval
     if new_tat - now > window:
-        decision = Decision(
-            allowed=False,
-            limit=count,
-            remaining=0,
-            reset_after=(tat - now) / _US,
-            retry_after=(new_tat - window - now) / _US,
-        )
-        return decision, None
-    decision = Decision(
-        allowed=True,
-        limit=count,
-        remaining=(window - (new_tat - now)) // interval,
-        reset_after=(new_tat - now) / _US,
-        retry_after=0.0,
-    )
-    return decision, new_tat
+        return Decision(False, count, 0, (tat - now) / _US, (new_tat - window - now) / _US), None
+    return Decision(True, count, (window - (new_tat - now)) // interval, (new_tat - now) / _US, 0.0), new_tat
 
 
 class MemoryRateLimiter:
@@ -102,10 +88,6 @@ class MemoryRateLimiter:
             self._tats[key] = new_tat
         if key in self._tats:
             self._tats.move_to_end(key)
-        self._evict(now)
-        return decision
-
-    def _evict(self, now: int) -> None:
         for _ in range(_SWEEP):
             oldest = next(iter(self._tats.items()), None)
             if oldest is None or oldest[1] > now:
@@ -114,6 +96,7 @@ class MemoryRateLimiter:
         # Forgetting a live key forgives its callers; acceptable as the price of bounded memory.
         while len(self._tats) > self._max_keys:
             self._tats.popitem(last=False)
+        return decision
 
     async def close(self) -> None:
         """Forget all keys."""
@@ -129,16 +112,11 @@ class MemoryRateLimiter:
 # Every value is an integer below 2**53, so Lua's doubles hold it exactly and redis.call writes it
 # back as plain digits.
 _GCRA_LUA = """
-local interval = tonumber(ARGV[1])
-local count = tonumber(ARGV[2])
+local interval, count = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = interval * count
-local tat = now
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  tat = math.max(tonumber(stored), now)
-end
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now)
 local new_tat = tat + interval
 if new_tat - now > window then
   return {0, 0, tat - now, new_tat - window - now}
@@ -164,13 +142,7 @@ class RedisRateLimiter:
         """Count one request for `key` under `rate`."""
         result = await self._script(keys=[self._prefix + key], args=[_interval_us(rate), rate.count])
         allowed, remaining, reset_us, retry_us = (int(v) for v in result)
-        return Decision(
-            allowed=bool(allowed),
-            limit=rate.count,
-            remaining=remaining,
-            reset_after=reset_us / _US,
-            retry_after=retry_us / _US,
-        )
+        return Decision(bool(allowed), rate.count, remaining, reset_us / _US, retry_us / _US)
 
     async def close(self) -> None:
         """Nothing to release: the client belongs to the caller."""

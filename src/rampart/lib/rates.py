@@ -7,36 +7,17 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-_UNIT_SECONDS: dict[str, int] = {
-    "s": 1,
-    "sec": 1,
-    "second": 1,
-    "seconds": 1,
-    "m": 60,
-    "min": 60,
-    "minute": 60,
-    "minutes": 60,
-    "h": 3600,
-    "hr": 3600,
-    "hour": 3600,
-    "hours": 3600,
-    "d": 86400,
-    "day": 86400,
-    "days": 86400,
-}
-
-# Largest first, so __str__ picks the coarsest unit that divides the period exactly.
-_CANONICAL_UNITS: tuple[tuple[str, int], ...] = (
-    ("day", 86400),
-    ("hour", 3600),
-    ("minute", 60),
-    ("second", 1),
+# Largest first, so __str__ picks the coarsest unit that divides the period exactly; then the other names.
+_UNITS = (
+    ("day", 86400, "d days"),
+    ("hour", 3600, "h hr hours"),
+    ("minute", 60, "m min minutes"),
+    ("second", 1, "s sec seconds"),
 )
+_UNIT_SECONDS = {alias: seconds for name, seconds, other in _UNITS for alias in (name, *other.split())}
 
 # ASCII digits only: int() would also take "1_000", "+5" or non-ASCII digits, which config should not.
-_RATE = re.compile(
-    r"\s*(?P<count>[0-9]+)\s*/\s*(?P<mult>[0-9]+(?:\.[0-9]+)?)?\s*(?P<unit>[A-Za-z]+)\s*",
-)
+_RATE = re.compile(r"\s*(?P<count>[0-9]+)\s*/\s*(?P<mult>[0-9]+(?:\.[0-9]+)?)?\s*(?P<unit>[A-Za-z]+)\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +36,7 @@ class Rate:
 
     def __str__(self) -> str:
         """Canonical form that parse_rate() reads back to an equal Rate, e.g. "100/5minutes"."""
-        for name, seconds in _CANONICAL_UNITS:
+        for name, seconds, _ in _UNITS:
             multiple = self.period / seconds
             if multiple >= 1 and multiple == int(multiple):
                 if multiple == 1:

@@ -1,15 +1,9 @@
 """The query cache in Redis: rows, visibility decisions and list pages shared by every worker and instance.
 
-The same rules as the in-process `RowCache` (see rampart.lib.rowcache), each applied in one Lua script
-so that a check and the write it allows are atomic:
-
-- a row is kept only above the version the cache holds or was told of (a tombstone keeps that floor);
-- a decision is keyed by the row version and by the resource's epoch, which every change to what the
-  visibility rule reads moves on;
-- a page is keyed by the resource's list generation, which every change to one of its rows (or to
-  what its visibility reads) moves on;
-- everything is keyed by a global generation: `reset` moves it on, which forgets everything at once
-  (the old keys expire).
+The rules of the in-process `RowCache` (versioned rows and tombstones, decisions by row version and
+epoch, pages by list generation: see rampart.lib.rowcache), each check with the write it allows in one
+Lua script, so that they are atomic. Everything is keyed by a global generation too: `reset` moves it
+on, which forgets everything at once (the old keys expire).
 
 Keys (under the namespace, `{g}` the global generation):
     gen                              the global generation (no expiry)
@@ -48,7 +42,7 @@ log = logging.getLogger("rampart.cache")
 _COUNTER_TTL_MS = 86_400_000  # a day: counters outlive every entry stamped with their value
 _RETRY = 1.0  # seconds between attempts to get a failed Redis back into use
 
-# Every script gets the namespace and the resource first; keys are built inside (one Redis, not Cluster).
+# Begins every script (ARGV: namespace, resource, ...); keys are built inside (one Redis, not Cluster).
 _PRELUDE = """
 local ns, res = ARGV[1], ARGV[2]
 local g = redis.call('GET', ns .. 'gen') or '0'
@@ -60,9 +54,7 @@ end
 """
 
 # ARGV: ns, resource, key, caller ('' = sees every row) -> {g, epoch, row or nil, decision or nil}
-_LOOKUP = (
-    _PRELUDE
-    + """
+_LOOKUP = """
 local epoch = redis.call('GET', p .. 'epoch:' .. res) or '0'
 local row = redis.call('GET', p .. 'row:' .. res .. ':' .. ARGV[3])
 local seen = false
@@ -77,53 +69,40 @@ if row then
 end
 return {g, epoch, row or false, seen or false}
 """
-)
 
-# ARGV: ns, resource, key, version, payload, caller, visible ('1'/'0'), g, epoch, ttl ms
-_KEEP = (
-    _PRELUDE
-    + """
+# ARGV: ns, resource, key, caller, version, payload, visible ('1'/'0'), g, epoch, ttl ms
+_KEEP = """
 if g ~= ARGV[8] then return 0 end
 local key = p .. 'row:' .. res .. ':' .. ARGV[3]
 local current = redis.call('GET', key)
-if not current or version_of(current) < tonumber(ARGV[4]) then
-  redis.call('SET', key, ARGV[4] .. ':' .. ARGV[5], 'PX', ARGV[10])
+if not current or version_of(current) < tonumber(ARGV[5]) then
+  redis.call('SET', key, ARGV[5] .. ':' .. ARGV[6], 'PX', ARGV[10])
 end
-if ARGV[6] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[9] then
-  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[6] .. ':' .. ARGV[9]
+if ARGV[4] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[9] then
+  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[5] .. ':' .. ARGV[4] .. ':' .. ARGV[9]
   redis.call('SET', decision, ARGV[7], 'PX', ARGV[10])
 end
 return 1
 """
-)
 
 # ARGV: ns, resource, digest -> {g, list generation, page or nil}
-_LOOKUP_PAGE = (
-    _PRELUDE
-    + """
+_LOOKUP_PAGE = """
 local lg = redis.call('GET', p .. 'list:' .. res) or '0'
 return {g, lg, redis.call('GET', p .. 'page:' .. res .. ':' .. lg .. ':' .. ARGV[3]) or false}
 """
-)
 
 # ARGV: ns, resource, digest, body, g, list generation, ttl ms
-_KEEP_PAGE = (
-    _PRELUDE
-    + """
+_KEEP_PAGE = """
 if g ~= ARGV[5] or (redis.call('GET', p .. 'list:' .. res) or '0') ~= ARGV[6] then return 0 end
 redis.call('SET', p .. 'page:' .. res .. ':' .. ARGV[6] .. ':' .. ARGV[3], ARGV[4], 'PX', ARGV[7])
 return 1
 """
-)
 
-# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, counter ttl ms, first version,
-# dependents...
-_CHANGED = (
-    _PRELUDE
-    + """
+# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, dependents...
+_CHANGED = f"""
 local function move_on(counter)
   redis.call('INCR', counter)
-  redis.call('PEXPIRE', counter, ARGV[6])
+  redis.call('PEXPIRE', counter, {_COUNTER_TTL_MS})
 end
 local key = p .. 'row:' .. res .. ':' .. ARGV[3]
 local floor = ARGV[4]
@@ -134,22 +113,17 @@ if current then
   if version > tonumber(floor) then
     if live then skip = true else floor = string.format('%d', version) end
   end
-elseif tonumber(floor) < tonumber(ARGV[7]) then
+elseif tonumber(floor) < {FIRST_VERSION} then
   skip = true  -- a new row: nothing older than it can be fetched, no tombstone needed
 end
 if not skip then redis.call('SET', key, floor .. ':', 'PX', ARGV[5]) end
 move_on(p .. 'list:' .. res)
-for i = 8, #ARGV do
+for i = 6, #ARGV do
   move_on(p .. 'epoch:' .. ARGV[i])
   move_on(p .. 'list:' .. ARGV[i])
 end
 return 1
 """
-)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisQueryCache:
@@ -163,21 +137,21 @@ class RedisQueryCache:
         self._client = client
         self._ns = namespace
         self._ttl_ms = str(max(1, math.ceil(ttl * 1000)))
-        self._lookup = client.register_script(_LOOKUP)
-        self._keep = client.register_script(_KEEP)
-        self._lookup_page = client.register_script(_LOOKUP_PAGE)
-        self._keep_page = client.register_script(_KEEP_PAGE)
-        self._changed = client.register_script(_CHANGED)
+        self._lookup = client.register_script(_PRELUDE + _LOOKUP)
+        self._keep = client.register_script(_PRELUDE + _KEEP)
+        self._lookup_page = client.register_script(_PRELUDE + _LOOKUP_PAGE)
+        self._keep_page = client.register_script(_PRELUDE + _KEEP_PAGE)
+        self._changed = client.register_script(_PRELUDE + _CHANGED)
         self._feed_up = False  # the worker's notification listener is connected
         self._down = False  # Redis failed: step aside until it answers again
         self._lost = False  # a change may not have reached Redis: what it holds is not to be trusted
         self.enabled = False
         self.stats = CacheStats()
-        self._queue: list[tuple[list[str], asyncio.Future[None] | None]] = []
+        self._changes: list[list[str]] = []
+        self._waiters: list[asyncio.Future[None]] = []  # settle() calls, until the changes before them apply
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    # ----- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._write_changes(), name="rampart-qcache")
@@ -185,55 +159,41 @@ class RedisQueryCache:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        self._release(self._queue)
-        self._queue = []
+        _release(self._waiters)
+        self._changes, self._waiters = [], []
 
-    # ----- reads and what they keep -----------------------------------------------------------------
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
+        args = [self._ns, resource, str(key), "" if caller is None else str(caller)]
         try:
-            g, epoch, row, seen = await self._lookup(
-                args=[self._ns, resource, str(key), "" if caller is None else str(caller)]
-            )
+            g, epoch, row, seen = await self._lookup(args=args)
         except Exception:
             self._failed("a lookup", lost=False)
             return None, None
-        stamp = (g, epoch)
-        if row is None:
-            self.stats.misses += 1
-            return None, stamp
-        if caller is not None and seen is None:
+        stamp = (args, g, epoch)
+        if row is None or (caller is not None and seen is None):
             self.stats.misses += 1
             return None, stamp
         self.stats.hits += 1
-        if caller is not None and seen == b"0":
+        if seen == b"0":  # None without a caller
             return False, stamp
         version, _, payload = row.partition(b":")
         return (int(version), payload), stamp
 
-    async def keep(
-        self,
-        resource: str,
-        key: Hashable,
-        version: int,
-        payload: bytes,
-        caller: Hashable | None,
-        visible: bool,
-        stamp: Any,
-    ) -> None:
+    async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
         if stamp is None or not self.enabled:
             return
-        g, epoch = stamp
-        who = "" if caller is None else str(caller)
-        args: list[bytes | str] = [self._ns, resource, str(key), str(version), payload, who]
+        args, g, epoch = stamp
         try:
-            await self._keep(args=[*args, "1" if visible else "0", g, epoch, self._ttl_ms])
+            await self._keep(
+                args=[*args, str(version), payload, "1" if visible else "0", g, epoch, self._ttl_ms]
+            )
         except Exception:
             self._failed("keeping a row", lost=False)
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
-        digest = _digest(key)
+        args = [self._ns, resource, _digest(key)]
         try:
-            g, list_generation, body = await self._lookup_page(args=[self._ns, resource, digest])
+            g, list_generation, body = await self._lookup_page(args=args)
         except Exception:
             self._failed("a page lookup", lost=False)
             return None, None
@@ -241,39 +201,27 @@ class RedisQueryCache:
             self.stats.page_misses += 1
         else:
             self.stats.page_hits += 1
-        return body, (g, list_generation, digest)
+        return body, (args, g, list_generation)
 
-    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None:
+    async def keep_page(self, body: bytes, stamp: Any) -> None:
         if stamp is None or not self.enabled:
             return
-        g, list_generation, digest = stamp
+        args, g, list_generation = stamp
         try:
-            await self._keep_page(args=[self._ns, resource, digest, body, g, list_generation, self._ttl_ms])
+            await self._keep_page(args=[*args, body, g, list_generation, self._ttl_ms])
         except Exception:
             self._failed("keeping a page", lost=False)
 
-    # ----- changes ----------------------------------------------------------------------------------
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
-        self.stats.invalidations += 1
-        floor = floor_after(version)
-        args = [
-            self._ns,
-            resource,
-            str(key),
-            str(floor),
-            self._ttl_ms,
-            str(_COUNTER_TTL_MS),
-            str(FIRST_VERSION),
-            *dependents,
-        ]
-        self._queue.append((args, None))
+        args = [self._ns, resource, str(key), str(floor_after(version)), self._ttl_ms, *dependents]
+        self._changes.append(args)
         self._pending.set()
 
     async def settle(self) -> None:
-        if not self._queue or self._task is None:
+        if not self._changes or self._task is None:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(([], done))
+        self._waiters.append(done)
         self._pending.set()
         await done
 
@@ -283,28 +231,26 @@ class RedisQueryCache:
         while True:
             await self._pending.wait()
             self._pending.clear()
-            batch, self._queue = self._queue, []
+            batch, self._changes = self._changes, []
+            waiters, self._waiters = self._waiters, []
             try:
                 if self._lost and self._feed_up:
                     await self._new_generation()  # covers this batch too: everything is forgotten
-                elif any(args for args, _ in batch):
+                elif batch:
                     pipe = self._client.pipeline(transaction=False)
-                    for args, _ in batch:
-                        if args:
-                            await self._changed(args=args, client=pipe)
+                    for args in batch:
+                        await self._changed(args=args, client=pipe)
                     await pipe.execute()
                 elif self._down:
                     await self._client.ping()
                 self._down = False
                 self.enabled = self._feed_up and not self._lost
-            except asyncio.CancelledError:
-                self._release(batch)
-                raise
             except Exception:
-                self._failed("applying changes", lost=any(args for args, _ in batch))
+                self._failed("applying changes", lost=bool(batch))
                 await asyncio.sleep(_RETRY)
                 self._pending.set()  # try again to get back into use
-            self._release(batch)
+            finally:
+                _release(waiters)
 
     async def _new_generation(self) -> None:
         await self._client.incr(self._ns + "gen")
@@ -324,16 +270,9 @@ class RedisQueryCache:
         self.enabled = False
         self._pending.set()
 
-    @staticmethod
-    def _release(batch: list[tuple[list[str], asyncio.Future[None] | None]]) -> None:
-        for _, waiter in batch:
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    # ----- the feed ---------------------------------------------------------------------------------
     async def reset(self) -> None:
         self._feed_up = True
-        self._queue = [(args, waiter) for args, waiter in self._queue if not args]
+        self._changes = []
         try:
             await self._new_generation()
         except Exception:
@@ -348,6 +287,12 @@ class RedisQueryCache:
         self._lost = True
         self.enabled = False
         self._pending.set()
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _digest(key: Hashable) -> str:

@@ -1,6 +1,6 @@
 """A per-process cache of single rows, of "may this caller see this row" decisions, and of list pages.
 
-Correctness rests on three rules, none of which needs a scan or a global flush:
+Correctness rests on four rules, none of which needs a scan or a global flush:
 
 - Rows are versioned. An entry is only ever replaced by a newer version, and an invalidation leaves a
   tombstone (the lowest version still acceptable), so a reader that fetched an old row just before a
@@ -8,7 +8,7 @@ Correctness rests on three rules, none of which needs a scan or a global flush:
 - A visibility decision is keyed by the row's version and by the resource's *epoch*. A change to the row
   makes its old decisions unreachable; a change to anything the visibility rule depends on (membership,
   the parent) bumps the epoch, which makes every decision of that resource unreachable at once.
-- Whoever feeds invalidations (the database listener) may lose them: `clear()` then drops everything,
+- Whoever feeds invalidations (the database listener) may lose them: `forget()` then drops everything,
   and `enabled` is False until the feed is back, so nothing is served that might have been missed.
 - A list page is keyed by its query and by who asked (the caller decides visibility), and stamped with
   the resource's *list generation*, which moves on at any change to one of its rows and at every epoch
@@ -23,9 +23,9 @@ Memory is bounded: every map is LRU with a fixed number of entries.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 # What a lookup finds: (version, the row's JSON) that the caller may see; False when the caller may not
@@ -47,17 +47,15 @@ class CacheStats:
     misses: int = 0
     page_hits: int = 0
     page_misses: int = 0
-    invalidations: int = 0
-    epochs: int = 0
     clears: int = 0
-    by_result: dict[str, int] = field(default_factory=dict)
 
 
 class QueryCache(Protocol):
     """The cache of rows, visibility decisions and list pages, as the resource managers use it.
 
-    A lookup also returns a *stamp*: what the cache knew before the database was asked. Whatever is kept
-    after a miss is kept with that stamp, and dropped if anything it could depend on changed since.
+    A lookup also returns a *stamp*: what was looked up, and what the cache knew before the database was
+    asked. Whatever is kept after a miss is kept with that stamp, and dropped if anything it could depend
+    on changed since.
     """
 
     enabled: bool
@@ -65,55 +63,49 @@ class QueryCache(Protocol):
 
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
         """The row `key` of `resource` for `caller` (None: one who sees every row), and the stamp."""
-        ...
 
-    async def keep(
-        self,
-        resource: str,
-        key: Hashable,
-        version: int,
-        payload: bytes,
-        caller: Hashable | None,
-        visible: bool,
-        stamp: Any,
-    ) -> None:
-        """Keep a row read after `lookup` returned `stamp`, and the caller's decision about it."""
-        ...
+    async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
+        """Keep the row read after `lookup` returned `stamp`, and the caller's decision about it."""
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
         """The list page kept for `key` (query and caller), and the stamp."""
-        ...
 
-    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None: ...
+    async def keep_page(self, body: bytes, stamp: Any) -> None:
+        """Keep the page read after `lookup_page` returned `stamp`."""
 
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
         """Row `key` of `resource` is now at `version` (None: deleted), which changes what each of
         `dependents` lets callers see. Applied at once, or queued (see `settle`)."""
-        ...
 
     async def settle(self) -> None:
         """Return once every change passed to `changed` before the call is applied."""
-        ...
 
     async def reset(self) -> None:
         """The change feed is (back) on: forget everything, since changes may have been missed."""
-        ...
 
     def suspend(self) -> None:
         """The change feed is down: serve and keep nothing until `reset`."""
-        ...
 
     def forget(self) -> None:
         """Forget everything (a worker started: changes may have gone unannounced), at once or as soon as
         the backend can; nothing older is served meanwhile."""
-        ...
+
+
+def _put(entries: OrderedDict[Any, Any], slot: Any, value: Any, limit: int) -> None:
+    entries[slot] = value
+    entries.move_to_end(slot)
+    if len(entries) > limit:
+        entries.popitem(last=False)
 
 
 class RowCache:
-    """Rows by (resource, key) and visibility decisions by (resource, key, version, caller, epoch).
-
-    The in-process `QueryCache`: one per worker, fed by the worker's own writes and the database's
+    """The in-process `QueryCache`: one per worker, fed by the worker's own writes and the database's
     notifications; nothing is shared, so a hit costs no round trip.
+
+    Rows by (resource, key) as (version, JSON; None in a tombstone), decisions by (resource, key, version,
+    caller, epoch), pages by (resource, query and caller) as (list generation, body). A stamp is
+    (generation, epoch or list generation, what was looked up): `generation` moves on at every `forget()`,
+    so nothing fetched before it is kept.
     """
 
     def __init__(
@@ -121,190 +113,92 @@ class RowCache:
     ) -> None:
         self._rows: OrderedDict[tuple[str, Hashable], tuple[int, Any]] = OrderedDict()
         self._decisions: OrderedDict[tuple[Hashable, ...], bool] = OrderedDict()
-        self._pages: OrderedDict[tuple[str, Hashable], tuple[int, Any]] = OrderedDict()
-        self._epochs: dict[str, int] = {}
-        self._lists: dict[str, int] = {}  # list generation per resource
+        self._pages: OrderedDict[tuple[str, Hashable], tuple[int, bytes]] = OrderedDict()
+        self._epochs: defaultdict[str, int] = defaultdict(int)
+        self._lists: defaultdict[str, int] = defaultdict(int)  # list generation per resource
         self._max_rows = max_rows
         self._max_decisions = max_decisions
         self._max_pages = max_pages
+        self._generation = 0
         self.enabled = False
-        self.generation = 0  # moves on at every clear(): a fetch started before it must not be kept
         self.stats = CacheStats()
 
-    # ----- rows ------------------------------------------------------------------------------------
-    def row(self, resource: str, key: Hashable) -> tuple[int, Any] | None:
-        """The cached (version, row), or None (absent, or only a tombstone)."""
+    async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
+        stamp = (self._generation, self._epochs[resource], resource, key, caller)
         if not self.enabled:
-            return None
-        entry = self._rows.get((resource, key))
+            return None, stamp
+        slot = (resource, key)
+        entry = self._rows.get(slot)
         if entry is None or entry[1] is None:
             self.stats.misses += 1
-            return None
-        self._rows.move_to_end((resource, key))
-        self.stats.hits += 1
-        return entry[0], entry[1]
-
-    def put_row(self, resource: str, key: Hashable, version: int, row: Any, *, generation: int) -> None:
-        """Keep `row` unless the cache already holds (or has been told of) the same or a newer version.
-
-        `generation` is the value read before the row was fetched: after a clear() in between, an
-        invalidation may have been missed, so the row is not kept.
-        """
-        if not self.enabled or generation != self.generation:
-            return
-        slot = (resource, key)
-        current = self._rows.get(slot)
-        if current is not None and current[0] >= version:
-            return
-        self._rows[slot] = (version, row)
+            return None, stamp
         self._rows.move_to_end(slot)
-        if len(self._rows) > self._max_rows:
-            self._rows.popitem(last=False)
+        self.stats.hits += 1
+        if caller is None:
+            return entry, stamp
+        decision = (resource, key, entry[0], caller, stamp[1])
+        seen = self._decisions.get(decision)
+        if seen is None:
+            return None, stamp
+        self._decisions.move_to_end(decision)
+        return (entry if seen else False), stamp
 
-    def invalidate(self, resource: str, key: Hashable, version: int | None) -> None:
-        """A change to a row: only versions above `version` may be cached from now on (None: deleted)."""
-        self.stats.invalidations += 1
-        self._lists[resource] = self._lists.get(resource, 0) + 1
+    async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
+        generation, epoch, resource, key, caller = stamp
+        if not self.enabled or generation != self._generation:
+            return  # forgotten since: a change may have been missed
+        current = self._rows.get((resource, key))
+        if current is None or current[0] < version:
+            _put(self._rows, (resource, key), (version, payload), self._max_rows)
+        if caller is not None and epoch == self._epochs[resource]:
+            _put(self._decisions, (resource, key, version, caller, epoch), visible, self._max_decisions)
+
+    async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
+        stamp = (self._generation, self._lists[resource], resource, key)
+        if not self.enabled:
+            return None, stamp
+        entry = self._pages.get((resource, key))
+        if entry is None or entry[0] != stamp[1]:
+            self.stats.page_misses += 1
+            return None, stamp
+        self._pages.move_to_end((resource, key))
+        self.stats.page_hits += 1
+        return entry[1], stamp
+
+    async def keep_page(self, body: bytes, stamp: Any) -> None:
+        generation, list_generation, resource, key = stamp
+        if self.enabled and generation == self._generation and list_generation == self._lists[resource]:
+            _put(self._pages, (resource, key), (list_generation, body), self._max_pages)
+
+    def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
+        self._lists[resource] += 1
+        for dependent in dependents:
+            self._epochs[dependent] += 1
+            self._lists[dependent] += 1
         floor = floor_after(version)
-        slot = (resource, key)
-        current = self._rows.get(slot)
+        current = self._rows.get((resource, key))
         if current is not None and current[0] > floor and current[1] is not None:
             return  # already holds the new version (the writer put it)
         if current is None and floor < FIRST_VERSION:
             return  # a new row: no version of it can be older than what a reader may fetch
-        self._rows[slot] = (max(floor, current[0]) if current else floor, None)
-        self._rows.move_to_end(slot)
-        if len(self._rows) > self._max_rows:
-            self._rows.popitem(last=False)
-
-    # ----- visibility decisions -------------------------------------------------------------------
-    def epoch(self, resource: str) -> int:
-        return self._epochs.get(resource, 0)
-
-    def bump(self, resource: str) -> None:
-        """Something the visibility of `resource` depends on changed: forget its decisions."""
-        self._epochs[resource] = self._epochs.get(resource, 0) + 1
-        self._lists[resource] = self._lists.get(resource, 0) + 1
-        self.stats.epochs += 1
-
-    def decision(self, resource: str, key: Hashable, version: int, caller: Hashable) -> bool | None:
-        if not self.enabled:
-            return None
-        slot = (resource, key, version, caller, self._epochs.get(resource, 0))
-        found = self._decisions.get(slot)
-        if found is not None:
-            self._decisions.move_to_end(slot)
-        return found
-
-    def put_decision(
-        self, resource: str, key: Hashable, version: int, caller: Hashable, epoch: int, visible: bool
-    ) -> None:
-        """Record a decision made under `epoch` (read before the query: a bump meanwhile voids it)."""
-        if not self.enabled or epoch != self._epochs.get(resource, 0):
-            return
-        self._decisions[(resource, key, version, caller, epoch)] = visible
-        if len(self._decisions) > self._max_decisions:
-            self._decisions.popitem(last=False)
-
-    # ----- list pages -----------------------------------------------------------------------------
-    def list_generation(self, resource: str) -> int:
-        """Read before fetching a page; give it back to `put_page`."""
-        return self._lists.get(resource, 0)
-
-    def page(self, resource: str, key: Hashable) -> Any:
-        """The cached page for `key` (query and caller), or None."""
-        if not self.enabled:
-            return None
-        slot = (resource, key)
-        entry = self._pages.get(slot)
-        if entry is None or entry[0] != self._lists.get(resource, 0):
-            self.stats.page_misses += 1
-            return None
-        self._pages.move_to_end(slot)
-        self.stats.page_hits += 1
-        return entry[1]
-
-    def put_page(
-        self, resource: str, key: Hashable, page: Any, *, list_generation: int, generation: int
-    ) -> None:
-        """Keep `page` if nothing changed since `list_generation` (and the cache was not cleared)."""
-        if (
-            not self.enabled
-            or generation != self.generation
-            or list_generation != self._lists.get(resource, 0)
-        ):
-            return
-        slot = (resource, key)
-        self._pages[slot] = (list_generation, page)
-        self._pages.move_to_end(slot)
-        if len(self._pages) > self._max_pages:
-            self._pages.popitem(last=False)
-
-    # ----- QueryCache -----------------------------------------------------------------------------
-    async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
-        stamp = (self.generation, self._epochs.get(resource, 0))
-        entry = self.row(resource, key)
-        if entry is None:
-            return None, stamp
-        seen = True if caller is None else self.decision(resource, key, entry[0], caller)
-        if seen is None:
-            return None, stamp
-        return (entry if seen else False), stamp
-
-    async def keep(
-        self,
-        resource: str,
-        key: Hashable,
-        version: int,
-        payload: bytes,
-        caller: Hashable | None,
-        visible: bool,
-        stamp: Any,
-    ) -> None:
-        generation, epoch = stamp
-        self.put_row(resource, key, version, payload, generation=generation)
-        if caller is not None and generation == self.generation:
-            self.put_decision(resource, key, version, caller, epoch, visible)
-
-    async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
-        stamp = (self.generation, self._lists.get(resource, 0))
-        return self.page(resource, key), stamp
-
-    async def keep_page(self, resource: str, key: Hashable, body: bytes, stamp: Any) -> None:
-        generation, list_generation = stamp
-        self.put_page(resource, key, body, list_generation=list_generation, generation=generation)
-
-    def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
-        self.invalidate(resource, key, version)
-        for dependent in dependents:
-            self.bump(dependent)
+        tombstone = floor if current is None else max(floor, current[0])
+        _put(self._rows, (resource, key), (tombstone, None), self._max_rows)
 
     async def settle(self) -> None:
         """Changes apply at once here."""
 
     async def reset(self) -> None:
-        self.clear()
+        self.forget()
         self.enabled = True
 
     def suspend(self) -> None:
         self.enabled = False
-        self.clear()
+        self.forget()
 
     def forget(self) -> None:
-        self.clear()
-
-    # ----- the feed -------------------------------------------------------------------------------
-    def clear(self) -> None:
-        """Forget everything (the invalidation feed was interrupted). Epochs move on, never back."""
+        """Drop every entry; stamps taken before keep nothing (epochs and list generations never go back)."""
         self._rows.clear()
         self._decisions.clear()
         self._pages.clear()
-        self.generation += 1
-        for resource in self._epochs:
-            self._epochs[resource] += 1
-        for resource in self._lists:
-            self._lists[resource] += 1
+        self._generation += 1
         self.stats.clears += 1
-
-    def __len__(self) -> int:
-        return len(self._rows)

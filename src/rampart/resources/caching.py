@@ -47,6 +47,7 @@ _BACKLOG = 100_000  # lines waiting for the database, beyond which "*" replaces 
 
 CHANNEL = "rampart_cache"
 TRIGGER = "rampart_cache_notify"
+_TRIGGERED = "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = $1"
 
 # Also marks the transaction as one that notified: the statement trigger on `events` then sends no
 # notification of its own (the event dispatchers wake on this channel too), so a change costs one NOTIFY.
@@ -70,14 +71,6 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$"""
-
-
-def trigger_sql(table: str) -> str:
-    """The trigger of one resource table (identifiers come from declarations, never from requests)."""
-    return (
-        f"CREATE OR REPLACE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {table}"
-        " FOR EACH ROW EXECUTE FUNCTION rampart_notify_change()"
-    )
 
 
 def dependencies(resource: Resource, resources: Iterable[Resource]) -> set[str]:
@@ -150,7 +143,7 @@ class CacheFeed:
         tables on the workers have none, and the workers' announcements stand for it.
         """
         self._own.clear()
-        heard = await tables_with_triggers(conn)
+        heard = {r["relname"] for r in await conn.fetch(_TRIGGERED, TRIGGER)}
         if self.announced:
             heard |= await tables_on_workers(conn)
         missing = sorted(set(self._by_table) - heard)
@@ -206,8 +199,6 @@ class Announcer:
             self._pending.clear()
             try:
                 await self._send()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.warning("announcing row changes failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
@@ -244,12 +235,8 @@ async def install_triggers(conn: Any, tables: Iterable[str]) -> None:
     await conn.execute(FUNCTION_SQL)
     placed = await tables_on_workers(conn)
     for table in tables:
-        if table not in placed:
-            await conn.execute(trigger_sql(table))
-
-
-async def tables_with_triggers(conn: Any) -> set[str]:
-    rows = await conn.fetch(
-        "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = $1", TRIGGER
-    )
-    return {r["relname"] for r in rows}
+        if table not in placed:  # names come from declarations, never from requests
+            await conn.execute(
+                f"CREATE OR REPLACE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {table}"
+                " FOR EACH ROW EXECUTE FUNCTION rampart_notify_change()"
+            )

@@ -129,7 +129,7 @@ class Reads:
         # A page read on a replica is served but not kept: the notification that drops pages may have
         # come before the replica replayed the change, and the page would then stay stale (decision 0010).
         if not from_replica:
-            await cache.keep_page(name, key, body, stamp)
+            await cache.keep_page(body, stamp)
         return body
 
     async def _list(self, ctx: Context, query: ListQuery, parent_id: uuid.UUID | None) -> tuple[Page, bool]:
@@ -269,7 +269,7 @@ class Reads:
         # Kept as its JSON: a third of the memory of the row's objects, nothing for the GC to walk, and
         # a hit is answered without encoding. Every column is read JSON-ready, so loads() gives the row.
         payload, version, seen = record[0].encode(), record[1], record[2]
-        await cache.keep(name, key, version, payload, caller, seen, stamp)
+        await cache.keep(version, payload, seen, stamp)
         if not seen:
             raise self.not_found()
         return version, payload
