@@ -31,6 +31,7 @@ LEAN_RANGES = (
     ("b773e24^1", "b773e24^2", False),
     ("dcb4342", "30b13aa", True),
     ("c1fddbe^1", "c1fddbe^2", False),  # webhooks as a resource
+    ("ce738af^1", "ce738af^2", False),  # lean-cache
 )
 LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
