@@ -27,25 +27,11 @@ OnDown = Callable[[], None]
 
 
 class Listener:
-    def __init__(
-        self,
-        dsn: str,
-        channels: dict[str, Handler] | None = None,
-        *,
-        on_up: OnUp | None = None,
-        on_down: OnDown | None = None,
-        retry: float = 1.0,
-    ) -> None:
+    def __init__(self, dsn: str, *, retry: float = 1.0) -> None:
         self._dsn = dsn
         self._channels: dict[str, list[Handler]] = {}
         self._on_up: list[OnUp] = []
         self._on_down: list[OnDown] = []
-        for channel, handler in (channels or {}).items():
-            self.subscribe(channel, handler)
-        if on_up is not None:
-            self._on_up.append(on_up)
-        if on_down is not None:
-            self._on_down.append(on_down)
         self._retry = retry
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -78,7 +64,6 @@ class Listener:
                 conn = await asyncpg.connect(
                     self._dsn, timeout=5, server_settings={"application_name": "rampart-listener"}
                 )
-
                 self._lost.clear()
                 conn.add_termination_listener(lambda _c: self._lost.set())
                 for channel, handlers in self._channels.items():

@@ -116,8 +116,8 @@ ATTEMPT = named(
     {"type": "object", "required": list(_ATTEMPT_PROPERTIES), "properties": _ATTEMPT_PROPERTIES},
 )
 _ATTEMPTS = (
-    "SELECT a.id, a.event_id, e.type, a.attempted_at, a.status_code, a.error, a.duration_ms, a.manual,"
-    " d.status, d.attempts"
+    "SELECT a.id::text, a.event_id::text, e.type AS event_type, a.attempted_at, a.status_code, a.error,"
+    " a.duration_ms, a.manual, d.status AS delivery_status, d.attempts AS delivery_attempts"
     " FROM webhook_attempts a JOIN events e ON e.id = a.event_id"
     " LEFT JOIN event_deliveries d ON d.event_id = a.event_id AND d.subscriber = $2"
     " WHERE a.webhook_id = $1 AND ($3::uuid IS NULL OR a.id < $3)"
@@ -130,21 +130,7 @@ async def deliveries(*, ctx: ActionContext, row: Row) -> Page:
     """The webhook's delivery attempts, newest first, with each delivery's current state."""
     after, limit = ctx.query["after"], ctx.query["limit"]
     rows = await ctx.conn.fetch(_ATTEMPTS, uuid.UUID(row["id"]), _subscriber(row["id"]), after, limit + 1)
-    items = [
-        {
-            "id": str(r["id"]),
-            "event_id": str(r["event_id"]),
-            "event_type": r["type"],
-            "attempted_at": _TIME.to_json(r["attempted_at"]),
-            "status_code": r["status_code"],
-            "error": r["error"],
-            "duration_ms": r["duration_ms"],
-            "manual": r["manual"],
-            "delivery_status": r["status"],
-            "delivery_attempts": r["attempts"],
-        }
-        for r in rows[:limit]
-    ]
+    items = [{**r, "attempted_at": _TIME.to_json(r["attempted_at"])} for r in rows[:limit]]
     return Page(items, items[-1]["id"] if len(rows) > limit else None, limit, None)
 
 
