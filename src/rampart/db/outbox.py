@@ -71,18 +71,6 @@ def define_event_queue_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-# One call per INSERT statement on `events`, whatever wrote it: queue the new rows, wake the dispatchers
-# (the notification is sent at commit, so they never look before the rows are visible).
-QUEUE_TRIGGER_SQL = (
-    "CREATE OR REPLACE FUNCTION rampart_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$"
-    " BEGIN INSERT INTO event_queue (id, type) SELECT id, type FROM new_events;"
-    " PERFORM pg_notify('rampart_events', ''); RETURN NULL; END $$",
-    "DROP TRIGGER IF EXISTS events_notify ON events",
-    "CREATE TRIGGER events_notify AFTER INSERT ON events REFERENCING NEW TABLE AS new_events"
-    " FOR EACH STATEMENT EXECUTE FUNCTION rampart_events_notify()",
-)
-
-
 _COLUMNS = (
     "id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes, request_id"
 )

@@ -291,17 +291,12 @@ class Dispatcher:
     # ----- one round ---------------------------------------------------------------------------------
     async def run_once(self) -> bool:
         """Fan out and deliver one batch each; True when a batch was full (more work is waiting)."""
-        subscribers = await self._current_subscribers()
+        subscribers = dict(self._subscribers)
+        for source in self._sources:
+            subscribers.update((s.name, s) for s in await source.subscribers())
         fanned = await self.fan_out(subscribers)
         delivered = await self.deliver_due(subscribers)
         return fanned >= self.batch_size or delivered >= self.batch_size
-
-    async def _current_subscribers(self) -> dict[str, Subscriber]:
-        current = dict(self._subscribers)
-        for source in self._sources:
-            for subscriber in await source.subscribers():
-                current[subscriber.name] = subscriber
-        return current
 
     async def fan_out(self, subscribers: Mapping[str, Subscriber]) -> int:
         """Turn a batch of new events into delivery rows; returns how many events were claimed."""

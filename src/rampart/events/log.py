@@ -98,22 +98,17 @@ def parse_log_query(params: Any, *, sources: Collection[str] | None = None) -> L
     event_type = values.get("type")
     if event_type is not None and not _TYPE_RE.fullmatch(event_type):
         raise _bad("type", "invalid", "type must look like 'tasks.updated'.")
-    actor_id = after = None
-    if "actor_id" in values:
-        actor_id = parse_uuid(values["actor_id"])
-        if actor_id is None:
-            raise _bad("actor_id", "invalid", "actor_id must be a UUID.")
-    if "after" in values:
-        after = parse_uuid(values["after"])
-        if after is None:
-            raise _bad("after", "invalid", "after must be an event id.")
+    ids = {key: parse_uuid(values[key]) for key in ("actor_id", "after") if key in values}
+    for key, what in (("actor_id", "a UUID"), ("after", "an event id")):
+        if key in ids and ids[key] is None:
+            raise _bad(key, "invalid", f"{key} must be {what}.")
     limit = DEFAULT_LIMIT
     if "limit" in values:
         raw = values["limit"]
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
             raise _bad("limit", "out_of_range", f"limit must be an integer from 1 to {MAX_LIMIT}.")
         limit = int(raw)
-    return LogQuery(resource, resource_id, event_type, actor_id, after, limit)
+    return LogQuery(resource, resource_id, event_type, ids.get("actor_id"), ids.get("after"), limit)
 
 
 class EventLog:
@@ -334,7 +329,7 @@ def _where(conds: list[str]) -> str:
 
 
 def to_event(row: Any) -> dict[str, Any]:
-    """An `events` row (an asyncpg Record or a mapping) as API.md shows an event."""
+    """An `events` row as API.md shows an event."""
     occurred = row["occurred_at"]
     return {
         "id": str(row["id"]),
@@ -344,11 +339,7 @@ def to_event(row: Any) -> dict[str, Any]:
         "actor_id": str(row["actor_id"]) if row["actor_id"] is not None else None,
         "impersonator_id": str(row["impersonator_id"]) if row["impersonator_id"] is not None else None,
         "occurred_at": occurred.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": _json(row["data"]),
-        "changes": _json(row["changes"]),
+        "data": orjson.loads(row["data"]),
+        "changes": orjson.loads(row["changes"]),
         "request_id": row["request_id"],
     }
-
-
-def _json(value: Any) -> Any:
-    return orjson.loads(value) if isinstance(value, str | bytes) else value

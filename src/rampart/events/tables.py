@@ -9,9 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-# Delivery states: `pending` (due at next_attempt_at, or leased until then by a dispatcher), `delivered`,
-# and `dead` (gave up after the maximum attempts; `rampart events replay` makes it pending again).
-DELIVERY_STATES = ("pending", "delivered", "dead")
 _TS = pg.TIMESTAMP(timezone=True, precision=3)
 
 
@@ -31,6 +28,8 @@ def define_delivery_tables(metadata: sa.MetaData) -> None:
         sa.Column("delivered_at", _TS, nullable=True),
         sa.Column("updated_at", _TS, nullable=False, server_default=sa.text("now()")),
         sa.PrimaryKeyConstraint("event_id", "subscriber"),
+        # `pending`: due at next_attempt_at, or leased until then by a dispatcher; `dead`: gave up after the
+        # maximum attempts (`rampart events replay` makes it pending again).
         sa.CheckConstraint(
             "status IN ('pending', 'delivered', 'dead')", name="event_deliveries_status_check"
         ),
