@@ -64,10 +64,6 @@ SessionCheck = Callable[[Collection[uuid.UUID]], Awaitable[Mapping[uuid.UUID, tu
 Recheck = Callable[[], Awaitable[Actor]]
 
 
-class _CutOff(Exception):
-    """The client is too slow: its queue is full."""
-
-
 class TooManyStreams(RateLimited):
     code = "too_many_streams"
     title = "Too many streams"
@@ -336,7 +332,7 @@ class _Stream:
                 exc = task.exception()
                 if self.reason is not None:
                     reason = self.reason
-                elif isinstance(exc, _CutOff | TimeoutError):
+                elif isinstance(exc, asyncio.QueueFull | TimeoutError):
                     reason = "too slow"
                 elif isinstance(exc, RampartError):
                     reason = "session ended"
@@ -374,10 +370,7 @@ class _Stream:
                     event_id = uuid.UUID(event["id"])
                     if event_id in sent:
                         continue
-                    try:
-                        self.queue.put_nowait(event)
-                    except asyncio.QueueFull:
-                        raise _CutOff from None
+                    self.queue.put_nowait(event)  # asyncio.QueueFull: the client is too slow
                     sent[event_id] = None
                     newest = max(newest, _ms(event_id))
                 if events:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from rampart.db.pool import Database
 from rampart.errors import FieldError, NotFound, ValidationFailed
 from rampart.events.dispatcher import DeliveryFailed, Subscriber, redeliver
 from rampart.events.log import READ_ANY
-from rampart.events.webhook_sender import UnsafeTarget, WebhookSender, check_url_syntax, resolve_public
+from rampart.events.webhook_sender import UnsafeTarget, WebhookSender
 from rampart.lib.ids import new_id
 from rampart.resources.actions import Action
 from rampart.resources.context import ActionContext, HookContext
@@ -57,14 +58,13 @@ def _new_secret() -> str:
 def webhook_hooks(*, allow_private_networks: bool) -> Hooks:
     """The address rule when a URL is saved (the sender checks again at every attempt); an inactive
     webhook's waiting deliveries become dead letters; a deleted one's go with it."""
+    sender = WebhookSender(allow_private_networks=allow_private_networks)  # only its address check
 
     async def check_url(values: Mapping[str, Any]) -> None:
         if "url" not in values:
             return
         try:
-            parsed = check_url_syntax(values["url"])
-            if not allow_private_networks:
-                await resolve_public(parsed)
+            await sender.target(values["url"])
         except UnsafeTarget as exc:
             refused = FieldError("url", "forbidden_target", f"This URL is refused: {exc}.")
             raise ValidationFailed([refused]) from exc
@@ -218,8 +218,7 @@ class Webhooks:
         self.sender = sender
 
     def start(self) -> None:
-        """Nothing to start: deliveries run in the dispatcher. (`start`/`stop` make this a background
-        worker of the app, so its HTTP client is closed at shutdown.)"""
+        """Nothing to start: deliveries run in the dispatcher (`stop` closes the HTTP client)."""
 
     async def stop(self) -> None:
         await self.sender.aclose()
@@ -231,29 +230,26 @@ class Webhooks:
             Subscriber(
                 _subscriber(row["id"]),
                 tuple(row["events"]),
-                self._deliverer(row["id"], row["url"], row["secret"]),
+                partial(self._deliver, row["id"], row["url"], row["secret"]),
                 timeout=self.sender.timeout + 1.0,
             )
             for row in rows
         ]
 
-    def _deliverer(self, webhook_id: uuid.UUID, url: str, secret: str) -> Any:
-        async def deliver(event: Mapping[str, Any]) -> None:
-            attempt = await self.sender.send(url=url, secret=secret, event=event)
-            await self.db.execute(
-                "INSERT INTO webhook_attempts (id, webhook_id, event_id, status_code, error, duration_ms)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                new_id(),
-                webhook_id,
-                uuid.UUID(str(event["id"])),
-                attempt.status_code,
-                attempt.error,
-                attempt.duration_ms,
-            )
-            if not attempt.ok:
-                raise WebhookFailed(attempt.error or "failed")
-
-        return deliver
+    async def _deliver(self, webhook_id: uuid.UUID, url: str, secret: str, event: Mapping[str, Any]) -> None:
+        attempt = await self.sender.send(url=url, secret=secret, event=event)
+        await self.db.execute(
+            "INSERT INTO webhook_attempts (id, webhook_id, event_id, status_code, error, duration_ms)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            new_id(),
+            webhook_id,
+            uuid.UUID(str(event["id"])),
+            attempt.status_code,
+            attempt.error,
+            attempt.duration_ms,
+        )
+        if not attempt.ok:
+            raise WebhookFailed(attempt.error or "failed")
 
     async def failing(self, *, since: uuid.UUID, limit: int = 20) -> list[dict[str, Any]]:
         """Webhooks with failed attempts since the (time-ordered) attempt id `since`, most failures first,
