@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, Unpack
 
 import asyncpg
 import orjson
@@ -91,33 +91,38 @@ def shard_key_for(resource_id: str) -> int:
     return 0 if parsed is None else shard_key_of(parsed)
 
 
-def new_event(
-    *,
-    resource: str,
-    action: str,
-    resource_id: str,
-    actor_id: uuid.UUID | None,
-    data: dict[str, Any],
-    changes: dict[str, Any] | None = None,
-    request_id: str | None = None,
-    impersonator_id: uuid.UUID | None = None,
-) -> tuple[dict[str, Any], uuid.UUID, dt.datetime]:
+class EventFields(TypedDict):
+    """What an event says, as `new_event` and `write_event` take it. `impersonator_id`: the admin acting
+    as `actor_id` when the request came from an impersonation session."""
+
+    resource: str
+    action: str
+    resource_id: str
+    actor_id: uuid.UUID | None
+    data: dict[str, Any]
+    changes: NotRequired[dict[str, Any] | None]
+    request_id: NotRequired[str | None]
+    impersonator_id: NotRequired[uuid.UUID | None]
+
+
+def new_event(**fields: Unpack[EventFields]) -> tuple[dict[str, Any], uuid.UUID, dt.datetime]:
     """The event as subscribers see it, with its id and time as the table keeps them."""
     event_id = new_id()
     now = dt.datetime.now(dt.UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the column keeps milliseconds
+    actor_id, impersonator_id = fields["actor_id"], fields.get("impersonator_id")
     event: dict[str, Any] = {
         "id": str(event_id),
-        "type": f"{resource}.{action}",
-        "resource": resource,
-        "resource_id": resource_id,
+        "type": f"{fields['resource']}.{fields['action']}",
+        "resource": fields["resource"],
+        "resource_id": fields["resource_id"],
         "actor_id": str(actor_id) if actor_id else None,
         "impersonator_id": str(impersonator_id) if impersonator_id else None,
         "occurred_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": data,
-        "changes": changes or {},
+        "data": fields["data"],
+        "changes": fields.get("changes") or {},
         # Subscribers (audit log, webhooks, logs) correlate the event with the request that caused it.
-        "request_id": request_id,
+        "request_id": fields.get("request_id"),
     }
     return event, event_id, now
 
@@ -125,47 +130,30 @@ def new_event(
 async def write_event(
     conn: asyncpg.Connection,
     *,
-    resource: str,
-    action: str,
-    resource_id: str,
-    actor_id: uuid.UUID | None,
-    data: dict[str, Any],
-    changes: dict[str, Any] | None = None,
-    request_id: str | None = None,
-    impersonator_id: uuid.UUID | None = None,
     citus: bool = False,
     shard_key: int | None = None,
+    **fields: Unpack[EventFields],
 ) -> dict[str, Any]:
     """Insert one event row on `conn` (inside the caller's transaction) and return the event.
 
-    `impersonator_id`: the admin acting as `actor_id` when the request came from an impersonation session.
     `citus`: the database is a Citus coordinator: the event goes with its shard key (the row's, by default
     its id's: `shard_key_for`) and its queue row.
     """
-    event, event_id, now = new_event(
-        resource=resource,
-        action=action,
-        resource_id=resource_id,
-        actor_id=actor_id,
-        data=data,
-        changes=changes,
-        request_id=request_id,
-        impersonator_id=impersonator_id,
-    )
+    event, event_id, now = new_event(**fields)
     args: list[Any] = [
         event_id,
         event["type"],
-        resource,
-        resource_id,
-        actor_id,
-        impersonator_id,
+        event["resource"],
+        event["resource_id"],
+        fields["actor_id"],
+        fields.get("impersonator_id"),
         now,
-        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode(),
+        orjson.dumps(event["data"], option=orjson.OPT_NON_STR_KEYS).decode(),
         orjson.dumps(event["changes"], option=orjson.OPT_NON_STR_KEYS).decode(),
-        request_id,
+        event["request_id"],
     ]
     if citus:
-        key = shard_key_for(resource_id) if shard_key is None else shard_key
+        key = shard_key_for(event["resource_id"]) if shard_key is None else shard_key
         await conn.execute(_INSERT_ON_CITUS, *args, key)
         await conn.execute(_QUEUE_ON_CITUS, event_id, key, event["type"])
     else:
