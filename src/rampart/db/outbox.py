@@ -27,11 +27,15 @@ if TYPE_CHECKING:  # loaded only to build migrations
     import sqlalchemy as sa
 
 
-def define_events_table(metadata: sa.MetaData) -> sa.Table:
+def define_event_tables(metadata: sa.MetaData) -> None:
+    """`events`, and `event_queue`: the events the dispatcher has not fanned out yet. A trigger on `events`
+    adds each new one (migration 5d0c2a7e9b14), the dispatcher deletes what it claims. A narrow table of
+    its own, so marking an event handled writes a few bytes, not a new version of the wide event row and
+    its indexes."""
     import sqlalchemy as sa
     from sqlalchemy.dialects import postgresql as pg
 
-    return sa.Table(
+    sa.Table(
         "events",
         metadata,
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
@@ -53,17 +57,7 @@ def define_events_table(metadata: sa.MetaData) -> sa.Table:
         sa.Index("events_actor_id_idx", "actor_id", "id"),
         sa.Index("events_type_idx", "type", "id"),
     )
-
-
-def define_event_queue_table(metadata: sa.MetaData) -> sa.Table:
-    """The events the dispatcher has not fanned out yet: a trigger on `events` adds each new one
-    (migration 5d0c2a7e9b14), the dispatcher deletes what it claims. A narrow table of its own, so
-    marking an event handled writes a few bytes, not a new version of the wide event row and its indexes.
-    """
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import postgresql as pg
-
-    return sa.Table(
+    sa.Table(
         "event_queue",
         metadata,
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
