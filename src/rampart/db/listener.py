@@ -66,8 +66,8 @@ class Listener:
                 )
                 self._lost.clear()
                 conn.add_termination_listener(lambda _c: self._lost.set())
-                for channel, handlers in self._channels.items():
-                    await conn.add_listener(channel, _adapter(handlers))
+                for channel in self._channels:
+                    await conn.add_listener(channel, self._notify)
                 # Runs with the subscriptions active, so nothing announced after it can be missed.
                 for on_up in self._on_up:
                     ready = on_up(conn)
@@ -75,8 +75,6 @@ class Listener:
                         await ready
                 self.connected = True
                 await self._watch(conn)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.warning("notification listener lost its connection; retrying", exc_info=True)
             finally:
@@ -96,14 +94,9 @@ class Listener:
             except TimeoutError:
                 await conn.fetchval("SELECT 1", timeout=5)
 
-
-def _adapter(handlers: list[Handler]) -> Callable[[object, int, str, object], None]:
-    def on_notification(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-        text = str(payload)
-        for handler in handlers:
+    def _notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        for handler in self._channels[channel]:
             try:
-                handler(text)
+                handler(str(payload))
             except Exception:  # a bad payload must not stop the feed
                 log.exception("notification handler failed")
-
-    return on_notification

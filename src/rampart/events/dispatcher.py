@@ -271,8 +271,6 @@ class Dispatcher:
                 busy = await self.run_once()
                 await self._housekeeping()
                 failures = 0
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 # The database is down or a statement failed: keep the process up and try again later.
                 failures += 1
