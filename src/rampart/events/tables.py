@@ -12,14 +12,19 @@ from sqlalchemy.dialects import postgresql as pg
 _TS = pg.TIMESTAMP(timezone=True, precision=3)
 
 
+def _ref(column: str, table: str) -> sa.Column[object]:
+    """A reference to `table`'s row, whose deletion takes this row with it."""
+    return sa.Column(
+        column, pg.UUID(as_uuid=True), sa.ForeignKey(f"{table}.id", ondelete="CASCADE"), nullable=False
+    )
+
+
 def define_delivery_tables(metadata: sa.MetaData) -> None:
     """Add `event_deliveries` and `webhook_attempts` to `metadata` (whose `webhooks` the resource defines)."""
     sa.Table(
         "event_deliveries",
         metadata,
-        sa.Column(
-            "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False
-        ),
+        _ref("event_id", "events"),
         sa.Column("subscriber", sa.Text(), nullable=False),
         sa.Column("status", sa.Text(), nullable=False, server_default=sa.text("'pending'")),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
@@ -42,15 +47,8 @@ def define_delivery_tables(metadata: sa.MetaData) -> None:
         "webhook_attempts",
         metadata,
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column(
-            "webhook_id",
-            pg.UUID(as_uuid=True),
-            sa.ForeignKey("webhooks.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
-        sa.Column(
-            "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False
-        ),
+        _ref("webhook_id", "webhooks"),
+        _ref("event_id", "events"),
         sa.Column("attempted_at", _TS, nullable=False, server_default=sa.text("now()")),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
