@@ -100,8 +100,7 @@ class RetryPolicy:
     def delay(self, attempts: int) -> float:
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempts - 1))
         # Jitter spreads the retries of many deliveries that failed together (a receiver outage).
-        jitter: float = random.uniform(0.5, 1.0)  # noqa: S311 - not for security
-        return ceiling * jitter
+        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - not for security
 
 
 # Claim a batch of queued events by removing it from the queue: in the fan-out's transaction, so a
@@ -275,7 +274,6 @@ class Dispatcher:
                 # The database is down or a statement failed: keep the process up and try again later.
                 failures += 1
                 log.warning("event dispatcher round failed (%d in a row)", failures, exc_info=True)
-                busy = False
                 await asyncio.sleep(min(self.poll_interval, 0.5 * 2 ** min(failures, 10)))
                 continue
             if not busy:
@@ -307,8 +305,6 @@ class Dispatcher:
                 rows = await conn.fetch(_FAN_OUT_CLAIM_CITUS, self.batch_size)
             else:
                 rows = await conn.fetch(_FAN_OUT_CLAIM, self.batch_size)
-            if not rows:
-                return 0
             pairs = [(r["id"], s.name) for r in rows for s in subscribers.values() if s.matches(r["type"])]
             if pairs:
                 await conn.execute(_FAN_OUT_INSERT, *map(list, zip(*pairs, strict=True)))

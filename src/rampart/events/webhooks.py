@@ -42,10 +42,6 @@ URL_PATTERN = r"[Hh][Tt][Tt][Pp][Ss]?://[^\x00]+"
 Row = dict[str, Any]
 
 
-class WebhookFailed(DeliveryFailed):
-    """A delivery attempt did not get a 2xx; the dispatcher retries it."""
-
-
 def _subscriber(webhook_id: Any) -> str:
     return f"{SUBSCRIBER_PREFIX}{webhook_id}"
 
@@ -249,7 +245,7 @@ class Webhooks:
             attempt.duration_ms,
         )
         if not attempt.ok:
-            raise WebhookFailed(attempt.error or "failed")
+            raise DeliveryFailed(attempt.error or "failed")  # the dispatcher retries it
 
     async def failing(self, *, since: uuid.UUID, limit: int = 20) -> list[dict[str, Any]]:
         """Webhooks with failed attempts since the (time-ordered) attempt id `since`, most failures first,
