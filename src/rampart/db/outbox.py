@@ -1,8 +1,7 @@
 """The event outbox: every change writes its event row in the same transaction as the change.
 
 Delivery (dispatcher, audit API, live stream, webhooks) is built on top of this table by
-`rampart.events`; this module only defines the tables (the events, and the queue of those not yet
-fanned out) and the insert.
+`rampart.events`, which also declares the tables (`rampart.events.tables`); this module writes them.
 
 On a Citus cluster `events` and `event_queue` have a `shard_key` column (added when the tables are placed,
 `rampart.db.citus`), the shard key of the row the event is about, and are distributed by it: an event is
@@ -16,54 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, Unpack
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import asyncpg
 import orjson
 
 from rampart.lib.ids import new_id, parse_uuid, shard_key_of
-
-if TYPE_CHECKING:  # loaded only to build migrations
-    import sqlalchemy as sa
-
-
-def define_event_tables(metadata: sa.MetaData) -> None:
-    """`events`, and `event_queue`: the events the dispatcher has not fanned out yet. A trigger on `events`
-    adds each new one (migration 5d0c2a7e9b14), the dispatcher deletes what it claims. A narrow table of
-    its own, so marking an event handled writes a few bytes, not a new version of the wide event row and
-    its indexes."""
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import postgresql as pg
-
-    sa.Table(
-        "events",
-        metadata,
-        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column("type", sa.Text(), nullable=False),
-        sa.Column("resource", sa.Text(), nullable=False),
-        sa.Column("resource_id", sa.Text(), nullable=False),
-        sa.Column("actor_id", pg.UUID(as_uuid=True), nullable=True),
-        # The admin who acted as `actor_id` (impersonation), else null.
-        sa.Column("impersonator_id", pg.UUID(as_uuid=True), nullable=True),
-        sa.Column("occurred_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=False),
-        sa.Column("data", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("changes", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("request_id", sa.Text(), nullable=True),
-        # Each filter of the audit log (`resource`, `resource_id`, `actor_id`, `type`) reads its events in
-        # id order through its own index, and (resource_id, id) also finds the events of each object a
-        # caller may see (decision 0016).
-        sa.Index("events_resource_idx", "resource", "id"),
-        sa.Index("events_resource_id_id_idx", "resource_id", "id"),
-        sa.Index("events_actor_id_idx", "actor_id", "id"),
-        sa.Index("events_type_idx", "type", "id"),
-    )
-    sa.Table(
-        "event_queue",
-        metadata,
-        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column("type", sa.Text(), nullable=False),
-    )
-
 
 _COLUMNS = (
     "id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes, request_id"

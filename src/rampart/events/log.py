@@ -169,7 +169,7 @@ class EventLog:
         bind = Binder()
         n = query.limit + 1
         if actor.can(READ_ANY):
-            # Each filter has its index in id order (rampart.db.outbox); the planner picks one.
+            # Each filter has its index in id order (rampart.events.tables); the planner picks one.
             where = [*_filters("e", query, bind), *([f"e.id > {bind(query.after)}"] if query.after else [])]
             sql = f"SELECT {_COLUMNS} FROM events e{_where(where)} ORDER BY {_order('e', query)} LIMIT {n}"
             return sql, bind.params
