@@ -381,12 +381,9 @@ class Dispatcher:
         await self.db.execute(
             _OUTCOME, uuid.UUID(event["id"]), subscriber.name, attempt, status, error, delay
         )
-        self._observe(outcome, event["type"])
-
-    def _observe(self, outcome: str, event_type: str) -> None:
         if self._observer is not None:
             try:
-                self._observer(outcome, event_type)
+                self._observer(outcome, event["type"])
             except Exception:  # metrics must never break delivery
                 log.debug("event observer failed", exc_info=True)
 
