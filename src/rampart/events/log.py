@@ -102,13 +102,10 @@ def parse_log_query(params: Any, *, sources: Collection[str] | None = None) -> L
     for key, what in (("actor_id", "a UUID"), ("after", "an event id")):
         if key in ids and ids[key] is None:
             raise _bad(key, "invalid", f"{key} must be {what}.")
-    limit = DEFAULT_LIMIT
-    if "limit" in values:
-        raw = values["limit"]
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
-            raise _bad("limit", "out_of_range", f"limit must be an integer from 1 to {MAX_LIMIT}.")
-        limit = int(raw)
-    return LogQuery(resource, resource_id, event_type, ids.get("actor_id"), ids.get("after"), limit)
+    limit = values.get("limit", str(DEFAULT_LIMIT))
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
+        raise _bad("limit", "out_of_range", f"limit must be an integer from 1 to {MAX_LIMIT}.")
+    return LogQuery(resource, resource_id, event_type, ids.get("actor_id"), ids.get("after"), int(limit))
 
 
 class EventLog:
