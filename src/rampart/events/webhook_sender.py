@@ -57,11 +57,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 # IPv6 ranges that carry an IPv4 address in their last 32 bits and that `ipaddress` calls global: NAT64
 # (RFC 6052, RFC 8215) and the deprecated IPv4-compatible form. A NAT64 gateway turns 64:ff9b::a9fe:a9fe
 # into 169.254.169.254.
-_EMBEDS_IPV4 = (
-    ipaddress.IPv6Network("64:ff9b::/96"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-    ipaddress.IPv6Network("::/96"),
-)
+_EMBEDS_IPV4 = tuple(map(ipaddress.IPv6Network, ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")))
 
 
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
