@@ -344,24 +344,18 @@ class Dispatcher:
                         await result
             except TimeoutError:
                 error = f"timed out after {subscriber.timeout:g} s"
-            except (DeliveryFailed, ServiceUnavailable) as exc:  # expected: retried, no traceback
-                error = str(exc)[:1000] or type(exc).__name__
-                log.info(
+            except Exception as exc:
+                expected = isinstance(exc, DeliveryFailed | ServiceUnavailable)  # retried, no traceback
+                error = (str(exc) or type(exc).__name__) if expected else f"{type(exc).__name__}: {exc}"
+                error = error[:1000]
+                log.log(
+                    logging.INFO if expected else logging.ERROR,
                     "subscriber %s: event %s not delivered (attempt %d): %s",
                     subscriber.name,
                     event["id"],
                     attempt,
                     error,
-                    extra=extra,
-                )
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"[:1000]
-                log.error(
-                    "subscriber %s failed on event %s (attempt %d)",
-                    subscriber.name,
-                    event["id"],
-                    attempt,
-                    exc_info=True,
+                    exc_info=not expected,
                     extra=extra,
                 )
         if error is None:
