@@ -108,8 +108,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     from rampart.auth.login_links import define_login_links_table
     from rampart.auth.sessions import define_sessions_table
     from rampart.auth.tables import define_auth_tables
-    from rampart.db.outbox import define_event_queue_table, define_events_table
-    from rampart.events.tables import define_delivery_tables
+    from rampart.events.tables import define_event_tables
     from rampart.resources.tables import define_deleted_table, define_table
 
     settings = settings or Settings(database_url=None)
@@ -124,9 +123,7 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     define_sessions_table(metadata)
     define_auth_tables(metadata)
     define_login_links_table(metadata)
-    define_events_table(metadata)
-    define_event_queue_table(metadata)
-    define_delivery_tables(metadata)
+    define_event_tables(metadata)
     # `users` and `webhooks` are Rampart's own resources; the app's migrations make only the app's tables,
     # each with its record of deleted rows (decision 0016).
     metadata.info["app_tables"] = frozenset(

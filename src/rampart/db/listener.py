@@ -27,25 +27,11 @@ OnDown = Callable[[], None]
 
 
 class Listener:
-    def __init__(
-        self,
-        dsn: str,
-        channels: dict[str, Handler] | None = None,
-        *,
-        on_up: OnUp | None = None,
-        on_down: OnDown | None = None,
-        retry: float = 1.0,
-    ) -> None:
+    def __init__(self, dsn: str, *, retry: float = 1.0) -> None:
         self._dsn = dsn
         self._channels: dict[str, list[Handler]] = {}
         self._on_up: list[OnUp] = []
         self._on_down: list[OnDown] = []
-        for channel, handler in (channels or {}).items():
-            self.subscribe(channel, handler)
-        if on_up is not None:
-            self._on_up.append(on_up)
-        if on_down is not None:
-            self._on_down.append(on_down)
         self._retry = retry
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -78,11 +64,10 @@ class Listener:
                 conn = await asyncpg.connect(
                     self._dsn, timeout=5, server_settings={"application_name": "rampart-listener"}
                 )
-
                 self._lost.clear()
                 conn.add_termination_listener(lambda _c: self._lost.set())
-                for channel, handlers in self._channels.items():
-                    await conn.add_listener(channel, _adapter(handlers))
+                for channel in self._channels:
+                    await conn.add_listener(channel, self._notify)
                 # Runs with the subscriptions active, so nothing announced after it can be missed.
                 for on_up in self._on_up:
                     ready = on_up(conn)
@@ -90,8 +75,6 @@ class Listener:
                         await ready
                 self.connected = True
                 await self._watch(conn)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.warning("notification listener lost its connection; retrying", exc_info=True)
             finally:
@@ -111,14 +94,9 @@ class Listener:
             except TimeoutError:
                 await conn.fetchval("SELECT 1", timeout=5)
 
-
-def _adapter(handlers: list[Handler]) -> Callable[[object, int, str, object], None]:
-    def on_notification(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-        text = str(payload)
-        for handler in handlers:
+    def _notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        for handler in self._channels[channel]:
             try:
-                handler(text)
+                handler(str(payload))
             except Exception:  # a bad payload must not stop the feed
                 log.exception("notification handler failed")
-
-    return on_notification

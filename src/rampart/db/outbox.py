@@ -1,8 +1,7 @@
 """The event outbox: every change writes its event row in the same transaction as the change.
 
 Delivery (dispatcher, audit API, live stream, webhooks) is built on top of this table by
-`rampart.events`; this module only defines the tables (the events, and the queue of those not yet
-fanned out) and the insert.
+`rampart.events`, which also declares the tables (`rampart.events.tables`); this module writes them.
 
 On a Citus cluster `events` and `event_queue` have a `shard_key` column (added when the tables are placed,
 `rampart.db.citus`), the shard key of the row the event is about, and are distributed by it: an event is
@@ -16,72 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import asyncpg
 import orjson
 
 from rampart.lib.ids import new_id, parse_uuid, shard_key_of
-
-if TYPE_CHECKING:  # loaded only to build migrations
-    import sqlalchemy as sa
-
-
-def define_events_table(metadata: sa.MetaData) -> sa.Table:
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import postgresql as pg
-
-    return sa.Table(
-        "events",
-        metadata,
-        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column("type", sa.Text(), nullable=False),
-        sa.Column("resource", sa.Text(), nullable=False),
-        sa.Column("resource_id", sa.Text(), nullable=False),
-        sa.Column("actor_id", pg.UUID(as_uuid=True), nullable=True),
-        # The admin who acted as `actor_id` (impersonation), else null.
-        sa.Column("impersonator_id", pg.UUID(as_uuid=True), nullable=True),
-        sa.Column("occurred_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=False),
-        sa.Column("data", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("changes", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("request_id", sa.Text(), nullable=True),
-        # Each filter of the audit log (`resource`, `resource_id`, `actor_id`, `type`) reads its events in
-        # id order through its own index, and (resource_id, id) also finds the events of each object a
-        # caller may see (decision 0016).
-        sa.Index("events_resource_idx", "resource", "id"),
-        sa.Index("events_resource_id_id_idx", "resource_id", "id"),
-        sa.Index("events_actor_id_idx", "actor_id", "id"),
-        sa.Index("events_type_idx", "type", "id"),
-    )
-
-
-def define_event_queue_table(metadata: sa.MetaData) -> sa.Table:
-    """The events the dispatcher has not fanned out yet: a trigger on `events` adds each new one
-    (migration 5d0c2a7e9b14), the dispatcher deletes what it claims. A narrow table of its own, so
-    marking an event handled writes a few bytes, not a new version of the wide event row and its indexes.
-    """
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import postgresql as pg
-
-    return sa.Table(
-        "event_queue",
-        metadata,
-        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column("type", sa.Text(), nullable=False),
-    )
-
-
-# One call per INSERT statement on `events`, whatever wrote it: queue the new rows, wake the dispatchers
-# (the notification is sent at commit, so they never look before the rows are visible).
-QUEUE_TRIGGER_SQL = (
-    "CREATE OR REPLACE FUNCTION rampart_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$"
-    " BEGIN INSERT INTO event_queue (id, type) SELECT id, type FROM new_events;"
-    " PERFORM pg_notify('rampart_events', ''); RETURN NULL; END $$",
-    "DROP TRIGGER IF EXISTS events_notify ON events",
-    "CREATE TRIGGER events_notify AFTER INSERT ON events REFERENCING NEW TABLE AS new_events"
-    " FOR EACH STATEMENT EXECUTE FUNCTION rampart_events_notify()",
-)
-
 
 _COLUMNS = (
     "id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes, request_id"
@@ -103,33 +42,38 @@ def shard_key_for(resource_id: str) -> int:
     return 0 if parsed is None else shard_key_of(parsed)
 
 
-def new_event(
-    *,
-    resource: str,
-    action: str,
-    resource_id: str,
-    actor_id: uuid.UUID | None,
-    data: dict[str, Any],
-    changes: dict[str, Any] | None = None,
-    request_id: str | None = None,
-    impersonator_id: uuid.UUID | None = None,
-) -> tuple[dict[str, Any], uuid.UUID, dt.datetime]:
+class EventFields(TypedDict):
+    """What an event says, as `new_event` and `write_event` take it. `impersonator_id`: the admin acting
+    as `actor_id` when the request came from an impersonation session."""
+
+    resource: str
+    action: str
+    resource_id: str
+    actor_id: uuid.UUID | None
+    data: dict[str, Any]
+    changes: NotRequired[dict[str, Any] | None]
+    request_id: NotRequired[str | None]
+    impersonator_id: NotRequired[uuid.UUID | None]
+
+
+def new_event(**fields: Unpack[EventFields]) -> tuple[dict[str, Any], uuid.UUID, dt.datetime]:
     """The event as subscribers see it, with its id and time as the table keeps them."""
     event_id = new_id()
     now = dt.datetime.now(dt.UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the column keeps milliseconds
+    actor_id, impersonator_id = fields["actor_id"], fields.get("impersonator_id")
     event: dict[str, Any] = {
         "id": str(event_id),
-        "type": f"{resource}.{action}",
-        "resource": resource,
-        "resource_id": resource_id,
+        "type": f"{fields['resource']}.{fields['action']}",
+        "resource": fields["resource"],
+        "resource_id": fields["resource_id"],
         "actor_id": str(actor_id) if actor_id else None,
         "impersonator_id": str(impersonator_id) if impersonator_id else None,
         "occurred_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": data,
-        "changes": changes or {},
+        "data": fields["data"],
+        "changes": fields.get("changes") or {},
         # Subscribers (audit log, webhooks, logs) correlate the event with the request that caused it.
-        "request_id": request_id,
+        "request_id": fields.get("request_id"),
     }
     return event, event_id, now
 
@@ -137,47 +81,30 @@ def new_event(
 async def write_event(
     conn: asyncpg.Connection,
     *,
-    resource: str,
-    action: str,
-    resource_id: str,
-    actor_id: uuid.UUID | None,
-    data: dict[str, Any],
-    changes: dict[str, Any] | None = None,
-    request_id: str | None = None,
-    impersonator_id: uuid.UUID | None = None,
     citus: bool = False,
     shard_key: int | None = None,
+    **fields: Unpack[EventFields],
 ) -> dict[str, Any]:
     """Insert one event row on `conn` (inside the caller's transaction) and return the event.
 
-    `impersonator_id`: the admin acting as `actor_id` when the request came from an impersonation session.
     `citus`: the database is a Citus coordinator: the event goes with its shard key (the row's, by default
     its id's: `shard_key_for`) and its queue row.
     """
-    event, event_id, now = new_event(
-        resource=resource,
-        action=action,
-        resource_id=resource_id,
-        actor_id=actor_id,
-        data=data,
-        changes=changes,
-        request_id=request_id,
-        impersonator_id=impersonator_id,
-    )
+    event, event_id, now = new_event(**fields)
     args: list[Any] = [
         event_id,
         event["type"],
-        resource,
-        resource_id,
-        actor_id,
-        impersonator_id,
+        event["resource"],
+        event["resource_id"],
+        fields["actor_id"],
+        fields.get("impersonator_id"),
         now,
-        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode(),
+        orjson.dumps(event["data"], option=orjson.OPT_NON_STR_KEYS).decode(),
         orjson.dumps(event["changes"], option=orjson.OPT_NON_STR_KEYS).decode(),
-        request_id,
+        event["request_id"],
     ]
     if citus:
-        key = shard_key_for(resource_id) if shard_key is None else shard_key
+        key = shard_key_for(event["resource_id"]) if shard_key is None else shard_key
         await conn.execute(_INSERT_ON_CITUS, *args, key)
         await conn.execute(_QUEUE_ON_CITUS, event_id, key, event["type"])
     else:

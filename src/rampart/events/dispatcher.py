@@ -1,20 +1,16 @@
-"""The dispatcher: delivers every committed event to every subscriber at least once, across crashes.
+"""The dispatcher: delivers every committed event to every subscriber at least once, across crashes
+(decision 0008). Two steps, each a short transaction, so none stays open while a subscriber runs:
 
-Two steps, each a short transaction, so no transaction stays open while a subscriber runs:
+1. **Fan-out.** A batch of `event_queue` (filled by a trigger on `events`) is claimed by deleting it,
+   and one `event_deliveries` row is written per matching subscriber.
+2. **Delivery.** Due rows are claimed (`FOR UPDATE SKIP LOCKED`) and leased: the claim pushes
+   `next_attempt_at` past the lease and counts the attempt. The outcome is written only while the row
+   still carries that attempt (a fence against a lease that ran out); after a crash the lease runs out
+   and another round retries it.
 
-1. **Fan-out.** New events wait in `event_queue` (a trigger on `events` adds them in the writing
-   transaction); a batch is claimed by deleting it (`FOR UPDATE SKIP LOCKED`) and one
-   `event_deliveries` row is written per matching subscriber, in one transaction.
-2. **Delivery.** Due delivery rows are claimed with `FOR UPDATE SKIP LOCKED` and leased: the claim
-   pushes `next_attempt_at` past the lease and counts the attempt, then commits. Another dispatcher
-   skips a leased row, so two dispatchers never run one delivery at the same time. The outcome is
-   written only if the row still carries our attempt number (a fence against a lease that ran out).
-   A crash leaves the row leased; it is retried when the lease runs out.
-
-Failures are retried with exponential backoff and full jitter; after `max_attempts` the delivery is
-`dead` until replayed (`replay`, `rampart events replay`). Each delivery runs in its own task with its
-own timeout, so a raising or hanging subscriber never holds up the others. Subscribers receive the
-event with its `id`, which is their idempotency key: delivery is at least once.
+Failures are retried with exponential backoff and jitter; after `max_attempts` a delivery is `dead`
+until replayed. Each delivery runs in its own task with its own timeout, so a raising or hanging
+subscriber never holds up the others. The event's `id` is the subscribers' idempotency key.
 
 On a Citus cluster (decision 0019) `events` and `event_queue` are distributed, and Citus runs no
 `FOR UPDATE` (nor `SKIP LOCKED`) over several shards: the fan-out claims its batch without it, and the
@@ -23,12 +19,9 @@ dispatcher's connection goes to, so two never claim the same events. Deliveries 
 on the coordinator, claimed as above. Nothing there deletes a pruned event's delivery rows for it (a
 local table cannot reference a distributed one): the pruning does.
 
-Wake-ups come from `LISTEN rampart_events` on the worker's listener connection (the trigger on
-`events` notifies in the inserting transaction, so the notification arrives only after commit), and
-from the channels in `also_wake_on`: a transaction that already notified the row-change channel writes
-its events without a notification of their own (migration 5d0c2a7e9b14). Woken rounds start at most
-every `coalesce` seconds, so under load a round takes many events. Polling every `poll_interval`
-seconds covers a lost listener connection.
+Wake-ups come from `rampart_events` and the `also_wake_on` channels on the worker's listener (decision
+0012); woken rounds start at most every `coalesce` seconds. Polling every `poll_interval` seconds covers
+a lost listener connection.
 """
 
 from __future__ import annotations
@@ -107,8 +100,7 @@ class RetryPolicy:
     def delay(self, attempts: int) -> float:
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempts - 1))
         # Jitter spreads the retries of many deliveries that failed together (a receiver outage).
-        jitter: float = random.uniform(0.5, 1.0)  # noqa: S311 - not for security
-        return ceiling * jitter
+        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - not for security
 
 
 # Claim a batch of queued events by removing it from the queue: in the fan-out's transaction, so a
@@ -142,16 +134,11 @@ _EVENTS = (
     "SELECT id, type, resource, resource_id, actor_id, impersonator_id, occurred_at, data, changes,"
     " request_id FROM events WHERE id = ANY($1::uuid[])"
 )
-_DONE = (
-    "UPDATE event_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL,"
-    " updated_at = now() WHERE event_id = $1 AND subscriber = $2 AND attempts = $3"
-)
-_RETRY = (
-    "UPDATE event_deliveries SET next_attempt_at = now() + make_interval(secs => $4), last_error = $5,"
-    " updated_at = now() WHERE event_id = $1 AND subscriber = $2 AND attempts = $3"
-)
-_DEAD = (
-    "UPDATE event_deliveries SET status = 'dead', last_error = $4, updated_at = now()"
+# The outcome of a claimed attempt, written only while the row still carries that attempt (the fence).
+_OUTCOME = (
+    "UPDATE event_deliveries SET status = $4, last_error = $5, updated_at = now(),"
+    " next_attempt_at = now() + make_interval(secs => $6),"
+    " delivered_at = CASE WHEN $4 = 'delivered' THEN now() ELSE delivered_at END"
     " WHERE event_id = $1 AND subscriber = $2 AND attempts = $3"
 )
 # Events are made with UUIDv7 ids, so `id < $1` (the first id of the cutoff's millisecond) reads the old
@@ -283,13 +270,10 @@ class Dispatcher:
                 busy = await self.run_once()
                 await self._housekeeping()
                 failures = 0
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 # The database is down or a statement failed: keep the process up and try again later.
                 failures += 1
                 log.warning("event dispatcher round failed (%d in a row)", failures, exc_info=True)
-                busy = False
                 await asyncio.sleep(min(self.poll_interval, 0.5 * 2 ** min(failures, 10)))
                 continue
             if not busy:
@@ -303,17 +287,12 @@ class Dispatcher:
     # ----- one round ---------------------------------------------------------------------------------
     async def run_once(self) -> bool:
         """Fan out and deliver one batch each; True when a batch was full (more work is waiting)."""
-        subscribers = await self._current_subscribers()
+        subscribers = dict(self._subscribers)
+        for source in self._sources:
+            subscribers.update((s.name, s) for s in await source.subscribers())
         fanned = await self.fan_out(subscribers)
         delivered = await self.deliver_due(subscribers)
         return fanned >= self.batch_size or delivered >= self.batch_size
-
-    async def _current_subscribers(self) -> dict[str, Subscriber]:
-        current = dict(self._subscribers)
-        for source in self._sources:
-            for subscriber in await source.subscribers():
-                current[subscriber.name] = subscriber
-        return current
 
     async def fan_out(self, subscribers: Mapping[str, Subscriber]) -> int:
         """Turn a batch of new events into delivery rows; returns how many events were claimed."""
@@ -326,17 +305,9 @@ class Dispatcher:
                 rows = await conn.fetch(_FAN_OUT_CLAIM_CITUS, self.batch_size)
             else:
                 rows = await conn.fetch(_FAN_OUT_CLAIM, self.batch_size)
-            if not rows:
-                return 0
-            event_ids: list[uuid.UUID] = []
-            names: list[str] = []
-            for row in rows:
-                for subscriber in subscribers.values():
-                    if subscriber.matches(row["type"]):
-                        event_ids.append(row["id"])
-                        names.append(subscriber.name)
-            if event_ids:
-                await conn.execute(_FAN_OUT_INSERT, event_ids, names)
+            pairs = [(r["id"], s.name) for r in rows for s in subscribers.values() if s.matches(r["type"])]
+            if pairs:
+                await conn.execute(_FAN_OUT_INSERT, *map(list, zip(*pairs, strict=True)))
         return len(rows)
 
     async def deliver_due(self, subscribers: Mapping[str, Subscriber]) -> int:
@@ -363,7 +334,7 @@ class Dispatcher:
         return len(claimed)
 
     async def _deliver(self, subscriber: Subscriber, event: dict[str, Any], attempt: int) -> None:
-        event_id = uuid.UUID(event["id"])
+        extra = {"event_id": event["id"], "subscriber": subscriber.name}
         error: str | None = None
         async with self._slots:
             try:
@@ -373,48 +344,40 @@ class Dispatcher:
                         await result
             except TimeoutError:
                 error = f"timed out after {subscriber.timeout:g} s"
-            except (DeliveryFailed, ServiceUnavailable) as exc:  # expected: retried, no traceback
-                error = str(exc)[:1000] or type(exc).__name__
-                log.info(
+            except Exception as exc:
+                expected = isinstance(exc, DeliveryFailed | ServiceUnavailable)  # retried, no traceback
+                error = (str(exc) or type(exc).__name__) if expected else f"{type(exc).__name__}: {exc}"
+                error = error[:1000]
+                log.log(
+                    logging.INFO if expected else logging.ERROR,
                     "subscriber %s: event %s not delivered (attempt %d): %s",
                     subscriber.name,
                     event["id"],
                     attempt,
                     error,
-                    extra={"event_id": event["id"], "subscriber": subscriber.name},
-                )
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"[:1000]
-                log.error(
-                    "subscriber %s failed on event %s (attempt %d)",
-                    subscriber.name,
-                    event["id"],
-                    attempt,
-                    exc_info=True,
-                    extra={"event_id": event["id"], "subscriber": subscriber.name},
+                    exc_info=not expected,
+                    extra=extra,
                 )
         if error is None:
-            await self.db.execute(_DONE, event_id, subscriber.name, attempt)
-            self._observe("delivered", event["type"])
+            status, outcome = "delivered", "delivered"
         elif attempt >= self.retry.max_attempts:
-            await self.db.execute(_DEAD, event_id, subscriber.name, attempt, error)
+            status, outcome = "dead", "dead_lettered"
             log.error(
                 "event %s dead-lettered for subscriber %s after %d attempts",
                 event["id"],
                 subscriber.name,
                 attempt,
-                extra={"event_id": event["id"], "subscriber": subscriber.name},
+                extra=extra,
             )
-            self._observe("dead_lettered", event["type"])
         else:
-            delay = self.retry.delay(attempt)
-            await self.db.execute(_RETRY, event_id, subscriber.name, attempt, delay, error)
-            self._observe("retried", event["type"])
-
-    def _observe(self, outcome: str, event_type: str) -> None:
+            status, outcome = "pending", "retried"
+        delay = self.retry.delay(attempt)  # read only while pending
+        await self.db.execute(
+            _OUTCOME, uuid.UUID(event["id"]), subscriber.name, attempt, status, error, delay
+        )
         if self._observer is not None:
             try:
-                self._observer(outcome, event_type)
+                self._observer(outcome, event["type"])
             except Exception:  # metrics must never break delivery
                 log.debug("event observer failed", exc_info=True)
 
@@ -510,21 +473,15 @@ def _count(status: str) -> int:
 
 async def replay(db: Database, *, subscriber: str | None = None, event_id: uuid.UUID | None = None) -> int:
     """Make dead deliveries pending again (all, or those of one subscriber and/or event); returns how many."""
-    conds = ["status = 'dead'"]
-    args: list[Any] = []
-    if subscriber is not None:
-        args.append(subscriber)
-        conds.append(f"subscriber = ${len(args)}")
-    if event_id is not None:
-        args.append(event_id)
-        conds.append(f"event_id = ${len(args)}")
     status = await db.execute(
         "UPDATE event_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
-        " updated_at = now() WHERE " + " AND ".join(conds),
-        *args,
+        " updated_at = now() WHERE status = 'dead' AND ($1::text IS NULL OR subscriber = $1)"
+        " AND ($2::uuid IS NULL OR event_id = $2)",
+        subscriber,
+        event_id,
     )
     await db.execute(f"NOTIFY {CHANNEL}")
-    return int(status.rsplit(" ", 1)[-1])
+    return _count(status)
 
 
 async def redeliver(db: Database | asyncpg.Connection, *, subscriber: str, event_id: uuid.UUID) -> None:
@@ -563,19 +520,12 @@ async def backlog(db: Database) -> dict[str, int]:
 async def dead_letters(db: Database, *, limit: int = 100) -> list[dict[str, Any]]:
     """The most recent dead deliveries: event, subscriber, attempts, last error."""
     rows = await db.fetch(
-        "SELECT d.event_id, e.type, d.subscriber, d.attempts, d.last_error, d.updated_at"
+        "SELECT d.event_id::text, e.type, d.subscriber, d.attempts, d.last_error, d.updated_at AS dead_since"
         " FROM event_deliveries d JOIN events e ON e.id = d.event_id"
         " WHERE d.status = 'dead' ORDER BY d.updated_at DESC LIMIT $1",
         limit,
     )
     return [
-        {
-            "event_id": str(r["event_id"]),
-            "type": r["type"],
-            "subscriber": r["subscriber"],
-            "attempts": r["attempts"],
-            "last_error": r["last_error"],
-            "dead_since": r["updated_at"].isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
+        {**r, "dead_since": r["dead_since"].isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         for r in rows
     ]

@@ -98,22 +98,14 @@ def parse_log_query(params: Any, *, sources: Collection[str] | None = None) -> L
     event_type = values.get("type")
     if event_type is not None and not _TYPE_RE.fullmatch(event_type):
         raise _bad("type", "invalid", "type must look like 'tasks.updated'.")
-    actor_id = after = None
-    if "actor_id" in values:
-        actor_id = parse_uuid(values["actor_id"])
-        if actor_id is None:
-            raise _bad("actor_id", "invalid", "actor_id must be a UUID.")
-    if "after" in values:
-        after = parse_uuid(values["after"])
-        if after is None:
-            raise _bad("after", "invalid", "after must be an event id.")
-    limit = DEFAULT_LIMIT
-    if "limit" in values:
-        raw = values["limit"]
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
-            raise _bad("limit", "out_of_range", f"limit must be an integer from 1 to {MAX_LIMIT}.")
-        limit = int(raw)
-    return LogQuery(resource, resource_id, event_type, actor_id, after, limit)
+    ids = {key: parse_uuid(values[key]) for key in ("actor_id", "after") if key in values}
+    for key, what in (("actor_id", "a UUID"), ("after", "an event id")):
+        if key in ids and ids[key] is None:
+            raise _bad(key, "invalid", f"{key} must be {what}.")
+    limit = values.get("limit", str(DEFAULT_LIMIT))
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
+        raise _bad("limit", "out_of_range", f"limit must be an integer from 1 to {MAX_LIMIT}.")
+    return LogQuery(resource, resource_id, event_type, ids.get("actor_id"), ids.get("after"), int(limit))
 
 
 class EventLog:
@@ -174,7 +166,7 @@ class EventLog:
         bind = Binder()
         n = query.limit + 1
         if actor.can(READ_ANY):
-            # Each filter has its index in id order (rampart.db.outbox); the planner picks one.
+            # Each filter has its index in id order (rampart.events.tables); the planner picks one.
             where = [*_filters("e", query, bind), *([f"e.id > {bind(query.after)}"] if query.after else [])]
             sql = f"SELECT {_COLUMNS} FROM events e{_where(where)} ORDER BY {_order('e', query)} LIMIT {n}"
             return sql, bind.params
@@ -334,7 +326,7 @@ def _where(conds: list[str]) -> str:
 
 
 def to_event(row: Any) -> dict[str, Any]:
-    """An `events` row (an asyncpg Record or a mapping) as API.md shows an event."""
+    """An `events` row as API.md shows an event."""
     occurred = row["occurred_at"]
     return {
         "id": str(row["id"]),
@@ -344,11 +336,7 @@ def to_event(row: Any) -> dict[str, Any]:
         "actor_id": str(row["actor_id"]) if row["actor_id"] is not None else None,
         "impersonator_id": str(row["impersonator_id"]) if row["impersonator_id"] is not None else None,
         "occurred_at": occurred.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": _json(row["data"]),
-        "changes": _json(row["changes"]),
+        "data": orjson.loads(row["data"]),
+        "changes": orjson.loads(row["changes"]),
         "request_id": row["request_id"],
     }
-
-
-def _json(value: Any) -> Any:
-    return orjson.loads(value) if isinstance(value, str | bytes) else value

@@ -64,10 +64,6 @@ SessionCheck = Callable[[Collection[uuid.UUID]], Awaitable[Mapping[uuid.UUID, tu
 Recheck = Callable[[], Awaitable[Actor]]
 
 
-class _CutOff(Exception):
-    """The client is too slow: its queue is full."""
-
-
 class TooManyStreams(RateLimited):
     code = "too_many_streams"
     title = "Too many streams"
@@ -115,8 +111,7 @@ class LiveStream:
         self.poll_interval = poll_interval
         self.batch = batch
         self.max_per_user = max_per_user
-        self._open: dict[uuid.UUID, int] = {}  # streams per user, in this process
-        self._streams: set[_Stream] = set()
+        self._streams: set[_Stream] = set()  # from the request to the end of the response
         self._recheck = asyncio.Event()
         self._announced = 0  # announcements heard: a check read before the last one clears nothing
         self._watcher: asyncio.Task[None] | None = None
@@ -261,21 +256,14 @@ class LiveStream:
                 message = "Last-Event-ID must be an event id."
                 raise InvalidQuery(message, errors=[FieldError("Last-Event-ID", "invalid", message)])
             query = replace(query, after=resume)
-        if self._open.get(actor.user_id, 0) >= self.max_per_user:
+        if sum(stream.actor.user_id == actor.user_id for stream in self._streams) >= self.max_per_user:
             raise TooManyStreams(
                 f"At most {self.max_per_user} live streams per user; close one first.", retry_after=3
             )
-        # Counted at once, with no await since the check, so concurrent requests cannot all pass it; the
-        # stream gives it back when it ends.
-        self._open[actor.user_id] = self._open.get(actor.user_id, 0) + 1
-        return _Stream(self, actor, query, recheck)
-
-    def _release(self, user_id: uuid.UUID) -> None:
-        left = self._open.get(user_id, 0) - 1
-        if left > 0:
-            self._open[user_id] = left
-        else:
-            self._open.pop(user_id, None)
+        # Counted at once, with no await since the check, so concurrent requests cannot all pass it.
+        stream = _Stream(self, actor, query, recheck)
+        self._streams.add(stream)
+        return stream
 
 
 class _Stream:
@@ -302,41 +290,35 @@ class _Stream:
             self.cleared.set()  # a waiting delivery wakes, and sees the end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self._serve(receive, send)
-        finally:
-            self.owner._release(self.actor.user_id)
-
-    async def _serve(self, receive: Receive, send: Send) -> None:
         owner = self.owner
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
-                ],
-            }
-        )
-        owner._streams.add(self)
-        owner._watch_sessions()
-        self.wake.set()  # read the log once at the start: the resumed part, if any
-        tasks = [
-            asyncio.create_task(self._produce()),
-            asyncio.create_task(self._deliver(send)),
-            asyncio.create_task(_until_disconnect(receive)),
-            asyncio.create_task(self.ended.wait()),
-        ]
+        tasks: list[asyncio.Task[Any]] = []
         reason = "disconnected"
         try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
+                    ],
+                }
+            )
+            owner._watch_sessions()
+            self.wake.set()  # read the log once at the start: the resumed part, if any
+            tasks = [
+                asyncio.create_task(self._produce()),
+                asyncio.create_task(self._deliver(send)),
+                asyncio.create_task(_until_disconnect(receive)),
+                asyncio.create_task(self.ended.wait()),
+            ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 exc = task.exception()
                 if self.reason is not None:
                     reason = self.reason
-                elif isinstance(exc, _CutOff | TimeoutError):
+                elif isinstance(exc, asyncio.QueueFull | TimeoutError):
                     reason = "too slow"
                 elif isinstance(exc, RampartError):
                     reason = "session ended"
@@ -374,10 +356,7 @@ class _Stream:
                     event_id = uuid.UUID(event["id"])
                     if event_id in sent:
                         continue
-                    try:
-                        self.queue.put_nowait(event)
-                    except asyncio.QueueFull:
-                        raise _CutOff from None
+                    self.queue.put_nowait(event)  # asyncio.QueueFull: the client is too slow
                     sent[event_id] = None
                     newest = max(newest, _ms(event_id))
                 if events:

@@ -57,11 +57,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 # IPv6 ranges that carry an IPv4 address in their last 32 bits and that `ipaddress` calls global: NAT64
 # (RFC 6052, RFC 8215) and the deprecated IPv4-compatible form. A NAT64 gateway turns 64:ff9b::a9fe:a9fe
 # into 169.254.169.254.
-_EMBEDS_IPV4 = (
-    ipaddress.IPv6Network("64:ff9b::/96"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-    ipaddress.IPv6Network("::/96"),
-)
+_EMBEDS_IPV4 = tuple(map(ipaddress.IPv6Network, ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")))
 
 
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -73,42 +69,6 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         elif any(ip in net for net in _EMBEDS_IPV4):
             ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip.is_global and not ip.is_multicast
-
-
-def check_url_syntax(url: str) -> httpx.URL:
-    """Parse a webhook URL: http(s), a host, no credentials. Raises UnsafeTarget."""
-    import httpx
-
-    try:
-        parsed = httpx.URL(url)
-    except Exception as exc:
-        raise UnsafeTarget("not a valid URL") from exc
-    if parsed.scheme not in ("http", "https"):
-        raise UnsafeTarget("only http and https URLs are allowed")
-    if not parsed.host:
-        raise UnsafeTarget("the URL has no host")
-    if parsed.userinfo:
-        raise UnsafeTarget("credentials in the URL are not allowed; sign with the secret instead")
-    return parsed
-
-
-async def resolve_public(url: httpx.URL) -> str:
-    """The address to connect to for `url`, after checking that every address of its host is public."""
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        async with asyncio.timeout(_RESOLVE_TIMEOUT):
-            infos = await asyncio.get_running_loop().getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
-    except (OSError, TimeoutError, UnicodeError) as exc:
-        # UnicodeError: a host the resolver cannot even encode (a label over 63 characters, IDNA).
-        raise UnsafeTarget(f"the host {url.host[:100]} does not resolve") from exc
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    if not addresses:
-        raise UnsafeTarget(f"the host {url.host} does not resolve")
-    # Every answer must be public, or a name with one public and one private address would get through.
-    for address in addresses:
-        if not _public(address):
-            raise UnsafeTarget(f"{url.host} resolves to a non-public address ({address})")
-    return str(addresses[0])
 
 
 class WebhookSender:
@@ -136,13 +96,39 @@ class WebhookSender:
             await client.aclose()
 
     async def target(self, url: str) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
-        """Where to send for `url`: the URL to connect to, extra headers, request extensions."""
-        parsed = check_url_syntax(url)
+        """Where to send for `url`: the URL to connect to, extra headers, request extensions. Raises
+        UnsafeTarget unless the URL is http(s) with a host and no credentials, and (unless private networks
+        are allowed) every address of its host is public."""
+        import httpx
+
+        try:
+            parsed = httpx.URL(url)
+        except Exception as exc:
+            raise UnsafeTarget("not a valid URL") from exc
+        if parsed.scheme not in ("http", "https"):
+            raise UnsafeTarget("only http and https URLs are allowed")
+        if not parsed.host:
+            raise UnsafeTarget("the URL has no host")
+        if parsed.userinfo:
+            raise UnsafeTarget("credentials in the URL are not allowed; sign with the secret instead")
         if self.allow_private_networks:
             return parsed, {}, {}
-        address = await resolve_public(parsed)
-        pinned = parsed.copy_with(host=address)
-        extensions: dict[str, Any] = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
+        host, port = parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            async with asyncio.timeout(_RESOLVE_TIMEOUT):
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError, UnicodeError) as exc:
+            # UnicodeError: a host the resolver cannot even encode (a label over 63 characters, IDNA).
+            raise UnsafeTarget(f"the host {host[:100]} does not resolve") from exc
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        if not addresses:
+            raise UnsafeTarget(f"the host {host} does not resolve")
+        # Every answer must be public, or a name with one public and one private address would get through.
+        for address in addresses:
+            if not _public(address):
+                raise UnsafeTarget(f"{host} resolves to a non-public address ({address})")
+        pinned = parsed.copy_with(host=str(addresses[0]))
+        extensions: dict[str, Any] = {"sni_hostname": host} if parsed.scheme == "https" else {}
         return pinned, {"Host": parsed.netloc.decode("ascii")}, extensions
 
     async def send(self, *, url: str, secret: str, event: Mapping[str, Any]) -> Attempt:

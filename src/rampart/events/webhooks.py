@@ -16,13 +16,14 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from rampart.db.pool import Database
 from rampart.errors import FieldError, NotFound, ValidationFailed
 from rampart.events.dispatcher import DeliveryFailed, Subscriber, redeliver
 from rampart.events.log import READ_ANY
-from rampart.events.webhook_sender import UnsafeTarget, WebhookSender, check_url_syntax, resolve_public
+from rampart.events.webhook_sender import UnsafeTarget, WebhookSender
 from rampart.lib.ids import new_id
 from rampart.resources.actions import Action
 from rampart.resources.context import ActionContext, HookContext
@@ -41,10 +42,6 @@ URL_PATTERN = r"[Hh][Tt][Tt][Pp][Ss]?://[^\x00]+"
 Row = dict[str, Any]
 
 
-class WebhookFailed(DeliveryFailed):
-    """A delivery attempt did not get a 2xx; the dispatcher retries it."""
-
-
 def _subscriber(webhook_id: Any) -> str:
     return f"{SUBSCRIBER_PREFIX}{webhook_id}"
 
@@ -57,14 +54,13 @@ def _new_secret() -> str:
 def webhook_hooks(*, allow_private_networks: bool) -> Hooks:
     """The address rule when a URL is saved (the sender checks again at every attempt); an inactive
     webhook's waiting deliveries become dead letters; a deleted one's go with it."""
+    sender = WebhookSender(allow_private_networks=allow_private_networks)  # only its address check
 
     async def check_url(values: Mapping[str, Any]) -> None:
         if "url" not in values:
             return
         try:
-            parsed = check_url_syntax(values["url"])
-            if not allow_private_networks:
-                await resolve_public(parsed)
+            await sender.target(values["url"])
         except UnsafeTarget as exc:
             refused = FieldError("url", "forbidden_target", f"This URL is refused: {exc}.")
             raise ValidationFailed([refused]) from exc
@@ -116,8 +112,8 @@ ATTEMPT = named(
     {"type": "object", "required": list(_ATTEMPT_PROPERTIES), "properties": _ATTEMPT_PROPERTIES},
 )
 _ATTEMPTS = (
-    "SELECT a.id, a.event_id, e.type, a.attempted_at, a.status_code, a.error, a.duration_ms, a.manual,"
-    " d.status, d.attempts"
+    "SELECT a.id::text, a.event_id::text, e.type AS event_type, a.attempted_at, a.status_code, a.error,"
+    " a.duration_ms, a.manual, d.status AS delivery_status, d.attempts AS delivery_attempts"
     " FROM webhook_attempts a JOIN events e ON e.id = a.event_id"
     " LEFT JOIN event_deliveries d ON d.event_id = a.event_id AND d.subscriber = $2"
     " WHERE a.webhook_id = $1 AND ($3::uuid IS NULL OR a.id < $3)"
@@ -130,21 +126,7 @@ async def deliveries(*, ctx: ActionContext, row: Row) -> Page:
     """The webhook's delivery attempts, newest first, with each delivery's current state."""
     after, limit = ctx.query["after"], ctx.query["limit"]
     rows = await ctx.conn.fetch(_ATTEMPTS, uuid.UUID(row["id"]), _subscriber(row["id"]), after, limit + 1)
-    items = [
-        {
-            "id": str(r["id"]),
-            "event_id": str(r["event_id"]),
-            "event_type": r["type"],
-            "attempted_at": _TIME.to_json(r["attempted_at"]),
-            "status_code": r["status_code"],
-            "error": r["error"],
-            "duration_ms": r["duration_ms"],
-            "manual": r["manual"],
-            "delivery_status": r["status"],
-            "delivery_attempts": r["attempts"],
-        }
-        for r in rows[:limit]
-    ]
+    items = [{**r, "attempted_at": _TIME.to_json(r["attempted_at"])} for r in rows[:limit]]
     return Page(items, items[-1]["id"] if len(rows) > limit else None, limit, None)
 
 
@@ -232,8 +214,7 @@ class Webhooks:
         self.sender = sender
 
     def start(self) -> None:
-        """Nothing to start: deliveries run in the dispatcher. (`start`/`stop` make this a background
-        worker of the app, so its HTTP client is closed at shutdown.)"""
+        """Nothing to start: deliveries run in the dispatcher (`stop` closes the HTTP client)."""
 
     async def stop(self) -> None:
         await self.sender.aclose()
@@ -245,29 +226,26 @@ class Webhooks:
             Subscriber(
                 _subscriber(row["id"]),
                 tuple(row["events"]),
-                self._deliverer(row["id"], row["url"], row["secret"]),
+                partial(self._deliver, row["id"], row["url"], row["secret"]),
                 timeout=self.sender.timeout + 1.0,
             )
             for row in rows
         ]
 
-    def _deliverer(self, webhook_id: uuid.UUID, url: str, secret: str) -> Any:
-        async def deliver(event: Mapping[str, Any]) -> None:
-            attempt = await self.sender.send(url=url, secret=secret, event=event)
-            await self.db.execute(
-                "INSERT INTO webhook_attempts (id, webhook_id, event_id, status_code, error, duration_ms)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                new_id(),
-                webhook_id,
-                uuid.UUID(str(event["id"])),
-                attempt.status_code,
-                attempt.error,
-                attempt.duration_ms,
-            )
-            if not attempt.ok:
-                raise WebhookFailed(attempt.error or "failed")
-
-        return deliver
+    async def _deliver(self, webhook_id: uuid.UUID, url: str, secret: str, event: Mapping[str, Any]) -> None:
+        attempt = await self.sender.send(url=url, secret=secret, event=event)
+        await self.db.execute(
+            "INSERT INTO webhook_attempts (id, webhook_id, event_id, status_code, error, duration_ms)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            new_id(),
+            webhook_id,
+            uuid.UUID(str(event["id"])),
+            attempt.status_code,
+            attempt.error,
+            attempt.duration_ms,
+        )
+        if not attempt.ok:
+            raise DeliveryFailed(attempt.error or "failed")  # the dispatcher retries it
 
     async def failing(self, *, since: uuid.UUID, limit: int = 20) -> list[dict[str, Any]]:
         """Webhooks with failed attempts since the (time-ordered) attempt id `since`, most failures first,
