@@ -32,6 +32,7 @@ LEAN_RANGES = (
     ("dcb4342", "30b13aa", True),
     ("c1fddbe^1", "c1fddbe^2", False),  # webhooks as a resource
     ("ce738af^1", "ce738af^2", False),  # lean-cache
+    ("6c1f975^1", "6c1f975^2", False),  # lean-events
 )
 LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
