@@ -24,6 +24,7 @@ class RampartError(Exception):
 
     code: ClassVar[str] = "error"
     title: ClassVar[str] = "Error"
+    status: ClassVar[int] = 500  # the HTTP status `rampart.api.problems` answers it with
     # Raised by browser pages only (the console's), never by an API route: its code is left out of the
     # OpenAPI document's `Problem.code` enum, which would otherwise depend on whether the console is on.
     pages_only: ClassVar[bool] = False
@@ -37,6 +38,7 @@ class RampartError(Exception):
 class InvalidRequest(RampartError):
     code = "bad_request"
     title = "Bad request"
+    status = 400
 
 
 class MalformedJSON(InvalidRequest):
@@ -57,6 +59,7 @@ class InvalidHeader(InvalidRequest):
 class Unauthorized(RampartError):
     code = "unauthorized"
     title = "Unauthorized"
+    status = 401
 
     def __init__(self, detail: str, *, token_present: bool = False) -> None:
         super().__init__(detail)
@@ -66,16 +69,19 @@ class Unauthorized(RampartError):
 class Forbidden(RampartError):
     code = "forbidden"
     title = "Forbidden"
+    status = 403
 
 
 class NotFound(RampartError):
     code = "not_found"
     title = "Not found"
+    status = 404
 
 
 class MethodNotAllowed(RampartError):
     code = "method_not_allowed"
     title = "Method not allowed"
+    status = 405
 
     def __init__(self, detail: str, *, allow: list[str]) -> None:
         super().__init__(detail)
@@ -85,26 +91,31 @@ class MethodNotAllowed(RampartError):
 class Conflict(RampartError):
     code = "conflict"
     title = "Conflict"
+    status = 409
 
 
 class PreconditionFailed(RampartError):
     code = "precondition_failed"
     title = "Precondition failed"
+    status = 412
 
 
 class PayloadTooLarge(RampartError):
     code = "payload_too_large"
     title = "Payload too large"
+    status = 413
 
 
 class UnsupportedMediaType(RampartError):
     code = "unsupported_media_type"
     title = "Unsupported media type"
+    status = 415
 
 
 class ValidationFailed(RampartError):
     code = "validation_failed"
     title = "Validation failed"
+    status = 422
 
     def __init__(self, errors: list[FieldError], detail: str = "The request has invalid fields.") -> None:
         super().__init__(detail, errors=errors)
@@ -113,6 +124,7 @@ class ValidationFailed(RampartError):
 class RateLimited(RampartError):
     code = "rate_limited"
     title = "Too many requests"
+    status = 429
 
     def __init__(
         self, detail: str, *, retry_after: float, limit: int = 0, remaining: int = 0, reset_after: float = 0.0
@@ -127,8 +139,10 @@ class RateLimited(RampartError):
 class ServiceUnavailable(RampartError):
     code = "service_unavailable"
     title = "Service unavailable"
+    status = 503
 
 
 class RequestTimeout(RampartError):
     code = "timeout"
     title = "Request timed out"
+    status = 504

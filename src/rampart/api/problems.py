@@ -16,37 +16,17 @@ from rampart import errors as e
 
 PROBLEM_TYPE = "application/problem+json"
 
-STATUS: dict[type[e.RampartError], int] = {
-    e.InvalidRequest: 400,
-    e.Unauthorized: 401,
-    e.Forbidden: 403,
-    e.NotFound: 404,
-    e.MethodNotAllowed: 405,
-    e.Conflict: 409,
-    e.PreconditionFailed: 412,
-    e.PayloadTooLarge: 413,
-    e.UnsupportedMediaType: 415,
-    e.ValidationFailed: 422,
-    e.RateLimited: 429,
-    e.ServiceUnavailable: 503,
-    e.RequestTimeout: 504,
-}
-
-
 # A body of 60,000 unknown keys fits in the 1 MiB limit; listing every one would answer with megabytes.
 MAX_ERRORS = 100
 
 
-def status_of(exc: e.RampartError) -> int:
-    return status_for(type(exc))
-
-
-def status_for(kind: type[e.RampartError]) -> int:
-    """The status of an error class: its own, or its nearest base's."""
-    for cls in kind.__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
+def rate_limit_headers(limit: int, remaining: int, reset_after: float) -> list[tuple[bytes, bytes]]:
+    """What every response of a rate-limited route says is left, errors included."""
+    return [
+        (b"ratelimit-limit", str(limit).encode()),
+        (b"ratelimit-remaining", str(remaining).encode()),
+        (b"ratelimit-reset", str(max(0, math.ceil(reset_after))).encode()),
+    ]
 
 
 def problem(
@@ -56,7 +36,7 @@ def problem(
     headers: list[tuple[bytes, bytes]] = []
     body: dict[str, Any]
     if isinstance(exc, e.RampartError):
-        status = status_of(exc)
+        status = exc.status
         body = {
             "type": "about:blank",
             "title": exc.title,
@@ -77,11 +57,7 @@ def problem(
         elif isinstance(exc, e.RateLimited):
             headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
             if exc.limit:
-                headers += [
-                    (b"ratelimit-limit", str(exc.limit).encode()),
-                    (b"ratelimit-remaining", str(exc.remaining).encode()),
-                    (b"ratelimit-reset", str(max(0, math.ceil(exc.reset_after))).encode()),
-                ]
+                headers += rate_limit_headers(exc.limit, exc.remaining, exc.reset_after)
         elif isinstance(exc, e.MethodNotAllowed):
             headers.append((b"allow", ", ".join(exc.allow).encode()))
         cause = exc.__cause__

@@ -4,7 +4,6 @@ route is public), checks the route's permission, applies the rate limit, then ca
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -17,6 +16,7 @@ from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
+from rampart.api.problems import rate_limit_headers
 from rampart.auth.browser import AS_COOKIE, CSRF_FIELD, BrowserSessions
 from rampart.auth.sessions import Authenticator
 from rampart.errors import (
@@ -115,16 +115,10 @@ class Endpoint:
                 reset_after=decision.reset_after,
             )
         # Every response of a limited route says what is left, errors included: the pipeline adds these.
-        scope["rampart.response_headers"] = _limit_headers(decision)
+        scope["rampart.response_headers"] = rate_limit_headers(
+            decision.limit, decision.remaining, decision.reset_after
+        )
         return decision
-
-
-def _limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"ratelimit-limit", str(decision.limit).encode()),
-        (b"ratelimit-remaining", str(decision.remaining).encode()),
-        (b"ratelimit-reset", str(max(0, math.ceil(decision.reset_after))).encode()),
-    ]
 
 
 # Renders an error of a browser route as a page (the console's), given the call as far as it was made.

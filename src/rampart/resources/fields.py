@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rampart.lib.ids import parse_uuid
@@ -67,7 +67,21 @@ class FieldType:
         return self.select(column)
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
-        raise NotImplementedError
+        """The column's SQLAlchemy type, from `pg_type` (for migrations only)."""
+        import sqlalchemy as sa
+        from sqlalchemy.dialects import postgresql as pg
+
+        types: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
+            "text": sa.Text,
+            "text[]": lambda: pg.ARRAY(sa.Text()),
+            "integer": sa.Integer,
+            "smallint": sa.SmallInteger,
+            "boolean": sa.Boolean,
+            "date": sa.Date,
+            "timestamptz": lambda: pg.TIMESTAMP(timezone=True, precision=3),
+            "uuid": lambda: pg.UUID(as_uuid=True),
+        }
+        return types[self.pg_type]()
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of a value, for OpenAPI."""
@@ -134,11 +148,6 @@ class Text(FieldType):
             text = text.strip()
         return text.lower() if self.lower else text
 
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.Text()
-
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
         if self.min_length:
@@ -203,12 +212,6 @@ class TextList(FieldType):
     def parse(self, text: str) -> Any:
         raise FieldInvalid("invalid_value", "A list is not compared in a query.")
 
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-        from sqlalchemy.dialects import postgresql as pg
-
-        return pg.ARRAY(sa.Text())
-
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "array", "items": self.item.schema(), "maxItems": self.max_items}
         if self.min_items:
@@ -229,11 +232,10 @@ class Integer(FieldType):
         self, *, minimum: int | None = None, maximum: int | None = None, small: bool = False
     ) -> None:
         bits = 15 if small else 31
-        # Bounds never exceed the column type, so a valid body value always fits the column.
-        self.minimum = max(-(2**bits), -(2**bits) if minimum is None else minimum)
-        self.maximum = min(2**bits - 1, 2**bits - 1 if maximum is None else maximum)
-
-        self.small = small
+        # The column's range. Bounds never exceed it, so a valid body value always fits the column.
+        self.lowest, self.highest = -(2**bits), 2**bits - 1
+        self.minimum = self.lowest if minimum is None else max(self.lowest, minimum)
+        self.maximum = self.highest if maximum is None else min(self.highest, maximum)
         self.pg_type = "smallint" if small else "integer"
         self.operators = ALL_COMPARISONS
 
@@ -253,22 +255,15 @@ class Integer(FieldType):
             raise FieldInvalid("invalid_value", "Must be an integer.")
         number = int(text)
         # The column's own range: a bound value PostgreSQL cannot hold fails the whole query.
-        bits = 15 if self.small else 31
-        if not -(2**bits) <= number < 2**bits:
+        if not self.lowest <= number <= self.highest:
             raise FieldInvalid("invalid_value", "Is out of range.")
         return number
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.SmallInteger() if self.small else sa.Integer()
 
     def schema(self) -> dict[str, Any]:
         return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
 
     def filter_schema(self) -> dict[str, Any]:
-        bits = 15 if self.small else 31  # the column's range, as `parse` checks it
-        return {"type": "integer", "minimum": -(2**bits), "maximum": 2**bits - 1}
+        return {"type": "integer", "minimum": self.lowest, "maximum": self.highest}  # as `parse` checks
 
 
 class Boolean(FieldType):
@@ -285,11 +280,6 @@ class Boolean(FieldType):
             raise FieldInvalid("invalid_value", "Must be true or false.")
         return text == "true"
 
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.Boolean()
-
     def schema(self) -> dict[str, Any]:
         return {"type": "boolean"}
 
@@ -303,11 +293,6 @@ class Choice(FieldType):
         if not isinstance(value, str) or value not in self.values:
             raise FieldInvalid("invalid_choice", f"Must be one of: {', '.join(self.values)}.")
         return value
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.Text()
 
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "enum": list(self.values)}
@@ -333,11 +318,6 @@ class Date(FieldType):
     def select_immutable(self, column: str) -> str:
         # rampart_date: the same to_char, declared IMMUTABLE (made by rampart.db.citus on a cluster).
         return f"rampart_date({column})"
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.Date()
 
     def to_json(self, value: Any) -> Any:
         return value.isoformat() if isinstance(value, dt.date) else value
@@ -382,11 +362,6 @@ class Timestamp(FieldType):
         # rampart_ts: the same to_char, declared IMMUTABLE (made by rampart.db.citus on a cluster).
         return f"rampart_ts({column})"
 
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        from sqlalchemy.dialects import postgresql as pg
-
-        return pg.TIMESTAMP(timezone=True, precision=3)
-
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "format": "date-time"}
 
@@ -410,11 +385,6 @@ class Id(FieldType):
 
     def select(self, column: str) -> str:
         return f"{column}::text"
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        from sqlalchemy.dialects import postgresql as pg
-
-        return pg.UUID(as_uuid=True)
 
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "format": "uuid"}

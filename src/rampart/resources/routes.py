@@ -169,7 +169,6 @@ def routes_of(
     read_problems = (403,) if res.permission or res.policy.read_permission else ()
     nested = (404,) if parent is not None else ()  # the parent is absent or not visible
     etag_headers = ("ETag",)
-    ops = res.operations
 
     def spec(method: str, path: str, handler: Handler, op: str, summary: str, **openapi: Any) -> RouteSpec:
         return RouteSpec(
@@ -183,122 +182,108 @@ def routes_of(
             openapi=openapi,
         )
 
-    routes = []
-    if "list" in ops:
-        routes.append(
-            spec(
-                "GET",
-                collection,
-                list_items,
-                "list",
-                f"List {res.name}",
-                description=f"The {res.name} the caller may see, a page at a time.{about} Filter with the "
-                "query parameters below; page on with `cursor=<meta.next_cursor>`.",
-                parameters=[*within, *list_parameters(res)],
-                responses={
-                    "200": {
-                        "description": f"A page of {res.name}",
-                        "content": {
-                            "application/json": {"schema": named["page"]},
-                            SPARSE_JSON: {"schema": named["fields_page"]},
-                        },
+    operations = {
+        "list": spec(
+            "GET",
+            collection,
+            list_items,
+            "list",
+            f"List {res.name}",
+            description=f"The {res.name} the caller may see, a page at a time.{about} Filter with the "
+            "query parameters below; page on with `cursor=<meta.next_cursor>`.",
+            parameters=[*within, *list_parameters(res)],
+            responses={
+                "200": {
+                    "description": f"A page of {res.name}",
+                    "content": {
+                        "application/json": {"schema": named["page"]},
+                        SPARSE_JSON: {"schema": named["fields_page"]},
                     },
-                    **problems(400, *read_problems, *nested),
                 },
-            )
+                **problems(400, *read_problems, *nested),
+            },
+        ),
+        "create": spec(
+            "POST",
+            collection,
+            create_item,
+            "create",
+            f"Create {a_noun}",
+            description=f"Create {a_noun}.{about} Server-owned fields (`id`, `created_at`, ...) and "
+            "unknown fields are refused (422).",
+            parameters=within,
+            requestBody=json_body(named["create"]),
+            responses={
+                "201": response(
+                    f"The new {noun}"
+                    + (", with its write-only fields, shown this once" if res.write_only else ""),
+                    data(named.get("created", named["item"])),
+                    header_names=("Location", *etag_headers),
+                ),
+                **problems(400, 403, *nested, 409, 422),
+            },
+        ),
+        "get": spec(
+            "GET",
+            item,
+            get_item,
+            "get",
+            f"Get {a_noun}",
+            description=f"One {noun}, with its version as the ETag.{about} Absent and not visible are "
+            "both 404.",
+            parameters=[*key, ref("parameters", "If-None-Match")],
+            responses={
+                "200": response(f"The {noun}", data(named["item"]), header_names=etag_headers),
+                "304": response(
+                    "Not modified: If-None-Match names the current version",
+                    None,
+                    header_names=etag_headers,
+                ),
+                **problems(400, *read_problems, 404),
+            },
+        ),
+        "update": spec(
+            "PATCH",
+            item,
+            update_item,
+            "update",
+            f"Change {a_noun}",
+            description=f"Change some fields of {a_noun}; `version` grows by one.{about} With If-Match, "
+            "the change is made only if the item is still at that version (412 otherwise).",
+            parameters=[*key, ref("parameters", "If-Match")],
+            requestBody=json_body(named["update"]),
+            responses={
+                "200": response(f"The changed {noun}", data(named["item"]), header_names=etag_headers),
+                **problems(400, 403, 404, 409, 412, 422),
+            },
+        ),
+        "delete": spec(
+            "DELETE",
+            item,
+            delete_item,
+            "delete",
+            f"Delete {a_noun}",
+            description=f"Delete {a_noun}, and what references it with ON DELETE CASCADE.{about}",
+            parameters=[*key, ref("parameters", "If-Match")],
+            responses={
+                "204": response("Deleted"),
+                # 409: still referenced by items whose reference is ON DELETE RESTRICT
+                **problems(400, 403, 404, 409, 412),
+            },
+        ),
+    }
+    routes = [route for op, route in operations.items() if op in res.operations]
+    return routes + [
+        spec(
+            action.method,
+            f"{item}/{action.path}",
+            action_handlers[action.name],
+            action.name,
+            action.summary or action.name.replace("_", " ").capitalize(),
+            **action_operation(res, action, key),
         )
-    if "create" in ops:
-        routes.append(
-            spec(
-                "POST",
-                collection,
-                create_item,
-                "create",
-                f"Create {a_noun}",
-                description=f"Create {a_noun}.{about} Server-owned fields (`id`, `created_at`, ...) and "
-                "unknown fields are refused (422).",
-                parameters=within,
-                requestBody=json_body(named["create"]),
-                responses={
-                    "201": response(
-                        f"The new {noun}"
-                        + (", with its write-only fields, shown this once" if res.write_only else ""),
-                        data(named.get("created", named["item"])),
-                        header_names=("Location", *etag_headers),
-                    ),
-                    **problems(400, 403, *nested, 409, 422),
-                },
-            )
-        )
-    if "get" in ops:
-        routes.append(
-            spec(
-                "GET",
-                item,
-                get_item,
-                "get",
-                f"Get {a_noun}",
-                description=f"One {noun}, with its version as the ETag.{about} Absent and not visible are "
-                "both 404.",
-                parameters=[*key, ref("parameters", "If-None-Match")],
-                responses={
-                    "200": response(f"The {noun}", data(named["item"]), header_names=etag_headers),
-                    "304": response(
-                        "Not modified: If-None-Match names the current version",
-                        None,
-                        header_names=etag_headers,
-                    ),
-                    **problems(400, *read_problems, 404),
-                },
-            )
-        )
-    if "update" in ops:
-        routes.append(
-            spec(
-                "PATCH",
-                item,
-                update_item,
-                "update",
-                f"Change {a_noun}",
-                description=f"Change some fields of {a_noun}; `version` grows by one.{about} With If-Match, "
-                "the change is made only if the item is still at that version (412 otherwise).",
-                parameters=[*key, ref("parameters", "If-Match")],
-                requestBody=json_body(named["update"]),
-                responses={
-                    "200": response(f"The changed {noun}", data(named["item"]), header_names=etag_headers),
-                    **problems(400, 403, 404, 409, 412, 422),
-                },
-            )
-        )
-    if "delete" in ops:
-        routes.append(
-            spec(
-                "DELETE",
-                item,
-                delete_item,
-                "delete",
-                f"Delete {a_noun}",
-                description=f"Delete {a_noun}, and what references it with ON DELETE CASCADE.{about}",
-                parameters=[*key, ref("parameters", "If-Match")],
-                responses={
-                    "204": response("Deleted"),
-                    # 409: still referenced by items whose reference is ON DELETE RESTRICT
-                    **problems(400, 403, 404, 409, 412),
-                },
-            )
-        )
-    for action in res.actions:
-        routes.append(
-            spec(
-                action.method,
-                f"{item}/{action.path}",
-                action_handlers[action.name],
-                action.name,
-                action.summary or action.name.replace("_", " ").capitalize(),
-                **action_operation(res, action, key),
-            )
-        )
-    return routes
+        for action in res.actions
+    ]
 
 
 def _collection_path(res: Resource, parent: Resource | None) -> str:
