@@ -248,17 +248,6 @@ def _query_cache(services: Services) -> CacheFeed:
 def _replicas(services: Services) -> Replicas:
     """Read pools on the replicas; managers read through them, and writes leave the caller's mark."""
     settings = services.settings
-    pooling = settings.database_pool_mode == "transaction"
-
-    def pool(dsn: str) -> Database:
-        return Database(
-            dsn,
-            max_size=settings.db_pool_size,
-            acquire_timeout=settings.db_pool_timeout,
-            connect_timeout=settings.db_connect_timeout,
-            statement_timeout=settings.request_timeout + 1,
-            transaction_pooling=pooling,
-        )
 
     # The marks must be seen by every worker and instance: Redis when configured. Without it they hold
     # in this process only (`rampart serve` warns about that with several workers).
@@ -268,11 +257,24 @@ def _replicas(services: Services) -> Replicas:
         [url.get_secret_value() for url in settings.database_replica_urls],
         marks=marks,
         max_lag=settings.database_replica_max_lag,
-        make_pool=pool,
-        transaction_pooling=pooling,
+        make_pool=lambda dsn: _database(settings, dsn),
+        transaction_pooling=settings.database_pool_mode == "transaction",
     )
     services.replicas = replicas
     return replicas
+
+
+def _database(settings: Settings, dsn: str, **options: Any) -> Database:
+    """A pool of the settings' size and time limits (the primary's, or a replica's)."""
+    return Database(
+        dsn,
+        max_size=settings.db_pool_size,
+        acquire_timeout=settings.db_pool_timeout,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.request_timeout + 1,
+        transaction_pooling=settings.database_pool_mode == "transaction",
+        **options,
+    )
 
 
 def _install_console(services: Services, checks: dict[str, Any]) -> tuple[list[RouteSpec], list[Any], Any]:
@@ -343,13 +345,9 @@ def create_app(
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     secret = settings.jwt_secret.get_secret_value()
     pooled = settings.database_pool_mode == "transaction"
-    db = Database(
+    db = _database(
+        settings,
         settings.database_url.get_secret_value(),
-        max_size=settings.db_pool_size,
-        acquire_timeout=settings.db_pool_timeout,
-        connect_timeout=settings.db_connect_timeout,
-        statement_timeout=settings.request_timeout + 1,
-        transaction_pooling=pooled,
         # This worker announces its own row changes after each commit (rampart.resources.caching); the
         # tables' triggers stay quiet for its sessions. A transaction-mode pooler cannot carry a session
         # setting: then the triggers announce, inside each write.

@@ -108,12 +108,10 @@ def _cursor_text(value: Any) -> str | None:
 
 
 def _single(params: Any, name: str) -> str:
-
-    values = params.getlist(name)
+    values: list[str] = params.getlist(name)
     if len(values) != 1:
         raise _bad(name, "repeated_parameter", f"{name} may be given only once.")
-    value: str = values[0]
-    return value
+    return values[0]
 
 
 def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> ListQuery:
