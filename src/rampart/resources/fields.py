@@ -287,7 +287,6 @@ class Boolean(FieldType):
 class Choice(FieldType):
     def __init__(self, values: Sequence[str]) -> None:
         self.values = tuple(values)
-        self.operators = ("eq", "ne", "in")
 
     def check(self, value: Any) -> Any:
         if not isinstance(value, str) or value not in self.values:
@@ -375,7 +374,6 @@ class Id(FieldType):
     """A UUID: primary keys and references. Shown as its canonical text."""
 
     pg_type = "uuid"
-    operators = ("eq", "ne", "in")
 
     def check(self, value: Any) -> Any:
         parsed = parse_uuid(value) if isinstance(value, str) else None
