@@ -123,12 +123,7 @@ class Text(FieldType):
     def check(self, value: Any) -> Any:
         if not isinstance(value, str):
             raise FieldInvalid("invalid_type", "Must be a string.")
-        if "\x00" in value:
-            raise FieldInvalid("invalid_characters", "Must not contain NUL characters.")
-        if self.strip:
-            value = value.strip()
-        if self.lower:
-            value = value.lower()
+        value = self.parse(value)  # NUL refused, then normalised as declared
         if len(value) < self.min_length:
             code = "required" if not value else "too_short"
             raise FieldInvalid(code, f"Must be at least {self.min_length} characters long.")
@@ -140,7 +135,7 @@ class Text(FieldType):
             raise FieldInvalid("invalid_format", "Has an invalid format.")
         return value
 
-    def parse(self, text: str) -> Any:
+    def parse(self, text: str) -> str:
         if "\x00" in text:
             raise FieldInvalid("invalid_characters", "Must not contain NUL characters.")
         # Filters compare with stored values, which were normalised the same way on write.

@@ -162,8 +162,7 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
     sparse: tuple[str, ...] | None = None
     if "fields" in params:
         names = _single(params, "fields").split(",")
-        unknown = [n for n in names if n not in resource.shown_fields]
-        if unknown:
+        if unknown := [n for n in names if n not in resource.shown_fields]:
             # Named up to ten, each cut short: the answer must not grow with what the client sends.
             named = ", ".join(n[:100] for n in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
             raise _bad("fields", "invalid_fields", f"Unknown fields: {named or '(an empty name)'}.")
