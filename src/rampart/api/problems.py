@@ -18,6 +18,11 @@ PROBLEM_TYPE = "application/problem+json"
 
 # A body of 60,000 unknown keys fits in the 1 MiB limit; listing every one would answer with megabytes.
 MAX_ERRORS = 100
+_UNEXPECTED = "An unexpected error occurred; it has been logged."
+
+
+class _Unexpected(e.RampartError, code="internal_error", title="Internal server error"):
+    """Anything raised that is not a Rampart error: its internals never reach a client."""
 
 
 def rate_limit_headers(limit: int, remaining: int, reset_after: float) -> list[tuple[bytes, bytes]]:
@@ -34,47 +39,36 @@ def problem(
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, extra headers and body of the problem response for `exc`."""
     headers: list[tuple[bytes, bytes]] = []
-    body: dict[str, Any]
-    if isinstance(exc, e.RampartError):
-        status = exc.status
-        body = {
-            "type": "about:blank",
-            "title": exc.title,
-            "status": status,
-            "detail": exc.detail,
-            "code": exc.code,
-        }
-        if exc.errors:
-            shown = exc.errors[:MAX_ERRORS]
-            body["errors"] = [{"field": f.field, "code": f.code, "message": f.message} for f in shown]
-            if len(exc.errors) > MAX_ERRORS:
-                body["detail"] = (
-                    f"{exc.detail} The first {MAX_ERRORS} of {len(exc.errors)} errors are listed."
-                )
-        if isinstance(exc, e.Unauthorized):
-            value = 'Bearer error="invalid_token"' if exc.token_present else "Bearer"
-            headers.append((b"www-authenticate", value.encode()))
-        elif isinstance(exc, e.RateLimited):
-            headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
-            if exc.limit:
-                headers += rate_limit_headers(exc.limit, exc.remaining, exc.reset_after)
-        elif isinstance(exc, e.MethodNotAllowed):
-            headers.append((b"allow", ", ".join(exc.allow).encode()))
-        cause = exc.__cause__
-    else:
-        status = 500
-        body = {
-            "type": "about:blank",
-            "title": "Internal server error",
-            "status": 500,
-            "detail": "An unexpected error occurred; it has been logged.",
-            "code": "internal_error",
-        }
-        cause = exc
+    error = exc if isinstance(exc, e.RampartError) else _Unexpected(_UNEXPECTED)
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+    }
+    if error.errors:
+        shown = error.errors[:MAX_ERRORS]
+        body["errors"] = [{"field": f.field, "code": f.code, "message": f.message} for f in shown]
+        if len(error.errors) > MAX_ERRORS:
+            body["detail"] = (
+                f"{error.detail} The first {MAX_ERRORS} of {len(error.errors)} errors are listed."
+            )
+    if isinstance(exc, e.Unauthorized):
+        value = 'Bearer error="invalid_token"' if exc.token_present else "Bearer"
+        headers.append((b"www-authenticate", value.encode()))
+    elif isinstance(exc, e.RateLimited):
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+        if exc.limit:
+            headers += rate_limit_headers(exc.limit, exc.remaining, exc.reset_after)
+    elif isinstance(exc, e.MethodNotAllowed):
+        headers.append((b"allow", ", ".join(exc.allow).encode()))
+    # Only in development mode: what raised it (the cause of a Rampart error, anything else itself).
+    cause = exc.__cause__ if error is exc else exc
     body["request_id"] = request_id
     if debug and cause is not None:
         body["debug"] = {
             "exception": f"{type(cause).__name__}: {cause}",
             "traceback": traceback.format_exception(cause)[-6:],
         }
-    return status, headers, orjson.dumps(body)
+    return error.status, headers, orjson.dumps(body)
