@@ -130,12 +130,9 @@ class Rampart:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        if scope["type"] != "lifespan":
+            await self._app(scope, receive, send)
             return
-        await self._app(scope, receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -168,7 +165,6 @@ class Rampart:
         for worker in reversed(self.services.background):
             await worker.stop()
         await self.services.limiter.close()
-
         if self.services.replicas is not None:
             await self.services.replicas.close()
         await self.services.db.close()
@@ -354,7 +350,6 @@ def create_app(
         session_settings=None if pooled else {"rampart.announces": "on"},
     )
     assert settings.session_database_url is not None
-    listen_dsn = settings.session_database_url.get_secret_value()
     roles = Roles(settings.role_permissions)
     tokens = TokenIssuer(
         secret=secret,
@@ -385,7 +380,7 @@ def create_app(
         authenticator=Authenticator(db=db, tokens=tokens, roles=roles, cache_ttl=settings.session_cache_ttl),
         limiter=limiter,
         registry=Registry(),
-        listener=Listener(listen_dsn),
+        listener=Listener(settings.session_database_url.get_secret_value()),
         redis=redis_client,
     )
     services.background.append(services.listener)
@@ -418,9 +413,7 @@ def create_app(
             announcer=announcer,
             replicas=replicas,
         )
-    specs: list[RouteSpec] = []
-    for manager in services.managers.values():
-        specs += resource_routes(manager)
+    specs = [route for manager in services.managers.values() for route in resource_routes(manager)]
     specs += auth_routes(users=services.managers["users"])
     specs += impersonation_routes(
         users=services.managers["users"],
@@ -482,7 +475,6 @@ def create_app(
                 sum(b.alone for b in batches),
             )
         )
-
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
     specs += _install_events(services, metrics)
     assert services.dispatcher is not None

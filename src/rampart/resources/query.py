@@ -178,11 +178,9 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
     query = ListQuery(tuple(filters), tuple(sort), limit, None, sparse, include_total)
     if "cursor" in params:
         texts = cursors.decode(_single(params, "cursor"), query.sort_key)
-        if len(texts) != len(sort):
-            raise _bad("cursor", "invalid_cursor", "The cursor is malformed or was altered.")
         try:
             after = tuple(fields[name].type.parse(text) for (name, _), text in zip(sort, texts, strict=True))
-        except FieldInvalid:
+        except (FieldInvalid, ValueError):  # ValueError: not one value per sort key
             raise _bad("cursor", "invalid_cursor", "The cursor is malformed or was altered.") from None
         query = ListQuery(query.filters, query.sort, limit, after, sparse, include_total)
     return query
