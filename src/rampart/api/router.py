@@ -27,7 +27,7 @@ from rampart.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from rampart.lib.ratelimit import Decision, RateLimiter
+from rampart.lib.ratelimit import RateLimiter
 from rampart.lib.rates import Rate
 from rampart.resources.endpoints import Call, RouteSpec
 
@@ -92,10 +92,10 @@ class Endpoint:
         response = await spec.handler(call)
         await response(scope, receive, send)
 
-    async def _limit(self, spec: RouteSpec, actor: Actor | None, scope: Scope) -> Decision | None:
+    async def _limit(self, spec: RouteSpec, actor: Actor | None, scope: Scope) -> None:
         rate = self.limits.rates.get(spec.rate_class)
         if rate is None:
-            return None
+            return
         client = scope.get("client")
         ip = client[0] if client else "unknown"
         # Auth token routes are limited per client IP; everything else per user, or per IP when anonymous.
@@ -118,7 +118,6 @@ class Endpoint:
         scope["rampart.response_headers"] = rate_limit_headers(
             decision.limit, decision.remaining, decision.reset_after
         )
-        return decision
 
 
 # Renders an error of a browser route as a page (the console's), given the call as far as it was made.
@@ -237,8 +236,7 @@ def build_router(
             )
         else:
             endpoints[path] = Endpoint(path, group, auth, limits, resources)
-    for path, endpoint in endpoints.items():
-        routes.append(Route(path, endpoint))
+    routes += [Route(path, endpoint) for path, endpoint in endpoints.items()]
     return _SegmentRouter(routes=routes, default=_not_found, endpoints=endpoints)
 
 

@@ -303,14 +303,13 @@ class Resource:
             raise ValueError(f"table name {self.table!r} is longer than {_MAX_TABLE} characters")
         if reserved := set(SERVER_FIELDS) & set(self.fields):
             raise ValueError(f"{self.name}: fields {sorted(reserved)} are provided by the framework")
-        server: dict[str, Field] = {"id": Field(Id(), read_only=True, filter=("eq", "in"), sort=True)}
         declared = dict(self.fields)
         if self.owner_field and self.owner_field not in declared:
             declared[self.owner_field] = Field(
                 Reference("users", must="exist"), read_only=True, filter=("eq", "in")
             )  # indexed as a reference is (rampart.resources.tables)
         self.all_fields = {
-            **server,
+            "id": Field(Id(), read_only=True, filter=("eq", "in"), sort=True),
             **declared,
             "created_at": Field(Timestamp(), read_only=True, filter=True, sort=True),
             "updated_at": Field(Timestamp(), read_only=True, filter=True, sort=True),
