@@ -130,12 +130,9 @@ class Rampart:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        if scope["type"] != "lifespan":
+            await self._app(scope, receive, send)
             return
-        await self._app(scope, receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -168,7 +165,6 @@ class Rampart:
         for worker in reversed(self.services.background):
             await worker.stop()
         await self.services.limiter.close()
-
         if self.services.replicas is not None:
             await self.services.replicas.close()
         await self.services.db.close()
@@ -248,17 +244,6 @@ def _query_cache(services: Services) -> CacheFeed:
 def _replicas(services: Services) -> Replicas:
     """Read pools on the replicas; managers read through them, and writes leave the caller's mark."""
     settings = services.settings
-    pooling = settings.database_pool_mode == "transaction"
-
-    def pool(dsn: str) -> Database:
-        return Database(
-            dsn,
-            max_size=settings.db_pool_size,
-            acquire_timeout=settings.db_pool_timeout,
-            connect_timeout=settings.db_connect_timeout,
-            statement_timeout=settings.request_timeout + 1,
-            transaction_pooling=pooling,
-        )
 
     # The marks must be seen by every worker and instance: Redis when configured. Without it they hold
     # in this process only (`rampart serve` warns about that with several workers).
@@ -268,11 +253,24 @@ def _replicas(services: Services) -> Replicas:
         [url.get_secret_value() for url in settings.database_replica_urls],
         marks=marks,
         max_lag=settings.database_replica_max_lag,
-        make_pool=pool,
-        transaction_pooling=pooling,
+        make_pool=lambda dsn: _database(settings, dsn),
+        transaction_pooling=settings.database_pool_mode == "transaction",
     )
     services.replicas = replicas
     return replicas
+
+
+def _database(settings: Settings, dsn: str, **options: Any) -> Database:
+    """A pool of the settings' size and time limits (the primary's, or a replica's)."""
+    return Database(
+        dsn,
+        max_size=settings.db_pool_size,
+        acquire_timeout=settings.db_pool_timeout,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.request_timeout + 1,
+        transaction_pooling=settings.database_pool_mode == "transaction",
+        **options,
+    )
 
 
 def _install_console(services: Services, checks: dict[str, Any]) -> tuple[list[RouteSpec], list[Any], Any]:
@@ -343,20 +341,15 @@ def create_app(
         raise ValueError("create_app needs settings.database_url (the CLI starts an embedded database)")
     secret = settings.jwt_secret.get_secret_value()
     pooled = settings.database_pool_mode == "transaction"
-    db = Database(
+    db = _database(
+        settings,
         settings.database_url.get_secret_value(),
-        max_size=settings.db_pool_size,
-        acquire_timeout=settings.db_pool_timeout,
-        connect_timeout=settings.db_connect_timeout,
-        statement_timeout=settings.request_timeout + 1,
-        transaction_pooling=pooled,
         # This worker announces its own row changes after each commit (rampart.resources.caching); the
         # tables' triggers stay quiet for its sessions. A transaction-mode pooler cannot carry a session
         # setting: then the triggers announce, inside each write.
         session_settings=None if pooled else {"rampart.announces": "on"},
     )
     assert settings.session_database_url is not None
-    listen_dsn = settings.session_database_url.get_secret_value()
     roles = Roles(settings.role_permissions)
     tokens = TokenIssuer(
         secret=secret,
@@ -387,7 +380,7 @@ def create_app(
         authenticator=Authenticator(db=db, tokens=tokens, roles=roles, cache_ttl=settings.session_cache_ttl),
         limiter=limiter,
         registry=Registry(),
-        listener=Listener(listen_dsn),
+        listener=Listener(settings.session_database_url.get_secret_value()),
         redis=redis_client,
     )
     services.background.append(services.listener)
@@ -420,9 +413,7 @@ def create_app(
             announcer=announcer,
             replicas=replicas,
         )
-    specs: list[RouteSpec] = []
-    for manager in services.managers.values():
-        specs += resource_routes(manager)
+    specs = [route for manager in services.managers.values() for route in resource_routes(manager)]
     specs += auth_routes(users=services.managers["users"])
     specs += impersonation_routes(
         users=services.managers["users"],
@@ -484,7 +475,6 @@ def create_app(
                 sum(b.alone for b in batches),
             )
         )
-
     services.bus.on("*", lambda event: metrics.events.labels(event["type"], "emitted").inc())
     specs += _install_events(services, metrics)
     assert services.dispatcher is not None

@@ -7,7 +7,7 @@ but never sent outside development mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ class RampartError(Exception):
 
     code: ClassVar[str] = "error"
     title: ClassVar[str] = "Error"
+    status: ClassVar[int] = 500  # the HTTP status `rampart.api.problems` answers it with
     # Raised by browser pages only (the console's), never by an API route: its code is left out of the
     # OpenAPI document's `Problem.code` enum, which would otherwise depend on whether the console is on.
     pages_only: ClassVar[bool] = False
@@ -33,87 +34,65 @@ class RampartError(Exception):
         self.detail = detail
         self.errors = errors or []
 
-
-class InvalidRequest(RampartError):
-    code = "bad_request"
-    title = "Bad request"
-
-
-class MalformedJSON(InvalidRequest):
-    code = "malformed_json"
-    title = "Malformed JSON"
+    def __init_subclass__(cls, *, code: str = "", title: str = "", status: int = 0, **options: Any) -> None:
+        """`class NotFound(RampartError, code="not_found", title="Not found", status=404)`; what is not
+        given (or set in the class body) is the base's."""
+        super().__init_subclass__(**options)
+        cls.code, cls.title, cls.status = code or cls.code, title or cls.title, status or cls.status
 
 
-class InvalidQuery(InvalidRequest):
-    code = "invalid_query"
-    title = "Invalid query"
+class InvalidRequest(RampartError, code="bad_request", title="Bad request", status=400): ...
 
 
-class InvalidHeader(InvalidRequest):
-    code = "invalid_header"
-    title = "Invalid header"
+class MalformedJSON(InvalidRequest, code="malformed_json", title="Malformed JSON"): ...
 
 
-class Unauthorized(RampartError):
-    code = "unauthorized"
-    title = "Unauthorized"
+class InvalidQuery(InvalidRequest, code="invalid_query", title="Invalid query"): ...
 
+
+class InvalidHeader(InvalidRequest, code="invalid_header", title="Invalid header"): ...
+
+
+class Unauthorized(RampartError, code="unauthorized", title="Unauthorized", status=401):
     def __init__(self, detail: str, *, token_present: bool = False) -> None:
         super().__init__(detail)
         self.token_present = token_present
 
 
-class Forbidden(RampartError):
-    code = "forbidden"
-    title = "Forbidden"
+class Forbidden(RampartError, code="forbidden", title="Forbidden", status=403): ...
 
 
-class NotFound(RampartError):
-    code = "not_found"
-    title = "Not found"
+class NotFound(RampartError, code="not_found", title="Not found", status=404): ...
 
 
-class MethodNotAllowed(RampartError):
-    code = "method_not_allowed"
-    title = "Method not allowed"
-
+class MethodNotAllowed(RampartError, code="method_not_allowed", title="Method not allowed", status=405):
     def __init__(self, detail: str, *, allow: list[str]) -> None:
         super().__init__(detail)
         self.allow = allow
 
 
-class Conflict(RampartError):
-    code = "conflict"
-    title = "Conflict"
+class Conflict(RampartError, code="conflict", title="Conflict", status=409): ...
 
 
-class PreconditionFailed(RampartError):
-    code = "precondition_failed"
-    title = "Precondition failed"
+class PreconditionFailed(
+    RampartError, code="precondition_failed", title="Precondition failed", status=412
+): ...
 
 
-class PayloadTooLarge(RampartError):
-    code = "payload_too_large"
-    title = "Payload too large"
+class PayloadTooLarge(RampartError, code="payload_too_large", title="Payload too large", status=413): ...
 
 
-class UnsupportedMediaType(RampartError):
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
+class UnsupportedMediaType(
+    RampartError, code="unsupported_media_type", title="Unsupported media type", status=415
+): ...
 
 
-class ValidationFailed(RampartError):
-    code = "validation_failed"
-    title = "Validation failed"
-
+class ValidationFailed(RampartError, code="validation_failed", title="Validation failed", status=422):
     def __init__(self, errors: list[FieldError], detail: str = "The request has invalid fields.") -> None:
         super().__init__(detail, errors=errors)
 
 
-class RateLimited(RampartError):
-    code = "rate_limited"
-    title = "Too many requests"
-
+class RateLimited(RampartError, code="rate_limited", title="Too many requests", status=429):
     def __init__(
         self, detail: str, *, retry_after: float, limit: int = 0, remaining: int = 0, reset_after: float = 0.0
     ) -> None:
@@ -124,11 +103,9 @@ class RateLimited(RampartError):
         self.reset_after = reset_after
 
 
-class ServiceUnavailable(RampartError):
-    code = "service_unavailable"
-    title = "Service unavailable"
+class ServiceUnavailable(
+    RampartError, code="service_unavailable", title="Service unavailable", status=503
+): ...
 
 
-class RequestTimeout(RampartError):
-    code = "timeout"
-    title = "Request timed out"
+class RequestTimeout(RampartError, code="timeout", title="Request timed out", status=504): ...

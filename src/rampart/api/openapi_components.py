@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rampart import errors as e
-from rampart.api.problems import MAX_ERRORS, status_for
+from rampart.api.problems import MAX_ERRORS
 from rampart.resources.openapi_parts import PROBLEM_JSON, PROBLEM_RESPONSES, ref
 
 # Codes of problems written outside the error classes: an unexpected error, readiness, and the answers of
@@ -28,7 +28,7 @@ def problem_codes() -> dict[str, int]:
         cls = pending.pop()
         pending += cls.__subclasses__()
         if not cls.pages_only:
-            codes.setdefault(cls.code, status_for(cls))
+            codes.setdefault(cls.code, cls.status)
     return dict(sorted(codes.items()))
 
 

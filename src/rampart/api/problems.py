@@ -16,37 +16,22 @@ from rampart import errors as e
 
 PROBLEM_TYPE = "application/problem+json"
 
-STATUS: dict[type[e.RampartError], int] = {
-    e.InvalidRequest: 400,
-    e.Unauthorized: 401,
-    e.Forbidden: 403,
-    e.NotFound: 404,
-    e.MethodNotAllowed: 405,
-    e.Conflict: 409,
-    e.PreconditionFailed: 412,
-    e.PayloadTooLarge: 413,
-    e.UnsupportedMediaType: 415,
-    e.ValidationFailed: 422,
-    e.RateLimited: 429,
-    e.ServiceUnavailable: 503,
-    e.RequestTimeout: 504,
-}
-
-
 # A body of 60,000 unknown keys fits in the 1 MiB limit; listing every one would answer with megabytes.
 MAX_ERRORS = 100
+_UNEXPECTED = "An unexpected error occurred; it has been logged."
 
 
-def status_of(exc: e.RampartError) -> int:
-    return status_for(type(exc))
+class _Unexpected(e.RampartError, code="internal_error", title="Internal server error"):
+    """Anything raised that is not a Rampart error: its internals never reach a client."""
 
 
-def status_for(kind: type[e.RampartError]) -> int:
-    """The status of an error class: its own, or its nearest base's."""
-    for cls in kind.__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
+def rate_limit_headers(limit: int, remaining: int, reset_after: float) -> list[tuple[bytes, bytes]]:
+    """What every response of a rate-limited route says is left, errors included."""
+    return [
+        (b"ratelimit-limit", str(limit).encode()),
+        (b"ratelimit-remaining", str(remaining).encode()),
+        (b"ratelimit-reset", str(max(0, math.ceil(reset_after))).encode()),
+    ]
 
 
 def problem(
@@ -54,51 +39,36 @@ def problem(
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, extra headers and body of the problem response for `exc`."""
     headers: list[tuple[bytes, bytes]] = []
-    body: dict[str, Any]
-    if isinstance(exc, e.RampartError):
-        status = status_of(exc)
-        body = {
-            "type": "about:blank",
-            "title": exc.title,
-            "status": status,
-            "detail": exc.detail,
-            "code": exc.code,
-        }
-        if exc.errors:
-            shown = exc.errors[:MAX_ERRORS]
-            body["errors"] = [{"field": f.field, "code": f.code, "message": f.message} for f in shown]
-            if len(exc.errors) > MAX_ERRORS:
-                body["detail"] = (
-                    f"{exc.detail} The first {MAX_ERRORS} of {len(exc.errors)} errors are listed."
-                )
-        if isinstance(exc, e.Unauthorized):
-            value = 'Bearer error="invalid_token"' if exc.token_present else "Bearer"
-            headers.append((b"www-authenticate", value.encode()))
-        elif isinstance(exc, e.RateLimited):
-            headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
-            if exc.limit:
-                headers += [
-                    (b"ratelimit-limit", str(exc.limit).encode()),
-                    (b"ratelimit-remaining", str(exc.remaining).encode()),
-                    (b"ratelimit-reset", str(max(0, math.ceil(exc.reset_after))).encode()),
-                ]
-        elif isinstance(exc, e.MethodNotAllowed):
-            headers.append((b"allow", ", ".join(exc.allow).encode()))
-        cause = exc.__cause__
-    else:
-        status = 500
-        body = {
-            "type": "about:blank",
-            "title": "Internal server error",
-            "status": 500,
-            "detail": "An unexpected error occurred; it has been logged.",
-            "code": "internal_error",
-        }
-        cause = exc
+    error = exc if isinstance(exc, e.RampartError) else _Unexpected(_UNEXPECTED)
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+    }
+    if error.errors:
+        shown = error.errors[:MAX_ERRORS]
+        body["errors"] = [{"field": f.field, "code": f.code, "message": f.message} for f in shown]
+        if len(error.errors) > MAX_ERRORS:
+            body["detail"] = (
+                f"{error.detail} The first {MAX_ERRORS} of {len(error.errors)} errors are listed."
+            )
+    if isinstance(exc, e.Unauthorized):
+        value = 'Bearer error="invalid_token"' if exc.token_present else "Bearer"
+        headers.append((b"www-authenticate", value.encode()))
+    elif isinstance(exc, e.RateLimited):
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+        if exc.limit:
+            headers += rate_limit_headers(exc.limit, exc.remaining, exc.reset_after)
+    elif isinstance(exc, e.MethodNotAllowed):
+        headers.append((b"allow", ", ".join(exc.allow).encode()))
+    # Only in development mode: what raised it (the cause of a Rampart error, anything else itself).
+    cause = exc.__cause__ if error is exc else exc
     body["request_id"] = request_id
     if debug and cause is not None:
         body["debug"] = {
             "exception": f"{type(cause).__name__}: {cause}",
             "traceback": traceback.format_exception(cause)[-6:],
         }
-    return status, headers, orjson.dumps(body)
+    return error.status, headers, orjson.dumps(body)

@@ -4,7 +4,6 @@ route is public), checks the route's permission, applies the rate limit, then ca
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -17,6 +16,7 @@ from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
+from rampart.api.problems import rate_limit_headers
 from rampart.auth.browser import AS_COOKIE, CSRF_FIELD, BrowserSessions
 from rampart.auth.sessions import Authenticator
 from rampart.errors import (
@@ -27,7 +27,7 @@ from rampart.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from rampart.lib.ratelimit import Decision, RateLimiter
+from rampart.lib.ratelimit import RateLimiter
 from rampart.lib.rates import Rate
 from rampart.resources.endpoints import Call, RouteSpec
 
@@ -92,10 +92,10 @@ class Endpoint:
         response = await spec.handler(call)
         await response(scope, receive, send)
 
-    async def _limit(self, spec: RouteSpec, actor: Actor | None, scope: Scope) -> Decision | None:
+    async def _limit(self, spec: RouteSpec, actor: Actor | None, scope: Scope) -> None:
         rate = self.limits.rates.get(spec.rate_class)
         if rate is None:
-            return None
+            return
         client = scope.get("client")
         ip = client[0] if client else "unknown"
         # Auth token routes are limited per client IP; everything else per user, or per IP when anonymous.
@@ -115,16 +115,9 @@ class Endpoint:
                 reset_after=decision.reset_after,
             )
         # Every response of a limited route says what is left, errors included: the pipeline adds these.
-        scope["rampart.response_headers"] = _limit_headers(decision)
-        return decision
-
-
-def _limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"ratelimit-limit", str(decision.limit).encode()),
-        (b"ratelimit-remaining", str(decision.remaining).encode()),
-        (b"ratelimit-reset", str(max(0, math.ceil(decision.reset_after))).encode()),
-    ]
+        scope["rampart.response_headers"] = rate_limit_headers(
+            decision.limit, decision.remaining, decision.reset_after
+        )
 
 
 # Renders an error of a browser route as a page (the console's), given the call as far as it was made.
@@ -243,8 +236,7 @@ def build_router(
             )
         else:
             endpoints[path] = Endpoint(path, group, auth, limits, resources)
-    for path, endpoint in endpoints.items():
-        routes.append(Route(path, endpoint))
+    routes += [Route(path, endpoint) for path, endpoint in endpoints.items()]
     return _SegmentRouter(routes=routes, default=_not_found, endpoints=endpoints)
 
 

@@ -14,7 +14,6 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from rampart.access.actor import Actor
 from rampart.access.impersonation import MANAGE_USERS
-from rampart.api.problems import status_of
 from rampart.console import PREFIX
 from rampart.console.parts import ConsoleParts
 from rampart.errors import Forbidden, RampartError, Unauthorized
@@ -175,7 +174,7 @@ class Pages:
         """A Rampart error of a console route, as a page; signed out, the sign-in page instead."""
         if isinstance(exc, Unauthorized) and exc.code == Unauthorized.code and call.actor is None:
             return redirect(f"{PREFIX}/sign-in")
-        status = status_of(exc)
+        status = exc.status
         return await self.render(
             call,
             "error.html",

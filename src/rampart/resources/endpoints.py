@@ -118,13 +118,8 @@ Route = RouteSpec
 
 
 def json_response(payload: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(payload, option=JSON_OPTIONS),
-        status_code=status,
-        headers=dict(headers) if headers else None,
-        media_type="application/json",
-    )
+    return Response(orjson.dumps(payload, option=JSON_OPTIONS), status, headers, "application/json")
 
 
 def empty_response(status: int = 204, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(status_code=status, headers=dict(headers) if headers else None)
+    return Response(status_code=status, headers=headers)

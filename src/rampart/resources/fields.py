@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rampart.lib.ids import parse_uuid
@@ -67,7 +67,21 @@ class FieldType:
         return self.select(column)
 
     def sa_type(self) -> sa.types.TypeEngine[Any]:
-        raise NotImplementedError
+        """The column's SQLAlchemy type, from `pg_type` (for migrations only)."""
+        import sqlalchemy as sa
+        from sqlalchemy.dialects import postgresql as pg
+
+        types: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
+            "text": sa.Text,
+            "text[]": lambda: pg.ARRAY(sa.Text()),
+            "integer": sa.Integer,
+            "smallint": sa.SmallInteger,
+            "boolean": sa.Boolean,
+            "date": sa.Date,
+            "timestamptz": lambda: pg.TIMESTAMP(timezone=True, precision=3),
+            "uuid": lambda: pg.UUID(as_uuid=True),
+        }
+        return types[self.pg_type]()
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of a value, for OpenAPI."""
@@ -109,12 +123,7 @@ class Text(FieldType):
     def check(self, value: Any) -> Any:
         if not isinstance(value, str):
             raise FieldInvalid("invalid_type", "Must be a string.")
-        if "\x00" in value:
-            raise FieldInvalid("invalid_characters", "Must not contain NUL characters.")
-        if self.strip:
-            value = value.strip()
-        if self.lower:
-            value = value.lower()
+        value = self.parse(value)  # NUL refused, then normalised as declared
         if len(value) < self.min_length:
             code = "required" if not value else "too_short"
             raise FieldInvalid(code, f"Must be at least {self.min_length} characters long.")
@@ -126,18 +135,13 @@ class Text(FieldType):
             raise FieldInvalid("invalid_format", "Has an invalid format.")
         return value
 
-    def parse(self, text: str) -> Any:
+    def parse(self, text: str) -> str:
         if "\x00" in text:
             raise FieldInvalid("invalid_characters", "Must not contain NUL characters.")
         # Filters compare with stored values, which were normalised the same way on write.
         if self.strip:
             text = text.strip()
         return text.lower() if self.lower else text
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.Text()
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
@@ -203,12 +207,6 @@ class TextList(FieldType):
     def parse(self, text: str) -> Any:
         raise FieldInvalid("invalid_value", "A list is not compared in a query.")
 
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-        from sqlalchemy.dialects import postgresql as pg
-
-        return pg.ARRAY(sa.Text())
-
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "array", "items": self.item.schema(), "maxItems": self.max_items}
         if self.min_items:
@@ -229,11 +227,10 @@ class Integer(FieldType):
         self, *, minimum: int | None = None, maximum: int | None = None, small: bool = False
     ) -> None:
         bits = 15 if small else 31
-        # Bounds never exceed the column type, so a valid body value always fits the column.
-        self.minimum = max(-(2**bits), -(2**bits) if minimum is None else minimum)
-        self.maximum = min(2**bits - 1, 2**bits - 1 if maximum is None else maximum)
-
-        self.small = small
+        # The column's range. Bounds never exceed it, so a valid body value always fits the column.
+        self.lowest, self.highest = -(2**bits), 2**bits - 1
+        self.minimum = self.lowest if minimum is None else max(self.lowest, minimum)
+        self.maximum = self.highest if maximum is None else min(self.highest, maximum)
         self.pg_type = "smallint" if small else "integer"
         self.operators = ALL_COMPARISONS
 
@@ -253,22 +250,15 @@ class Integer(FieldType):
             raise FieldInvalid("invalid_value", "Must be an integer.")
         number = int(text)
         # The column's own range: a bound value PostgreSQL cannot hold fails the whole query.
-        bits = 15 if self.small else 31
-        if not -(2**bits) <= number < 2**bits:
+        if not self.lowest <= number <= self.highest:
             raise FieldInvalid("invalid_value", "Is out of range.")
         return number
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.SmallInteger() if self.small else sa.Integer()
 
     def schema(self) -> dict[str, Any]:
         return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
 
     def filter_schema(self) -> dict[str, Any]:
-        bits = 15 if self.small else 31  # the column's range, as `parse` checks it
-        return {"type": "integer", "minimum": -(2**bits), "maximum": 2**bits - 1}
+        return {"type": "integer", "minimum": self.lowest, "maximum": self.highest}  # as `parse` checks
 
 
 class Boolean(FieldType):
@@ -285,11 +275,6 @@ class Boolean(FieldType):
             raise FieldInvalid("invalid_value", "Must be true or false.")
         return text == "true"
 
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.Boolean()
-
     def schema(self) -> dict[str, Any]:
         return {"type": "boolean"}
 
@@ -297,17 +282,11 @@ class Boolean(FieldType):
 class Choice(FieldType):
     def __init__(self, values: Sequence[str]) -> None:
         self.values = tuple(values)
-        self.operators = ("eq", "ne", "in")
 
     def check(self, value: Any) -> Any:
         if not isinstance(value, str) or value not in self.values:
             raise FieldInvalid("invalid_choice", f"Must be one of: {', '.join(self.values)}.")
         return value
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.Text()
 
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "enum": list(self.values)}
@@ -333,11 +312,6 @@ class Date(FieldType):
     def select_immutable(self, column: str) -> str:
         # rampart_date: the same to_char, declared IMMUTABLE (made by rampart.db.citus on a cluster).
         return f"rampart_date({column})"
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        import sqlalchemy as sa
-
-        return sa.Date()
 
     def to_json(self, value: Any) -> Any:
         return value.isoformat() if isinstance(value, dt.date) else value
@@ -382,11 +356,6 @@ class Timestamp(FieldType):
         # rampart_ts: the same to_char, declared IMMUTABLE (made by rampart.db.citus on a cluster).
         return f"rampart_ts({column})"
 
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        from sqlalchemy.dialects import postgresql as pg
-
-        return pg.TIMESTAMP(timezone=True, precision=3)
-
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "format": "date-time"}
 
@@ -400,7 +369,6 @@ class Id(FieldType):
     """A UUID: primary keys and references. Shown as its canonical text."""
 
     pg_type = "uuid"
-    operators = ("eq", "ne", "in")
 
     def check(self, value: Any) -> Any:
         parsed = parse_uuid(value) if isinstance(value, str) else None
@@ -410,11 +378,6 @@ class Id(FieldType):
 
     def select(self, column: str) -> str:
         return f"{column}::text"
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        from sqlalchemy.dialects import postgresql as pg
-
-        return pg.UUID(as_uuid=True)
 
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "format": "uuid"}

@@ -16,9 +16,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
-
-from rampart.access.actor import Actor
 from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
 from rampart.errors import NotFound
@@ -31,7 +28,7 @@ from rampart.resources.query import CursorCodec
 from rampart.resources.reads import Page, Reads, Row
 from rampart.resources.rules import AccessRules
 from rampart.resources.selects import TableSQL
-from rampart.resources.spec import Binder, Resource
+from rampart.resources.spec import Resource
 from rampart.resources.writes import Writes, current_id
 
 
@@ -82,78 +79,25 @@ class ResourceManager:
         # The cache's misses of one loop step, read in one statement (metrics count its batches).
         self.misses = self.reader.misses
         self.actions = {action.name: action for action in resource.actions}
-
-    # ----- rules -------------------------------------------------------------------------------------
-    def visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
-        """The condition for rows `actor` may see, or None when all are visible."""
-        return self.rules.visible_sql(actor, alias, bind)
-
-    def writable_sql(self, actor: Actor, alias: str, bind: Binder, *, delete: bool = False) -> str | None:
-        """The condition for rows `actor` may change (or delete), or None when all are."""
-        return self.rules.writable_sql(actor, alias, bind, delete=delete)
-
-    def manage_sql(self, actor: Actor, alias: str, bind: Binder, *, manage: Any = None) -> str | None:
-        """The condition for changing this row's children."""
-        return self.rules.manage_sql(actor, alias, bind, manage=manage)
-
-    def events_visible_sql(self, actor: Actor, alias: str, bind: Binder) -> str | None:
-        """The audit log's form of the visibility rule (see `AccessRules.events_visible_sql`)."""
-        return self.rules.events_visible_sql(actor, alias, bind)
-
-    def events_visible_ids_sql(self, actor: Actor, bind: Binder) -> str | None:
-        """The ids of this resource's objects, live or deleted, whose events `actor` may see."""
-        return self.rules.events_visible_ids_sql(actor, bind)
-
-    # ----- reads -------------------------------------------------------------------------------------
-    async def list(self, ctx: Context, params: Any = None, *, parent_id: uuid.UUID | None = None) -> Page:
-        """A page of visible rows; `params` in the API's query language (a mapping, a query string)."""
-        return await self.reader.list(ctx, params, parent_id=parent_id)
-
-    async def list_json(
-        self, ctx: Context, query_string: bytes, *, parent_id: uuid.UUID | None = None
-    ) -> bytes:
-        """`list` as the response body, for the raw query string of a request."""
-        return await self.reader.list_json(ctx, query_string, parent_id=parent_id)
-
-    async def get(self, ctx: Context, key: Any, *, parent_id: uuid.UUID | None = None) -> Row:
-        """One visible row by its key, or NotFound."""
-        return await self.reader.get(ctx, key, parent_id=parent_id)
-
-    async def get_json(self, ctx: Context, key: Any) -> tuple[int, bytes]:
-        """`get` (top level) as (version, the row encoded as JSON)."""
-        return await self.reader.get_json(ctx, key)
-
-    def not_found(self) -> NotFound:
-        return self.reader.not_found()
-
-    async def require_parent(
-        self, ctx: Context, parent_id: uuid.UUID, *, manage: bool = False, conn: Any = None
-    ) -> None:
-        """NotFound unless the parent row is visible; Forbidden when `manage` and it may not be changed."""
-        await self.reader.require_parent(ctx, parent_id, manage=manage, conn=conn)
-
-    # ----- writes ------------------------------------------------------------------------------------
-    async def create(self, ctx: Context, body: Any, *, parent_id: uuid.UUID | None = None) -> Row:
-        """Validate and insert a row; returns it as clients see it."""
-        return await self.writer.create(ctx, body, parent_id=parent_id)
-
-    async def update(
-        self,
-        ctx: Context,
-        key: Any,
-        body: Any,
-        *,
-        if_match: str | None = None,
-        parent_id: uuid.UUID | None = None,
-    ) -> Row:
-        """Apply a partial update; `version` goes up by one when anything changed."""
-        return await self.writer.update(ctx, key, body, if_match=if_match, parent_id=parent_id)
-
-    async def delete(
-        self, ctx: Context, key: Any, *, if_match: str | None = None, parent_id: uuid.UUID | None = None
-    ) -> Row:
-        """Delete a row the caller may delete; returns the row as it was."""
-        return await self.writer.delete(ctx, key, if_match=if_match, parent_id=parent_id)
+        # Its rules, reads and writes are its parts' own methods: a request through the manager takes no
+        # extra step. Rules: the SQL conditions of what `actor` may see and change.
+        self.visible_sql = self.rules.visible_sql
+        self.writable_sql = self.rules.writable_sql
+        self.manage_sql = self.rules.manage_sql  # changing a row's children
+        self.events_visible_sql = self.rules.events_visible_sql  # the audit log's form
+        self.events_visible_ids_sql = self.rules.events_visible_ids_sql
+        # Reads: pages (`list`, `params` in the API's query language) and items, `_json` as response bodies.
+        self.list = self.reader.list
+        self.list_json = self.reader.list_json
+        self.get = self.reader.get
+        self.get_json = self.reader.get_json
+        self.not_found = self.reader.not_found
+        self.require_parent = self.reader.require_parent
+        # Writes, each with its checks, hooks and event.
+        self.create = self.writer.create
+        self.update = self.writer.update
+        self.delete = self.writer.delete
+        self.check_references = self.writer.check_references
 
     # ----- actions -----------------------------------------------------------------------------------
     async def act(
@@ -175,10 +119,6 @@ class ResourceManager:
         return await actions.run(
             self, action, ctx, key, parent_id=parent_id, path=path, query=query, body=body
         )
-
-    async def check_references(self, ctx: Context, conn: asyncpg.Connection, data: Mapping[str, Any]) -> None:
-        """422 on each reference that names a row the caller may not see (or use)."""
-        await self.writer.check_references(ctx, conn, data)
 
 
 # Kept importable from here: callers of the manager's results use them.

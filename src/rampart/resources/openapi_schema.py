@@ -289,6 +289,10 @@ def _alternatives(names: list[str]) -> str:
     return "(?:" + "|".join(re.escape(n) for n in names) + ")"
 
 
+def _in_query(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False}
+
+
 def _filter_parameter(resource: Resource, name: str, field: Field, op: str) -> dict[str, Any]:
     key = name if op == "eq" else f"{name}[{op}]"
     what = {
@@ -303,9 +307,7 @@ def _filter_parameter(resource: Resource, name: str, field: Field, op: str) -> d
         "is": f"`{name}` is null (`null`) or set (`not_null`)",
     }[op]
     param: dict[str, Any] = {
-        "name": key,
-        "in": "query",
-        "required": False,
+        **_in_query(key),
         "description": f"Only items where {what}.",
     }
     if op == "is":
@@ -341,9 +343,7 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
     one_field = _alternatives(list(resource.shown_fields))
     params += [
         {
-            "name": "sort",
-            "in": "query",
-            "required": False,
+            **_in_query("sort"),
             "schema": {
                 "type": "string",
                 "pattern": f"^{one_sort}(?:,{one_sort}){{0,{most_keys - 1}}}$",
@@ -354,16 +354,12 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
             f"ignored; at most {most_keys} keys. Sortable: {', '.join(sortable)}. Ties are broken by `id`.",
         },
         {
-            "name": "limit",
-            "in": "query",
-            "required": False,
+            **_in_query("limit"),
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
             "description": "The page size.",
         },
         {
-            "name": "cursor",
-            "in": "query",
-            "required": False,
+            **_in_query("cursor"),
             "schema": {"type": "string", "minLength": 1, "maxLength": 2048, "pattern": "^[A-Za-z0-9_-]+$"},
             "description": "Where the next page starts: `meta.next_cursor` of the previous page, opaque and "
             "signed (an altered one is refused). Send the same `sort`, filters and `fields` as the request "
@@ -371,18 +367,14 @@ def list_parameters(resource: Resource) -> list[dict[str, Any]]:
             "stable under inserts (keyset pagination).",
         },
         {
-            "name": "fields",
-            "in": "query",
-            "required": False,
+            **_in_query("fields"),
             "schema": {"type": "string", "pattern": f"^{one_field}(?:,{one_field})*$"},
             "description": "Sparse fields, comma-separated, from: "
             f"{', '.join(resource.shown_fields)}. The page is then `{names(resource)['fields_page']}` "
             f"(media type `{SPARSE_JSON}`): each item holds these fields only.",
         },
         {
-            "name": "include_total",
-            "in": "query",
-            "required": False,
+            **_in_query("include_total"),
             "schema": {"type": "boolean", "default": False},
             "description": "Count every matching item into `meta.total` (one more query).",
         },

@@ -9,7 +9,6 @@ import orjson
 from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
-from rampart.errors import NotFound
 from rampart.lib.ids import parse_uuid
 from rampart.resources import actions
 from rampart.resources.actions import operation as action_operation
@@ -23,7 +22,7 @@ from rampart.resources.endpoints import (
     json_response,
 )
 from rampart.resources.fields import FieldInvalid
-from rampart.resources.manager import Context, ResourceManager
+from rampart.resources.manager import ResourceManager
 from rampart.resources.openapi_parts import data, json_body, problems, ref, response
 from rampart.resources.openapi_schema import (
     SPARSE_JSON,
@@ -39,10 +38,6 @@ from rampart.resources.spec import Resource
 API_PREFIX = "/api/v1"
 
 
-def _context(call: Call) -> Context:
-    return Context(actor=call.user, request_id=call.request_id)
-
-
 def _sparse(query_string: bytes) -> bool:
     """Whether a list asks for sparse fields (its page is then SPARSE_JSON). The byte test keeps the parse
     off the path of every other list."""
@@ -54,7 +49,6 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
     res = manager.resource
     key_field = res.all_fields[res.key].type
     parent = manager.managers[res.parent.resource].resource if res.parent is not None else None
-    name_item = res.name
 
     def parent_of(call: Call) -> uuid.UUID | None:
         if res.parent is None:
@@ -68,7 +62,7 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         try:
             return key_field.parse(call.path[res.key])
         except FieldInvalid:
-            raise NotFound(f"No such {name_item} item.") from None
+            raise manager.not_found() from None
 
     def if_match(call: Call) -> str | None:
         header = call.request.headers.get("if-match")
@@ -82,12 +76,12 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
 
     async def list_items(call: Call) -> Response:
         query_string: bytes = call.request.scope["query_string"]
-        body = await manager.list_json(_context(call), query_string, parent_id=parent_of(call))
+        body = await manager.list_json(call.context, query_string, parent_id=parent_of(call))
         return Response(body, media_type=SPARSE_JSON if _sparse(query_string) else "application/json")
 
     async def create_item(call: Call) -> Response:
         body = call.json()
-        row = await manager.create(_context(call), body, parent_id=parent_of(call))
+        row = await manager.create(call.context, body, parent_id=parent_of(call))
         headers = {"Location": location(row, call), "ETag": etag(row["version"])}
         return json_response({"data": row}, status=201, headers=headers)
 
@@ -97,10 +91,10 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         if_none_match = call.request.headers.get("if-none-match")
         check_precondition("If-None-Match", if_none_match)
         if parent_id is not None:
-            row = await manager.get(_context(call), key, parent_id=parent_id)
+            row = await manager.get(call.context, key, parent_id=parent_id)
             version, payload = row["version"], orjson.dumps(row, option=JSON_OPTIONS)
         else:  # the row cache keeps rows encoded: a hit is sent as it is
-            version, payload = await manager.get_json(_context(call), key)
+            version, payload = await manager.get_json(call.context, key)
         tag_value = etag(version)
         if if_none_match_hits(if_none_match, version):
             return empty_response(304, {"ETag": tag_value})
@@ -113,13 +107,13 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
         key = key_of(call)
         precondition = if_match(call)
         body = call.json()
-        row = await manager.update(_context(call), key, body, if_match=precondition, parent_id=parent_id)
+        row = await manager.update(call.context, key, body, if_match=precondition, parent_id=parent_id)
         return json_response({"data": row}, headers={"ETag": etag(row["version"])})
 
     async def delete_item(call: Call) -> Response:
         parent_id = parent_of(call)
         key = key_of(call)
-        await manager.delete(_context(call), key, if_match=if_match(call), parent_id=parent_id)
+        await manager.delete(call.context, key, if_match=if_match(call), parent_id=parent_id)
         return empty_response(204)
 
     def act(action: actions.Action) -> Handler:
@@ -127,7 +121,7 @@ def resource_routes(manager: ResourceManager) -> list[RouteSpec]:
             parent_id = parent_of(call)
             key = key_of(call)
             result = await manager.act(
-                _context(call),
+                call.context,
                 action.name,
                 key,
                 parent_id=parent_id,
@@ -169,7 +163,6 @@ def routes_of(
     read_problems = (403,) if res.permission or res.policy.read_permission else ()
     nested = (404,) if parent is not None else ()  # the parent is absent or not visible
     etag_headers = ("ETag",)
-    ops = res.operations
 
     def spec(method: str, path: str, handler: Handler, op: str, summary: str, **openapi: Any) -> RouteSpec:
         return RouteSpec(
@@ -183,122 +176,108 @@ def routes_of(
             openapi=openapi,
         )
 
-    routes = []
-    if "list" in ops:
-        routes.append(
-            spec(
-                "GET",
-                collection,
-                list_items,
-                "list",
-                f"List {res.name}",
-                description=f"The {res.name} the caller may see, a page at a time.{about} Filter with the "
-                "query parameters below; page on with `cursor=<meta.next_cursor>`.",
-                parameters=[*within, *list_parameters(res)],
-                responses={
-                    "200": {
-                        "description": f"A page of {res.name}",
-                        "content": {
-                            "application/json": {"schema": named["page"]},
-                            SPARSE_JSON: {"schema": named["fields_page"]},
-                        },
+    operations = {
+        "list": spec(
+            "GET",
+            collection,
+            list_items,
+            "list",
+            f"List {res.name}",
+            description=f"The {res.name} the caller may see, a page at a time.{about} Filter with the "
+            "query parameters below; page on with `cursor=<meta.next_cursor>`.",
+            parameters=[*within, *list_parameters(res)],
+            responses={
+                "200": {
+                    "description": f"A page of {res.name}",
+                    "content": {
+                        "application/json": {"schema": named["page"]},
+                        SPARSE_JSON: {"schema": named["fields_page"]},
                     },
-                    **problems(400, *read_problems, *nested),
                 },
-            )
+                **problems(400, *read_problems, *nested),
+            },
+        ),
+        "create": spec(
+            "POST",
+            collection,
+            create_item,
+            "create",
+            f"Create {a_noun}",
+            description=f"Create {a_noun}.{about} Server-owned fields (`id`, `created_at`, ...) and "
+            "unknown fields are refused (422).",
+            parameters=within,
+            requestBody=json_body(named["create"]),
+            responses={
+                "201": response(
+                    f"The new {noun}"
+                    + (", with its write-only fields, shown this once" if res.write_only else ""),
+                    data(named.get("created", named["item"])),
+                    header_names=("Location", *etag_headers),
+                ),
+                **problems(400, 403, *nested, 409, 422),
+            },
+        ),
+        "get": spec(
+            "GET",
+            item,
+            get_item,
+            "get",
+            f"Get {a_noun}",
+            description=f"One {noun}, with its version as the ETag.{about} Absent and not visible are "
+            "both 404.",
+            parameters=[*key, ref("parameters", "If-None-Match")],
+            responses={
+                "200": response(f"The {noun}", data(named["item"]), header_names=etag_headers),
+                "304": response(
+                    "Not modified: If-None-Match names the current version",
+                    None,
+                    header_names=etag_headers,
+                ),
+                **problems(400, *read_problems, 404),
+            },
+        ),
+        "update": spec(
+            "PATCH",
+            item,
+            update_item,
+            "update",
+            f"Change {a_noun}",
+            description=f"Change some fields of {a_noun}; `version` grows by one.{about} With If-Match, "
+            "the change is made only if the item is still at that version (412 otherwise).",
+            parameters=[*key, ref("parameters", "If-Match")],
+            requestBody=json_body(named["update"]),
+            responses={
+                "200": response(f"The changed {noun}", data(named["item"]), header_names=etag_headers),
+                **problems(400, 403, 404, 409, 412, 422),
+            },
+        ),
+        "delete": spec(
+            "DELETE",
+            item,
+            delete_item,
+            "delete",
+            f"Delete {a_noun}",
+            description=f"Delete {a_noun}, and what references it with ON DELETE CASCADE.{about}",
+            parameters=[*key, ref("parameters", "If-Match")],
+            responses={
+                "204": response("Deleted"),
+                # 409: still referenced by items whose reference is ON DELETE RESTRICT
+                **problems(400, 403, 404, 409, 412),
+            },
+        ),
+    }
+    routes = [route for op, route in operations.items() if op in res.operations]
+    return routes + [
+        spec(
+            action.method,
+            f"{item}/{action.path}",
+            action_handlers[action.name],
+            action.name,
+            action.summary or action.name.replace("_", " ").capitalize(),
+            **action_operation(res, action, key),
         )
-    if "create" in ops:
-        routes.append(
-            spec(
-                "POST",
-                collection,
-                create_item,
-                "create",
-                f"Create {a_noun}",
-                description=f"Create {a_noun}.{about} Server-owned fields (`id`, `created_at`, ...) and "
-                "unknown fields are refused (422).",
-                parameters=within,
-                requestBody=json_body(named["create"]),
-                responses={
-                    "201": response(
-                        f"The new {noun}"
-                        + (", with its write-only fields, shown this once" if res.write_only else ""),
-                        data(named.get("created", named["item"])),
-                        header_names=("Location", *etag_headers),
-                    ),
-                    **problems(400, 403, *nested, 409, 422),
-                },
-            )
-        )
-    if "get" in ops:
-        routes.append(
-            spec(
-                "GET",
-                item,
-                get_item,
-                "get",
-                f"Get {a_noun}",
-                description=f"One {noun}, with its version as the ETag.{about} Absent and not visible are "
-                "both 404.",
-                parameters=[*key, ref("parameters", "If-None-Match")],
-                responses={
-                    "200": response(f"The {noun}", data(named["item"]), header_names=etag_headers),
-                    "304": response(
-                        "Not modified: If-None-Match names the current version",
-                        None,
-                        header_names=etag_headers,
-                    ),
-                    **problems(400, *read_problems, 404),
-                },
-            )
-        )
-    if "update" in ops:
-        routes.append(
-            spec(
-                "PATCH",
-                item,
-                update_item,
-                "update",
-                f"Change {a_noun}",
-                description=f"Change some fields of {a_noun}; `version` grows by one.{about} With If-Match, "
-                "the change is made only if the item is still at that version (412 otherwise).",
-                parameters=[*key, ref("parameters", "If-Match")],
-                requestBody=json_body(named["update"]),
-                responses={
-                    "200": response(f"The changed {noun}", data(named["item"]), header_names=etag_headers),
-                    **problems(400, 403, 404, 409, 412, 422),
-                },
-            )
-        )
-    if "delete" in ops:
-        routes.append(
-            spec(
-                "DELETE",
-                item,
-                delete_item,
-                "delete",
-                f"Delete {a_noun}",
-                description=f"Delete {a_noun}, and what references it with ON DELETE CASCADE.{about}",
-                parameters=[*key, ref("parameters", "If-Match")],
-                responses={
-                    "204": response("Deleted"),
-                    # 409: still referenced by items whose reference is ON DELETE RESTRICT
-                    **problems(400, 403, 404, 409, 412),
-                },
-            )
-        )
-    for action in res.actions:
-        routes.append(
-            spec(
-                action.method,
-                f"{item}/{action.path}",
-                action_handlers[action.name],
-                action.name,
-                action.summary or action.name.replace("_", " ").capitalize(),
-                **action_operation(res, action, key),
-            )
-        )
-    return routes
+        for action in res.actions
+    ]
 
 
 def _collection_path(res: Resource, parent: Resource | None) -> str:

@@ -301,17 +301,15 @@ class Resource:
                 raise ValueError(f"{name!r} is not a valid resource, table or field name")
         if len(self.table) > _MAX_TABLE:
             raise ValueError(f"table name {self.table!r} is longer than {_MAX_TABLE} characters")
-        reserved = set(SERVER_FIELDS) & set(self.fields)
-        if reserved:
+        if reserved := set(SERVER_FIELDS) & set(self.fields):
             raise ValueError(f"{self.name}: fields {sorted(reserved)} are provided by the framework")
-        server: dict[str, Field] = {"id": Field(Id(), read_only=True, filter=("eq", "in"), sort=True)}
         declared = dict(self.fields)
         if self.owner_field and self.owner_field not in declared:
             declared[self.owner_field] = Field(
                 Reference("users", must="exist"), read_only=True, filter=("eq", "in")
             )  # indexed as a reference is (rampart.resources.tables)
         self.all_fields = {
-            **server,
+            "id": Field(Id(), read_only=True, filter=("eq", "in"), sort=True),
             **declared,
             "created_at": Field(Timestamp(), read_only=True, filter=True, sort=True),
             "updated_at": Field(Timestamp(), read_only=True, filter=True, sort=True),
@@ -323,8 +321,7 @@ class Resource:
             raise ValueError(f"{self.name}: key {self.key!r} is not a field")
         for name, spec in self.all_fields.items():
             allowed = set(spec.type.operators) | ({"is"} if spec.nullable else set())
-            unknown = set(spec.operators) - allowed
-            if unknown:
+            if unknown := set(spec.operators) - allowed:
                 raise ValueError(
                     f"{self.name}.{name}: operators {sorted(unknown)} do not apply to this field type"
                 )
@@ -360,16 +357,14 @@ class Resource:
             "the parent field": self.parent is not None and name == self.parent.field,
             "the owner field": name == self.owner_field,
         }
-        found = [what for what, yes in refused.items() if yes]
-        if found:
+        if found := [what for what, yes in refused.items() if yes]:
             raise ValueError(f"{self.name}.{name}: a write-only field cannot be {' or '.join(found)}")
 
     def _check_actions(self) -> None:
         seen: set[tuple[str, str]] = set()
         names: set[str] = set()
         for action in self.actions:
-            taken = {self.key, "parent_id"} & set(action.params)
-            if taken:
+            if taken := {self.key, "parent_id"} & set(action.params):
                 raise ValueError(f"{self.name}: action {action.name} names path parameter {sorted(taken)}")
             if action.name in names or (action.method, action.path) in seen:
                 raise ValueError(f"{self.name}: two actions named {action.name} or at {action.path}")

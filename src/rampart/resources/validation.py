@@ -37,8 +37,9 @@ def _check(name: str, field: Field, value: Any, errors: list[FieldError]) -> Any
 
 def _refuse_unknown(
     resource: Resource, body: dict[str, Any], errors: list[FieldError], *, update: bool
-) -> None:
-    fields = resource.all_fields
+) -> dict[str, Field]:
+    """The fields of `body` a client may write; an error for each other name."""
+    fields, allowed = resource.all_fields, {}
     for name in body:
         field = fields.get(name)
         if field is None:
@@ -49,6 +50,9 @@ def _refuse_unknown(
             errors.append(FieldError(name, "immutable", "Is set when the item is created and cannot change."))
         elif resource.parent is not None and name == resource.parent.field:
             errors.append(FieldError(name, "read_only", "Is given by the URL."))
+        else:
+            allowed[name] = field
+    return allowed
 
 
 def validate_create(resource: Resource, body: Any, *, parent_set: bool = False) -> dict[str, Any]:
@@ -105,17 +109,8 @@ def validate_update(resource: Resource, body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _not_object()
     errors: list[FieldError] = []
-    _refuse_unknown(resource, body, errors, update=True)
-    refused = {error.field for error in errors}
-    data: dict[str, Any] = {}
     # Check the writable fields even when others were refused: every bad field is reported at once.
-    for name, value in body.items():
-        field = resource.all_fields.get(name)
-        if field is None or name in refused:
-            continue
-        checked = _check(name, field, value, errors)
-        if checked is not MISSING:
-            data[name] = checked
+    data = _given_or_default(_refuse_unknown(resource, body, errors, update=True), body, errors)
     if errors:
         raise ValidationFailed(errors)
     return data

@@ -558,23 +558,17 @@ class Writes:
         try:
             record: asyncpg.Record | None = await conn.fetchrow(sql, *params)
             return record
-
         except asyncpg.UniqueViolationError as exc:
-            raise Conflict(_unique_message(self.resource.name, exc)) from exc
+            raise Conflict(
+                f"A {self.resource.name} item with the same unique values already exists."
+            ) from exc
         except asyncpg.ForeignKeyViolationError as exc:
             raise ValidationFailed(
                 [FieldError(_fk_field(exc), "not_found", "The referenced item is gone.")]
             ) from exc
         except (asyncpg.CheckViolationError, asyncpg.NotNullViolationError) as exc:
-            raise ValidationFailed(
-                [
-                    FieldError(
-                        getattr(exc, "column_name", None) or WHOLE_BODY,
-                        "invalid",
-                        "The value breaks a constraint.",
-                    )
-                ]
-            ) from exc
+            column = getattr(exc, "column_name", None) or WHOLE_BODY
+            raise ValidationFailed([FieldError(column, "invalid", "The value breaks a constraint.")]) from exc
 
     async def _event(
         self,
@@ -662,10 +656,6 @@ def _parent_field(resource: Resource) -> str | None:
 
 def current_id(row: Row) -> uuid.UUID:
     return uuid.UUID(str(row["id"]))
-
-
-def _unique_message(resource: str, exc: asyncpg.UniqueViolationError) -> str:
-    return f"A {resource} item with the same unique values already exists."
 
 
 def _fk_field(exc: asyncpg.ForeignKeyViolationError) -> str:
