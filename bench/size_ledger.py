@@ -33,6 +33,7 @@ LEAN_RANGES = (
     ("c1fddbe^1", "c1fddbe^2", False),  # webhooks as a resource
     ("ce738af^1", "ce738af^2", False),  # lean-cache
     ("6c1f975^1", "6c1f975^2", False),  # lean-events
+    ("686d994^1", "686d994^2", False),  # lean-resources
 )
 LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
