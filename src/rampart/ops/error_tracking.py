@@ -51,12 +51,9 @@ def scrub(value: Any, *, depth: int = 0) -> Any:
     return value
 
 
-def _before_send(event: Any, hint: Any) -> Any:
-    return scrub(event)
-
-
-def _before_breadcrumb(crumb: Any, hint: Any) -> Any:
-    return scrub(crumb)
+def _scrubbed(item: Any, hint: Any) -> Any:
+    """Sentry's hook for events and breadcrumbs alike."""
+    return scrub(item)
 
 
 def init_error_tracking(dsn: str, *, environment: str, release: str) -> None:
@@ -73,6 +70,6 @@ def init_error_tracking(dsn: str, *, environment: str, release: str) -> None:
         # Only the defaults (logging, excepthook, threading, ...): the auto-enabled framework integrations
         # would patch Starlette and asyncpg underneath the pipeline, which already reports its errors.
         auto_enabling_integrations=False,
-        before_send=_before_send,
-        before_breadcrumb=_before_breadcrumb,
+        before_send=_scrubbed,
+        before_breadcrumb=_scrubbed,
     )

@@ -7,40 +7,29 @@ whichever worker answers `/metrics` adds them all up: counts are the whole serve
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
+from rampart.lib.pids import alive
 from rampart.ops.metrics_history import Totals
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _FIXED = frozenset({"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class _PoolCollector:
-    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterable[Metric]:
-        stats = self._stats()
-        gauge = GaugeMetricFamily(
-            "rampart_db_pool_connections", "Database pool connections", labels=["state"]
-        )
-        for state in ("in_use", "idle", "waiting"):
-            gauge.add_metric([state], stats.get(state, 0))
-        yield gauge
+_POOL_STATES = ("in_use", "idle", "waiting")
 
 
 class _FunctionGauge:
@@ -94,52 +83,44 @@ class _WorkerSampler:
             for name, help in _PROCESS_SERIES.items()
         }
         self._lock = threading.Lock()  # the sampling thread and a scrape may sample at once
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def sample(self) -> None:
         with self._lock:
-            self._sample()
-
-    def _sample(self) -> None:
-        stats = self._pool_stats()
-        for state in ("in_use", "idle", "waiting"):
-            self._pool.labels(state).set(stats.get(state, 0))
-        for family in self._process.collect():
-            for item in family.samples:
-                gauge = self._series.get(item.name)
-                if gauge is not None:
-                    gauge.set(item.value)
-        for copy in self._also:
-            copy()
+            stats = self._pool_stats()
+            for state in _POOL_STATES:
+                self._pool.labels(state).set(stats.get(state, 0))
+            for family in self._process.collect():
+                for item in family.samples:
+                    gauge = self._series.get(item.name)
+                    if gauge is not None:
+                        gauge.set(item.value)
+            for copy in self._also:
+                copy()
 
     def start(self, interval: float = 1.0) -> None:
         # A thread, not a task: it samples while the event loop is busy, and needs no lifespan hook.
         def run() -> None:
-            while not self._stop.wait(interval):
-                try:
+            while True:
+                time.sleep(interval)
+                with contextlib.suppress(Exception):  # a failed sample is retried next second
                     self.sample()
-                except Exception:  # noqa: S112 - a failed sample is retried next second
-                    continue
 
         self.sample()
-        self._thread = threading.Thread(target=run, name="rampart-metrics", daemon=True)
-        self._thread.start()
+        threading.Thread(target=run, name="rampart-metrics", daemon=True).start()
 
 
 _LIVE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
 
 
+def _stat(stats: Callable[[], dict[str, int]], name: str) -> float:
+    return stats().get(name, 0)
+
+
 def _forget_dead(directory: str) -> None:
     """Drop the live gauges of workers that exited (crashed or recycled) so they are not summed."""
-    pids = {int(m.group(1)) for f in os.listdir(directory) if (m := _LIVE_FILE.match(f))}
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    for pid in {int(m.group(1)) for f in os.listdir(directory) if (m := _LIVE_FILE.match(f))}:
+        if not alive(pid):
             multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-        except PermissionError:
-            pass  # alive, owned by someone else
 
 
 _Target = tuple[Counter, tuple[str, ...]]  # a counter and the label values of the child to increment
@@ -157,9 +138,13 @@ class Metrics:
     ) -> None:
         self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
-        if multiprocess_dir is None:
+        if multiprocess_dir is None:  # read at scrape time; with several workers, by `_WorkerSampler`
             ProcessCollector(registry=self.registry)
-            self.registry.register(_PoolCollector(pool_stats))
+            pool = Gauge(
+                "rampart_db_pool_connections", "Database pool connections", ["state"], registry=self.registry
+            )
+            for state in _POOL_STATES:
+                pool.labels(state).set_function(functools.partial(_stat, pool_stats, state))
         self.requests = Counter(
             "rampart_http_requests_total",
             "HTTP requests",
@@ -216,8 +201,6 @@ class Metrics:
         # Counts kept as plain integers elsewhere, copied into counters: (counters with their label values,
         # counts, seen). A labelled child is made at its first increment, as if counted directly.
         self._copied: list[tuple[tuple[_Target, ...], Callable[[], tuple[int, ...]], list[int]]] = []
-        self._read_counts: Callable[[], Mapping[str, int]] | None = None
-        self._reads_seen: dict[str, int] = {}
         self._sampler: _WorkerSampler | None = None
         if multiprocess_dir is not None:
             self._sampler = _WorkerSampler(pool_stats, [self.dispatcher_lag.sample, self._copy_counts])
@@ -229,7 +212,8 @@ class Metrics:
 
     def track_reads(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export reads by target (`primary`, `replica`), kept as plain integers like the cache counts."""
-        self._read_counts = counts
+        targets = ("primary", "replica")
+        self._copy(tuple((self.reads, (t,)) for t in targets), lambda: tuple(counts()[t] for t in targets))
 
     def track_batches(self, counts: Callable[[], tuple[int, int, int]]) -> None:
         """Export the miss batches (statements, reads batched, reads alone), plain integers too."""
@@ -241,12 +225,6 @@ class Metrics:
         self._copied.append((counters, counts, [0] * len(counters)))
 
     def _copy_counts(self) -> None:
-        if self._read_counts is not None:
-            for target, total in self._read_counts().items():
-                copied = self._reads_seen.get(target, 0)
-                if total > copied:
-                    self.reads.labels(target).inc(total - copied)
-                    self._reads_seen[target] = total
         for counters, counts, seen in self._copied:
             for i, ((counter, labels), value) in enumerate(zip(counters, counts(), strict=True)):
                 if value > seen[i]:
