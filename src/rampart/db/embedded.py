@@ -90,10 +90,6 @@ class EmbeddedPostgres:
         self._server: PostgresServer | None = None
         self._dsn: str | None = None
 
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
-
     def start(self) -> str:
         """Start the server, or join the one already running on this folder; return the DSN.
 

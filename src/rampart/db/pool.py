@@ -153,10 +153,6 @@ class Database:
             self.shard_keys = await ShardKeys.load(conn) if citus else ShardKeys()
         self._citus = citus
 
-    @property
-    def pool(self) -> asyncpg.Pool | None:
-        return self._pool
-
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is not None:
             return self._pool
@@ -295,10 +291,7 @@ class Database:
 
     def stats(self) -> dict[str, int]:
         """Pool size, in use, idle and callers waiting for a connection, for metrics and health."""
-        if self._pool is None:
-            return {"size": 0, "in_use": 0, "idle": 0, "waiting": self._waiting, "max": self._max_size}
-        size = self._pool.get_size()
-        idle = self._pool.get_idle_size()
+        size, idle = (self._pool.get_size(), self._pool.get_idle_size()) if self._pool is not None else (0, 0)
         return {
             "size": size,
             "in_use": size - idle,

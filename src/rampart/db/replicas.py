@@ -95,9 +95,6 @@ class Replica:
         self.down_until = 0.0
         self.down_reason = ""
 
-    def __repr__(self) -> str:
-        return f"Replica({self.name})"
-
     async def current(self, ttl: float, *, usable_for: float = 0.0) -> ReplicaState | None:
         """The probed state; None when the replica cannot be reached.
 
@@ -231,18 +228,12 @@ class Replicas:
             )
 
     # ----- reads ---------------------------------------------------------------------------------------
-    async def read(self, subject: Any, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run the read-only `work` on a replica that may serve `subject` (None: anyone), else the primary.
-
-        Inside a transaction it runs on the transaction's connection, which is the primary's.
-        """
-        result, _ = await self.read_where(subject, work)
-        return result
-
     async def read_where(
         self, subject: Any, work: Callable[[asyncpg.Connection], Awaitable[T]]
     ) -> tuple[T, bool]:
-        """`read`, and whether it ran on a replica (a cache must not keep what a replica answered)."""
+        """Run the read-only `work` on a replica that may serve `subject` (None: anyone), else the primary
+        (inside a transaction: on the transaction's connection); and whether it ran on a replica (a cache
+        must not keep what a replica answered)."""
         if not self._primary.in_transaction():
             replica = await self._choose(subject)
             if replica is not None:
@@ -270,14 +261,14 @@ class Replicas:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             return rows
 
-        return await self.read(subject, work)
+        return (await self.read_where(subject, work))[0]
 
     async def fetchrow(self, subject: Any, sql: str, *args: Any) -> asyncpg.Record | None:
         async def work(conn: asyncpg.Connection) -> asyncpg.Record | None:
             row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
             return row
 
-        return await self.read(subject, work)
+        return (await self.read_where(subject, work))[0]
 
     async def _choose(self, subject: Any) -> Replica | None:
         needed = 0
