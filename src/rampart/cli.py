@@ -160,40 +160,31 @@ def init(name: str, parent: Path) -> None:
     click.echo(f"Next:  cd {root} && make test && make run")
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option(
-    "--workers",
-    default=None,
-    type=click.IntRange(1, 256),
-    help="Worker processes.  [default: the CPU count]",
-)
+@main.command(context_settings={"show_default": True})
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8000)
+@click.option("--workers", type=click.IntRange(1, 256), help="Worker processes.  [default: the CPU count]")
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
-@click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply migrations first.")
+@click.option("--migrate/--no-migrate", default=True, help="Apply migrations first.")
 @click.option(
     "--max-requests",
-    default=None,
     type=click.IntRange(1),
     help="Recycle a worker after this many requests (with --workers 2 or more).",
 )
 @click.option(
     "--max-requests-jitter",
     default=0,
-    show_default=True,
     type=click.IntRange(0),
     help="Add up to this many to --max-requests per worker, so workers do not all recycle at once.",
 )
 @click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="Write every worker's output to this file (one writer), rotated; default: stdout.",
 )
 @click.option(
     "--log-max-bytes",
     default=100 * 1024 * 1024,
-    show_default=True,
     type=click.IntRange(0),
     help="Rotate the log file above this size (0: never by size).",
 )
@@ -201,15 +192,10 @@ def init(name: str, parent: Path) -> None:
     "--log-rotate",
     type=click.Choice(["never", "hourly", "daily"]),
     default="daily",
-    show_default=True,
     help="Rotate the log file at least this often.",
 )
 @click.option(
-    "--log-keep",
-    default=7,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Rotated log files to keep (oldest removed).",
+    "--log-keep", default=7, type=click.IntRange(0), help="Rotated log files to keep (oldest removed)."
 )
 def serve(
     host: str,
@@ -280,15 +266,10 @@ def serve(
         if log_file is not None:
             from rampart.ops.logfile import INTERVALS, LogFile, capture_output
 
-            stop_capture = capture_output(
-                LogFile(
-                    log_file,
-                    max_bytes=log_max_bytes or None,
-                    interval=INTERVALS.get(log_rotate),
-                    keep=log_keep,
-                )
+            output = LogFile(
+                log_file, max_bytes=log_max_bytes or None, interval=INTERVALS.get(log_rotate), keep=log_keep
             )
-            cleanups.append(stop_capture)
+            cleanups.append(capture_output(output))
         if workers > 1:  # the supervisor's own messages (a worker died, replaced, SIGTERM) as the workers'
             from rampart.ops.logging import configure_logging
 
@@ -385,7 +366,7 @@ def migrate() -> None:
 
 
 @main.command()
-@click.option("-m", "--message", default=None, help="What the migration does (its file name follows it).")
+@click.option("-m", "--message", help="What the migration does (its file name follows it).")
 @click.option(
     "--allow-destructive",
     is_flag=True,
@@ -534,7 +515,6 @@ def keys() -> None:
 @click.option(
     "--alg",
     type=click.Choice(["EdDSA", "RS256"]),
-    default=None,
     help="Algorithm of the new key (default: RAMPART_JWT_ALGORITHM).",
 )
 def keys_rotate(alg: str | None) -> None:
@@ -566,8 +546,8 @@ def events_dead(limit: int) -> None:
 
 
 @events.command("replay")
-@click.option("--subscriber", default=None, help="Only this subscriber's (e.g. webhook:<id>).")
-@click.option("--event", "event_id", default=None, help="Only this event's.")
+@click.option("--subscriber", help="Only this subscriber's (e.g. webhook:<id>).")
+@click.option("--event", "event_id", help="Only this event's.")
 def events_replay(subscriber: str | None, event_id: str | None) -> None:
     """Deliver dead deliveries again (all, or one subscriber's and/or one event's)."""
     from rampart.clitasks import event_replay

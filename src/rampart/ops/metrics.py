@@ -145,12 +145,8 @@ class Metrics:
             )
             for state in _POOL_STATES:
                 pool.labels(state).set_function(functools.partial(_stat, pool_stats, state))
-        self.requests = Counter(
-            "rampart_http_requests_total",
-            "HTTP requests",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
+        counter = functools.partial(Counter, registry=self.registry)
+        self.requests = counter("rampart_http_requests_total", "HTTP requests", ["method", "route", "status"])
         self.latency = Histogram(
             "rampart_http_request_duration_seconds",
             "HTTP request latency",
@@ -158,9 +154,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.events = Counter(
-            "rampart_events_total", "Events by outcome", ["type", "outcome"], registry=self.registry
-        )
+        self.events = counter("rampart_events_total", "Events by outcome", ["type", "outcome"])
         self.dispatcher_lag = _FunctionGauge(
             Gauge(
                 "rampart_events_dispatcher_lag_seconds",
@@ -170,32 +164,23 @@ class Metrics:
             ),
             multiprocess=multiprocess_dir is not None,
         )
-        self.rate_limited = Counter(
-            "rampart_rate_limit_rejections_total",
-            "Requests refused by the rate limiter",
-            ["route_class"],
-            registry=self.registry,
+        self.rate_limited = counter(
+            "rampart_rate_limit_rejections_total", "Requests refused by the rate limiter", ["route_class"]
         )
-        self.cache = Counter(
-            "rampart_cache_requests_total", "Cache lookups", ["cache", "result"], registry=self.registry
-        )
-        self.miss_reads = Counter(
+        self.cache = counter("rampart_cache_requests_total", "Cache lookups", ["cache", "result"])
+        self.miss_reads = counter(
             "rampart_cache_miss_reads_total",
             "Row cache misses read from the database, by statement: batched with others of the same "
             "loop step, or alone",
             ["sent"],
-            registry=self.registry,
         )
-        self.miss_batches = Counter(
-            "rampart_cache_miss_batches_total",
-            "Statements that read several row cache misses at once",
-            registry=self.registry,
+        self.miss_batches = counter(
+            "rampart_cache_miss_batches_total", "Statements that read several row cache misses at once"
         )
-        self.reads = Counter(
+        self.reads = counter(
             "rampart_db_reads_total",
             "Reads outside transactions, by where they ran (with read replicas only)",
             ["target"],
-            registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # Counts kept as plain integers elsewhere, copied into counters: (counters with their label values,
