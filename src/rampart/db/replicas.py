@@ -68,32 +68,22 @@ class ReplicaState:
     checked_at: float
 
 
+@dataclass(eq=False, repr=False, slots=True)  # no repr: the DSN may hold a password
 class Replica:
     """One streaming replica: a pool for reads, and a probe connection for its position."""
 
-    def __init__(
-        self,
-        name: str,
-        dsn: str,
-        *,
-        pool: Database,
-        max_lag: float,
-        probe_timeout: float,
-        retry_after: float,
-        transaction_pooling: bool,
-    ) -> None:
-        self.name = name
-        self.db = pool
-        self._dsn = dsn
-        self._max_lag = max_lag
-        self._probe_timeout = probe_timeout
-        self._retry_after = retry_after
-        self._cache_size = 0 if transaction_pooling else 100
-        self._conn: asyncpg.Connection | None = None
-        self._probing: asyncio.Task[ReplicaState | None] | None = None
-        self.state: ReplicaState | None = None
-        self.down_until = 0.0
-        self.down_reason = ""
+    name: str
+    dsn: str
+    db: Database
+    max_lag: float
+    probe_timeout: float
+    retry_after: float
+    cache_size: int  # statements the probe connection keeps prepared (none behind a pooler)
+    state: ReplicaState | None = None
+    down_until: float = 0.0
+    down_reason: str = ""
+    _conn: asyncpg.Connection | None = None
+    _probing: asyncio.Task[ReplicaState | None] | None = None
 
     async def current(self, ttl: float, *, usable_for: float = 0.0) -> ReplicaState | None:
         """The probed state; None when the replica cannot be reached.
@@ -122,11 +112,11 @@ class Replica:
 
     async def _probe(self) -> ReplicaState | None:
         try:
-            async with asyncio.timeout(self._probe_timeout):
+            async with asyncio.timeout(self.probe_timeout):
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await asyncpg.connect(
-                        self._dsn,
-                        statement_cache_size=self._cache_size,
+                        self.dsn,
+                        statement_cache_size=self.cache_size,
                         server_settings={"application_name": "rampart-replica-probe"},
                     )
                 row = await self._conn.fetchrow(_PROBE)
@@ -141,7 +131,7 @@ class Replica:
             problem = "not a standby"
         elif not row["streaming"] or row["replayed"] is None:
             problem = "not streaming"
-        elif lag > self._max_lag:
+        elif lag > self.max_lag:
             problem = f"lagging {lag:.1f} s"
         if self.down_until:
             log.info("replica %s is back (%s)", self.name, problem or "ok")
@@ -153,7 +143,7 @@ class Replica:
         """Skip this replica for a while (`retry_after`); reads go elsewhere meanwhile."""
         if not self.down_until:
             log.warning("replica %s is down (%s): its reads go elsewhere", self.name, reason)
-        self.down_until = time.monotonic() + self._retry_after
+        self.down_until = time.monotonic() + self.retry_after
         self.down_reason = reason
         self.state = None
 
@@ -172,7 +162,7 @@ class Replica:
 
 
 class Replicas:
-    """The read router of one worker process. `read(subject, work)` runs `work(conn)` where it may."""
+    """The read router of one worker process. `read_where(subject, work)` runs `work(conn)` where it may."""
 
     def __init__(
         self,
@@ -193,16 +183,9 @@ class Replicas:
         self._marks = marks
         self._probe_ttl = probe_ttl
         make_pool = make_pool or Database
+        cache_size = 0 if transaction_pooling else 100
         self.replicas = [
-            Replica(
-                f"replica_{i}",
-                dsn,
-                pool=make_pool(dsn),
-                max_lag=max_lag,
-                probe_timeout=probe_timeout,
-                retry_after=retry_after,
-                transaction_pooling=transaction_pooling,
-            )
+            Replica(f"replica_{i}", dsn, make_pool(dsn), max_lag, probe_timeout, retry_after, cache_size)
             for i, dsn in enumerate(dsns, start=1)
         ]
         self._next = 0

@@ -140,9 +140,6 @@ class BalancedListener:
         self.sockets = (sock,)
         self._read()
 
-    def is_serving(self) -> bool:
-        return not self._closed.is_set()
-
     def close(self) -> None:
         """Stop accepting here; the other workers take every new connection from now on."""
         if self._closed.is_set():
