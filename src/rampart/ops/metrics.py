@@ -33,17 +33,14 @@ _POOL_STATES = ("in_use", "idle", "waiting")
 
 
 class _FunctionGauge:
-    """A gauge read from a function: at scrape time in one process, by the sampler with several."""
+    """A gauge set from a function when sampled (a multiprocess gauge has no `set_function`)."""
 
-    def __init__(self, gauge: Gauge, *, multiprocess: bool) -> None:
+    def __init__(self, gauge: Gauge) -> None:
         self.gauge = gauge
-        self.multiprocess = multiprocess
         self.function: Callable[[], float] | None = None
 
     def set_function(self, function: Callable[[], float]) -> None:
         self.function = function
-        if not self.multiprocess:
-            self.gauge.set_function(function)
 
     def sample(self) -> None:
         if self.function is not None:
@@ -161,8 +158,7 @@ class Metrics:
                 "Age of the oldest event or delivery waiting for the dispatcher",
                 registry=self.registry,
                 multiprocess_mode="livemax",  # every worker's dispatcher sees the same queue
-            ),
-            multiprocess=multiprocess_dir is not None,
+            )
         )
         self.rate_limited = counter(
             "rampart_rate_limit_rejections_total", "Requests refused by the rate limiter", ["route_class"]
@@ -186,9 +182,11 @@ class Metrics:
         # Counts kept as plain integers elsewhere, copied into counters: (counters with their label values,
         # counts, seen). A labelled child is made at its first increment, as if counted directly.
         self._copied: list[tuple[tuple[_Target, ...], Callable[[], tuple[int, ...]], list[int]]] = []
+        # Brought up to date at each scrape; with several workers, each second by the sampler.
+        self._refresh = [self.dispatcher_lag.sample, self._copy_counts]
         self._sampler: _WorkerSampler | None = None
         if multiprocess_dir is not None:
-            self._sampler = _WorkerSampler(pool_stats, [self.dispatcher_lag.sample, self._copy_counts])
+            self._sampler = _WorkerSampler(pool_stats, self._refresh)
             self._sampler.start()
 
     def track_cache(self, name: str, counts: Callable[[], tuple[int, int]]) -> None:
@@ -238,27 +236,28 @@ class Metrics:
         if status == 429:
             self.rate_limited.labels("auth" if "/auth/" in route else "api").inc()
 
-    def exposition(self) -> bytes:
-        """The Prometheus text page: this process's metrics, or every worker's added up."""
+    def _collected(self) -> CollectorRegistry:
+        """This process's registry, or one that adds up every worker's files."""
         if self.multiprocess_dir is None:
-            self._copy_counts()
-            return generate_latest(self.registry)
-        assert self._sampler is not None
-        self._sampler.sample()  # the answering worker's own values are current
+            return self.registry
         _forget_dead(self.multiprocess_dir)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        return registry
+
+    def exposition(self) -> bytes:
+        """The Prometheus text page: this process's metrics, or every worker's added up."""
+        if self._sampler is not None:
+            self._sampler.sample()  # the answering worker's own values are current
+        else:
+            for refresh in self._refresh:
+                refresh()
+        return generate_latest(self._collected())
 
     def api_totals(self) -> Totals:
         """Cumulative requests, 5xx answers and latency buckets of the `/api/` routes (every worker's with
         several): what `rampart.ops.metrics_history` samples for the console."""
-        if self.multiprocess_dir is None:
-            registry = self.registry
-        else:
-            _forget_dead(self.multiprocess_dir)
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry = self._collected()
         requests = errors = 0.0
         buckets: dict[float, float] = {}
         for metric in registry.collect():
