@@ -265,13 +265,11 @@ class Database:
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self.connection() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-            return rows
+            return await conn.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self.connection() as conn:
-            row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
-            return row
+            return await conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         async with self.connection() as conn:
@@ -279,8 +277,7 @@ class Database:
 
     async def execute(self, sql: str, *args: Any) -> str:
         async with self.connection() as conn:
-            status: str = await conn.execute(sql, *args)
-            return status
+            return await conn.execute(sql, *args)
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         async with self.connection() as conn:

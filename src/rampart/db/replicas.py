@@ -8,11 +8,8 @@
 - After a caller's write commits, `wrote(subject)` records the primary's WAL insert position in a shared
   `Store` (Redis: every worker and instance sees it) as the caller's *mark*. A replica may serve that
   caller once `pg_last_wal_replay_lsn()` has reached the mark.
-- Each replica's replay position and lag are read on a dedicated probe connection and kept for
-  `probe_ttl` seconds (20 ms); up to five times that, a read uses the kept state while a probe refreshes
-  it in the background. So a read costs one store lookup, and a probe runs at most every 20 ms.
-
-See docs/decisions/0010-read-replicas.md for the reasoning and the measurements.
+- Each replica's replay position and lag are probed on a connection of its own at most every
+  `probe_ttl` seconds (20 ms), so a read costs one store lookup (decision 0010).
 """
 
 from __future__ import annotations
@@ -238,18 +235,12 @@ class Replicas:
             return await work(conn), False
 
     async def fetch(self, subject: Any, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-            return rows
-
-        return (await self.read_where(subject, work))[0]
+        rows, _ = await self.read_where(subject, lambda conn: conn.fetch(sql, *args))
+        return rows
 
     async def fetchrow(self, subject: Any, sql: str, *args: Any) -> asyncpg.Record | None:
-        async def work(conn: asyncpg.Connection) -> asyncpg.Record | None:
-            row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
-            return row
-
-        return (await self.read_where(subject, work))[0]
+        row, _ = await self.read_where(subject, lambda conn: conn.fetchrow(sql, *args))
+        return row
 
     async def _choose(self, subject: Any) -> Replica | None:
         needed = 0

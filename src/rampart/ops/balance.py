@@ -68,8 +68,7 @@ class Ledger:
         """Take a free slot (never used, or left by a process that is gone), under the file's lock."""
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            for i in range(self._slots):
-                pid, _, _ = _SLOT.unpack_from(self._map, i * _SLOT.size)
+            for i, (pid, _, _) in enumerate(_SLOT.iter_unpack(self._map)):
                 if pid == 0 or (pid != self.pid and not alive(pid)):
                     self.index = i
                     self._write()
@@ -89,8 +88,7 @@ class Ledger:
     def least_of_others(self) -> int | None:
         """The fewest connections any other live, accepting worker holds (None: there is none)."""
         least: int | None = None
-        for i in range(self._slots):
-            pid, held, accepting = _SLOT.unpack_from(self._map, i * _SLOT.size)
+        for pid, held, accepting in _SLOT.iter_unpack(self._map):
             if pid == 0 or pid == self.pid or not accepting:
                 continue
             if (least is None or held < least) and alive(pid):
