@@ -54,11 +54,8 @@ def default_data_dir(*, project_dir: Path) -> Path:
 
 
 class EmbeddedPostgres:
-    """A handle on the embedded server of one data folder: `start()` returns a DSN, `stop()` lets go.
-
-    The DSN has the form `postgresql://postgres@/rampart?host=<socket dir>&port=5432`, which asyncpg
-    takes as is; for SQLAlchemy replace the scheme with `postgresql+asyncpg://`.
-    """
+    """A handle on the embedded server of one data folder: `start()` returns a DSN
+    (`postgresql://postgres@/rampart?host=<socket dir>&port=5432`), `stop()` lets go."""
 
     # Handles started in this process, per data folder: pgserver counts holders by pid, so two
     # handles in one process must not let the first `stop()` shut the server under the second.
@@ -89,11 +86,8 @@ class EmbeddedPostgres:
         self._dsn: str | None = None
 
     def start(self) -> str:
-        """Start the server, or join the one already running on this folder; return the DSN.
-
-        Creates the folder (and its parents) and the `rampart` database when missing. Calling it again
-        on a started handle returns the same DSN.
-        """
+        """Start the server, or join the one already running on this folder (creating the folder and the
+        `rampart` database when missing); return the DSN, the same again on a started handle."""
         if self._dsn is not None:
             return self._dsn
         began = time.perf_counter()

@@ -152,11 +152,10 @@ class BalancedListener:
 
     def closed_one(self) -> None:
         self._ledger.add(-1)
-        self._recheck()  # below the share again, perhaps: look at the socket now
+        self._read()  # below the share again, perhaps: look at the socket now
 
-    # ----- accepting --------------------------------------------------------------------------------
     def _read(self) -> None:
-        if not self._reading:
+        if not self._reading and not self._closed.is_set():
             self._loop.add_reader(self._sock.fileno(), self._on_readable)
             self._reading = True
 
@@ -185,7 +184,7 @@ class BalancedListener:
         while not self._closed.is_set():
             if not self._may_accept():
                 self._unread()
-                self._loop.call_later(RECHECK, self._recheck)
+                self._loop.call_later(RECHECK, self._read)
                 return
             try:
                 conn, _ = self._sock.accept()
@@ -197,7 +196,7 @@ class BalancedListener:
                 # Out of descriptors (EMFILE) or memory: leave the connection queued, try again shortly.
                 log.warning("cannot accept a connection: %s", exc.strerror)
                 self._unread()
-                self._loop.call_later(0.1, self._recheck)
+                self._loop.call_later(0.1, self._read)
                 return
             self._ledger.add(1)
             conn.setblocking(False)
@@ -205,10 +204,6 @@ class BalancedListener:
             task = self._loop.create_task(self._start(conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    def _recheck(self) -> None:
-        if not self._closed.is_set():
-            self._read()
 
     async def _start(self, conn: socket.socket) -> None:
         try:
