@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,17 +19,7 @@ from rampart.resources.manager import Context
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from rampart.app import Rampart
     from rampart.db.migration_writer import Generated
-
-
-@asynccontextmanager
-async def _app(settings: Settings) -> AsyncIterator[Rampart]:
-    app = create_app(settings)
-    try:
-        yield app
-    finally:
-        await app.aclose()
 
 
 @asynccontextmanager
@@ -48,7 +38,7 @@ async def _database(settings: Settings) -> AsyncIterator[Database]:
 
 async def create_user(settings: Settings, *, email: str, name: str, role: str) -> dict[str, Any]:
     actor = system_actor(frozenset({"users:manage", "resources:read_any", "resources:write_any"}))
-    async with _app(settings) as app:
+    async with aclosing(create_app(settings)) as app:
         try:
             return await app.services.managers["users"].create(
                 Context(actor=actor), {"email": email, "name": name, "role": role}
@@ -66,7 +56,7 @@ async def update_user(settings: Settings, *, email: str, changes: dict[str, Any]
     from starlette.datastructures import QueryParams
 
     ctx = Context(actor=system_actor(frozenset({"users:manage"})))
-    async with _app(settings) as app:
+    async with aclosing(create_app(settings)) as app:
         users = app.services.managers["users"]
         try:
             page = await users.list(ctx, QueryParams({"email": email.strip().lower(), "fields": "id"}))
@@ -79,7 +69,7 @@ async def update_user(settings: Settings, *, email: str, changes: dict[str, Any]
 
 
 async def issue_token(settings: Settings, *, email: str) -> str:
-    async with _app(settings) as app:
+    async with aclosing(create_app(settings)) as app:
         services = app.services
         row = await services.db.fetchrow(
             "SELECT id, role, disabled FROM users WHERE email = $1", email.strip().lower()
@@ -149,7 +139,7 @@ async def rotate_signing_key(settings: Settings, *, alg: str) -> str:
     from rampart.auth.keys import rotate
     from rampart.auth.sessions import announce_keys
 
-    async with _app(settings) as app, app.services.db.transaction() as conn:
+    async with aclosing(create_app(settings)) as app, app.services.db.transaction() as conn:
         kid = await rotate(conn, alg=alg)
         await announce_keys(conn)
     return kid
