@@ -32,19 +32,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _POOL_STATES = ("in_use", "idle", "waiting")
 
 
-class _FunctionGauge:
-    """A gauge set from a function when sampled (a multiprocess gauge has no `set_function`)."""
+class _SampledGauge(Gauge):
+    """A gauge set from its function when sampled (a multiprocess gauge cannot call it at scrape time)."""
 
-    def __init__(self, gauge: Gauge) -> None:
-        self.gauge = gauge
-        self.function: Callable[[], float] | None = None
+    _function: Callable[[], float] | None = None
 
-    def set_function(self, function: Callable[[], float]) -> None:
-        self.function = function
+    def set_function(self, f: Callable[[], float]) -> None:
+        self._function = f
 
     def sample(self) -> None:
-        if self.function is not None:
-            self.gauge.set(self.function())
+        if self._function is not None:
+            self.set(self._function())
 
 
 _PROCESS_SERIES = {  # what ProcessCollector reads from /proc, as per-worker gauges
@@ -152,13 +150,11 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.events = counter("rampart_events_total", "Events by outcome", ["type", "outcome"])
-        self.dispatcher_lag = _FunctionGauge(
-            Gauge(
-                "rampart_events_dispatcher_lag_seconds",
-                "Age of the oldest event or delivery waiting for the dispatcher",
-                registry=self.registry,
-                multiprocess_mode="livemax",  # every worker's dispatcher sees the same queue
-            )
+        self.dispatcher_lag = _SampledGauge(
+            "rampart_events_dispatcher_lag_seconds",
+            "Age of the oldest event or delivery waiting for the dispatcher",
+            registry=self.registry,
+            multiprocess_mode="livemax",  # every worker's dispatcher sees the same queue
         )
         self.rate_limited = counter(
             "rampart_rate_limit_rejections_total", "Requests refused by the rate limiter", ["route_class"]
