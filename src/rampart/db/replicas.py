@@ -200,7 +200,8 @@ class Replicas:
             return
         try:
             position = await self._primary.fetchval(_PRIMARY_LSN)
-            await self._marks.set_max(_mark_key(subject), _encode(position), ttl=MARK_TTL)
+            # Fixed width, so that comparing the bytes (Store.set_max) compares the positions.
+            await self._marks.set_max(MARK_PREFIX + str(subject), f"{position:016x}".encode(), ttl=MARK_TTL)
         except Exception:
             log.warning(
                 "could not record a read-your-writes mark: this caller may read stale data", exc_info=True
@@ -246,7 +247,7 @@ class Replicas:
         needed = 0
         if subject is not None:
             try:
-                mark = await self._marks.get(_mark_key(subject))
+                mark = await self._marks.get(MARK_PREFIX + str(subject))
             except Exception:  # the store is down: the primary is the one place sure to hold the writes
                 log.debug("read-your-writes mark unavailable; reading from the primary", exc_info=True)
                 return None
@@ -266,25 +267,12 @@ class Replicas:
 
     async def report(self) -> dict[str, str]:
         """Each replica's condition, probed now: "ok", "down (...)", "lagging 2.5 s", "not streaming"."""
-
-        async def one(replica: Replica) -> str:
-            state = await replica.current(0.0)  # a fresh probe, whatever is cached
-            if state is None:
-                return f"down ({replica.down_reason})"
-            return state.problem or "ok"
-
-        results = await asyncio.gather(*(one(r) for r in self.replicas))
-        return {r.name: result for r, result in zip(self.replicas, results, strict=True)}
+        states = await asyncio.gather(*(r.current(0.0) for r in self.replicas))  # fresh probes, all of them
+        return {
+            r.name: f"down ({r.down_reason})" if state is None else state.problem or "ok"
+            for r, state in zip(self.replicas, states, strict=True)
+        }
 
     async def close(self) -> None:
         for replica in self.replicas:
             await replica.close()
-
-
-def _mark_key(subject: Any) -> str:
-    return MARK_PREFIX + str(subject)
-
-
-def _encode(position: int) -> bytes:
-    # Fixed width, so that comparing the bytes (Store.set_max) compares the positions.
-    return f"{position:016x}".encode()
