@@ -57,9 +57,7 @@ class Ledger:
     def __init__(self, path: str, *, pid: int | None = None) -> None:
         self.pid = os.getpid() if pid is None else pid
         self._fd = os.open(path, os.O_RDWR)
-        size = os.fstat(self._fd).st_size
-        self._map = mmap.mmap(self._fd, size)
-        self._slots = size // _SLOT.size
+        self._map = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
         self.index = -1
         self.held = 0  # connections this worker holds
         self._accepting = True
@@ -75,7 +73,7 @@ class Ledger:
                     return
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-        raise RuntimeError(f"no free slot in the connection ledger ({self._slots} slots)")
+        raise RuntimeError(f"no free slot in the connection ledger ({len(self._map) // _SLOT.size} slots)")
 
     def add(self, n: int) -> None:
         self.held += n

@@ -54,11 +54,8 @@ _PROCESS_SERIES = {  # what ProcessCollector reads from /proc, as per-worker gau
 
 
 class _WorkerSampler:
-    """Copies what only a live process can read (its pool, memory, CPU) into the shared files, each second.
-
-    The worker answering a scrape cannot see the other workers' pools or memory; each worker therefore
-    publishes its own, by pid for the process series (a dead worker's disappear, see `_forget_dead`).
-    """
+    """Copies what only a live process can read (its pool, memory, CPU) into the shared files each second,
+    for the worker answering a scrape: the process series by pid (a dead worker's go, `_forget_dead`)."""
 
     def __init__(self, pool_stats: Callable[[], dict[str, int]], also: list[Callable[[], None]]) -> None:
         self._pool_stats = pool_stats
