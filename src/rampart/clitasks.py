@@ -26,10 +26,8 @@ if TYPE_CHECKING:
 async def _database(settings: Settings) -> AsyncIterator[Database]:
     """A plain pool on the database, for what needs no application around it."""
     assert settings.database_url is not None
-    db = Database(
-        settings.database_url.get_secret_value(),
-        transaction_pooling=settings.database_pool_mode == "transaction",
-    )
+    pooled = settings.database_pool_mode == "transaction"
+    db = Database(settings.database_url.get_secret_value(), transaction_pooling=pooled)
     try:
         yield db
     finally:
@@ -226,10 +224,8 @@ async def event_replay(settings: Settings, *, subscriber: str | None, event_id: 
     from rampart.events.dispatcher import replay
     from rampart.lib.ids import parse_uuid
 
-    parsed = None
-    if event_id is not None:
-        parsed = parse_uuid(event_id)
-        if parsed is None:
-            raise click.ClickException(f"not an event id: {event_id}")
+    parsed = parse_uuid(event_id) if event_id is not None else None
+    if event_id is not None and parsed is None:
+        raise click.ClickException(f"not an event id: {event_id}")
     async with _database(settings) as db:
         return await replay(db, subscriber=subscriber, event_id=parsed)
