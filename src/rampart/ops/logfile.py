@@ -39,20 +39,19 @@ class LogFile:
         self._clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("ab")
-        self._size = self._file.tell()
         self._opened = clock()
 
     def write(self, lines: bytes) -> None:
         """Write whole lines (the caller splits at newlines), rotating first when due."""
+        size = self._file.tell()
         # Never an empty file: a line larger than max_bytes still goes somewhere.
-        if self._size and (
-            (self.max_bytes is not None and self._size + len(lines) > self.max_bytes)
+        if size and (
+            (self.max_bytes is not None and size + len(lines) > self.max_bytes)
             or (self.interval is not None and self._clock() - self._opened >= self.interval)
         ):
             self.rotate()
         self._file.write(lines)
         self._file.flush()
-        self._size += len(lines)
 
     def rotate(self) -> None:
         self._file.close()
@@ -66,7 +65,6 @@ class LogFile:
         for old in rotated[self.keep :]:
             old.unlink(missing_ok=True)
         self._file = self.path.open("ab")
-        self._size = 0
         self._opened = self._clock()
 
     def rotated(self) -> list[Path]:
