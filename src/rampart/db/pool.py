@@ -286,10 +286,4 @@ class Database:
     def stats(self) -> dict[str, int]:
         """Pool size, in use, idle and callers waiting for a connection, for metrics and health."""
         size, idle = (self._pool.get_size(), self._pool.get_idle_size()) if self._pool is not None else (0, 0)
-        return {
-            "size": size,
-            "in_use": size - idle,
-            "idle": idle,
-            "waiting": self._waiting,
-            "max": self._max_size,
-        }
+        return dict(size=size, in_use=size - idle, idle=idle, waiting=self._waiting, max=self._max_size)
