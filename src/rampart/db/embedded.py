@@ -163,9 +163,7 @@ def _refuse_home(path: Path, *, what: str, advice: str) -> None:
 def _forget_dead_holders(data_dir: Path) -> None:
     """Drop pids of processes that died without letting go (SIGKILL, OOM) from pgserver's holder list."""
     holders_file = data_dir / ".handle_pids.json"
-    if not holders_file.exists():
-        return
-    text = holders_file.read_text().strip()
+    text = holders_file.read_text().strip() if holders_file.exists() else ""
     pids: list[int] = json.loads(text) if text else []
     living = [pid for pid in pids if alive(pid)]
     if living != pids:
