@@ -346,12 +346,11 @@ def _metrics_dir(workers: int) -> str | None:
     if given:
         for stale in Path(given).glob("*.db"):
             stale.unlink()
-        return None
-    if workers == 1:
-        return None  # one process: its own registry, nothing to share
-    path = tempfile.mkdtemp(prefix="rampart-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path
+    elif workers > 1:  # one process keeps its own registry: nothing to share
+        path = tempfile.mkdtemp(prefix="rampart-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        return path
+    return None
 
 
 @main.command()
