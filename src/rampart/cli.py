@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import click
 import orjson
 from pydantic import SecretStr, ValidationError
 
 from rampart.config import Settings
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -72,10 +75,21 @@ def _source(url: SecretStr, name: str) -> str:
     return f"{redact(url.get_secret_value())} (from {origin})"
 
 
-def _exit_on_signal(signum: int, server: Any) -> None:
-    if server is not None:
-        server.stop()
-    os._exit(128 + signum)
+@contextlib.contextmanager
+def _database_settings() -> Iterator[Settings]:
+    """`_database`'s settings for the block; the embedded server, when one was started, let go after it."""
+    settings, server = _database(_settings())
+    try:
+        yield settings
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run(task: Callable[..., Coroutine[Any, Any, T]], **kwargs: Any) -> T:
+    """`task(settings, **kwargs)` run on the database."""
+    with _database_settings() as settings:
+        return asyncio.run(task(settings, **kwargs))
 
 
 def _database_failure(exc: BaseException) -> str | None:
@@ -146,40 +160,31 @@ def init(name: str, parent: Path) -> None:
     click.echo(f"Next:  cd {root} && make test && make run")
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option(
-    "--workers",
-    default=None,
-    type=click.IntRange(1, 256),
-    help="Worker processes.  [default: the CPU count]",
-)
+@main.command(context_settings={"show_default": True})
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8000)
+@click.option("--workers", type=click.IntRange(1, 256), help="Worker processes.  [default: the CPU count]")
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
-@click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply migrations first.")
+@click.option("--migrate/--no-migrate", default=True, help="Apply migrations first.")
 @click.option(
     "--max-requests",
-    default=None,
     type=click.IntRange(1),
     help="Recycle a worker after this many requests (with --workers 2 or more).",
 )
 @click.option(
     "--max-requests-jitter",
     default=0,
-    show_default=True,
     type=click.IntRange(0),
     help="Add up to this many to --max-requests per worker, so workers do not all recycle at once.",
 )
 @click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="Write every worker's output to this file (one writer), rotated; default: stdout.",
 )
 @click.option(
     "--log-max-bytes",
     default=100 * 1024 * 1024,
-    show_default=True,
     type=click.IntRange(0),
     help="Rotate the log file above this size (0: never by size).",
 )
@@ -187,15 +192,10 @@ def init(name: str, parent: Path) -> None:
     "--log-rotate",
     type=click.Choice(["never", "hourly", "daily"]),
     default="daily",
-    show_default=True,
     help="Rotate the log file at least this often.",
 )
 @click.option(
-    "--log-keep",
-    default=7,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Rotated log files to keep (oldest removed).",
+    "--log-keep", default=7, type=click.IntRange(0), help="Rotated log files to keep (oldest removed)."
 )
 def serve(
     host: str,
@@ -221,7 +221,8 @@ def serve(
         # One worker is the whole server: recycling it would stop serving, no supervisor restarts it.
         raise click.ClickException("--max-requests needs --workers 2 or more")
     settings, server = _database(_settings())
-    cleanups: list[Callable[[], None]] = []  # on the way out, also on the SIGTERM exit below
+    # On the way out, also on the SIGTERM exit below; last in, first out: the embedded database last.
+    cleanups: list[Callable[[], None]] = [server.stop] if server is not None else []
 
     def clean_up() -> None:
         while cleanups:
@@ -229,10 +230,9 @@ def serve(
 
     def on_sigterm(signum: int, frame: Any) -> None:
         clean_up()
-        _exit_on_signal(signum, server)
+        os._exit(128 + signum)
 
     try:
-        assert settings.database_url is not None
         if migrate:
             migrate_all(settings)
         if not settings.is_production:
@@ -266,15 +266,10 @@ def serve(
         if log_file is not None:
             from rampart.ops.logfile import INTERVALS, LogFile, capture_output
 
-            stop_capture = capture_output(
-                LogFile(
-                    log_file,
-                    max_bytes=log_max_bytes or None,
-                    interval=INTERVALS.get(log_rotate),
-                    keep=log_keep,
-                )
+            output = LogFile(
+                log_file, max_bytes=log_max_bytes or None, interval=INTERVALS.get(log_rotate), keep=log_keep
             )
-            cleanups.append(stop_capture)
+            cleanups.append(capture_output(output))
         if workers > 1:  # the supervisor's own messages (a worker died, replaced, SIGTERM) as the workers'
             from rampart.ops.logging import configure_logging
 
@@ -314,8 +309,6 @@ def serve(
             uvicorn.run(**options)
     finally:
         clean_up()
-        if server is not None:
-            server.stop()
 
 
 def _print_first_admin_link(settings: Settings) -> None:
@@ -353,12 +346,11 @@ def _metrics_dir(workers: int) -> str | None:
     if given:
         for stale in Path(given).glob("*.db"):
             stale.unlink()
-        return None
-    if workers == 1:
-        return None  # one process: its own registry, nothing to share
-    path = tempfile.mkdtemp(prefix="rampart-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path
+    elif workers > 1:  # one process keeps its own registry: nothing to share
+        path = tempfile.mkdtemp(prefix="rampart-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        return path
+    return None
 
 
 @main.command()
@@ -366,19 +358,14 @@ def migrate() -> None:
     """Apply pending migrations (safe to run from several processes at once)."""
     from rampart.clitasks import migrate_all
 
-    settings, server = _database(_settings())
-    try:
-        assert settings.database_url is not None
+    with _database_settings() as settings:
         for step in migrate_all(settings):  # the tables placed on a Citus cluster, the first time
             click.echo(f"citus: {step}", err=True)
-        click.echo("migrations: up to date", err=True)
-    finally:
-        if server is not None:
-            server.stop()
+    click.echo("migrations: up to date", err=True)
 
 
 @main.command()
-@click.option("-m", "--message", default=None, help="What the migration does (its file name follows it).")
+@click.option("-m", "--message", help="What the migration does (its file name follows it).")
 @click.option(
     "--allow-destructive",
     is_flag=True,
@@ -397,14 +384,10 @@ def makemigrations(message: str | None, allow_destructive: bool, merge: bool, em
         raise click.UsageError("Missing option '-m' / '--message'.")
     from rampart.clitasks import make_app_migration
 
-    settings, server = _database(_settings())
-    try:
+    with _database_settings() as settings:
         found = make_app_migration(
             settings, message=message, allow_destructive=allow_destructive, empty=empty
         )
-    finally:
-        if server is not None:
-            server.stop()
     for change in found.not_written:
         click.echo(
             f"rampart: not written (another chain's table, Rampart's own or a bundled app's): {change}",
@@ -467,25 +450,13 @@ def users_create(email: str, name: str, role: str) -> None:
     """Create a user (or report that the email is taken)."""
     from rampart.clitasks import create_user
 
-    settings, server = _database(_settings())
-    try:
-        row = asyncio.run(create_user(settings, email=email, name=name, role=role))
-        click.echo(orjson.dumps(row).decode())
-    finally:
-        if server is not None:
-            server.stop()
+    click.echo(orjson.dumps(_run(create_user, email=email, name=name, role=role)).decode())
 
 
 def _update_user(email: str, changes: dict[str, Any]) -> None:
     from rampart.clitasks import update_user
 
-    settings, server = _database(_settings())
-    try:
-        row = asyncio.run(update_user(settings, email=email, changes=changes))
-        click.echo(orjson.dumps(row).decode())
-    finally:
-        if server is not None:
-            server.stop()
+    click.echo(orjson.dumps(_run(update_user, email=email, changes=changes)).decode())
 
 
 @users.command("set-role")
@@ -521,12 +492,7 @@ def tokens_issue(email: str) -> None:
     """Open a session for the user and print only its access token."""
     from rampart.clitasks import issue_token
 
-    settings, server = _database(_settings())
-    try:
-        sys.stdout.write(asyncio.run(issue_token(settings, email=email)) + "\n")
-    finally:
-        if server is not None:
-            server.stop()
+    sys.stdout.write(_run(issue_token, email=email) + "\n")
 
 
 @main.command("login-link")
@@ -536,12 +502,7 @@ def login_link(email: str) -> None:
     administrator. The URL starts with RAMPART_PUBLIC_URL."""
     from rampart.clitasks import login_link as make_link
 
-    settings, server = _database(_settings())
-    try:
-        sys.stdout.write(asyncio.run(make_link(settings, email=email)) + "\n")
-    finally:
-        if server is not None:
-            server.stop()
+    sys.stdout.write(_run(make_link, email=email) + "\n")
 
 
 @main.group()
@@ -553,7 +514,6 @@ def keys() -> None:
 @click.option(
     "--alg",
     type=click.Choice(["EdDSA", "RS256"]),
-    default=None,
     help="Algorithm of the new key (default: RAMPART_JWT_ALGORITHM).",
 )
 def keys_rotate(alg: str | None) -> None:
@@ -566,12 +526,7 @@ def keys_rotate(alg: str | None) -> None:
             "RAMPART_JWT_ALGORITHM is HS256: its key is RAMPART_JWT_SECRET"
             " (set EdDSA or RS256 to use rotating keys)"
         )
-    settings, server = _database(_settings())
-    try:
-        click.echo(asyncio.run(rotate_signing_key(settings, alg=algorithm)))
-    finally:
-        if server is not None:
-            server.stop()
+    click.echo(_run(rotate_signing_key, alg=algorithm))
 
 
 @main.group()
@@ -585,29 +540,19 @@ def events_dead(limit: int) -> None:
     """List dead deliveries (gave up after the maximum attempts), newest first, one JSON per line."""
     from rampart.clitasks import event_dead_letters
 
-    settings, server = _database(_settings())
-    try:
-        for item in asyncio.run(event_dead_letters(settings, limit=limit)):
-            click.echo(orjson.dumps(item).decode())
-    finally:
-        if server is not None:
-            server.stop()
+    for item in _run(event_dead_letters, limit=limit):
+        click.echo(orjson.dumps(item).decode())
 
 
 @events.command("replay")
-@click.option("--subscriber", default=None, help="Only this subscriber's (e.g. webhook:<id>).")
-@click.option("--event", "event_id", default=None, help="Only this event's.")
+@click.option("--subscriber", help="Only this subscriber's (e.g. webhook:<id>).")
+@click.option("--event", "event_id", help="Only this event's.")
 def events_replay(subscriber: str | None, event_id: str | None) -> None:
     """Deliver dead deliveries again (all, or one subscriber's and/or one event's)."""
     from rampart.clitasks import event_replay
 
-    settings, server = _database(_settings())
-    try:
-        count = asyncio.run(event_replay(settings, subscriber=subscriber, event_id=event_id))
-        click.echo(f"replayed: {count}", err=True)
-    finally:
-        if server is not None:
-            server.stop()
+    count = _run(event_replay, subscriber=subscriber, event_id=event_id)
+    click.echo(f"replayed: {count}", err=True)
 
 
 if __name__ == "__main__":

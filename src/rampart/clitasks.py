@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -10,6 +12,7 @@ from rampart.access.system import system_actor
 from rampart.app import create_app
 from rampart.auth.sessions import open_session
 from rampart.config import Settings
+from rampart.db.pool import Database
 from rampart.errors import Conflict, RampartError
 from rampart.resources.manager import Context
 
@@ -19,21 +22,30 @@ if TYPE_CHECKING:
     from rampart.db.migration_writer import Generated
 
 
-async def create_user(settings: Settings, *, email: str, name: str, role: str) -> dict[str, Any]:
-    app = create_app(settings)
-    services = app.services
-    actor = system_actor(frozenset({"users:manage", "resources:read_any", "resources:write_any"}))
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Database]:
+    """A plain pool on the database, for what needs no application around it."""
+    assert settings.database_url is not None
+    pooled = settings.database_pool_mode == "transaction"
+    db = Database(settings.database_url.get_secret_value(), transaction_pooling=pooled)
     try:
-        return await services.managers["users"].create(
-            Context(actor=actor), {"email": email, "name": name, "role": role}
-        )
-    except Conflict:
-        raise click.ClickException(f"a user with email {email} already exists") from None
-    except RampartError as exc:
-        details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
-        raise click.ClickException(details) from None
+        yield db
     finally:
-        await app.aclose()
+        await db.close()
+
+
+async def create_user(settings: Settings, *, email: str, name: str, role: str) -> dict[str, Any]:
+    actor = system_actor(frozenset({"users:manage", "resources:read_any", "resources:write_any"}))
+    async with aclosing(create_app(settings)) as app:
+        try:
+            return await app.services.managers["users"].create(
+                Context(actor=actor), {"email": email, "name": name, "role": role}
+            )
+        except Conflict:
+            raise click.ClickException(f"a user with email {email} already exists") from None
+        except RampartError as exc:
+            details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
+            raise click.ClickException(details) from None
 
 
 async def update_user(settings: Settings, *, email: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -41,25 +53,22 @@ async def update_user(settings: Settings, *, email: str, changes: dict[str, Any]
     would: the same validation, the same last-admin rule, sessions revoked on disabling, an event."""
     from starlette.datastructures import QueryParams
 
-    app = create_app(settings)
-    users = app.services.managers["users"]
     ctx = Context(actor=system_actor(frozenset({"users:manage"})))
-    try:
-        page = await users.list(ctx, QueryParams({"email": email.strip().lower(), "fields": "id"}))
-        if not page.items:
-            raise click.ClickException(f"no user with email {email}")
-        return await users.update(ctx, page.items[0]["id"], changes)
-    except RampartError as exc:
-        details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
-        raise click.ClickException(f"{details} ({exc.code})") from None
-    finally:
-        await app.aclose()
+    async with aclosing(create_app(settings)) as app:
+        users = app.services.managers["users"]
+        try:
+            page = await users.list(ctx, QueryParams({"email": email.strip().lower(), "fields": "id"}))
+            if not page.items:
+                raise click.ClickException(f"no user with email {email}")
+            return await users.update(ctx, page.items[0]["id"], changes)
+        except RampartError as exc:
+            details = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
+            raise click.ClickException(f"{details} ({exc.code})") from None
 
 
 async def issue_token(settings: Settings, *, email: str) -> str:
-    app = create_app(settings)
-    services = app.services
-    try:
+    async with aclosing(create_app(settings)) as app:
+        services = app.services
         row = await services.db.fetchrow(
             "SELECT id, role, disabled FROM users WHERE email = $1", email.strip().lower()
         )
@@ -75,8 +84,6 @@ async def issue_token(settings: Settings, *, email: str) -> str:
                 user_agent="rampart-cli",
             )
         return pair.access_token
-    finally:
-        await app.aclose()
 
 
 async def login_link(settings: Settings, *, email: str) -> str:
@@ -84,13 +91,10 @@ async def login_link(settings: Settings, *, email: str) -> str:
     from rampart.access.actor import Roles
     from rampart.access.impersonation import MANAGE_USERS
     from rampart.auth.login_links import SIGN_IN, create_link
-    from rampart.db.pool import Database
 
     if not settings.console:
         raise click.ClickException("the console is off (RAMPART_CONSOLE=off)")
-    assert settings.database_url is not None
-    db = Database(settings.database_url.get_secret_value(), transaction_pooling=_pooled(settings))
-    try:
+    async with _database(settings) as db:
         row = await db.fetchrow(
             "SELECT id, role, disabled FROM users WHERE email = $1", email.strip().lower()
         )
@@ -104,8 +108,6 @@ async def login_link(settings: Settings, *, email: str) -> str:
                 f"{email} is not an administrator (role {row['role']}): the console is for administrators"
             )
         token = await create_link(db, purpose=SIGN_IN, user_id=row["id"])
-    finally:
-        await db.close()
     return _link_url(settings, token)
 
 
@@ -114,18 +116,13 @@ async def first_admin_link(settings: Settings) -> str | None:
     them into the console. None when an administrator exists (or the console is off)."""
     from rampart.access.actor import Roles
     from rampart.auth.login_links import FIRST_ADMIN, create_link, has_admin
-    from rampart.db.pool import Database
 
     if not settings.console:
         return None
-    assert settings.database_url is not None
-    db = Database(settings.database_url.get_secret_value(), transaction_pooling=_pooled(settings))
-    try:
+    async with _database(settings) as db:
         if await has_admin(db, Roles(settings.role_permissions)):
             return None
         token = await create_link(db, purpose=FIRST_ADMIN)
-    finally:
-        await db.close()
     return _link_url(settings, token)
 
 
@@ -135,23 +132,15 @@ def _link_url(settings: Settings, token: str) -> str:
     return f"{settings.public_url.rstrip('/')}{LINK_PATH}?token={token}"
 
 
-def _pooled(settings: Settings) -> bool:
-    return settings.database_pool_mode == "transaction"
-
-
 async def rotate_signing_key(settings: Settings, *, alg: str) -> str:
     """A new signing key, announced to every running worker; returns its kid."""
     from rampart.auth.keys import rotate
     from rampart.auth.sessions import announce_keys
 
-    app = create_app(settings)
-    try:
-        async with app.services.db.transaction() as conn:
-            kid = await rotate(conn, alg=alg)
-            await announce_keys(conn)
-        return kid
-    finally:
-        await app.aclose()
+    async with aclosing(create_app(settings)) as app, app.services.db.transaction() as conn:
+        kid = await rotate(conn, alg=alg)
+        await announce_keys(conn)
+    return kid
 
 
 def migrate_all(settings: Settings) -> list[str]:
@@ -224,37 +213,19 @@ def merge_app_migrations(settings: Settings, *, message: str) -> Path | None:
 
 async def event_dead_letters(settings: Settings, *, limit: int) -> list[dict[str, Any]]:
     """The most recent dead deliveries of the event dispatcher."""
-    from rampart.db.pool import Database
     from rampart.events.dispatcher import dead_letters
 
-    assert settings.database_url is not None
-    db = Database(
-        settings.database_url.get_secret_value(),
-        transaction_pooling=settings.database_pool_mode == "transaction",
-    )
-    try:
+    async with _database(settings) as db:
         return await dead_letters(db, limit=limit)
-    finally:
-        await db.close()
 
 
 async def event_replay(settings: Settings, *, subscriber: str | None, event_id: str | None) -> int:
     """Make dead deliveries pending again; the running dispatchers are woken at once."""
-    from rampart.db.pool import Database
     from rampart.events.dispatcher import replay
     from rampart.lib.ids import parse_uuid
 
-    parsed = None
-    if event_id is not None:
-        parsed = parse_uuid(event_id)
-        if parsed is None:
-            raise click.ClickException(f"not an event id: {event_id}")
-    assert settings.database_url is not None
-    db = Database(
-        settings.database_url.get_secret_value(),
-        transaction_pooling=settings.database_pool_mode == "transaction",
-    )
-    try:
+    parsed = parse_uuid(event_id) if event_id is not None else None
+    if event_id is not None and parsed is None:
+        raise click.ClickException(f"not an event id: {event_id}")
+    async with _database(settings) as db:
         return await replay(db, subscriber=subscriber, event_id=parsed)
-    finally:
-        await db.close()

@@ -228,13 +228,9 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _redis_cache_needs_redis(self) -> Settings:
+    def _needs(self) -> Settings:
         if self.cache == "redis" and self.redis_url is None:
             raise ValueError("RAMPART_CACHE=redis needs RAMPART_REDIS_URL")
-        return self
-
-    @model_validator(mode="after")
-    def _direct_url_behind_a_pooler(self) -> Settings:
         if self.database_pool_mode == "transaction" and self.database_direct_url is None:
             raise ValueError(
                 "RAMPART_DATABASE_POOL_MODE=transaction needs RAMPART_DATABASE_DIRECT_URL: LISTEN and "
@@ -258,13 +254,10 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """The settings as printable values, secrets replaced by '********'."""
-        out: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
+
+        def mask(value: Any) -> Any:
             if isinstance(value, SecretStr):
-                out[name] = "********" if value.get_secret_value() else ""
-            elif isinstance(value, list) and any(isinstance(item, SecretStr) for item in value):
-                out[name] = ["********" for _ in value]
-            else:
-                out[name] = value
-        return out
+                return "********" if value.get_secret_value() else ""
+            return [mask(item) for item in value] if isinstance(value, list) else value
+
+        return {name: mask(getattr(self, name)) for name in type(self).model_fields}

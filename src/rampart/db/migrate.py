@@ -37,10 +37,7 @@ class MigrationError(Exception):
 
 def sqlalchemy_url(dsn: str) -> str:
     """The SQLAlchemy (asyncpg dialect) form of a libpq-style DSN."""
-    for prefix in ("postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+asyncpg://" + dsn[len(prefix) :]
-    return dsn
+    return re.sub(r"^postgres(?:ql)?://", "postgresql+asyncpg://", dsn)
 
 
 def version_folders(app_folders: Folders = ()) -> tuple[Path, ...]:

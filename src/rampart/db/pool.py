@@ -50,10 +50,8 @@ _on_commit: contextvars.ContextVar[list[Callable[[], Awaitable[None]]] | None] =
 async def _light_reset(conn: asyncpg.Connection) -> None:
     """Reset a connection on release without asyncpg's default round trip (`RESET ALL; UNLISTEN *; ...`).
 
-    Pooled connections never change session state: settings are fixed at connect (`server_settings`),
-    listeners use dedicated connections, advisory locks are transaction-scoped. That leaves an
-    interrupted transaction (a cancelled request) as the only thing to undo. Saves one round trip per
-    request (~11% of a GET's time in a py-spy profile).
+    Pooled connections never change session state (settings are fixed at connect, listeners use their
+    own connections, advisory locks are transaction-scoped): only an interrupted transaction is undone.
     """
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
@@ -115,9 +113,8 @@ class Database:
             # and 1 ms to run (decision 0016). Behind a pooler: ALTER ROLE ... SET jit = off.
             self._settings["jit"] = "off"
         self._pool: asyncpg.Pool | None = None
-        # Requests take connections in the order they asked: asyncpg's pool is an asyncio.Queue, where a
-        # newcomer can take a connection released for a waiter, which goes back to the end of the line
-        # (the write p99 was five times the p50). asyncio.Semaphore queues newcomers behind waiters.
+        # Requests take connections in the order they asked: in asyncpg's pool (an asyncio.Queue) a
+        # newcomer can take a connection released for a waiter; asyncio.Semaphore queues it behind them.
         self._turns = asyncio.Semaphore(max_size)
         self._waiting = 0
         self._lock = asyncio.Lock()
@@ -152,10 +149,6 @@ class Database:
             citus = await citus_enabled(conn)
             self.shard_keys = await ShardKeys.load(conn) if citus else ShardKeys()
         self._citus = citus
-
-    @property
-    def pool(self) -> asyncpg.Pool | None:
-        return self._pool
 
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -272,13 +265,11 @@ class Database:
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self.connection() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-            return rows
+            return await conn.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self.connection() as conn:
-            row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
-            return row
+            return await conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         async with self.connection() as conn:
@@ -286,8 +277,7 @@ class Database:
 
     async def execute(self, sql: str, *args: Any) -> str:
         async with self.connection() as conn:
-            status: str = await conn.execute(sql, *args)
-            return status
+            return await conn.execute(sql, *args)
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         async with self.connection() as conn:
@@ -295,14 +285,5 @@ class Database:
 
     def stats(self) -> dict[str, int]:
         """Pool size, in use, idle and callers waiting for a connection, for metrics and health."""
-        if self._pool is None:
-            return {"size": 0, "in_use": 0, "idle": 0, "waiting": self._waiting, "max": self._max_size}
-        size = self._pool.get_size()
-        idle = self._pool.get_idle_size()
-        return {
-            "size": size,
-            "in_use": size - idle,
-            "idle": idle,
-            "waiting": self._waiting,
-            "max": self._max_size,
-        }
+        size, idle = (self._pool.get_size(), self._pool.get_idle_size()) if self._pool is not None else (0, 0)
+        return dict(size=size, in_use=size - idle, idle=idle, waiting=self._waiting, max=self._max_size)

@@ -8,11 +8,8 @@
 - After a caller's write commits, `wrote(subject)` records the primary's WAL insert position in a shared
   `Store` (Redis: every worker and instance sees it) as the caller's *mark*. A replica may serve that
   caller once `pg_last_wal_replay_lsn()` has reached the mark.
-- Each replica's replay position and lag are read on a dedicated probe connection and kept for
-  `probe_ttl` seconds (20 ms); up to five times that, a read uses the kept state while a probe refreshes
-  it in the background. So a read costs one store lookup, and a probe runs at most every 20 ms.
-
-See docs/decisions/0010-read-replicas.md for the reasoning and the measurements.
+- Each replica's replay position and lag are probed on a connection of its own at most every
+  `probe_ttl` seconds (20 ms), so a read costs one store lookup (decision 0010).
 """
 
 from __future__ import annotations
@@ -68,35 +65,22 @@ class ReplicaState:
     checked_at: float
 
 
+@dataclass(eq=False, repr=False, slots=True)  # no repr: the DSN may hold a password
 class Replica:
     """One streaming replica: a pool for reads, and a probe connection for its position."""
 
-    def __init__(
-        self,
-        name: str,
-        dsn: str,
-        *,
-        pool: Database,
-        max_lag: float,
-        probe_timeout: float,
-        retry_after: float,
-        transaction_pooling: bool,
-    ) -> None:
-        self.name = name
-        self.db = pool
-        self._dsn = dsn
-        self._max_lag = max_lag
-        self._probe_timeout = probe_timeout
-        self._retry_after = retry_after
-        self._cache_size = 0 if transaction_pooling else 100
-        self._conn: asyncpg.Connection | None = None
-        self._probing: asyncio.Task[ReplicaState | None] | None = None
-        self.state: ReplicaState | None = None
-        self.down_until = 0.0
-        self.down_reason = ""
-
-    def __repr__(self) -> str:
-        return f"Replica({self.name})"
+    name: str
+    dsn: str
+    db: Database
+    max_lag: float
+    probe_timeout: float
+    retry_after: float
+    cache_size: int  # statements the probe connection keeps prepared (none behind a pooler)
+    state: ReplicaState | None = None
+    down_until: float = 0.0
+    down_reason: str = ""
+    _conn: asyncpg.Connection | None = None
+    _probing: asyncio.Task[ReplicaState | None] | None = None
 
     async def current(self, ttl: float, *, usable_for: float = 0.0) -> ReplicaState | None:
         """The probed state; None when the replica cannot be reached.
@@ -125,11 +109,11 @@ class Replica:
 
     async def _probe(self) -> ReplicaState | None:
         try:
-            async with asyncio.timeout(self._probe_timeout):
+            async with asyncio.timeout(self.probe_timeout):
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await asyncpg.connect(
-                        self._dsn,
-                        statement_cache_size=self._cache_size,
+                        self.dsn,
+                        statement_cache_size=self.cache_size,
                         server_settings={"application_name": "rampart-replica-probe"},
                     )
                 row = await self._conn.fetchrow(_PROBE)
@@ -144,7 +128,7 @@ class Replica:
             problem = "not a standby"
         elif not row["streaming"] or row["replayed"] is None:
             problem = "not streaming"
-        elif lag > self._max_lag:
+        elif lag > self.max_lag:
             problem = f"lagging {lag:.1f} s"
         if self.down_until:
             log.info("replica %s is back (%s)", self.name, problem or "ok")
@@ -156,7 +140,7 @@ class Replica:
         """Skip this replica for a while (`retry_after`); reads go elsewhere meanwhile."""
         if not self.down_until:
             log.warning("replica %s is down (%s): its reads go elsewhere", self.name, reason)
-        self.down_until = time.monotonic() + self._retry_after
+        self.down_until = time.monotonic() + self.retry_after
         self.down_reason = reason
         self.state = None
 
@@ -175,7 +159,7 @@ class Replica:
 
 
 class Replicas:
-    """The read router of one worker process. `read(subject, work)` runs `work(conn)` where it may."""
+    """The read router of one worker process. `read_where(subject, work)` runs `work(conn)` where it may."""
 
     def __init__(
         self,
@@ -196,23 +180,15 @@ class Replicas:
         self._marks = marks
         self._probe_ttl = probe_ttl
         make_pool = make_pool or Database
+        cache_size = 0 if transaction_pooling else 100
         self.replicas = [
-            Replica(
-                f"replica_{i}",
-                dsn,
-                pool=make_pool(dsn),
-                max_lag=max_lag,
-                probe_timeout=probe_timeout,
-                retry_after=retry_after,
-                transaction_pooling=transaction_pooling,
-            )
+            Replica(f"replica_{i}", dsn, make_pool(dsn), max_lag, probe_timeout, retry_after, cache_size)
             for i, dsn in enumerate(dsns, start=1)
         ]
         self._next = 0
         # Plain integers (no metric call per read); the metrics module copies them at scrape time.
         self.counts = {"primary": 0, "replica": 0}
 
-    # ----- writes --------------------------------------------------------------------------------------
     async def wrote(self, subject: Any) -> None:
         """`subject` just committed a write: from now on, their reads need a replica that has replayed it.
 
@@ -224,25 +200,19 @@ class Replicas:
             return
         try:
             position = await self._primary.fetchval(_PRIMARY_LSN)
-            await self._marks.set_max(_mark_key(subject), _encode(position), ttl=MARK_TTL)
+            # Fixed width, so that comparing the bytes (Store.set_max) compares the positions.
+            await self._marks.set_max(MARK_PREFIX + str(subject), f"{position:016x}".encode(), ttl=MARK_TTL)
         except Exception:
             log.warning(
                 "could not record a read-your-writes mark: this caller may read stale data", exc_info=True
             )
 
-    # ----- reads ---------------------------------------------------------------------------------------
-    async def read(self, subject: Any, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run the read-only `work` on a replica that may serve `subject` (None: anyone), else the primary.
-
-        Inside a transaction it runs on the transaction's connection, which is the primary's.
-        """
-        result, _ = await self.read_where(subject, work)
-        return result
-
     async def read_where(
         self, subject: Any, work: Callable[[asyncpg.Connection], Awaitable[T]]
     ) -> tuple[T, bool]:
-        """`read`, and whether it ran on a replica (a cache must not keep what a replica answered)."""
+        """Run the read-only `work` on a replica that may serve `subject` (None: anyone), else the primary
+        (inside a transaction: on the transaction's connection); and whether it ran on a replica (a cache
+        must not keep what a replica answered)."""
         if not self._primary.in_transaction():
             replica = await self._choose(subject)
             if replica is not None:
@@ -266,24 +236,18 @@ class Replicas:
             return await work(conn), False
 
     async def fetch(self, subject: Any, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-            return rows
-
-        return await self.read(subject, work)
+        rows, _ = await self.read_where(subject, lambda conn: conn.fetch(sql, *args))
+        return rows
 
     async def fetchrow(self, subject: Any, sql: str, *args: Any) -> asyncpg.Record | None:
-        async def work(conn: asyncpg.Connection) -> asyncpg.Record | None:
-            row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
-            return row
-
-        return await self.read(subject, work)
+        row, _ = await self.read_where(subject, lambda conn: conn.fetchrow(sql, *args))
+        return row
 
     async def _choose(self, subject: Any) -> Replica | None:
         needed = 0
         if subject is not None:
             try:
-                mark = await self._marks.get(_mark_key(subject))
+                mark = await self._marks.get(MARK_PREFIX + str(subject))
             except Exception:  # the store is down: the primary is the one place sure to hold the writes
                 log.debug("read-your-writes mark unavailable; reading from the primary", exc_info=True)
                 return None
@@ -301,28 +265,14 @@ class Replicas:
                 return replica
         return None
 
-    # ----- operations ----------------------------------------------------------------------------------
     async def report(self) -> dict[str, str]:
         """Each replica's condition, probed now: "ok", "down (...)", "lagging 2.5 s", "not streaming"."""
-
-        async def one(replica: Replica) -> str:
-            state = await replica.current(0.0)  # a fresh probe, whatever is cached
-            if state is None:
-                return f"down ({replica.down_reason})"
-            return state.problem or "ok"
-
-        results = await asyncio.gather(*(one(r) for r in self.replicas))
-        return {r.name: result for r, result in zip(self.replicas, results, strict=True)}
+        states = await asyncio.gather(*(r.current(0.0) for r in self.replicas))  # fresh probes, all of them
+        return {
+            r.name: f"down ({r.down_reason})" if state is None else state.problem or "ok"
+            for r, state in zip(self.replicas, states, strict=True)
+        }
 
     async def close(self) -> None:
         for replica in self.replicas:
             await replica.close()
-
-
-def _mark_key(subject: Any) -> str:
-    return MARK_PREFIX + str(subject)
-
-
-def _encode(position: int) -> bytes:
-    # Fixed width, so that comparing the bytes (Store.set_max) compares the positions.
-    return f"{position:016x}".encode()

@@ -1,19 +1,15 @@
-"""Spreading connections evenly over the workers of `rampart serve`.
+"""Spreading connections evenly over the workers of `rampart serve` (decision 0013).
 
-The workers share one listening socket, and uvloop (libuv) accepts every connection waiting on it at once:
-whichever worker wakes first takes the whole burst. 64 connections opened together (wrk) were split 17/47,
-12/52, 20/44 between two workers (`ss`, 12 starts; libuv's `UV_TCP_SINGLE_ACCEPT` did not help). Each
-connection's requests are then served by the worker that holds it, so the busier worker's queue sets
-everyone's tail latency while the other has idle moments.
+The workers share one listening socket, and uvloop accepts every connection waiting on it at once: the
+worker that wakes first takes the whole burst, and its queue sets everyone's tail latency. Here a worker
+accepts a connection only while it holds no more connections than the least loaded of the others;
+otherwise it leaves the socket to them and looks again a millisecond later. The counts are kept in a
+small file the supervisor creates (`RAMPART_BALANCE_FILE`), one slot per worker process, each written
+only by its owner. A worker that is draining, or whose process is gone, does not count; one that does
+not take the waiting connections (stuck in a long step) is not waited for past `PATIENCE`.
 
-Here a worker accepts a connection only while it holds no more connections than the least loaded of the
-other workers; otherwise it leaves the socket to them and looks again a millisecond later. The counts are
-kept in a small file the supervisor creates (`RAMPART_BALANCE_FILE`), one slot per worker process, each
-written only by its owner. A worker that is draining, or whose process is gone, does not count; one that
-does not take the waiting connections (stuck in a long step) is not waited for past `PATIENCE`.
-
-`BalancedLoop` is the event loop `rampart serve` gives uvicorn when it runs several workers: uvloop's,
-whose `create_server` on the shared socket returns a `BalancedListener` instead of uvloop's server.
+`BalancedLoop`, the event loop of several workers, is uvloop's with a `create_server` that returns a
+`BalancedListener` on the shared socket.
 """
 
 from __future__ import annotations
@@ -33,14 +29,14 @@ from typing import Any
 
 import uvloop
 
+from rampart.lib.pids import alive
+
 log = logging.getLogger("rampart.ops.balance")
 
 ENV = "RAMPART_BALANCE_FILE"
 PATIENCE_ENV = "RAMPART_BALANCE_PATIENCE"  # seconds; PATIENCE when unset
-# A connection is left to the other workers for at most PATIENCE seconds (measured: an idle worker takes
-# its next one within 5 ms at the median, 20 ms at most, while serving the first requests of a burst);
-# past that, this worker accepts regardless for ALONE seconds. On a machine so busy that a worker may not
-# run for longer than that, the balance falls back to first-come often; `RAMPART_BALANCE_PATIENCE` raises it.
+# A connection is left to the other workers for at most PATIENCE seconds; past that, this worker accepts
+# regardless for ALONE seconds. A machine too busy for that falls back to first-come: raise PATIENCE_ENV.
 PATIENCE = 0.1
 ALONE = 1.0
 RECHECK = 0.001  # seconds between looks while over the share
@@ -55,49 +51,32 @@ def create_ledger_file(path: str, slots: int) -> None:
         f.write(bytes(_SLOT.size * slots))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Ledger:
     """The shared file: per worker process, its pid, the connections it holds and whether it accepts."""
 
     def __init__(self, path: str, *, pid: int | None = None) -> None:
         self.pid = os.getpid() if pid is None else pid
         self._fd = os.open(path, os.O_RDWR)
-        size = os.fstat(self._fd).st_size
-        self._map = mmap.mmap(self._fd, size)
-        self._slots = size // _SLOT.size
+        self._map = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
         self.index = -1
-        self._held = 0
+        self.held = 0  # connections this worker holds
         self._accepting = True
 
     def claim(self) -> None:
         """Take a free slot (never used, or left by a process that is gone), under the file's lock."""
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            for i in range(self._slots):
-                pid, _, _ = _SLOT.unpack_from(self._map, i * _SLOT.size)
-                if pid == 0 or (pid != self.pid and not _alive(pid)):
+            for i, (pid, _, _) in enumerate(_SLOT.iter_unpack(self._map)):
+                if pid == 0 or (pid != self.pid and not alive(pid)):
                     self.index = i
                     self._write()
                     return
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-        raise RuntimeError(f"no free slot in the connection ledger ({self._slots} slots)")
-
-    @property
-    def held(self) -> int:
-        return self._held
+        raise RuntimeError(f"no free slot in the connection ledger ({len(self._map) // _SLOT.size} slots)")
 
     def add(self, n: int) -> None:
-        self._held += n
+        self.held += n
         self._write()
 
     def stop_accepting(self) -> None:
@@ -107,17 +86,16 @@ class Ledger:
     def least_of_others(self) -> int | None:
         """The fewest connections any other live, accepting worker holds (None: there is none)."""
         least: int | None = None
-        for i in range(self._slots):
-            pid, held, accepting = _SLOT.unpack_from(self._map, i * _SLOT.size)
+        for pid, held, accepting in _SLOT.iter_unpack(self._map):
             if pid == 0 or pid == self.pid or not accepting:
                 continue
-            if (least is None or held < least) and _alive(pid):
+            if (least is None or held < least) and alive(pid):
                 least = held
         return least
 
     def _write(self) -> None:
         if self.index >= 0:
-            _SLOT.pack_into(self._map, self.index * _SLOT.size, self.pid, self._held, int(self._accepting))
+            _SLOT.pack_into(self._map, self.index * _SLOT.size, self.pid, self.held, int(self._accepting))
 
 
 # This process's listener, once `BalancedLoop` made it: the HTTP protocol reports closed connections to it
@@ -158,9 +136,6 @@ class BalancedListener:
         self.sockets = (sock,)
         self._read()
 
-    def is_serving(self) -> bool:
-        return not self._closed.is_set()
-
     def close(self) -> None:
         """Stop accepting here; the other workers take every new connection from now on."""
         if self._closed.is_set():
@@ -175,11 +150,10 @@ class BalancedListener:
 
     def closed_one(self) -> None:
         self._ledger.add(-1)
-        self._recheck()  # below the share again, perhaps: look at the socket now
+        self._read()  # below the share again, perhaps: look at the socket now
 
-    # ----- accepting --------------------------------------------------------------------------------
     def _read(self) -> None:
-        if not self._reading:
+        if not self._reading and not self._closed.is_set():
             self._loop.add_reader(self._sock.fileno(), self._on_readable)
             self._reading = True
 
@@ -208,7 +182,7 @@ class BalancedListener:
         while not self._closed.is_set():
             if not self._may_accept():
                 self._unread()
-                self._loop.call_later(RECHECK, self._recheck)
+                self._loop.call_later(RECHECK, self._read)
                 return
             try:
                 conn, _ = self._sock.accept()
@@ -220,7 +194,7 @@ class BalancedListener:
                 # Out of descriptors (EMFILE) or memory: leave the connection queued, try again shortly.
                 log.warning("cannot accept a connection: %s", exc.strerror)
                 self._unread()
-                self._loop.call_later(0.1, self._recheck)
+                self._loop.call_later(0.1, self._read)
                 return
             self._ledger.add(1)
             conn.setblocking(False)
@@ -228,10 +202,6 @@ class BalancedListener:
             task = self._loop.create_task(self._start(conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    def _recheck(self) -> None:
-        if not self._closed.is_set():
-            self._read()
 
     async def _start(self, conn: socket.socket) -> None:
         try:
@@ -244,15 +214,14 @@ class BalancedListener:
 
 
 def _patience() -> float:
-    raw = os.environ.get(PATIENCE_ENV, "")
     try:
-        value = float(raw) if raw else PATIENCE
+        value = float(os.environ.get(PATIENCE_ENV) or PATIENCE)
     except ValueError:
         value = -1.0
-    if not 0 < value <= 60:
-        log.warning("%s must be a number of seconds in (0, 60]; using %s", PATIENCE_ENV, PATIENCE)
-        return PATIENCE
-    return value
+    if 0 < value <= 60:
+        return value
+    log.warning("%s must be a number of seconds in (0, 60]; using %s", PATIENCE_ENV, PATIENCE)
+    return PATIENCE
 
 
 class BalancedLoop(uvloop.Loop):

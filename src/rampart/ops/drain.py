@@ -1,14 +1,10 @@
 """Draining: on SIGTERM, readiness turns 503 first, so the load balancer stops sending before we stop.
 
-uvicorn handles SIGTERM by closing its listening sockets at once, then waiting for in-flight requests.
-A balancer probing `/health/ready` would only see refused connections; with `drain_delay` it sees a 503
-for that long while the worker still serves whatever is sent meanwhile, and only then does the server
-start its own graceful shutdown.
-
-That shutdown closes the connections that carry no request yet, and a connection accepted a moment
-before may not have had its request read: the client sees it closed without an answer. So the worker
-first stops accepting, gives the connections it has just accepted `settle` seconds to deliver their
-requests (which then count as in flight and complete), and only then lets the server shut down.
+uvicorn closes its listening sockets at once on SIGTERM: a balancer probing `/health/ready` would only
+see refused connections. With `drain_delay` it sees a 503 for that long while the worker still serves
+what is sent meanwhile. Then the worker stops accepting and gives the connections it has just accepted
+`settle` seconds to deliver their requests (uvicorn's shutdown closes, unanswered, a connection whose
+request has not been read), and only then lets the server shut down.
 """
 
 from __future__ import annotations

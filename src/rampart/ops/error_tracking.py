@@ -1,14 +1,10 @@
 """Error tracking with Sentry (sentry-sdk), turned on by `RAMPART_SENTRY_DSN`.
 
-Errors are already logged with their request id or event id (the pipeline's "unhandled error", the
-bus's failing handlers, the dispatcher's dead letters). Sentry's logging integration turns those
-error-level records into Sentry events, keeping the record's `extra` (request_id, event_id), so a
-Sentry issue leads straight to the log lines of the same request or event.
-
+Sentry's logging integration turns the error-level records already logged (the pipeline's "unhandled
+error", the bus's failing handlers, the dispatcher's dead letters) into Sentry events, keeping their
+`extra` (request_id, event_id): a Sentry issue leads straight to the log lines of its request or event.
 Nothing secret leaves: no default PII, no local variables, no request bodies, and every event passes
-`scrub` first: values under sensitive keys (authorization, cookie, secret, password, token, signature,
-dsn, api key) are replaced, and bearer tokens and passwords inside URLs are masked wherever they appear
-in text (exception messages included).
+`scrub` first (values under sensitive keys, bearer tokens, JWTs and URL passwords masked).
 """
 
 from __future__ import annotations
@@ -51,12 +47,9 @@ def scrub(value: Any, *, depth: int = 0) -> Any:
     return value
 
 
-def _before_send(event: Any, hint: Any) -> Any:
-    return scrub(event)
-
-
-def _before_breadcrumb(crumb: Any, hint: Any) -> Any:
-    return scrub(crumb)
+def _scrubbed(item: Any, hint: Any) -> Any:
+    """Sentry's hook for events and breadcrumbs alike."""
+    return scrub(item)
 
 
 def init_error_tracking(dsn: str, *, environment: str, release: str) -> None:
@@ -73,6 +66,6 @@ def init_error_tracking(dsn: str, *, environment: str, release: str) -> None:
         # Only the defaults (logging, excepthook, threading, ...): the auto-enabled framework integrations
         # would patch Starlette and asyncpg underneath the pipeline, which already reports its errors.
         auto_enabling_integrations=False,
-        before_send=_before_send,
-        before_breadcrumb=_before_breadcrumb,
+        before_send=_scrubbed,
+        before_breadcrumb=_scrubbed,
     )

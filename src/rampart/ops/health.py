@@ -50,29 +50,26 @@ def health_routes(
             return {}
 
     async def ready(request: Request) -> Response:
-        results: dict[str, str] = {}
-        failed: list[dict[str, str]] = []
         outcomes, notes = await asyncio.gather(  # concurrently
             asyncio.gather(*(run(check) for check in checks.values())),
             asyncio.gather(*(report(source) for source in reports)),
         )
-        for name, problem in zip(checks, outcomes, strict=True):
-            results[name] = "ok" if problem is None else problem
-            if problem is not None:
-                failed.append({"field": name, "code": "unhealthy", "message": problem})
+        problems = {
+            name: problem for name, problem in zip(checks, outcomes, strict=True) if problem is not None
+        }
+        results = {name: problems.get(name, "ok") for name in checks}
         for note in notes:
             results.update(note)
         if drain is not None and drain.draining:
-            results["draining"] = "shutting down"
-            failed.append({"field": "draining", "code": "unhealthy", "message": "shutting down"})
-        if failed:
+            results["draining"] = problems["draining"] = "shutting down"
+        if problems:
             body = {
                 "type": "about:blank",
                 "title": "Not ready",
                 "status": 503,
                 "code": "not_ready",
-                "detail": "Failing: " + ", ".join(f["field"] for f in failed),
-                "errors": failed,
+                "detail": "Failing: " + ", ".join(problems),
+                "errors": [{"field": n, "code": "unhealthy", "message": m} for n, m in problems.items()],
                 "checks": results,
                 "request_id": request.scope.get("rampart.request_id"),
             }

@@ -1,16 +1,12 @@
-"""The HTTP protocol `rampart serve` runs: uvicorn's httptools protocol with bounds on request heads.
+"""The HTTP protocol `rampart serve` runs: uvicorn's httptools protocol with bounds on request heads
+(decision 0025), which uvicorn bounds neither in time nor in size:
 
-uvicorn bounds neither the time nor the size of a request head:
-
-- **Time.** No timer runs while a head is incomplete. A connection that opens and sends nothing, or sends
-  its headers one byte at a time (slowloris), is kept for as long as the client likes, and a few
-  thousand of them use up the worker's file descriptors. Here a connection must deliver a complete
-  request head within `head_timeout` seconds of opening, and again of the end of each response;
-  otherwise it is closed without an answer. Bodies need no timer of their own: the pipeline's request
-  time limit covers the upload (`RAMPART_REQUEST_TIMEOUT`, 504), and a body still trickling in after the
-  response is covered by this deadline again.
-- **Size.** Header lines are buffered without limit: one request could carry gigabytes of headers. A
-  head over `max_head_bytes` (64 KiB, as much as the largest defaults of common proxies) gets 431 and
+- **Time.** A connection that sends nothing, or its headers a byte at a time (slowloris), would be kept
+  as long as the client likes. Here a complete request head must arrive within `head_timeout` seconds of
+  the connection's opening, and again of the end of each response, or the connection is closed unanswered.
+  A body is covered by the pipeline's time limit (`RAMPART_REQUEST_TIMEOUT`, 504), or after the response
+  by this deadline again.
+- **Size.** A head over `max_head_bytes` (64 KiB, as the largest defaults of common proxies) gets 431 and
   the connection is closed.
 
 The answers this protocol (or uvicorn under it) writes without the application, because no request

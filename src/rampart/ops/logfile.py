@@ -39,38 +39,32 @@ class LogFile:
         self._clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("ab")
-        self._size = self._file.tell()
         self._opened = clock()
 
     def write(self, lines: bytes) -> None:
         """Write whole lines (the caller splits at newlines), rotating first when due."""
-        if self._due(len(lines)):
+        size = self._file.tell()
+        # Never an empty file: a line larger than max_bytes still goes somewhere.
+        if size and (
+            (self.max_bytes is not None and size + len(lines) > self.max_bytes)
+            or (self.interval is not None and self._clock() - self._opened >= self.interval)
+        ):
             self.rotate()
         self._file.write(lines)
         self._file.flush()
-        self._size += len(lines)
-
-    def _due(self, incoming: int) -> bool:
-        if self._size == 0:
-            return False  # never rotate an empty file (a line larger than max_bytes still goes somewhere)
-        if self.max_bytes is not None and self._size + incoming > self.max_bytes:
-            return True
-        return self.interval is not None and self._clock() - self._opened >= self.interval
 
     def rotate(self) -> None:
         self._file.close()
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self._clock()))
-        target = self.path.with_name(f"{self.path.name}.{stamp}")
-        n = 1
+        name = f"{self.path.name}.{time.strftime('%Y%m%d-%H%M%S', time.gmtime(self._clock()))}"
+        target, n = self.path.with_name(name), 0
         while target.exists():  # several rotations within a second
-            target = self.path.with_name(f"{self.path.name}.{stamp}.{n}")
             n += 1
+            target = self.path.with_name(f"{name}.{n}")
         self.path.rename(target)
         rotated = sorted(self.rotated(), key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
         for old in rotated[self.keep :]:
             old.unlink(missing_ok=True)
         self._file = self.path.open("ab")
-        self._size = 0
         self._opened = self._clock()
 
     def rotated(self) -> list[Path]:

@@ -7,58 +7,42 @@ whichever worker answers `/metrics` adds them all up: counts are the whole serve
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
+from rampart.lib.pids import alive
 from rampart.ops.metrics_history import Totals
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _FIXED = frozenset({"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_POOL_STATES = ("in_use", "idle", "waiting")
 
 
-class _PoolCollector:
-    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
-        self._stats = stats
+class _SampledGauge(Gauge):
+    """A gauge set from its function when sampled (a multiprocess gauge cannot call it at scrape time)."""
 
-    def collect(self) -> Iterable[Metric]:
-        stats = self._stats()
-        gauge = GaugeMetricFamily(
-            "rampart_db_pool_connections", "Database pool connections", labels=["state"]
-        )
-        for state in ("in_use", "idle", "waiting"):
-            gauge.add_metric([state], stats.get(state, 0))
-        yield gauge
+    _function: Callable[[], float] | None = None
 
-
-class _FunctionGauge:
-    """A gauge read from a function: at scrape time in one process, by the sampler with several."""
-
-    def __init__(self, gauge: Gauge, *, multiprocess: bool) -> None:
-        self.gauge = gauge
-        self.multiprocess = multiprocess
-        self.function: Callable[[], float] | None = None
-
-    def set_function(self, function: Callable[[], float]) -> None:
-        self.function = function
-        if not self.multiprocess:
-            self.gauge.set_function(function)
+    def set_function(self, f: Callable[[], float]) -> None:
+        self._function = f
 
     def sample(self) -> None:
-        if self.function is not None:
-            self.gauge.set(self.function())
+        if self._function is not None:
+            self.set(self._function())
 
 
 _PROCESS_SERIES = {  # what ProcessCollector reads from /proc, as per-worker gauges
@@ -70,11 +54,8 @@ _PROCESS_SERIES = {  # what ProcessCollector reads from /proc, as per-worker gau
 
 
 class _WorkerSampler:
-    """Copies what only a live process can read (its pool, memory, CPU) into the shared files, each second.
-
-    The worker answering a scrape cannot see the other workers' pools or memory; each worker therefore
-    publishes its own, by pid for the process series (a dead worker's disappear, see `_forget_dead`).
-    """
+    """Copies what only a live process can read (its pool, memory, CPU) into the shared files each second,
+    for the worker answering a scrape: the process series by pid (a dead worker's go, `_forget_dead`)."""
 
     def __init__(self, pool_stats: Callable[[], dict[str, int]], also: list[Callable[[], None]]) -> None:
         self._pool_stats = pool_stats
@@ -94,52 +75,44 @@ class _WorkerSampler:
             for name, help in _PROCESS_SERIES.items()
         }
         self._lock = threading.Lock()  # the sampling thread and a scrape may sample at once
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def sample(self) -> None:
         with self._lock:
-            self._sample()
-
-    def _sample(self) -> None:
-        stats = self._pool_stats()
-        for state in ("in_use", "idle", "waiting"):
-            self._pool.labels(state).set(stats.get(state, 0))
-        for family in self._process.collect():
-            for item in family.samples:
-                gauge = self._series.get(item.name)
-                if gauge is not None:
-                    gauge.set(item.value)
-        for copy in self._also:
-            copy()
+            stats = self._pool_stats()
+            for state in _POOL_STATES:
+                self._pool.labels(state).set(stats.get(state, 0))
+            for family in self._process.collect():
+                for item in family.samples:
+                    gauge = self._series.get(item.name)
+                    if gauge is not None:
+                        gauge.set(item.value)
+            for copy in self._also:
+                copy()
 
     def start(self, interval: float = 1.0) -> None:
         # A thread, not a task: it samples while the event loop is busy, and needs no lifespan hook.
         def run() -> None:
-            while not self._stop.wait(interval):
-                try:
+            while True:
+                time.sleep(interval)
+                with contextlib.suppress(Exception):  # a failed sample is retried next second
                     self.sample()
-                except Exception:  # noqa: S112 - a failed sample is retried next second
-                    continue
 
         self.sample()
-        self._thread = threading.Thread(target=run, name="rampart-metrics", daemon=True)
-        self._thread.start()
+        threading.Thread(target=run, name="rampart-metrics", daemon=True).start()
 
 
 _LIVE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
 
 
+def _stat(stats: Callable[[], dict[str, int]], name: str) -> float:
+    return stats().get(name, 0)
+
+
 def _forget_dead(directory: str) -> None:
     """Drop the live gauges of workers that exited (crashed or recycled) so they are not summed."""
-    pids = {int(m.group(1)) for f in os.listdir(directory) if (m := _LIVE_FILE.match(f))}
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    for pid in {int(m.group(1)) for f in os.listdir(directory) if (m := _LIVE_FILE.match(f))}:
+        if not alive(pid):
             multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-        except PermissionError:
-            pass  # alive, owned by someone else
 
 
 _Target = tuple[Counter, tuple[str, ...]]  # a counter and the label values of the child to increment
@@ -157,15 +130,15 @@ class Metrics:
     ) -> None:
         self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
-        if multiprocess_dir is None:
+        if multiprocess_dir is None:  # read at scrape time; with several workers, by `_WorkerSampler`
             ProcessCollector(registry=self.registry)
-            self.registry.register(_PoolCollector(pool_stats))
-        self.requests = Counter(
-            "rampart_http_requests_total",
-            "HTTP requests",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
+            pool = Gauge(
+                "rampart_db_pool_connections", "Database pool connections", ["state"], registry=self.registry
+            )
+            for state in _POOL_STATES:
+                pool.labels(state).set_function(functools.partial(_stat, pool_stats, state))
+        counter = functools.partial(Counter, registry=self.registry)
+        self.requests = counter("rampart_http_requests_total", "HTTP requests", ["method", "route", "status"])
         self.latency = Histogram(
             "rampart_http_request_duration_seconds",
             "HTTP request latency",
@@ -173,54 +146,40 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.events = Counter(
-            "rampart_events_total", "Events by outcome", ["type", "outcome"], registry=self.registry
-        )
-        self.dispatcher_lag = _FunctionGauge(
-            Gauge(
-                "rampart_events_dispatcher_lag_seconds",
-                "Age of the oldest event or delivery waiting for the dispatcher",
-                registry=self.registry,
-                multiprocess_mode="livemax",  # every worker's dispatcher sees the same queue
-            ),
-            multiprocess=multiprocess_dir is not None,
-        )
-        self.rate_limited = Counter(
-            "rampart_rate_limit_rejections_total",
-            "Requests refused by the rate limiter",
-            ["route_class"],
+        self.events = counter("rampart_events_total", "Events by outcome", ["type", "outcome"])
+        self.dispatcher_lag = _SampledGauge(
+            "rampart_events_dispatcher_lag_seconds",
+            "Age of the oldest event or delivery waiting for the dispatcher",
             registry=self.registry,
+            multiprocess_mode="livemax",  # every worker's dispatcher sees the same queue
         )
-        self.cache = Counter(
-            "rampart_cache_requests_total", "Cache lookups", ["cache", "result"], registry=self.registry
+        self.rate_limited = counter(
+            "rampart_rate_limit_rejections_total", "Requests refused by the rate limiter", ["route_class"]
         )
-        self.miss_reads = Counter(
+        self.cache = counter("rampart_cache_requests_total", "Cache lookups", ["cache", "result"])
+        self.miss_reads = counter(
             "rampart_cache_miss_reads_total",
             "Row cache misses read from the database, by statement: batched with others of the same "
             "loop step, or alone",
             ["sent"],
-            registry=self.registry,
         )
-        self.miss_batches = Counter(
-            "rampart_cache_miss_batches_total",
-            "Statements that read several row cache misses at once",
-            registry=self.registry,
+        self.miss_batches = counter(
+            "rampart_cache_miss_batches_total", "Statements that read several row cache misses at once"
         )
-        self.reads = Counter(
+        self.reads = counter(
             "rampart_db_reads_total",
             "Reads outside transactions, by where they ran (with read replicas only)",
             ["target"],
-            registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # Counts kept as plain integers elsewhere, copied into counters: (counters with their label values,
         # counts, seen). A labelled child is made at its first increment, as if counted directly.
         self._copied: list[tuple[tuple[_Target, ...], Callable[[], tuple[int, ...]], list[int]]] = []
-        self._read_counts: Callable[[], Mapping[str, int]] | None = None
-        self._reads_seen: dict[str, int] = {}
+        # Brought up to date at each scrape; with several workers, each second by the sampler.
+        self._refresh = [self.dispatcher_lag.sample, self._copy_counts]
         self._sampler: _WorkerSampler | None = None
         if multiprocess_dir is not None:
-            self._sampler = _WorkerSampler(pool_stats, [self.dispatcher_lag.sample, self._copy_counts])
+            self._sampler = _WorkerSampler(pool_stats, self._refresh)
             self._sampler.start()
 
     def track_cache(self, name: str, counts: Callable[[], tuple[int, int]]) -> None:
@@ -229,7 +188,8 @@ class Metrics:
 
     def track_reads(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export reads by target (`primary`, `replica`), kept as plain integers like the cache counts."""
-        self._read_counts = counts
+        targets = ("primary", "replica")
+        self._copy(tuple((self.reads, (t,)) for t in targets), lambda: tuple(counts()[t] for t in targets))
 
     def track_batches(self, counts: Callable[[], tuple[int, int, int]]) -> None:
         """Export the miss batches (statements, reads batched, reads alone), plain integers too."""
@@ -241,12 +201,6 @@ class Metrics:
         self._copied.append((counters, counts, [0] * len(counters)))
 
     def _copy_counts(self) -> None:
-        if self._read_counts is not None:
-            for target, total in self._read_counts().items():
-                copied = self._reads_seen.get(target, 0)
-                if total > copied:
-                    self.reads.labels(target).inc(total - copied)
-                    self._reads_seen[target] = total
         for counters, counts, seen in self._copied:
             for i, ((counter, labels), value) in enumerate(zip(counters, counts(), strict=True)):
                 if value > seen[i]:
@@ -275,27 +229,28 @@ class Metrics:
         if status == 429:
             self.rate_limited.labels("auth" if "/auth/" in route else "api").inc()
 
-    def exposition(self) -> bytes:
-        """The Prometheus text page: this process's metrics, or every worker's added up."""
+    def _collected(self) -> CollectorRegistry:
+        """This process's registry, or one that adds up every worker's files."""
         if self.multiprocess_dir is None:
-            self._copy_counts()
-            return generate_latest(self.registry)
-        assert self._sampler is not None
-        self._sampler.sample()  # the answering worker's own values are current
+            return self.registry
         _forget_dead(self.multiprocess_dir)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        return registry
+
+    def exposition(self) -> bytes:
+        """The Prometheus text page: this process's metrics, or every worker's added up."""
+        if self._sampler is not None:
+            self._sampler.sample()  # the answering worker's own values are current
+        else:
+            for refresh in self._refresh:
+                refresh()
+        return generate_latest(self._collected())
 
     def api_totals(self) -> Totals:
         """Cumulative requests, 5xx answers and latency buckets of the `/api/` routes (every worker's with
         several): what `rampart.ops.metrics_history` samples for the console."""
-        if self.multiprocess_dir is None:
-            registry = self.registry
-        else:
-            _forget_dead(self.multiprocess_dir)
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry = self._collected()
         requests = errors = 0.0
         buckets: dict[float, float] = {}
         for metric in registry.collect():

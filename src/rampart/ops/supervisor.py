@@ -1,18 +1,12 @@
-"""The supervisor of `rampart serve --workers N`: uvicorn's, with a liveness check that never waits on
-a worker that is already gone.
+"""The supervisor of `rampart serve --workers N` (decision 0026): uvicorn's, with a liveness check that
+never waits on a worker that is already gone.
 
-uvicorn checks each worker twice a second by sending it a ping over a pipe and waiting for the answer,
-up to `timeout_worker_healthcheck` (30 s here, so that a reload on a busy machine is not given up). A
-worker that has begun to exit (it recycled itself after `--max-requests`, or crashed mid-way) is still
-"alive" when the ping is sent and never answers; the supervisor then sat in that wait for the whole
-30 s, because it also holds the pipe's other end and sees no end-of-file. Measured: both workers of a
-recycling server gone and none started for 30 s (every request queued unanswered), and a SIGTERM
-arriving meanwhile not acted on until the wait ended — `tests/scale/servers.stop` killed the supervisor
-after 15 s and left a freshly started worker running with no parent.
-
-Here the wait ends as soon as the worker's process is gone (it is replaced at once) or a signal waits
-for the supervisor (it is handled at once); a worker that is alive but silent is still given the full
-timeout before it is killed and replaced, as uvicorn does.
+uvicorn pings each worker twice a second and waits up to `timeout_worker_healthcheck` (30 s here) for the
+answer. A worker that has begun to exit (recycled after `--max-requests`, or crashed) never answers, and
+the supervisor, which holds the pipe's other end too, sees no end-of-file: it sat out the whole timeout
+with no worker replaced and a SIGTERM unheeded. Here the wait ends as soon as the worker's process is gone
+(it is replaced at once) or a signal waits for the supervisor; a worker alive but silent still gets the
+full timeout before it is killed and replaced, as in uvicorn.
 """
 
 from __future__ import annotations
