@@ -34,6 +34,7 @@ LEAN_RANGES = (
     ("ce738af^1", "ce738af^2", False),  # lean-cache
     ("6c1f975^1", "6c1f975^2", False),  # lean-events
     ("686d994^1", "686d994^2", False),  # lean-resources
+    ("1eb2f08^1", "1eb2f08^2", False),  # lean-ops
 )
 LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
