@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -28,62 +28,6 @@ from rampart.auth.tokens import TokenIssuer, UnknownKey
 from rampart.db.pool import Database
 from rampart.errors import Unauthorized
 from rampart.lib.ids import new_id
-
-if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations
-    import sqlalchemy as sa
-
-
-def define_sessions_table(metadata: sa.MetaData) -> sa.Table:
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import postgresql as pg
-
-    return sa.Table(
-        "sessions",
-        metadata,
-        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column(
-            "user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
-        ),
-        sa.Column("refresh_token_hash", sa.Text(), nullable=True),
-        sa.Column(
-            "impersonator_id",
-            pg.UUID(as_uuid=True),
-            sa.ForeignKey("users.id", ondelete="SET NULL"),
-            nullable=True,
-        ),
-        # The impersonator's own session, which opened this one: it lives only as long as that one does.
-        sa.Column(
-            "impersonator_session_id",
-            pg.UUID(as_uuid=True),
-            sa.ForeignKey("sessions.id", ondelete="CASCADE"),
-            nullable=True,
-        ),
-        sa.Column("user_agent", sa.Text(), nullable=True),
-        sa.Column("ip", sa.Text(), nullable=True),
-        sa.Column(
-            "created_at",
-            pg.TIMESTAMP(timezone=True, precision=3),
-            nullable=False,
-            server_default=sa.text("now()"),
-        ),
-        sa.Column("last_used_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
-        sa.Column("expires_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=False),
-        sa.Column("revoked_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
-        sa.Index("sessions_user_active_idx", "user_id", postgresql_where=sa.text("revoked_at IS NULL")),
-        sa.Index("sessions_refresh_idx", "refresh_token_hash", unique=True),
-        # Impersonation sessions are few: by impersonator (their list, revoked on demotion) and by the
-        # session that opened them (the cascade when it is deleted).
-        sa.Index(
-            "sessions_impersonator_idx",
-            "impersonator_id",
-            postgresql_where=sa.text("impersonator_id IS NOT NULL"),
-        ),
-        sa.Index(
-            "sessions_impersonator_session_idx",
-            "impersonator_session_id",
-            postgresql_where=sa.text("impersonator_session_id IS NOT NULL"),
-        ),
-    )
 
 
 def hash_refresh_token(token: str) -> str:
