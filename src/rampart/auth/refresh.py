@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rampart.access.actor import Roles
-from rampart.auth.sessions import TokenPair, announce, hash_refresh_token, live_session
+from rampart.auth.sessions import TokenPair, hash_refresh_token, live_session, revoke_session
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
@@ -48,7 +48,6 @@ _FIND_SPENT = (
     "SELECT t.session_id, s.user_id, s.revoked_at IS NOT NULL AS revoked"
     " FROM spent_refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1"
 )
-_REVOKE = "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
 
 INVALID = "The refresh token is invalid, expired or already used."
 
@@ -95,8 +94,7 @@ async def rotate(
         session_id, user_id = found["session_id"], found["user_id"]
         event = None
         if not found["revoked"]:
-            await conn.execute(_REVOKE, session_id)
-            await announce(conn, session_id=session_id)
+            await revoke_session(conn, session_id)
             event = await write_event(
                 conn,
                 resource="users",

@@ -32,7 +32,7 @@ from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.resources.endpoints import Call, RouteSpec, json_response
 from rampart.resources.manager import ResourceManager
-from rampart.resources.openapi_parts import data, headers, named, problems, response
+from rampart.resources.openapi_parts import data, headers, named, problems, query, response
 from rampart.resources.openapi_schema import schemas
 from rampart.resources.routes import API_PREFIX
 
@@ -89,9 +89,9 @@ def oidc_routes(
 
     async def callback(call: Call) -> Any:
         oidc = configured()
-        query = call.request.query_params
-        state = query.get("state") or ""
-        error = query.get("error")
+        params = call.request.query_params
+        state = params.get("state") or ""
+        error = params.get("error")
         if state or error is None:
             # Before anything is read or spent: another browser's visit (login CSRF) changes nothing.
             check_browser(state, call.request.cookies)
@@ -101,10 +101,10 @@ def oidc_routes(
                     await take_state(db, state)  # spent either way: this sign-in is over
             shown = error if _OAUTH_ERROR.fullmatch(error) else "error"
             raise SignInDenied(f"The identity provider refused the sign-in ({shown}).")
-        issued_by = query.get("iss")
+        issued_by = params.get("iss")
         if issued_by is not None and issued_by.rstrip("/") != oidc.issuer:
             raise InvalidState("The sign-in response came from another identity provider.")  # RFC 9207
-        code = query.get("code")
+        code = params.get("code")
         login_state = await take_state(db, state)
         if not code:
             raise InvalidState("The sign-in response has no authorization code.")
@@ -159,13 +159,11 @@ def oidc_routes(
             openapi={
                 "security": [],
                 "parameters": [
-                    {
-                        "name": "redirect_to",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "Where to send the browser with the tokens (must be allow-listed)",
-                    }
+                    query(
+                        "redirect_to",
+                        {"type": "string"},
+                        "Where to send the browser with the tokens (must be allow-listed)",
+                    )
                 ],
                 "responses": {
                     "302": {
@@ -200,10 +198,7 @@ def oidc_routes(
                 "stays unspent. A sign-in the web console started ends on a page that continues to the "
                 "console (its session is a cookie; no tokens are handed out).",
                 "security": [],
-                "parameters": [
-                    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-                    for name in ("code", "state", "error", "iss")
-                ],
+                "parameters": [query(name, {"type": "string"}) for name in ("code", "state", "error", "iss")],
                 "responses": {
                     "200": response(
                         "Signed in: a token pair and the user", data(signed_in), header_names=tokens_set

@@ -10,13 +10,7 @@ from typing import Any
 from rampart.access.actor import Roles
 from rampart.auth.cookies import REFRESH_COOKIE, clear_token_cookies, refresh_cookie, set_token_cookies
 from rampart.auth.refresh import INVALID, ReuseDetected, rotate
-from rampart.auth.sessions import (
-    Authenticator,
-    TokenPair,
-    revoke_own_session,
-    revoke_user_sessions,
-    sessions_of,
-)
+from rampart.auth.sessions import Authenticator, revoke_own_session, revoke_user_sessions, sessions_of
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.errors import FieldError, InvalidQuery, NotFound, Unauthorized, ValidationFailed
@@ -29,6 +23,7 @@ from rampart.resources.openapi_parts import (
     data,
     json_body,
     named,
+    nullable,
     path_id,
     problems,
     query,
@@ -38,29 +33,29 @@ from rampart.resources.routes import API_PREFIX
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # token responses (RFC 6749 §5.1)
 
+_ACCESS = {
+    "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
+    "token_type": {"type": "string", "enum": ["Bearer"]},
+    "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+}
 TOKEN_PAIR = named(
     "TokenPair",
     {
         "type": "object",
-        "required": ["access_token", "token_type", "expires_in", "refresh_token"],
+        "required": [*_ACCESS, "refresh_token"],
         "properties": {
-            "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
-            "token_type": {"type": "string", "enum": ["Bearer"]},
-            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            **_ACCESS,
             "refresh_token": {"type": "string", "description": "Exchange at POST /api/v1/auth/refresh."},
         },
     },
 )
-
 REFRESHED = named(
     "RefreshedTokens",
     {
         "type": "object",
-        "required": ["access_token", "token_type", "expires_in"],
+        "required": [*_ACCESS],
         "properties": {
-            "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
-            "token_type": {"type": "string", "enum": ["Bearer"]},
-            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            **_ACCESS,
             "refresh_token": {
                 "type": "string",
                 "description": "The next refresh token; absent when it came as the rampart_refresh cookie "
@@ -70,46 +65,21 @@ REFRESHED = named(
     },
 )
 
-SESSION = named(
-    "Session",
-    {
-        "type": "object",
-        "required": [
-            "id",
-            "device",
-            "ip",
-            "created_at",
-            "last_used_at",
-            "expires_at",
-            "current",
-            "impersonated",
-            "impersonator_id",
-        ],
-        "properties": {
-            "id": UUID,
-            "device": {"type": ["string", "null"], "description": "The User-Agent that opened the session"},
-            "ip": {"type": ["string", "null"]},
-            "created_at": TIMESTAMP,
-            "last_used_at": {
-                "type": ["string", "null"],
-                "format": "date-time",
-                "description": "When its refresh token was last exchanged",
-            },
-            "expires_at": TIMESTAMP,
-            "current": {"type": "boolean", "description": "The session of the token making this request"},
-            "impersonated": {"type": "boolean", "description": "Opened by an admin impersonating the user"},
-            "impersonator_id": {
-                "type": ["string", "null"],
-                "format": "uuid",
-                "description": "The admin who opened it by impersonating the user, else null",
-            },
-        },
+_SESSION = {
+    "id": UUID,
+    "device": {"type": ["string", "null"], "description": "The User-Agent that opened the session"},
+    "ip": {"type": ["string", "null"]},
+    "created_at": TIMESTAMP,
+    "last_used_at": {**nullable(TIMESTAMP), "description": "When its refresh token was last exchanged"},
+    "expires_at": TIMESTAMP,
+    "current": {"type": "boolean", "description": "The session of the token making this request"},
+    "impersonated": {"type": "boolean", "description": "Opened by an admin impersonating the user"},
+    "impersonator_id": {
+        **nullable(UUID),
+        "description": "The admin who opened it by impersonating the user, else null",
     },
-)
-
-
-def token_response(pair: TokenPair, *, status: int = 200) -> Any:
-    return json_response({"data": pair.as_json()}, status=status, headers=NO_STORE)
+}
+SESSION = named("Session", {"type": "object", "required": [*_SESSION], "properties": _SESSION})
 
 
 def session_routes(
@@ -148,7 +118,7 @@ def session_routes(
                 await bus.emit(result.event, request_id=call.request_id)
             raise Unauthorized(INVALID)  # the same answer as an unknown token
         if not from_cookie:
-            return token_response(result)
+            return json_response({"data": result.as_json()}, headers=NO_STORE)
         # The cookie client gets the access token only: its refresh token stays out of reach of scripts.
         data = {k: v for k, v in result.as_json().items() if k != "refresh_token"}
         response = json_response({"data": data}, headers=NO_STORE)
@@ -314,10 +284,8 @@ def session_routes(
 
 
 def _flag(value: str | None) -> bool:
-    if value is None or value == "false":
-        return False
-    if value == "true":
-        return True
-    raise InvalidQuery(
-        "`all` must be true or false.", errors=[FieldError("all", "invalid", "Not a boolean.")]
-    )
+    if value not in (None, "true", "false"):
+        raise InvalidQuery(
+            "`all` must be true or false.", errors=[FieldError("all", "invalid", "Not a boolean.")]
+        )
+    return value == "true"

@@ -27,7 +27,7 @@ from rampart.access.impersonation import impersonation_holds
 from rampart.auth.tokens import TokenIssuer, UnknownKey
 from rampart.db.pool import Database
 from rampart.errors import Unauthorized
-from rampart.lib.ids import new_id
+from rampart.lib.ids import new_id, parse_uuid
 
 
 def hash_refresh_token(token: str) -> str:
@@ -255,19 +255,18 @@ class Authenticator:
         self._generation = 0
 
     async def authenticate(self, header: str | None) -> Actor:
-        if not header:
-            raise Unauthorized("Missing bearer token.")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        scheme, _, token = (header or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Missing bearer token.")
         await self._tokens.prepare()
         try:
-            claims = self._tokens.verify(token.strip())
+            claims = self._tokens.verify(token)
         except UnknownKey as exc:
             # Another worker may have rotated the keys: reload (rate limited) and try once more.
             if self._tokens.keys is None or not await self._tokens.keys.reload_for_unknown(exc.kid):
                 raise
-            claims = self._tokens.verify(token.strip())
+            claims = self._tokens.verify(token)
         state = await self._state(claims.session_id)
         if state is None or state.user_id != claims.user_id:
             raise Unauthorized("The session has ended.", token_present=True)
@@ -334,9 +333,8 @@ class Authenticator:
             if self._tokens.keys is not None:
                 self._tokens.keys.invalidate()
             return
-        try:
-            key = uuid.UUID(value)
-        except ValueError:
+        key = parse_uuid(value)
+        if key is None:
             return
         if kind == "s":
             self.forget(key)
@@ -362,7 +360,11 @@ class Authenticator:
         future: asyncio.Future[State] = asyncio.get_running_loop().create_future()
         self._inflight[sid] = future
         try:
-            state = await self._load(sid, now)
+            generation = self._generation
+            state = live_session(await self._db.fetchrow(_LOAD, sid), self._roles)
+            if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
+                # Counted from before the query: the state may have changed while it ran.
+                self._keep(sid, now + self._ttl, state)
             future.set_result(state)
             return state
         except BaseException as exc:
@@ -371,15 +373,6 @@ class Authenticator:
             raise
         finally:
             del self._inflight[sid]
-
-    async def _load(self, sid: uuid.UUID, now: float) -> State:
-        """Ask the database; keep the answer unless an announcement came meanwhile."""
-        generation = self._generation
-        state = live_session(await self._db.fetchrow(_LOAD, sid), self._roles)
-        if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
-            # Counted from before the query: the state may have changed while it ran.
-            self._keep(sid, now + self._ttl, state)
-        return state
 
     def _keep(self, sid: uuid.UUID, until: float, state: State) -> None:
         if len(self._cache) >= self._max:
@@ -391,8 +384,7 @@ class Authenticator:
             self._impersonations.pop(sid, None)
 
     def _evict(self, now: float) -> None:
-        expired = [k for k, (until, _) in self._cache.items() if until <= now]
-        for key in expired:
+        for key in [k for k, (until, _) in self._cache.items() if until <= now]:
             del self._cache[key]
         if len(self._cache) >= self._max:
             self._cache.clear()

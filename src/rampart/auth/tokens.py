@@ -74,11 +74,7 @@ class TokenIssuer:
             leeway=LEEWAY,
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "value": audience},
-            sub=required,
-            sid=required,
-            iat=required,
-            exp=required,
-            jti=required,
+            **dict.fromkeys(("sub", "sid", "iat", "exp", "jti"), required),
         )
         # Exact token strings already verified: the signature covers every byte, so an identical
         # string needs no second signature check and JSON parse; only its expiry is checked again.
