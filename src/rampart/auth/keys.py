@@ -17,12 +17,13 @@ from typing import Any
 
 import asyncpg
 import orjson
-from joserfc.jwk import JWKRegistry, Key, KeyParameters, OKPKey, RSAKey
+from joserfc.jwk import JWKRegistry, Key, KeyParameters
 
 from rampart.db.pool import Database
 from rampart.lib.ids import new_id
 
-ALGORITHMS = ("EdDSA", "RS256")
+_KEY_TYPES: dict[str, tuple[str, str | int]] = {"EdDSA": ("OKP", "Ed25519"), "RS256": ("RSA", 2048)}
+ALGORITHMS = tuple(_KEY_TYPES)
 RELOAD_EVERY = 60.0  # seconds: a worker that missed an announcement still picks up a rotation
 UNKNOWN_KID_RELOAD = 1.0  # tokens with made-up kids reload at most this often
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('rampart_signing_keys'))"
@@ -36,23 +37,14 @@ class SigningKey:
     public_jwk: dict[str, Any]
 
 
-def generate(alg: str) -> tuple[str, str]:
-    """A new key for `alg`: its kid and its private JWK as JSON."""
+async def rotate(conn: asyncpg.Connection, *, alg: str) -> str:
+    """Add a new signing key and retire the others (they keep verifying for a while); returns its kid."""
     if alg not in ALGORITHMS:
         raise ValueError(f"unsupported signing algorithm {alg!r} (use one of {', '.join(ALGORITHMS)})")
     kid = str(new_id())
     params: KeyParameters = {"kid": kid, "alg": alg, "use": "sig"}
-    key = (
-        OKPKey.generate_key("Ed25519", parameters=params, private=True)
-        if alg == "EdDSA"
-        else RSAKey.generate_key(2048, parameters=params, private=True)
-    )
-    return kid, orjson.dumps(key.as_dict(private=True)).decode()
-
-
-async def rotate(conn: asyncpg.Connection, *, alg: str) -> str:
-    """Add a new signing key and retire the others (they keep verifying for a while); returns its kid."""
-    kid, private_jwk = generate(alg)
+    key = JWKRegistry.generate_key(*_KEY_TYPES[alg], parameters=params, private=True)
+    private_jwk = orjson.dumps(key.as_dict(private=True)).decode()
     await conn.execute(_LOCK)
     await conn.execute(
         "UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL AND alg = $1", alg

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -146,18 +147,15 @@ def oidc_routes(
         },
     )
     tokens_set = ("Set-Cookie", "Cache-Control")
+    sign_in_route = partial(RouteSpec, public=True, rate_class="auth", tags=("auth",))
     return [
-        RouteSpec(
+        sign_in_route(
             "GET",
             f"{API_PREFIX}/auth/google/login",
             login,
             "auth.oidc.login",
-            public=True,
-            rate_class="auth",
-            tags=("auth",),
             summary="Start signing in with the identity provider (302 to its authorize URL)",
             openapi={
-                "security": [],
                 "parameters": [
                     query(
                         "redirect_to",
@@ -183,21 +181,17 @@ def oidc_routes(
                 },
             },
         ),
-        RouteSpec(
+        sign_in_route(
             "GET",
             CALLBACK_PATH,
             callback,
             "auth.oidc.callback",
-            public=True,
-            rate_class="auth",
-            tags=("auth",),
             summary="Where the identity provider sends the browser back: a session for the user",
             openapi={
                 "description": "Only the browser that started the sign-in gets a session: without its "
                 "`rampart_signin_<id>` cookie the answer is 403 `sign_in_browser_mismatch` and the sign-in "
                 "stays unspent. A sign-in the web console started ends on a page that continues to the "
                 "console (its session is a cookie; no tokens are handed out).",
-                "security": [],
                 "parameters": [query(name, {"type": "string"}) for name in ("code", "state", "error", "iss")],
                 "responses": {
                     "200": response(

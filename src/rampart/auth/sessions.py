@@ -187,8 +187,7 @@ _LOAD_MANY = f"SELECT s.id, {_SESSION} {_LIVE} AND s.id = ANY($1::uuid[])"
 # Each session of one user that the check above would take, newest first, with what lists show of it
 # (`live_session` then leaves out the impersonations that are over).
 _OF_USER = (
-    "SELECT s.id, s.user_id, u.role, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at,"
-    f" s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role {_LIVE}"
+    f"SELECT s.id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, {_SESSION} {_LIVE}"
     " AND s.user_id = $1 ORDER BY s.created_at DESC, s.id DESC LIMIT $2"
 )
 _REVOKE_OWN = (
