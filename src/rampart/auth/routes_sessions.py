@@ -9,7 +9,7 @@ from typing import Any
 
 from rampart.access.actor import Roles
 from rampart.auth.cookies import REFRESH_COOKIE, clear_token_cookies, refresh_cookie, set_token_cookies
-from rampart.auth.refresh import INVALID, ReuseDetected, rotate
+from rampart.auth.refresh import rotate
 from rampart.auth.sessions import Authenticator, revoke_own_session, revoke_user_sessions, sessions_of
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
@@ -108,15 +108,12 @@ def session_routes(
             db=db,
             tokens=tokens,
             roles=roles,
+            authenticator=authenticator,
+            bus=bus,
             refresh_token=token,
             ip=client.host if client else None,
             request_id=call.request_id,
         )
-        if isinstance(result, ReuseDetected):
-            authenticator.forget(result.session_id)
-            if result.event is not None:
-                await bus.emit(result.event, request_id=call.request_id)
-            raise Unauthorized(INVALID)  # the same answer as an unknown token
         if not from_cookie:
             return json_response({"data": result.as_json()}, headers=NO_STORE)
         # The cookie client gets the access token only: its refresh token stays out of reach of scripts.
