@@ -10,7 +10,7 @@ from typing import Any
 from rampart.access.actor import Roles
 from rampart.auth.cookies import REFRESH_COOKIE, clear_token_cookies, refresh_cookie, set_token_cookies
 from rampart.auth.refresh import rotate
-from rampart.auth.sessions import Authenticator, revoke_own_session, revoke_user_sessions, sessions_of
+from rampart.auth.sessions import Authenticator, revoke_session, revoke_user_sessions, sessions_of
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.errors import FieldError, InvalidQuery, NotFound, Unauthorized, ValidationFailed
@@ -129,7 +129,7 @@ def session_routes(
             if everywhere:
                 await revoke_user_sessions(conn, actor.user_id)
             else:
-                await revoke_own_session(conn, actor.session_id, actor.user_id)
+                await revoke_session(conn, actor.session_id, actor.user_id)
         # This worker forgets at once; the others when the announcement arrives (or within the
         # cache bound of 1 s, should the notification connection be down).
         if everywhere:
@@ -165,7 +165,7 @@ def session_routes(
             raise NotFound("No such session.")
         async with db.transaction() as conn:
             # Someone else's session is reported exactly like one that does not exist.
-            if not await revoke_own_session(conn, session_id, actor.user_id):
+            if not await revoke_session(conn, session_id, actor.user_id):
                 raise NotFound("No such session.")
         authenticator.forget(session_id)
         return empty_response()

@@ -143,11 +143,21 @@ async def revoke_impersonations(
         await announce(conn, user_id=user_id)
 
 
-async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
-    await conn.execute(
-        "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", session_id
+async def revoke_session(
+    conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID | None = None
+) -> bool:
+    """Revoke `session_id` (if it is `user_id`'s, when given) and announce it; False when there was none to
+    revoke (someone else's session is told apart from none by nobody)."""
+    revoked = await conn.fetch(
+        "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
+        " AND ($2::uuid IS NULL OR user_id = $2) RETURNING id",
+        session_id,
+        user_id,
     )
+    if not revoked:
+        return False
     await announce(conn, session_id=session_id)
+    return True
 
 
 class Live(NamedTuple):
@@ -190,24 +200,11 @@ _OF_USER = (
     f"SELECT s.id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, {_SESSION} {_LIVE}"
     " AND s.user_id = $1 ORDER BY s.created_at DESC, s.id DESC LIMIT $2"
 )
-_REVOKE_OWN = (
-    "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL"
-    " RETURNING id"
-)
 
 
 async def sessions_of(db: Database, roles: Roles, user_id: uuid.UUID, *, limit: int) -> list[Any]:
     """The user's sessions that authenticate now, newest first: the rows of `_OF_USER`."""
     return [row for row in await db.fetch(_OF_USER, user_id, limit) if live_session(row, roles) is not None]
-
-
-async def revoke_own_session(conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    """Revoke `session_id` if it is a live session of `user_id`, and announce it; False otherwise (someone
-    else's session is told apart from none by nobody)."""
-    if not await conn.fetch(_REVOKE_OWN, session_id, user_id):
-        return False
-    await announce(conn, session_id=session_id)
-    return True
 
 
 def live_session(row: Any, roles: Roles) -> State:
