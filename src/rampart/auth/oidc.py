@@ -114,19 +114,16 @@ class OIDCClient:
         client_id: str,
         client_secret: str,
         redirect_uri: str,
-        scopes: str = "openid email profile",
-        timeout: float = 5.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
         self.redirect_uri = redirect_uri
-        self.scopes = scopes
         if http is None:
             import httpx
 
-            http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+            http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
         self._http = http
         self._metadata: tuple[float, dict[str, Any]] | None = None
         self._keys: KeySet | None = None
@@ -214,7 +211,7 @@ class OIDCClient:
             "response_type": "code",
             "client_id": self.client_id,
             "redirect_uri": self.redirect_uri,
-            "scope": self.scopes,
+            "scope": "openid email profile",
             "state": state,
             "nonce": nonce,
             "code_challenge": s256_challenge(code_verifier),
