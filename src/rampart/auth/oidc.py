@@ -294,13 +294,9 @@ class OIDCClient:
             # Control characters (NUL, newlines, terminal escapes) have no place in an address.
             raise SignInDenied("The identity provider gave an email address that cannot be used here.")
         name = claims.get("name")
-        return Identity(
-            issuer=self.issuer,
-            subject=subject,
-            email=email.strip().lower(),
-            # A display name is kept, minus what is not printable (NUL would not even fit the column).
-            name="".join(c for c in name if c.isprintable()).strip()[:200] if isinstance(name, str) else "",
-        )
+        # A display name is kept, minus what is not printable (NUL would not even fit the column).
+        name = "".join(c for c in name if c.isprintable()).strip()[:200] if isinstance(name, str) else ""
+        return Identity(self.issuer, subject, email.strip().lower(), name)
 
 
 def _import_keys(doc: Any) -> KeySet:
