@@ -325,16 +325,12 @@ class Authenticator:
     def on_announcement(self, payload: str) -> None:
         """A message of REVOCATION_CHANNEL: `s:<session id>` or `u:<user id>` (see `announce`)."""
         kind, _, value = payload.partition(":")
-        if kind == "k":  # the signing keys changed
-            if self._tokens.keys is not None:
-                self._tokens.keys.invalidate()
-            return
         key = parse_uuid(value)
-        if key is None:
-            return
-        if kind == "s":
+        if kind == "k" and self._tokens.keys is not None:  # the signing keys changed
+            self._tokens.keys.invalidate()
+        elif kind == "s" and key is not None:
             self.forget(key)
-        elif kind == "u":
+        elif kind == "u" and key is not None:
             self.forget_user(key)
 
     async def _state(self, sid: uuid.UUID) -> State:
