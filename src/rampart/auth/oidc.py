@@ -190,18 +190,17 @@ class OIDCClient:
             async with self._http.stream(
                 method, url, headers={"Accept": "application/json"}, **kwargs
             ) as response:
-                chunks, size = [], 0
+                body = bytearray()
                 async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_RESPONSE_BYTES:
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
                         log.warning("identity provider answer over %d bytes", MAX_RESPONSE_BYTES)
                         raise ProviderUnavailable("The identity provider answered with too much data.")
-                    chunks.append(chunk)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning("identity provider unreachable: %s", type(exc).__name__)
             raise ProviderUnavailable("The identity provider could not be reached.") from exc
         try:
-            return response.status_code, orjson.loads(b"".join(chunks))
+            return response.status_code, orjson.loads(body)
         except orjson.JSONDecodeError:
             return response.status_code, _NOT_JSON
 
