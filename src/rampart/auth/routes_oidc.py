@@ -85,8 +85,7 @@ def oidc_routes(
         redirect_to = call.request.query_params.get("redirect_to")
         if redirect_to is not None:
             redirect_to = check_redirect(redirect_to, redirect_allowlist)
-        oidc = configured()
-        return await sign_in_redirect(call, db=db, client=oidc, redirect_to=redirect_to)
+        return await sign_in_redirect(call, db=db, client=configured(), redirect_to=redirect_to)
 
     async def callback(call: Call) -> Any:
         oidc = configured()

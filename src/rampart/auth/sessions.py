@@ -40,13 +40,12 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
     session_expires_at: dt.datetime | None = None  # when the session itself ends, if known
 
     def as_json(self) -> dict[str, object]:
         return {
             "access_token": self.access_token,
-            "token_type": self.token_type,
+            "token_type": "Bearer",
             "expires_in": self.expires_in,
             "refresh_token": self.refresh_token,
         }
