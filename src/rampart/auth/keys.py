@@ -32,7 +32,6 @@ _LOCK = "SELECT pg_advisory_xact_lock(hashtext('rampart_signing_keys'))"
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     kid: str
-    alg: str
     key: Key  # the private key: signs; its public half verifies
     public_jwk: dict[str, Any]
 
@@ -59,7 +58,7 @@ def _load(kid: str, alg: str, private_jwk: str) -> SigningKey:
     key = JWKRegistry.import_key(orjson.loads(private_jwk))
     public = {k: v for k, v in key.as_dict(private=False).items() if k in {"kty", "crv", "x", "n", "e"}}
     public_jwk = {**public, "kid": kid, "alg": alg, "use": "sig"}
-    return SigningKey(kid, alg, key, public_jwk)
+    return SigningKey(kid, key, public_jwk)
 
 
 class KeyRing:

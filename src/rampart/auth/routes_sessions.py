@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from rampart.access.actor import Roles
@@ -91,6 +92,8 @@ def session_routes(
     roles: Roles,
     session_ttl: int = 30 * 86_400,
 ) -> list[RouteSpec]:
+    exchange = partial(rotate, db=db, tokens=tokens, roles=roles, authenticator=authenticator, bus=bus)
+
     async def refresh(call: Call) -> Any:
         # A body names the token; without one, a browser may send it as a cookie (with the CSRF header).
         from_cookie = not call.body and bool(call.request.cookies.get(REFRESH_COOKIE))
@@ -104,16 +107,8 @@ def session_routes(
         if not isinstance(token, str) or not token:
             raise ValidationFailed([FieldError("refresh_token", "required", "A refresh token is required.")])
         client = call.request.client
-        result = await rotate(
-            db=db,
-            tokens=tokens,
-            roles=roles,
-            authenticator=authenticator,
-            bus=bus,
-            refresh_token=token,
-            ip=client.host if client else None,
-            request_id=call.request_id,
-        )
+        ip = client.host if client else None
+        result = await exchange(refresh_token=token, ip=ip, request_id=call.request_id)
         if not from_cookie:
             return json_response({"data": result.as_json()}, headers=NO_STORE)
         # The cookie client gets the access token only: its refresh token stays out of reach of scripts.
