@@ -119,7 +119,12 @@ def session_routes(
 
     async def logout(call: Call) -> Any:
         actor = call.user
-        everywhere = _flag(call.request.query_params.get("all"))
+        flag = call.request.query_params.get("all")
+        if flag not in (None, "true", "false"):
+            raise InvalidQuery(
+                "`all` must be true or false.", errors=[FieldError("all", "invalid", "Not a boolean.")]
+            )
+        everywhere = flag == "true"
         async with db.transaction() as conn:
             if everywhere:
                 await revoke_user_sessions(conn, actor.user_id)
@@ -273,11 +278,3 @@ def session_routes(
             },
         ),
     ]
-
-
-def _flag(value: str | None) -> bool:
-    if value not in (None, "true", "false"):
-        raise InvalidQuery(
-            "`all` must be true or false.", errors=[FieldError("all", "invalid", "Not a boolean.")]
-        )
-    return value == "true"
