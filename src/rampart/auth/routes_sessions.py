@@ -217,11 +217,9 @@ def session_routes(
                     description="The refresh token; omit the body to use the rampart_refresh cookie",
                 ),
                 "responses": {
-                    "200": {
-                        **response(
-                            "A new token pair", data(REFRESHED), header_names=("Cache-Control", "Set-Cookie")
-                        ),
-                    },
+                    "200": response(
+                        "A new token pair", data(REFRESHED), header_names=("Cache-Control", "Set-Cookie")
+                    ),
                     **problems(401, 403, 422),
                 },
             },
