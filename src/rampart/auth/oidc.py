@@ -43,40 +43,25 @@ MAX_EMAIL_LENGTH = 320
 _NOT_JSON = object()
 
 
-class SignInNotConfigured(NotFound):
-    code = "sign_in_not_configured"
-    title = "Sign-in not configured"
+class SignInNotConfigured(NotFound, code="sign_in_not_configured", title="Sign-in not configured"): ...
 
 
-class InvalidState(InvalidRequest):
-    code = "invalid_state"
-    title = "Invalid sign-in state"
+class InvalidState(InvalidRequest, code="invalid_state", title="Invalid sign-in state"): ...
 
 
-class InvalidRedirect(InvalidRequest):
-    code = "invalid_redirect"
-    title = "Redirect not allowed"
+class InvalidRedirect(InvalidRequest, code="invalid_redirect", title="Redirect not allowed"): ...
 
 
-class SignInDenied(Forbidden):
-    code = "sign_in_denied"
-    title = "Sign-in denied"
+class SignInDenied(Forbidden, code="sign_in_denied", title="Sign-in denied"): ...
 
 
-class EmailNotVerified(Forbidden):
-    code = "email_not_verified"
-    title = "Email not verified"
+class EmailNotVerified(Forbidden, code="email_not_verified", title="Email not verified"): ...
 
 
-class CodeRejected(InvalidRequest):
-    code = "invalid_grant"
-    title = "Authorization code rejected"
+class CodeRejected(InvalidRequest, code="invalid_grant", title="Authorization code rejected"): ...
 
 
-class InvalidIdToken(Unauthorized):
-    code = "invalid_id_token"
-    title = "Invalid ID token"
-
+class InvalidIdToken(Unauthorized, code="invalid_id_token", title="Invalid ID token"):
     def __init__(self, reason: str) -> None:
         # The reason is for the log (never the token itself); the client learns only that it was refused.
         super().__init__("The identity provider's ID token could not be verified.")
@@ -84,9 +69,9 @@ class InvalidIdToken(Unauthorized):
         log.warning("ID token refused: %s", self.reason)
 
 
-class ProviderUnavailable(ServiceUnavailable):
-    code = "provider_unavailable"
-    title = "Identity provider unavailable"
+class ProviderUnavailable(
+    ServiceUnavailable, code="provider_unavailable", title="Identity provider unavailable"
+): ...
 
 
 def s256_challenge(verifier: str) -> str:

@@ -37,14 +37,12 @@ _SYSTEM = system_actor(frozenset({"users:manage"}))  # links and creates users a
 _COOKIE_ID = 16  # characters of the state's random part that name its cookie: sign-ins in two tabs coexist
 
 
-class AccountExists(Conflict):
-    code = "account_exists"
-    title = "Account exists"
+class AccountExists(Conflict, code="account_exists", title="Account exists"): ...
 
 
-class SignInElsewhere(Forbidden):
-    code = "sign_in_browser_mismatch"
-    title = "Sign-in started in another browser"
+class SignInElsewhere(
+    Forbidden, code="sign_in_browser_mismatch", title="Sign-in started in another browser"
+): ...
 
 
 @dataclass(frozen=True, slots=True)
