@@ -27,6 +27,12 @@ _KEY_TYPES: dict[str, tuple[str, str | int]] = {"EdDSA": ("OKP", "Ed25519"), "RS
 RELOAD_EVERY = 60.0  # seconds: a worker that missed an announcement still picks up a rotation
 UNKNOWN_KID_RELOAD = 1.0  # tokens with made-up kids reload at most this often
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('rampart_signing_keys'))"
+# The keys that still verify, the signing one (unretired) first.
+_KEYS = (
+    "SELECT kid, alg, private_jwk, retired_at FROM signing_keys WHERE alg = $1"
+    " AND (retired_at IS NULL OR retired_at > now() - make_interval(secs => $2))"
+    " ORDER BY retired_at IS NULL DESC, created_at DESC"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +128,4 @@ class KeyRing:
             self._keys, self._signing, self._loaded_at = keys, keys[active], started
 
     async def _fetch(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
-        return list(
-            await conn.fetch(
-                "SELECT kid, alg, private_jwk, retired_at FROM signing_keys WHERE alg = $1"
-                " AND (retired_at IS NULL OR retired_at > now() - make_interval(secs => $2))"
-                " ORDER BY retired_at IS NULL DESC, created_at DESC",
-                self.alg,
-                float(self._window),
-            )
-        )
+        return list(await conn.fetch(_KEYS, self.alg, float(self._window)))

@@ -136,13 +136,12 @@ def oidc_routes(
         set_token_cookies(response, pair, max_age=session_ttl)  # for browser clients of this site
         return response
 
-    user = schemas(users.resource)["item"]
     signed_in = named(
         "SignedIn",
         {
             "type": "object",
             "required": [*TOKEN_PAIR.schema["required"], "user"],
-            "properties": {**TOKEN_PAIR.schema["properties"], "user": user},
+            "properties": {**TOKEN_PAIR.schema["properties"], "user": schemas(users.resource)["item"]},
         },
     )
     tokens_set = ("Set-Cookie", "Cache-Control")
