@@ -1,7 +1,7 @@
 """What an access token costs to issue and to verify, per algorithm (HS256, EdDSA, RS256).
 
 Times `TokenIssuer` itself, in one process, with no database: the asymmetric keys are made in memory
-(`rampart.auth.keys.generate`) and handed to a `KeyRing` that never loads. Per algorithm:
+(as `rampart.auth.keys.rotate` makes them) and handed to a `KeyRing` that never loads. Per algorithm:
 
 - issue: `TokenIssuer.issue()`;
 - verify, first sight: `verify()` of a token this issuer has not seen (every token is new), i.e. the
@@ -20,6 +20,7 @@ then `--src /tmp/m/src`; main needs PyJWT installed). Recorded in docs/decisions
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import timeit
 import uuid
@@ -29,14 +30,18 @@ ALGORITHMS = ("HS256", "EdDSA", "RS256")
 
 
 def issuer_for(alg: str) -> Any:
+    from joserfc.jwk import JWKRegistry
+
     from rampart.auth import keys
     from rampart.auth.tokens import TokenIssuer
 
     ring = None
     if alg != "HS256":
         ring = keys.KeyRing(db=None, alg=alg, verify_window=960)  # type: ignore[arg-type]  # never loads
-        kid, private_jwk = keys.generate(alg)
-        ring._keys = {kid: keys._load(kid, alg, private_jwk)}
+        kid = str(uuid.uuid4())
+        params: Any = {"kid": kid, "alg": alg, "use": "sig"}
+        key = JWKRegistry.generate_key(*keys._KEY_TYPES[alg], parameters=params, private=True)
+        ring._keys = {kid: keys._load(kid, alg, json.dumps(key.as_dict(private=True)))}
         ring._signing = ring._keys[kid]
     return TokenIssuer(
         secret="bench-secret-" + "x" * 40,

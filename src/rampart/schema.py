@@ -106,7 +106,6 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     import sqlalchemy as sa
 
     from rampart.auth.login_links import define_login_links_table
-    from rampart.auth.sessions import define_sessions_table
     from rampart.auth.tables import define_auth_tables
     from rampart.events.tables import define_event_tables
     from rampart.resources.tables import define_deleted_table, define_table
@@ -120,7 +119,6 @@ def build_metadata(settings: Settings | None = None) -> sa.MetaData:
     for resource in registry:
         define_table(resource, metadata, tables=tables)
         define_deleted_table(resource, metadata)
-    define_sessions_table(metadata)
     define_auth_tables(metadata)
     define_login_links_table(metadata)
     define_event_tables(metadata)

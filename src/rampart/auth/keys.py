@@ -17,42 +17,37 @@ from typing import Any
 
 import asyncpg
 import orjson
-from joserfc.jwk import JWKRegistry, Key, KeyParameters, OKPKey, RSAKey
+from joserfc.jwk import JWKRegistry, Key, KeyParameters
 
 from rampart.db.pool import Database
 from rampart.lib.ids import new_id
 
-ALGORITHMS = ("EdDSA", "RS256")
+# The algorithms (the configuration and `rampart keys rotate` allow no others) and their keys' type and size.
+_KEY_TYPES: dict[str, tuple[str, str | int]] = {"EdDSA": ("OKP", "Ed25519"), "RS256": ("RSA", 2048)}
 RELOAD_EVERY = 60.0  # seconds: a worker that missed an announcement still picks up a rotation
 UNKNOWN_KID_RELOAD = 1.0  # tokens with made-up kids reload at most this often
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('rampart_signing_keys'))"
+# The keys that still verify, the signing one (unretired) first.
+_KEYS = (
+    "SELECT kid, alg, private_jwk, retired_at FROM signing_keys WHERE alg = $1"
+    " AND (retired_at IS NULL OR retired_at > now() - make_interval(secs => $2))"
+    " ORDER BY retired_at IS NULL DESC, created_at DESC"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     kid: str
-    alg: str
     key: Key  # the private key: signs; its public half verifies
     public_jwk: dict[str, Any]
 
 
-def generate(alg: str) -> tuple[str, str]:
-    """A new key for `alg`: its kid and its private JWK as JSON."""
-    if alg not in ALGORITHMS:
-        raise ValueError(f"unsupported signing algorithm {alg!r} (use one of {', '.join(ALGORITHMS)})")
-    kid = str(new_id())
-    params: KeyParameters = {"kid": kid, "alg": alg, "use": "sig"}
-    key = (
-        OKPKey.generate_key("Ed25519", parameters=params, private=True)
-        if alg == "EdDSA"
-        else RSAKey.generate_key(2048, parameters=params, private=True)
-    )
-    return kid, orjson.dumps(key.as_dict(private=True)).decode()
-
-
 async def rotate(conn: asyncpg.Connection, *, alg: str) -> str:
     """Add a new signing key and retire the others (they keep verifying for a while); returns its kid."""
-    kid, private_jwk = generate(alg)
+    kid = str(new_id())
+    params: KeyParameters = {"kid": kid, "alg": alg, "use": "sig"}
+    key = JWKRegistry.generate_key(*_KEY_TYPES[alg], parameters=params, private=True)
+    private_jwk = orjson.dumps(key.as_dict(private=True)).decode()
     await conn.execute(_LOCK)
     await conn.execute(
         "UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL AND alg = $1", alg
@@ -69,15 +64,13 @@ def _load(kid: str, alg: str, private_jwk: str) -> SigningKey:
     key = JWKRegistry.import_key(orjson.loads(private_jwk))
     public = {k: v for k, v in key.as_dict(private=False).items() if k in {"kty", "crv", "x", "n", "e"}}
     public_jwk = {**public, "kid": kid, "alg": alg, "use": "sig"}
-    return SigningKey(kid, alg, key, public_jwk)
+    return SigningKey(kid, key, public_jwk)
 
 
 class KeyRing:
     """The signing keys of one algorithm, as this worker knows them."""
 
     def __init__(self, *, db: Database, alg: str, verify_window: int) -> None:
-        if alg not in ALGORITHMS:
-            raise ValueError(f"unsupported signing algorithm {alg!r}")
         self._db = db
         self.alg = alg
         self._window = verify_window
@@ -135,12 +128,4 @@ class KeyRing:
             self._keys, self._signing, self._loaded_at = keys, keys[active], started
 
     async def _fetch(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
-        return list(
-            await conn.fetch(
-                "SELECT kid, alg, private_jwk, retired_at FROM signing_keys WHERE alg = $1"
-                " AND (retired_at IS NULL OR retired_at > now() - make_interval(secs => $2))"
-                " ORDER BY retired_at IS NULL DESC, created_at DESC",
-                self.alg,
-                float(self._window),
-            )
-        )
+        return list(await conn.fetch(_KEYS, self.alg, float(self._window)))

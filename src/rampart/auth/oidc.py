@@ -7,13 +7,11 @@ what to accept. Provider failures become the errors below, each with its own `co
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import logging
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode
@@ -22,6 +20,7 @@ import orjson
 from joserfc import jws, jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
+from joserfc.util import urlsafe_b64encode
 
 if TYPE_CHECKING:  # httpx is imported on first use: workers without sign-in never load it
     import httpx
@@ -44,40 +43,25 @@ MAX_EMAIL_LENGTH = 320
 _NOT_JSON = object()
 
 
-class SignInNotConfigured(NotFound):
-    code = "sign_in_not_configured"
-    title = "Sign-in not configured"
+class SignInNotConfigured(NotFound, code="sign_in_not_configured", title="Sign-in not configured"): ...
 
 
-class InvalidState(InvalidRequest):
-    code = "invalid_state"
-    title = "Invalid sign-in state"
+class InvalidState(InvalidRequest, code="invalid_state", title="Invalid sign-in state"): ...
 
 
-class InvalidRedirect(InvalidRequest):
-    code = "invalid_redirect"
-    title = "Redirect not allowed"
+class InvalidRedirect(InvalidRequest, code="invalid_redirect", title="Redirect not allowed"): ...
 
 
-class SignInDenied(Forbidden):
-    code = "sign_in_denied"
-    title = "Sign-in denied"
+class SignInDenied(Forbidden, code="sign_in_denied", title="Sign-in denied"): ...
 
 
-class EmailNotVerified(Forbidden):
-    code = "email_not_verified"
-    title = "Email not verified"
+class EmailNotVerified(Forbidden, code="email_not_verified", title="Email not verified"): ...
 
 
-class CodeRejected(InvalidRequest):
-    code = "invalid_grant"
-    title = "Authorization code rejected"
+class CodeRejected(InvalidRequest, code="invalid_grant", title="Authorization code rejected"): ...
 
 
-class InvalidIdToken(Unauthorized):
-    code = "invalid_id_token"
-    title = "Invalid ID token"
-
+class InvalidIdToken(Unauthorized, code="invalid_id_token", title="Invalid ID token"):
     def __init__(self, reason: str) -> None:
         # The reason is for the log (never the token itself); the client learns only that it was refused.
         super().__init__("The identity provider's ID token could not be verified.")
@@ -85,15 +69,14 @@ class InvalidIdToken(Unauthorized):
         log.warning("ID token refused: %s", self.reason)
 
 
-class ProviderUnavailable(ServiceUnavailable):
-    code = "provider_unavailable"
-    title = "Identity provider unavailable"
+class ProviderUnavailable(
+    ServiceUnavailable, code="provider_unavailable", title="Identity provider unavailable"
+): ...
 
 
 def s256_challenge(verifier: str) -> str:
     """The PKCE S256 code challenge of a verifier (RFC 7636 §4.2)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +99,16 @@ class OIDCClient:
         client_id: str,
         client_secret: str,
         redirect_uri: str,
-        scopes: str = "openid email profile",
-        timeout: float = 5.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
         self.redirect_uri = redirect_uri
-        self.scopes = scopes
         if http is None:
             import httpx
 
-            http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+            http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
         self._http = http
         self._metadata: tuple[float, dict[str, Any]] | None = None
         self._keys: KeySet | None = None
@@ -139,21 +119,16 @@ class OIDCClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    # ----- discovery and keys ----------------------------------------------------------------------------
-
     async def metadata(self) -> dict[str, Any]:
         cached = self._metadata
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        found = await self._get_json(f"{self.issuer}/.well-known/openid-configuration")
-        doc: dict[str, Any] = found if isinstance(found, dict) else {}
-        issuer = doc.get("issuer")
-        if not isinstance(issuer, str) or issuer.rstrip("/") != self.issuer:
-            # OpenID Connect Discovery §4.3: the document must name the issuer we asked.
+        doc: dict[str, Any] = await self._get_json(f"{self.issuer}/.well-known/openid-configuration")
+        members = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
+        valid = isinstance(doc, dict) and all(isinstance(doc.get(k), str) for k in members)
+        # OpenID Connect Discovery §4.3: the document must name the issuer we asked.
+        if not valid or doc["issuer"].rstrip("/") != self.issuer:
             raise ProviderUnavailable("The identity provider's configuration is not valid.")
-        for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-            if not isinstance(doc.get(key), str):
-                raise ProviderUnavailable("The identity provider's configuration is not valid.")
         self._metadata = (time.monotonic() + METADATA_TTL, doc)
         return doc
 
@@ -200,22 +175,19 @@ class OIDCClient:
             async with self._http.stream(
                 method, url, headers={"Accept": "application/json"}, **kwargs
             ) as response:
-                chunks, size = [], 0
+                body = bytearray()
                 async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_RESPONSE_BYTES:
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
                         log.warning("identity provider answer over %d bytes", MAX_RESPONSE_BYTES)
                         raise ProviderUnavailable("The identity provider answered with too much data.")
-                    chunks.append(chunk)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning("identity provider unreachable: %s", type(exc).__name__)
             raise ProviderUnavailable("The identity provider could not be reached.") from exc
         try:
-            return response.status_code, orjson.loads(b"".join(chunks))
+            return response.status_code, orjson.loads(body)
         except orjson.JSONDecodeError:
             return response.status_code, _NOT_JSON
-
-    # ----- the flow -------------------------------------------------------------------------------------
 
     async def authorize_url(self, *, state: str, nonce: str, code_verifier: str) -> str:
         meta = await self.metadata()
@@ -223,7 +195,7 @@ class OIDCClient:
             "response_type": "code",
             "client_id": self.client_id,
             "redirect_uri": self.redirect_uri,
-            "scope": self.scopes,
+            "scope": "openid email profile",
             "state": state,
             "nonce": nonce,
             "code_challenge": s256_challenge(code_verifier),
@@ -243,16 +215,13 @@ class OIDCClient:
             "redirect_uri": self.redirect_uri,
             "code_verifier": code_verifier,
         }
-        status, body = await self._call(
-            "POST",
-            meta["token_endpoint"],
-            data=form,
-            auth=httpx.BasicAuth(_form_encode(self.client_id), _form_encode(self._secret)),
-        )
-        if status == 400 and isinstance(body, dict) and body.get("error") == "invalid_grant":
+        # RFC 6749 §2.3.1: client id and secret are form-encoded before going into Basic authentication.
+        basic = httpx.BasicAuth(quote_plus(self.client_id), quote_plus(self._secret))
+        status, body = await self._call("POST", meta["token_endpoint"], data=form, auth=basic)
+        error = body.get("error") if isinstance(body, dict) else None
+        if status == 400 and error == "invalid_grant":
             raise CodeRejected("The identity provider did not accept the authorization code.")
         if status != 200 or not isinstance(body, dict):
-            error = body.get("error") if isinstance(body, dict) else None
             log.warning("token endpoint answered %s (%r)", status, str(error)[:100] if error else None)
             raise ProviderUnavailable("The identity provider refused the code exchange.")
         id_token = body.get("id_token")
@@ -267,7 +236,8 @@ class OIDCClient:
         except (JoseError, ValueError, UnicodeError) as exc:
             raise InvalidIdToken("malformed") from exc
         alg, kid = header.get("alg"), header.get("kid")
-        allowed = await self._allowed_algorithms()
+        advertised = (await self.metadata()).get("id_token_signing_alg_values_supported") or ["RS256"]
+        allowed = [name for name in ID_TOKEN_ALGORITHMS if name in advertised]
         if alg not in allowed:
             raise InvalidIdToken(f"algorithm {alg!r} not accepted")
         keys = await self._key_set(kid if isinstance(kid, str) else None)
@@ -287,7 +257,7 @@ class OIDCClient:
             ).validate(token.claims)
         except JoseError as exc:
             raise InvalidIdToken(type(exc).__name__) from exc
-        claims: Mapping[str, Any] = token.claims
+        claims = token.claims
         if claims["iat"] < now - MAX_ID_TOKEN_AGE - LEEWAY:
             raise InvalidIdToken("issued too long ago")
         aud = claims["aud"]
@@ -308,18 +278,9 @@ class OIDCClient:
             # Control characters (NUL, newlines, terminal escapes) have no place in an address.
             raise SignInDenied("The identity provider gave an email address that cannot be used here.")
         name = claims.get("name")
-        return Identity(
-            issuer=self.issuer,
-            subject=subject,
-            email=email.strip().lower(),
-            # A display name is kept, minus what is not printable (NUL would not even fit the column).
-            name="".join(c for c in name if c.isprintable()).strip()[:200] if isinstance(name, str) else "",
-        )
-
-    async def _allowed_algorithms(self) -> list[str]:
-        meta = await self.metadata()
-        advertised = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
-        return [alg for alg in ID_TOKEN_ALGORITHMS if alg in advertised]
+        # A display name is kept, minus what is not printable (NUL would not even fit the column).
+        name = "".join(c for c in name if c.isprintable()).strip()[:200] if isinstance(name, str) else ""
+        return Identity(self.issuer, subject, email.strip().lower(), name)
 
 
 def _import_keys(doc: Any) -> KeySet:
@@ -338,13 +299,4 @@ def _printable(value: str, max_length: int) -> bool:
 
 
 def _has_kid(keys: KeySet, kid: str) -> bool:
-    try:
-        keys.get_by_kid(kid)
-    except (JoseError, ValueError, KeyError):
-        return False
-    return True
-
-
-def _form_encode(value: str) -> str:
-    # RFC 6749 §2.3.1: client id and secret are form-encoded before going into Basic authentication.
-    return quote_plus(value)
+    return any(key.kid == kid for key in keys)

@@ -22,15 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from rampart.access.actor import Actor
 from rampart.access.system import system_actor
-from rampart.auth.oidc import (
-    Identity,
-    InvalidRedirect,
-    InvalidState,
-    OIDCClient,
-    SignInDenied,
-)
+from rampart.auth.oidc import Identity, InvalidRedirect, InvalidState, OIDCClient, SignInDenied
 from rampart.auth.sessions import TokenPair, open_session
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
@@ -40,17 +33,16 @@ from rampart.resources.manager import Context, ResourceManager, Row
 STATE_TTL = 600  # seconds a user has to sign in at the provider
 MAX_REDIRECT_LENGTH = 2048
 BROWSER_COOKIE_PREFIX = "rampart_signin_"
+_SYSTEM = system_actor(frozenset({"users:manage"}))  # links and creates users at sign-in
 _COOKIE_ID = 16  # characters of the state's random part that name its cookie: sign-ins in two tabs coexist
 
 
-class AccountExists(Conflict):
-    code = "account_exists"
-    title = "Account exists"
+class AccountExists(Conflict, code="account_exists", title="Account exists"): ...
 
 
-class SignInElsewhere(Forbidden):
-    code = "sign_in_browser_mismatch"
-    title = "Sign-in started in another browser"
+class SignInElsewhere(
+    Forbidden, code="sign_in_browser_mismatch", title="Sign-in started in another browser"
+): ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +176,12 @@ async def link_user(
             identity.email,
         )
         if row is not None:
-            return await users.get(Context(actor=_system()), row["user_id"])
+            return await users.get(Context(actor=_SYSTEM), row["user_id"])
         role = "admin" if identity.email in {e.strip().lower() for e in admin_emails} else "user"
         try:
             async with db.transaction() as conn:
                 user = await users.create(
-                    Context(actor=_system()), {"email": identity.email, "name": identity.name, "role": role}
+                    Context(actor=_SYSTEM), {"email": identity.email, "name": identity.name, "role": role}
                 )
                 await conn.execute(
                     "INSERT INTO user_identities (issuer, subject, user_id, email, last_login_at)"
@@ -238,7 +230,3 @@ async def open_login_session(
             user_agent=user_agent,
             ip=ip,
         )
-
-
-def _system() -> Actor:
-    return system_actor(frozenset({"users:manage"}))

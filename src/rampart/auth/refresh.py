@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-import uuid
-from dataclasses import dataclass
-from typing import Any
 
 from rampart.access.actor import Roles
-from rampart.auth.sessions import TokenPair, announce, hash_refresh_token, live_session
+from rampart.auth.sessions import Authenticator, TokenPair, hash_refresh_token, live_session, revoke_session
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
 from rampart.errors import Unauthorized
+from rampart.lib.bus import EventBus
 
 security_log = logging.getLogger("rampart.security")
 
@@ -48,18 +46,8 @@ _FIND_SPENT = (
     "SELECT t.session_id, s.user_id, s.revoked_at IS NOT NULL AS revoked"
     " FROM spent_refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1"
 )
-_REVOKE = "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
 
 INVALID = "The refresh token is invalid, expired or already used."
-
-
-@dataclass(frozen=True, slots=True)
-class ReuseDetected:
-    """A spent token came back: its session is now revoked."""
-
-    session_id: uuid.UUID
-    user_id: uuid.UUID
-    event: dict[str, Any] | None
 
 
 async def rotate(
@@ -67,14 +55,16 @@ async def rotate(
     db: Database,
     tokens: TokenIssuer,
     roles: Roles,
+    authenticator: Authenticator,
+    bus: EventBus,
     refresh_token: str,
     ip: str | None,
     request_id: str | None,
-) -> TokenPair | ReuseDetected:
-    """Exchange `refresh_token` for a new pair, or detect its reuse; Unauthorized for anything else.
+) -> TokenPair:
+    """Exchange `refresh_token` for a new pair; Unauthorized for anything else.
 
-    The caller must answer a ReuseDetected with the same 401 as an unknown token (after telling the
-    session cache): a thief learns nothing from the answer.
+    A reuse revokes the session (and tells this worker's session cache at once), and is answered with the
+    same 401 as an unknown token: a thief learns nothing from the answer.
     """
     if not refresh_token or len(refresh_token) > MAX_TOKEN_LENGTH:
         raise Unauthorized(INVALID)
@@ -95,8 +85,7 @@ async def rotate(
         session_id, user_id = found["session_id"], found["user_id"]
         event = None
         if not found["revoked"]:
-            await conn.execute(_REVOKE, session_id)
-            await announce(conn, session_id=session_id)
+            await revoke_session(conn, session_id)
             event = await write_event(
                 conn,
                 resource="users",
@@ -112,4 +101,7 @@ async def rotate(
         "refresh token reuse: session revoked",
         extra={"session_id": str(session_id), "user_id": str(user_id), "ip": ip, "request_id": request_id},
     )
-    return ReuseDetected(session_id, user_id, event)
+    authenticator.forget(session_id)
+    if event is not None:
+        await bus.emit(event, request_id=request_id)
+    raise Unauthorized(INVALID)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,7 +33,7 @@ from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.resources.endpoints import Call, RouteSpec, json_response
 from rampart.resources.manager import ResourceManager
-from rampart.resources.openapi_parts import data, headers, named, problems, response
+from rampart.resources.openapi_parts import data, headers, named, problems, query, response
 from rampart.resources.openapi_schema import schemas
 from rampart.resources.routes import API_PREFIX
 
@@ -84,14 +85,13 @@ def oidc_routes(
         redirect_to = call.request.query_params.get("redirect_to")
         if redirect_to is not None:
             redirect_to = check_redirect(redirect_to, redirect_allowlist)
-        oidc = configured()
-        return await sign_in_redirect(call, db=db, client=oidc, redirect_to=redirect_to)
+        return await sign_in_redirect(call, db=db, client=configured(), redirect_to=redirect_to)
 
     async def callback(call: Call) -> Any:
         oidc = configured()
-        query = call.request.query_params
-        state = query.get("state") or ""
-        error = query.get("error")
+        params = call.request.query_params
+        state = params.get("state") or ""
+        error = params.get("error")
         if state or error is None:
             # Before anything is read or spent: another browser's visit (login CSRF) changes nothing.
             check_browser(state, call.request.cookies)
@@ -101,10 +101,10 @@ def oidc_routes(
                     await take_state(db, state)  # spent either way: this sign-in is over
             shown = error if _OAUTH_ERROR.fullmatch(error) else "error"
             raise SignInDenied(f"The identity provider refused the sign-in ({shown}).")
-        issued_by = query.get("iss")
+        issued_by = params.get("iss")
         if issued_by is not None and issued_by.rstrip("/") != oidc.issuer:
             raise InvalidState("The sign-in response came from another identity provider.")  # RFC 9207
-        code = query.get("code")
+        code = params.get("code")
         login_state = await take_state(db, state)
         if not code:
             raise InvalidState("The sign-in response has no authorization code.")
@@ -136,36 +136,30 @@ def oidc_routes(
         set_token_cookies(response, pair, max_age=session_ttl)  # for browser clients of this site
         return response
 
-    user = schemas(users.resource)["item"]
     signed_in = named(
         "SignedIn",
         {
             "type": "object",
             "required": [*TOKEN_PAIR.schema["required"], "user"],
-            "properties": {**TOKEN_PAIR.schema["properties"], "user": user},
+            "properties": {**TOKEN_PAIR.schema["properties"], "user": schemas(users.resource)["item"]},
         },
     )
     tokens_set = ("Set-Cookie", "Cache-Control")
+    sign_in_route = partial(RouteSpec, public=True, rate_class="auth", tags=("auth",))
     return [
-        RouteSpec(
+        sign_in_route(
             "GET",
             f"{API_PREFIX}/auth/google/login",
             login,
             "auth.oidc.login",
-            public=True,
-            rate_class="auth",
-            tags=("auth",),
             summary="Start signing in with the identity provider (302 to its authorize URL)",
             openapi={
-                "security": [],
                 "parameters": [
-                    {
-                        "name": "redirect_to",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "Where to send the browser with the tokens (must be allow-listed)",
-                    }
+                    query(
+                        "redirect_to",
+                        {"type": "string"},
+                        "Where to send the browser with the tokens (must be allow-listed)",
+                    )
                 ],
                 "responses": {
                     "302": {
@@ -185,25 +179,18 @@ def oidc_routes(
                 },
             },
         ),
-        RouteSpec(
+        sign_in_route(
             "GET",
             CALLBACK_PATH,
             callback,
             "auth.oidc.callback",
-            public=True,
-            rate_class="auth",
-            tags=("auth",),
             summary="Where the identity provider sends the browser back: a session for the user",
             openapi={
                 "description": "Only the browser that started the sign-in gets a session: without its "
                 "`rampart_signin_<id>` cookie the answer is 403 `sign_in_browser_mismatch` and the sign-in "
                 "stays unspent. A sign-in the web console started ends on a page that continues to the "
                 "console (its session is a cookie; no tokens are handed out).",
-                "security": [],
-                "parameters": [
-                    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-                    for name in ("code", "state", "error", "iss")
-                ],
+                "parameters": [query(name, {"type": "string"}) for name in ("code", "state", "error", "iss")],
                 "responses": {
                     "200": response(
                         "Signed in: a token pair and the user", data(signed_in), header_names=tokens_set

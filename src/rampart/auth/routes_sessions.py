@@ -5,18 +5,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from rampart.access.actor import Roles
 from rampart.auth.cookies import REFRESH_COOKIE, clear_token_cookies, refresh_cookie, set_token_cookies
-from rampart.auth.refresh import INVALID, ReuseDetected, rotate
-from rampart.auth.sessions import (
-    Authenticator,
-    TokenPair,
-    revoke_own_session,
-    revoke_user_sessions,
-    sessions_of,
-)
+from rampart.auth.refresh import rotate
+from rampart.auth.sessions import Authenticator, revoke_session, revoke_user_sessions, sessions_of
 from rampart.auth.tokens import TokenIssuer
 from rampart.db.pool import Database
 from rampart.errors import FieldError, InvalidQuery, NotFound, Unauthorized, ValidationFailed
@@ -29,6 +24,7 @@ from rampart.resources.openapi_parts import (
     data,
     json_body,
     named,
+    nullable,
     path_id,
     problems,
     query,
@@ -38,29 +34,29 @@ from rampart.resources.routes import API_PREFIX
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # token responses (RFC 6749 §5.1)
 
+_ACCESS = {
+    "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
+    "token_type": {"type": "string", "enum": ["Bearer"]},
+    "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+}
 TOKEN_PAIR = named(
     "TokenPair",
     {
         "type": "object",
-        "required": ["access_token", "token_type", "expires_in", "refresh_token"],
+        "required": [*_ACCESS, "refresh_token"],
         "properties": {
-            "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
-            "token_type": {"type": "string", "enum": ["Bearer"]},
-            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            **_ACCESS,
             "refresh_token": {"type": "string", "description": "Exchange at POST /api/v1/auth/refresh."},
         },
     },
 )
-
 REFRESHED = named(
     "RefreshedTokens",
     {
         "type": "object",
-        "required": ["access_token", "token_type", "expires_in"],
+        "required": [*_ACCESS],
         "properties": {
-            "access_token": {"type": "string", "description": "Send as `Authorization: Bearer <token>`."},
-            "token_type": {"type": "string", "enum": ["Bearer"]},
-            "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
+            **_ACCESS,
             "refresh_token": {
                 "type": "string",
                 "description": "The next refresh token; absent when it came as the rampart_refresh cookie "
@@ -70,46 +66,21 @@ REFRESHED = named(
     },
 )
 
-SESSION = named(
-    "Session",
-    {
-        "type": "object",
-        "required": [
-            "id",
-            "device",
-            "ip",
-            "created_at",
-            "last_used_at",
-            "expires_at",
-            "current",
-            "impersonated",
-            "impersonator_id",
-        ],
-        "properties": {
-            "id": UUID,
-            "device": {"type": ["string", "null"], "description": "The User-Agent that opened the session"},
-            "ip": {"type": ["string", "null"]},
-            "created_at": TIMESTAMP,
-            "last_used_at": {
-                "type": ["string", "null"],
-                "format": "date-time",
-                "description": "When its refresh token was last exchanged",
-            },
-            "expires_at": TIMESTAMP,
-            "current": {"type": "boolean", "description": "The session of the token making this request"},
-            "impersonated": {"type": "boolean", "description": "Opened by an admin impersonating the user"},
-            "impersonator_id": {
-                "type": ["string", "null"],
-                "format": "uuid",
-                "description": "The admin who opened it by impersonating the user, else null",
-            },
-        },
+_SESSION = {
+    "id": UUID,
+    "device": {"type": ["string", "null"], "description": "The User-Agent that opened the session"},
+    "ip": {"type": ["string", "null"]},
+    "created_at": TIMESTAMP,
+    "last_used_at": {**nullable(TIMESTAMP), "description": "When its refresh token was last exchanged"},
+    "expires_at": TIMESTAMP,
+    "current": {"type": "boolean", "description": "The session of the token making this request"},
+    "impersonated": {"type": "boolean", "description": "Opened by an admin impersonating the user"},
+    "impersonator_id": {
+        **nullable(UUID),
+        "description": "The admin who opened it by impersonating the user, else null",
     },
-)
-
-
-def token_response(pair: TokenPair, *, status: int = 200) -> Any:
-    return json_response({"data": pair.as_json()}, status=status, headers=NO_STORE)
+}
+SESSION = named("Session", {"type": "object", "required": [*_SESSION], "properties": _SESSION})
 
 
 def session_routes(
@@ -121,6 +92,8 @@ def session_routes(
     roles: Roles,
     session_ttl: int = 30 * 86_400,
 ) -> list[RouteSpec]:
+    exchange = partial(rotate, db=db, tokens=tokens, roles=roles, authenticator=authenticator, bus=bus)
+
     async def refresh(call: Call) -> Any:
         # A body names the token; without one, a browser may send it as a cookie (with the CSRF header).
         from_cookie = not call.body and bool(call.request.cookies.get(REFRESH_COOKIE))
@@ -134,21 +107,10 @@ def session_routes(
         if not isinstance(token, str) or not token:
             raise ValidationFailed([FieldError("refresh_token", "required", "A refresh token is required.")])
         client = call.request.client
-        result = await rotate(
-            db=db,
-            tokens=tokens,
-            roles=roles,
-            refresh_token=token,
-            ip=client.host if client else None,
-            request_id=call.request_id,
-        )
-        if isinstance(result, ReuseDetected):
-            authenticator.forget(result.session_id)
-            if result.event is not None:
-                await bus.emit(result.event, request_id=call.request_id)
-            raise Unauthorized(INVALID)  # the same answer as an unknown token
+        ip = client.host if client else None
+        result = await exchange(refresh_token=token, ip=ip, request_id=call.request_id)
         if not from_cookie:
-            return token_response(result)
+            return json_response({"data": result.as_json()}, headers=NO_STORE)
         # The cookie client gets the access token only: its refresh token stays out of reach of scripts.
         data = {k: v for k, v in result.as_json().items() if k != "refresh_token"}
         response = json_response({"data": data}, headers=NO_STORE)
@@ -157,12 +119,17 @@ def session_routes(
 
     async def logout(call: Call) -> Any:
         actor = call.user
-        everywhere = _flag(call.request.query_params.get("all"))
+        flag = call.request.query_params.get("all")
+        if flag not in (None, "true", "false"):
+            raise InvalidQuery(
+                "`all` must be true or false.", errors=[FieldError("all", "invalid", "Not a boolean.")]
+            )
+        everywhere = flag == "true"
         async with db.transaction() as conn:
             if everywhere:
                 await revoke_user_sessions(conn, actor.user_id)
             else:
-                await revoke_own_session(conn, actor.session_id, actor.user_id)
+                await revoke_session(conn, actor.session_id, actor.user_id)
         # This worker forgets at once; the others when the announcement arrives (or within the
         # cache bound of 1 s, should the notification connection be down).
         if everywhere:
@@ -198,7 +165,7 @@ def session_routes(
             raise NotFound("No such session.")
         async with db.transaction() as conn:
             # Someone else's session is reported exactly like one that does not exist.
-            if not await revoke_own_session(conn, session_id, actor.user_id):
+            if not await revoke_session(conn, session_id, actor.user_id):
                 raise NotFound("No such session.")
         authenticator.forget(session_id)
         return empty_response()
@@ -250,11 +217,9 @@ def session_routes(
                     description="The refresh token; omit the body to use the rampart_refresh cookie",
                 ),
                 "responses": {
-                    "200": {
-                        **response(
-                            "A new token pair", data(REFRESHED), header_names=("Cache-Control", "Set-Cookie")
-                        ),
-                    },
+                    "200": response(
+                        "A new token pair", data(REFRESHED), header_names=("Cache-Control", "Set-Cookie")
+                    ),
                     **problems(401, 403, 422),
                 },
             },
@@ -311,13 +276,3 @@ def session_routes(
             },
         ),
     ]
-
-
-def _flag(value: str | None) -> bool:
-    if value is None or value == "false":
-        return False
-    if value == "true":
-        return True
-    raise InvalidQuery(
-        "`all` must be true or false.", errors=[FieldError("all", "invalid", "Not a boolean.")]
-    )

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from rampart.access.actor import Actor, Roles
-from rampart.auth.sessions import revoke_own_session, sessions_of
+from rampart.auth.sessions import revoke_session, sessions_of
 from rampart.db.outbox import write_event
 from rampart.db.pool import Database
 from rampart.errors import NotFound
@@ -43,7 +43,7 @@ async def revoke_user_session(
 ) -> None:
     """End one session of `user_id` (NotFound for anyone else's) and record `users.session_revoked`."""
     async with db.transaction() as conn:
-        if not await revoke_own_session(conn, session_id, user_id):
+        if not await revoke_session(conn, session_id, user_id):
             raise NotFound("No such session.")
         event = await write_event(
             conn,

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -27,63 +27,7 @@ from rampart.access.impersonation import impersonation_holds
 from rampart.auth.tokens import TokenIssuer, UnknownKey
 from rampart.db.pool import Database
 from rampart.errors import Unauthorized
-from rampart.lib.ids import new_id
-
-if TYPE_CHECKING:  # SQLAlchemy is loaded only to build migrations
-    import sqlalchemy as sa
-
-
-def define_sessions_table(metadata: sa.MetaData) -> sa.Table:
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import postgresql as pg
-
-    return sa.Table(
-        "sessions",
-        metadata,
-        sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
-        sa.Column(
-            "user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
-        ),
-        sa.Column("refresh_token_hash", sa.Text(), nullable=True),
-        sa.Column(
-            "impersonator_id",
-            pg.UUID(as_uuid=True),
-            sa.ForeignKey("users.id", ondelete="SET NULL"),
-            nullable=True,
-        ),
-        # The impersonator's own session, which opened this one: it lives only as long as that one does.
-        sa.Column(
-            "impersonator_session_id",
-            pg.UUID(as_uuid=True),
-            sa.ForeignKey("sessions.id", ondelete="CASCADE"),
-            nullable=True,
-        ),
-        sa.Column("user_agent", sa.Text(), nullable=True),
-        sa.Column("ip", sa.Text(), nullable=True),
-        sa.Column(
-            "created_at",
-            pg.TIMESTAMP(timezone=True, precision=3),
-            nullable=False,
-            server_default=sa.text("now()"),
-        ),
-        sa.Column("last_used_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
-        sa.Column("expires_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=False),
-        sa.Column("revoked_at", pg.TIMESTAMP(timezone=True, precision=3), nullable=True),
-        sa.Index("sessions_user_active_idx", "user_id", postgresql_where=sa.text("revoked_at IS NULL")),
-        sa.Index("sessions_refresh_idx", "refresh_token_hash", unique=True),
-        # Impersonation sessions are few: by impersonator (their list, revoked on demotion) and by the
-        # session that opened them (the cascade when it is deleted).
-        sa.Index(
-            "sessions_impersonator_idx",
-            "impersonator_id",
-            postgresql_where=sa.text("impersonator_id IS NOT NULL"),
-        ),
-        sa.Index(
-            "sessions_impersonator_session_idx",
-            "impersonator_session_id",
-            postgresql_where=sa.text("impersonator_session_id IS NOT NULL"),
-        ),
-    )
+from rampart.lib.ids import new_id, parse_uuid
 
 
 def hash_refresh_token(token: str) -> str:
@@ -96,13 +40,12 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
     session_expires_at: dt.datetime | None = None  # when the session itself ends, if known
 
     def as_json(self) -> dict[str, object]:
         return {
             "access_token": self.access_token,
-            "token_type": self.token_type,
+            "token_type": "Bearer",
             "expires_in": self.expires_in,
             "refresh_token": self.refresh_token,
         }
@@ -199,11 +142,21 @@ async def revoke_impersonations(
         await announce(conn, user_id=user_id)
 
 
-async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
-    await conn.execute(
-        "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", session_id
+async def revoke_session(
+    conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID | None = None
+) -> bool:
+    """Revoke `session_id` (if it is `user_id`'s, when given) and announce it; False when there was none to
+    revoke (someone else's session is told apart from none by nobody)."""
+    revoked = await conn.fetch(
+        "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
+        " AND ($2::uuid IS NULL OR user_id = $2) RETURNING id",
+        session_id,
+        user_id,
     )
+    if not revoked:
+        return False
     await announce(conn, session_id=session_id)
+    return True
 
 
 class Live(NamedTuple):
@@ -243,28 +196,14 @@ _LOAD_MANY = f"SELECT s.id, {_SESSION} {_LIVE} AND s.id = ANY($1::uuid[])"
 # Each session of one user that the check above would take, newest first, with what lists show of it
 # (`live_session` then leaves out the impersonations that are over).
 _OF_USER = (
-    "SELECT s.id, s.user_id, u.role, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at,"
-    f" s.impersonator_id, s.impersonator_session_id, iu.role AS impersonator_role {_LIVE}"
+    f"SELECT s.id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, {_SESSION} {_LIVE}"
     " AND s.user_id = $1 ORDER BY s.created_at DESC, s.id DESC LIMIT $2"
-)
-_REVOKE_OWN = (
-    "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL"
-    " RETURNING id"
 )
 
 
 async def sessions_of(db: Database, roles: Roles, user_id: uuid.UUID, *, limit: int) -> list[Any]:
     """The user's sessions that authenticate now, newest first: the rows of `_OF_USER`."""
     return [row for row in await db.fetch(_OF_USER, user_id, limit) if live_session(row, roles) is not None]
-
-
-async def revoke_own_session(conn: asyncpg.Connection, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    """Revoke `session_id` if it is a live session of `user_id`, and announce it; False otherwise (someone
-    else's session is told apart from none by nobody)."""
-    if not await conn.fetch(_REVOKE_OWN, session_id, user_id):
-        return False
-    await announce(conn, session_id=session_id)
-    return True
 
 
 def live_session(row: Any, roles: Roles) -> State:
@@ -311,19 +250,18 @@ class Authenticator:
         self._generation = 0
 
     async def authenticate(self, header: str | None) -> Actor:
-        if not header:
-            raise Unauthorized("Missing bearer token.")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        scheme, _, token = (header or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Missing bearer token.")
         await self._tokens.prepare()
         try:
-            claims = self._tokens.verify(token.strip())
+            claims = self._tokens.verify(token)
         except UnknownKey as exc:
             # Another worker may have rotated the keys: reload (rate limited) and try once more.
             if self._tokens.keys is None or not await self._tokens.keys.reload_for_unknown(exc.kid):
                 raise
-            claims = self._tokens.verify(token.strip())
+            claims = self._tokens.verify(token)
         state = await self._state(claims.session_id)
         if state is None or state.user_id != claims.user_id:
             raise Unauthorized("The session has ended.", token_present=True)
@@ -386,17 +324,12 @@ class Authenticator:
     def on_announcement(self, payload: str) -> None:
         """A message of REVOCATION_CHANNEL: `s:<session id>` or `u:<user id>` (see `announce`)."""
         kind, _, value = payload.partition(":")
-        if kind == "k":  # the signing keys changed
-            if self._tokens.keys is not None:
-                self._tokens.keys.invalidate()
-            return
-        try:
-            key = uuid.UUID(value)
-        except ValueError:
-            return
-        if kind == "s":
+        key = parse_uuid(value)
+        if kind == "k" and self._tokens.keys is not None:  # the signing keys changed
+            self._tokens.keys.invalidate()
+        elif kind == "s" and key is not None:
             self.forget(key)
-        elif kind == "u":
+        elif kind == "u" and key is not None:
             self.forget_user(key)
 
     async def _state(self, sid: uuid.UUID) -> State:
@@ -418,7 +351,11 @@ class Authenticator:
         future: asyncio.Future[State] = asyncio.get_running_loop().create_future()
         self._inflight[sid] = future
         try:
-            state = await self._load(sid, now)
+            generation = self._generation
+            state = live_session(await self._db.fetchrow(_LOAD, sid), self._roles)
+            if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
+                # Counted from before the query: the state may have changed while it ran.
+                self._keep(sid, now + self._ttl, state)
             future.set_result(state)
             return state
         except BaseException as exc:
@@ -427,15 +364,6 @@ class Authenticator:
             raise
         finally:
             del self._inflight[sid]
-
-    async def _load(self, sid: uuid.UUID, now: float) -> State:
-        """Ask the database; keep the answer unless an announcement came meanwhile."""
-        generation = self._generation
-        state = live_session(await self._db.fetchrow(_LOAD, sid), self._roles)
-        if generation == self._generation:  # else a revocation arrived meanwhile: ask again next time
-            # Counted from before the query: the state may have changed while it ran.
-            self._keep(sid, now + self._ttl, state)
-        return state
 
     def _keep(self, sid: uuid.UUID, until: float, state: State) -> None:
         if len(self._cache) >= self._max:
@@ -447,8 +375,7 @@ class Authenticator:
             self._impersonations.pop(sid, None)
 
     def _evict(self, now: float) -> None:
-        expired = [k for k, (until, _) in self._cache.items() if until <= now]
-        for key in expired:
+        for key in [k for k, (until, _) in self._cache.items() if until <= now]:
             del self._cache[key]
         if len(self._cache) >= self._max:
             self._cache.clear()

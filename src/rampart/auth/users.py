@@ -100,7 +100,6 @@ def users_resource(roles: Roles) -> Resource:
         },
         policy=Policy(
             visible=_self_only,
-            writable=None,
             bypass_read="users:manage",
             bypass_write="users:manage",
             create_permission="users:manage",
@@ -109,7 +108,6 @@ def users_resource(roles: Roles) -> Resource:
         ),
         operations=frozenset({"list", "get", "create", "update"}),
         hooks=user_hooks(roles),
-        default_sort="-created_at",
         # On a Citus cluster a copy on every node: read with every session check, referenced by every
         # resource; written rarely (decision 0019).
         placement=Placement.reference(),
