@@ -35,6 +35,7 @@ LEAN_RANGES = (
     ("6c1f975^1", "6c1f975^2", False),  # lean-events
     ("686d994^1", "686d994^2", False),  # lean-resources
     ("1eb2f08^1", "1eb2f08^2", False),  # lean-ops
+    ("b6c15f3^1", "b6c15f3^2", False),  # lean-auth
 )
 LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
