@@ -1,8 +1,7 @@
 """The query cache in Redis: rows, visibility decisions and list pages shared by every worker and instance.
 
-The rules of the in-process `RowCache` (versioned rows and tombstones, decisions by row version and
-epoch, pages by list generation: see rampart.lib.rowcache), each check with the write it allows in one
-Lua script, so that they are atomic. Everything is keyed by a global generation too: `reset` moves it
+The rules of the in-process `RowCache` (rampart.lib.rowcache), each check with the write it allows in
+one Lua script, so that they are atomic. Everything is keyed by a global generation too: `reset` moves it
 on, which forgets everything at once (the old keys expire).
 
 Keys (under the namespace, `{g}` the global generation):
@@ -18,8 +17,7 @@ Changes (`changed`) are queued and applied by a background task in pipelined bat
 cache step aside (`enabled` False: every read goes to the database) until it answers again and the
 global generation moved on, because changes may have been lost meanwhile.
 
-Redis must not evict the counters: use `maxmemory-policy volatile-lru` (or `noeviction`). Every entry
-has a ttl; counters and `gen` expire only long after any entry that depends on them.
+Redis must not evict the counters: use `maxmemory-policy volatile-lru` (or `noeviction`).
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ from rampart.lib.rowcache import FIRST_VERSION, CacheStats, Found, floor_after
 
 if TYPE_CHECKING:
     import redis.asyncio
+    from redis.commands.core import AsyncScript
 
 log = logging.getLogger("rampart.cache")
 
@@ -70,19 +69,18 @@ end
 return {g, epoch, row or false, seen or false}
 """
 
-# ARGV: ns, resource, key, caller, version, payload, visible ('1'/'0'), g, epoch, ttl ms
+# ARGV: ns, resource, key, caller, g, epoch, ttl ms (the lookup's stamp), version, payload, visible ('1'/'0')
 _KEEP = """
-if g ~= ARGV[8] then return 0 end
+if g ~= ARGV[5] then return end
 local key = p .. 'row:' .. res .. ':' .. ARGV[3]
 local current = redis.call('GET', key)
-if not current or version_of(current) < tonumber(ARGV[5]) then
-  redis.call('SET', key, ARGV[5] .. ':' .. ARGV[6], 'PX', ARGV[10])
+if not current or version_of(current) < tonumber(ARGV[8]) then
+  redis.call('SET', key, ARGV[8] .. ':' .. ARGV[9], 'PX', ARGV[7])
 end
-if ARGV[4] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[9] then
-  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[5] .. ':' .. ARGV[4] .. ':' .. ARGV[9]
-  redis.call('SET', decision, ARGV[7], 'PX', ARGV[10])
+if ARGV[4] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[6] then
+  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[8] .. ':' .. ARGV[4] .. ':' .. ARGV[6]
+  redis.call('SET', decision, ARGV[10], 'PX', ARGV[7])
 end
-return 1
 """
 
 # ARGV: ns, resource, digest -> {g, list generation, page or nil}
@@ -91,38 +89,35 @@ local lg = redis.call('GET', p .. 'list:' .. res) or '0'
 return {g, lg, redis.call('GET', p .. 'page:' .. res .. ':' .. lg .. ':' .. ARGV[3]) or false}
 """
 
-# ARGV: ns, resource, digest, body, g, list generation, ttl ms
+# ARGV: ns, resource, digest, g, list generation, ttl ms (the lookup's stamp), body
 _KEEP_PAGE = """
-if g ~= ARGV[5] or (redis.call('GET', p .. 'list:' .. res) or '0') ~= ARGV[6] then return 0 end
-redis.call('SET', p .. 'page:' .. res .. ':' .. ARGV[6] .. ':' .. ARGV[3], ARGV[4], 'PX', ARGV[7])
-return 1
+if g == ARGV[4] and (redis.call('GET', p .. 'list:' .. res) or '0') == ARGV[5] then
+  redis.call('SET', p .. 'page:' .. res .. ':' .. ARGV[5] .. ':' .. ARGV[3], ARGV[7], 'PX', ARGV[6])
+end
 """
 
 # ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, dependents...
+# The tombstone is skipped for a row already at its new version, and for a new row (nothing older than it
+# can be fetched).
 _CHANGED = f"""
 local function move_on(counter)
   redis.call('INCR', counter)
   redis.call('PEXPIRE', counter, {_COUNTER_TTL_MS})
 end
 local key = p .. 'row:' .. res .. ':' .. ARGV[3]
-local floor = ARGV[4]
-local current = redis.call('GET', key)
-local skip = false
+local floor, current = tonumber(ARGV[4]), redis.call('GET', key)
+local version, live = -1, false
 if current then
-  local version, live = version_of(current)
-  if version > tonumber(floor) then
-    if live then skip = true else floor = string.format('%d', version) end
-  end
-elseif tonumber(floor) < {FIRST_VERSION} then
-  skip = true  -- a new row: nothing older than it can be fetched, no tombstone needed
+  version, live = version_of(current)
 end
-if not skip then redis.call('SET', key, floor .. ':', 'PX', ARGV[5]) end
+if not (live and version > floor) and (current or floor >= {FIRST_VERSION}) then
+  redis.call('SET', key, string.format('%d', math.max(floor, version)) .. ':', 'PX', ARGV[5])
+end
 move_on(p .. 'list:' .. res)
 for i = 6, #ARGV do
   move_on(p .. 'epoch:' .. ARGV[i])
   move_on(p .. 'list:' .. ARGV[i])
 end
-return 1
 """
 
 
@@ -169,7 +164,7 @@ class RedisQueryCache:
         except Exception:
             self._failed("a lookup", lost=False)
             return None, None
-        stamp = (args, g, epoch)
+        stamp = [*args, g, epoch, self._ttl_ms]
         if row is None or (caller is not None and seen is None):
             self.stats.misses += 1
             return None, stamp
@@ -180,15 +175,7 @@ class RedisQueryCache:
         return (int(version), payload), stamp
 
     async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
-        if stamp is None or not self.enabled:
-            return
-        args, g, epoch = stamp
-        try:
-            await self._keep(
-                args=[*args, str(version), payload, "1" if visible else "0", g, epoch, self._ttl_ms]
-            )
-        except Exception:
-            self._failed("keeping a row", lost=False)
+        await self._keep_with(self._keep, "a row", stamp, str(version), payload, "1" if visible else "0")
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
         args = [self._ns, resource, _digest(key)]
@@ -201,16 +188,18 @@ class RedisQueryCache:
             self.stats.page_misses += 1
         else:
             self.stats.page_hits += 1
-        return body, (args, g, list_generation)
+        return body, [*args, g, list_generation, self._ttl_ms]
 
     async def keep_page(self, body: bytes, stamp: Any) -> None:
-        if stamp is None or not self.enabled:
-            return
-        args, g, list_generation = stamp
-        try:
-            await self._keep_page(args=[*args, body, g, list_generation, self._ttl_ms])
-        except Exception:
-            self._failed("keeping a page", lost=False)
+        await self._keep_with(self._keep_page, "a page", stamp, body)
+
+    async def _keep_with(self, script: AsyncScript, what: str, stamp: Any, *values: bytes | str) -> None:
+        """Run a keep script: the lookup's stamp is the first of its arguments."""
+        if stamp is not None and self.enabled:
+            try:
+                await script(args=[*stamp, *values])
+            except Exception:
+                self._failed(f"keeping {what}", lost=False)
 
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
         args = [self._ns, resource, str(key), str(floor_after(version)), self._ttl_ms, *dependents]
@@ -226,8 +215,6 @@ class RedisQueryCache:
         await done
 
     async def _write_changes(self) -> None:
-        """Apply queued changes in order, a pipelined batch at a time; when Redis fails, step aside and
-        come back with a new global generation."""
         while True:
             await self._pending.wait()
             self._pending.clear()
@@ -259,8 +246,6 @@ class RedisQueryCache:
         self.stats.clears += 1
 
     def _failed(self, what: str, *, lost: bool) -> None:
-        """Step aside (reads go to the database) until Redis answers; after a lost change, until the
-        global generation moved on too."""
         if not self._down:
             log.warning(
                 "query cache: Redis failed during %s; reads go to the database until it is back", what

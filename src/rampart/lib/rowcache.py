@@ -124,9 +124,8 @@ class RowCache:
         self.stats = CacheStats()
 
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
+        # No need to look at `enabled`: disabled, the cache is empty (`suspend` forgets, `keep` refuses).
         stamp = (self._generation, self._epochs[resource], resource, key, caller)
-        if not self.enabled:
-            return None, stamp
         slot = (resource, key)
         entry = self._rows.get(slot)
         if entry is None or entry[1] is None:
@@ -155,8 +154,6 @@ class RowCache:
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
         stamp = (self._generation, self._lists[resource], resource, key)
-        if not self.enabled:
-            return None, stamp
         entry = self._pages.get((resource, key))
         if entry is None or entry[0] != stamp[1]:
             self.stats.page_misses += 1
