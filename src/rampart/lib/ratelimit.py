@@ -86,8 +86,7 @@ class MemoryRateLimiter:
         decision, new_tat = _decide(self._tats.get(key), now, _interval_us(rate), rate.count)
         if new_tat is not None:
             self._tats[key] = new_tat
-        if key in self._tats:
-            self._tats.move_to_end(key)
+        self._tats.move_to_end(key)  # there either way: a refusal means a stored TAT
         for _ in range(_SWEEP):
             oldest = next(iter(self._tats.items()), None)
             if oldest is None or oldest[1] > now:
@@ -109,8 +108,6 @@ class MemoryRateLimiter:
 
 # Redis TIME is the clock so every worker and instance agrees on "now" whatever their own clocks
 # say. Scripts are replicated by effects (Redis >= 5), so the non-deterministic TIME is allowed.
-# Every value is an integer below 2**53, so Lua's doubles hold it exactly and redis.call writes it
-# back as plain digits.
 _GCRA_LUA = """
 local interval, count = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -121,21 +118,16 @@ local new_tat = tat + interval
 if new_tat - now > window then
   return {0, 0, tat - now, new_tat - window - now}
 end
-local ttl_ms = math.ceil((new_tat - now) / 1000)
-redis.call('SET', KEYS[1], new_tat, 'PX', ttl_ms)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
 return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now, 0}
 """
 
 
 class RedisRateLimiter:
-    """Limiter shared by every process using the same Redis and prefix; each hit is one atomic script.
-
-    The caller owns the client: close() leaves it open for its other users.
-    """
+    """Limiter shared by every process using the same Redis and prefix; each hit is one atomic script."""
 
     def __init__(self, client: redis.asyncio.Redis, *, prefix: str = "rampart:rl:") -> None:
         self._prefix = prefix
-        # Registered once: later calls send only the SHA (EVALSHA), reloading it if Redis lost it.
         self._script = client.register_script(_GCRA_LUA)
 
     async def hit(self, key: str, rate: Rate) -> Decision:
