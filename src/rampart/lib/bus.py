@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -10,10 +11,6 @@ from typing import Any
 Handler = Callable[[Mapping[str, Any]], Awaitable[None] | None]
 
 logger = logging.getLogger("rampart.bus")
-
-# Event types come from code, so there are few; the bound only guards against a caller emitting
-# unbounded ad-hoc types, which would otherwise grow the cache forever.
-_MAX_CACHED_TYPES = 1024
 
 
 def check_pattern(pattern: str) -> tuple[str, ...]:
@@ -46,7 +43,8 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscriptions: dict[object, tuple[tuple[str, ...], Handler]] = {}
-        self._resolved: dict[str, tuple[Handler, ...]] = {}
+        # Event types come from code, so there are few: the bound only guards against ad-hoc ones.
+        self._handlers_for = functools.lru_cache(maxsize=1024)(self._resolve)
 
     def on(self, pattern: str, handler: Handler) -> Callable[[], None]:
         """Subscribe `handler` to event types matching `pattern` ("tasks.created", "tasks.*",
@@ -55,24 +53,18 @@ class EventBus:
         # A token per subscription, so the same handler registered twice unsubscribes one at a time.
         token = object()
         self._subscriptions[token] = (compiled, handler)
-        self._resolved.clear()
+        self._handlers_for.cache_clear()
 
         def unsubscribe() -> None:
             if self._subscriptions.pop(token, None) is not None:
-                self._resolved.clear()
+                self._handlers_for.cache_clear()
 
         return unsubscribe
 
-    def _handlers_for(self, event_type: str) -> tuple[Handler, ...]:
-        handlers = self._resolved.get(event_type)
-        if handlers is None:
-            segments = tuple(event_type.split("."))
-            # dicts keep insertion order, so this is registration order.
-            handlers = tuple(h for p, h in self._subscriptions.values() if _matches(p, segments))
-            if len(self._resolved) >= _MAX_CACHED_TYPES:
-                self._resolved.clear()
-            self._resolved[event_type] = handlers
-        return handlers
+    def _resolve(self, event_type: str) -> tuple[Handler, ...]:
+        segments = tuple(event_type.split("."))
+        # dicts keep insertion order, so this is registration order.
+        return tuple(h for p, h in self._subscriptions.values() if _matches(p, segments))
 
     async def emit(self, event: Mapping[str, Any], *, request_id: str | None = None) -> None:
         """Deliver `event` (which needs a str "type") to every matching handler; never raises

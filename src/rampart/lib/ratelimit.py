@@ -101,10 +101,6 @@ class MemoryRateLimiter:
         """Forget all keys."""
         self._tats.clear()
 
-    def __len__(self) -> int:
-        """Number of keys currently tracked."""
-        return len(self._tats)
-
 
 # Redis TIME is the clock so every worker and instance agrees on "now" whatever their own clocks
 # say. Scripts are replicated by effects (Redis >= 5), so the non-deterministic TIME is allowed.
