@@ -52,8 +52,7 @@ class RateLimiter(Protocol):
 
 
 def _interval_us(rate: Rate) -> int:
-    # Rounded up to a whole microsecond: the effective period grows by at most `count` µs,
-    # and integer arithmetic keeps decisions exact and identical across backends.
+    # Rounded up to a whole microsecond: the effective period grows by at most `count` µs.
     return max(1, math.ceil(rate.period * _US / rate.count))
 
 

@@ -178,7 +178,8 @@ class RedisQueryCache:
         await self._keep_with(self._keep, "a row", stamp, str(version), payload, "1" if visible else "0")
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
-        args = [self._ns, resource, _digest(key)]
+        # The page's key (its query and who asked) at a fixed size.
+        args = [self._ns, resource, hashlib.blake2b(repr(key).encode(), digest_size=20).hexdigest()]
         try:
             g, list_generation, body = await self._lookup_page(args=args)
         except Exception:
@@ -278,8 +279,3 @@ def _release(waiters: list[asyncio.Future[None]]) -> None:
     for waiter in waiters:
         if not waiter.done():
             waiter.set_result(None)
-
-
-def _digest(key: Hashable) -> str:
-    """A fixed-size key for a page: its query and who asked (never another caller's page)."""
-    return hashlib.blake2b(repr(key).encode(), digest_size=20).hexdigest()

@@ -61,11 +61,8 @@ BEGIN
     RETURN NULL;
   END IF;
   PERFORM set_config('rampart.notified', 'on', true);
-  IF TG_OP = 'DELETE' OR same_version THEN
-    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || OLD.id::text || ' -');
-  ELSE
-    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || NEW.id::text || ' ' || NEW.version::text);
-  END IF;
+  PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || CASE WHEN TG_OP = 'DELETE' OR same_version
+    THEN OLD.id::text || ' -' ELSE NEW.id::text || ' ' || NEW.version::text END);
   RETURN NULL;
 END $$"""
 
