@@ -41,30 +41,26 @@ log = logging.getLogger("rampart.cache")
 _COUNTER_TTL_MS = 86_400_000  # a day: counters outlive every entry stamped with their value
 _RETRY = 1.0  # seconds between attempts to get a failed Redis back into use
 
-# Begins every script (ARGV: namespace, resource, ...); keys are built inside (one Redis, not Cluster).
+# Begins every script (ARGV: ns, resource, row key or page digest, ...); keys built inside: not for Cluster.
 _PRELUDE = """
 local ns, res = ARGV[1], ARGV[2]
 local g = redis.call('GET', ns .. 'gen') or '0'
 local p = ns .. g .. ':'
-local function version_of(value)
-  local sep = string.find(value, ':', 1, true)
-  return tonumber(string.sub(value, 1, sep - 1)), sep < #value
+local row_key = p .. 'row:' .. res .. ':' .. ARGV[3]
+local function version_of(value)  -- and whether it is a row, not a tombstone
+  return tonumber(string.match(value, '^%d+')), string.sub(value, -1) ~= ':'
 end
 """
 
-# ARGV: ns, resource, key, caller ('' = sees every row) -> {g, epoch, row or nil, decision or nil}
+# ARGV: ns, resource, key, caller ('' = sees every row) -> {g, epoch, row or tombstone or nil, decision}
 _LOOKUP = """
 local epoch = redis.call('GET', p .. 'epoch:' .. res) or '0'
-local row = redis.call('GET', p .. 'row:' .. res .. ':' .. ARGV[3])
+local row = redis.call('GET', row_key)
 local seen = false
-if row then
-  local version, live = version_of(row)
-  if not live then
-    row = false
-  elseif ARGV[4] ~= '' then
-    seen = redis.call('GET', p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. string.format('%d', version)
-      .. ':' .. ARGV[4] .. ':' .. epoch)
-  end
+if row and ARGV[4] ~= '' then
+  local version = string.match(row, '^%d+')
+  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. version .. ':' .. ARGV[4] .. ':' .. epoch
+  seen = redis.call('GET', decision)
 end
 return {g, epoch, row or false, seen or false}
 """
@@ -72,10 +68,9 @@ return {g, epoch, row or false, seen or false}
 # ARGV: ns, resource, key, caller, g, epoch, ttl ms (the lookup's stamp), version, payload, visible ('1'/'0')
 _KEEP = """
 if g ~= ARGV[5] then return end
-local key = p .. 'row:' .. res .. ':' .. ARGV[3]
-local current = redis.call('GET', key)
+local current = redis.call('GET', row_key)
 if not current or version_of(current) < tonumber(ARGV[8]) then
-  redis.call('SET', key, ARGV[8] .. ':' .. ARGV[9], 'PX', ARGV[7])
+  redis.call('SET', row_key, ARGV[8] .. ':' .. ARGV[9], 'PX', ARGV[7])
 end
 if ARGV[4] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[6] then
   local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[8] .. ':' .. ARGV[4] .. ':' .. ARGV[6]
@@ -104,14 +99,13 @@ local function move_on(counter)
   redis.call('INCR', counter)
   redis.call('PEXPIRE', counter, {_COUNTER_TTL_MS})
 end
-local key = p .. 'row:' .. res .. ':' .. ARGV[3]
-local floor, current = tonumber(ARGV[4]), redis.call('GET', key)
+local floor, current = tonumber(ARGV[4]), redis.call('GET', row_key)
 local version, live = -1, false
 if current then
   version, live = version_of(current)
 end
 if not (live and version > floor) and (current or floor >= {FIRST_VERSION}) then
-  redis.call('SET', key, string.format('%d', math.max(floor, version)) .. ':', 'PX', ARGV[5])
+  redis.call('SET', row_key, string.format('%d', math.max(floor, version)) .. ':', 'PX', ARGV[5])
 end
 move_on(p .. 'list:' .. res)
 for i = 6, #ARGV do
@@ -165,13 +159,13 @@ class RedisQueryCache:
             self._failed("a lookup", lost=False)
             return None, None
         stamp = [*args, g, epoch, self._ttl_ms]
-        if row is None or (caller is not None and seen is None):
+        version, _, payload = (row or b"").partition(b":")
+        if not payload or (caller is not None and seen is None):  # no row (or a tombstone), no decision
             self.stats.misses += 1
             return None, stamp
         self.stats.hits += 1
         if seen == b"0":  # None without a caller
             return False, stamp
-        version, _, payload = row.partition(b":")
         return (int(version), payload), stamp
 
     async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
