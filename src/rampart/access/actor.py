@@ -17,8 +17,7 @@ class Actor:
     role: str
     session_id: uuid.UUID
     permissions: frozenset[str]
-    # The admin acting as `user_id` when the session came from impersonation: every event it writes
-    # names them beside the actor.
+    # The admin acting as `user_id` (a session from impersonation): every event it writes names them too.
     impersonator_id: uuid.UUID | None = None
 
     def can(self, permission: str) -> bool:

@@ -79,7 +79,6 @@ class MemoryRateLimiter:
         self._tats: OrderedDict[str, int] = OrderedDict()
 
     async def hit(self, key: str, rate: Rate) -> Decision:
-        """Count one request for `key` under `rate`."""
         # No await in here, so concurrent hits on one event loop cannot interleave.
         now = round(self._clock() * _US)
         decision, new_tat = _decide(self._tats.get(key), now, _interval_us(rate), rate.count)
@@ -97,7 +96,6 @@ class MemoryRateLimiter:
         return decision
 
     async def close(self) -> None:
-        """Forget all keys."""
         self._tats.clear()
 
 
@@ -126,7 +124,6 @@ class RedisRateLimiter:
         self._script = client.register_script(_GCRA_LUA)
 
     async def hit(self, key: str, rate: Rate) -> Decision:
-        """Count one request for `key` under `rate`."""
         result = await self._script(keys=[self._prefix + key], args=[_interval_us(rate), rate.count])
         allowed, remaining, reset_us, retry_us = (int(v) for v in result)
         return Decision(bool(allowed), rate.count, remaining, reset_us / _US, retry_us / _US)

@@ -48,8 +48,7 @@ class QueryCache(Protocol):
     """The cache of rows, visibility decisions and list pages, as the resource managers use it.
 
     A lookup also returns a *stamp*: what was looked up, and what the cache knew before the database was
-    asked. Whatever is kept after a miss is kept with that stamp, and dropped if anything it could depend
-    on changed since.
+    asked; what a miss keeps with it is dropped if anything it could depend on changed since.
     """
 
     enabled: bool
