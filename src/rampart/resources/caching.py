@@ -57,12 +57,11 @@ CREATE OR REPLACE FUNCTION rampart_notify_change() RETURNS trigger LANGUAGE plpg
 DECLARE
   same_version boolean := TG_OP = 'UPDATE' AND NEW.version = OLD.version;
 BEGIN
-  IF current_setting('rampart.announces', true) = 'on' AND NOT same_version THEN
-    RETURN NULL;
+  IF current_setting('rampart.announces', true) IS DISTINCT FROM 'on' OR same_version THEN
+    PERFORM set_config('rampart.notified', 'on', true);
+    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || CASE WHEN TG_OP = 'DELETE' OR same_version
+      THEN OLD.id::text || ' -' ELSE NEW.id::text || ' ' || NEW.version::text END);
   END IF;
-  PERFORM set_config('rampart.notified', 'on', true);
-  PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || CASE WHEN TG_OP = 'DELETE' OR same_version
-    THEN OLD.id::text || ' -' ELSE NEW.id::text || ' ' || NEW.version::text END);
   RETURN NULL;
 END $$"""
 
