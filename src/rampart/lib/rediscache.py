@@ -137,7 +137,7 @@ class RedisQueryCache:
         self.enabled = False
         self.stats = CacheStats()
         self._changes: list[list[str]] = []
-        self._waiters: list[asyncio.Future[None]] = []  # settle() calls, until the changes before them apply
+        self._applied = asyncio.Event()  # set once the changes queued until now are applied
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -148,8 +148,8 @@ class RedisQueryCache:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        _release(self._waiters)
-        self._changes, self._waiters = [], []
+        self._applied.set()
+        self._changes = []
 
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
         args = [self._ns, resource, str(key), "" if caller is None else str(caller)]
@@ -204,17 +204,15 @@ class RedisQueryCache:
     async def settle(self) -> None:
         if not self._changes or self._task is None:
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(done)
         self._pending.set()
-        await done
+        await self._applied.wait()
 
     async def _write_changes(self) -> None:
         while True:
             await self._pending.wait()
             self._pending.clear()
             batch, self._changes = self._changes, []
-            waiters, self._waiters = self._waiters, []
+            applied, self._applied = self._applied, asyncio.Event()
             try:
                 if self._lost and self._feed_up:
                     await self._new_generation()  # covers this batch too: everything is forgotten
@@ -232,7 +230,7 @@ class RedisQueryCache:
                 await asyncio.sleep(_RETRY)
                 self._pending.set()  # try again to get back into use
             finally:
-                _release(waiters)
+                applied.set()
 
     async def _new_generation(self) -> None:
         await self._client.incr(self._ns + "gen")
@@ -267,9 +265,3 @@ class RedisQueryCache:
         self._lost = True
         self.enabled = False
         self._pending.set()
-
-
-def _release(waiters: list[asyncio.Future[None]]) -> None:
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
