@@ -63,8 +63,7 @@ class EventBus:
         return tuple(h for p, h in self._subscriptions.values() if p.fullmatch(event_type))
 
     async def emit(self, event: Mapping[str, Any], *, request_id: str | None = None) -> None:
-        """Deliver `event` (which needs a str "type") to every matching handler; never raises
-        because of a handler."""
+        """Deliver `event` (which needs a str "type") to every matching handler."""
         event_type = event.get("type")
         if not isinstance(event_type, str):
             raise ValueError(f"event needs a str 'type', got {event_type!r}")

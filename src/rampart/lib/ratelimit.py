@@ -26,9 +26,8 @@ from rampart.lib.rates import Rate
 
 _US = 1_000_000
 
-# How many least-recently-used keys one hit inspects for a TAT in the past. Such keys are
-# equivalent to absent ones, so dropping them never changes a decision; a small constant keeps
-# hit() O(1) while stale keys drain as fast as new ones arrive.
+# How many least-recently-used keys one hit inspects for a TAT in the past (as good as absent: dropping
+# it changes no decision). A small constant keeps hit() O(1); stale keys drain as fast as new ones come.
 _SWEEP = 2
 
 

@@ -101,12 +101,9 @@ class CacheFeed:
                 self._dependents.setdefault(dep, set()).add(resource.name)
 
     def changed(self, resource: str, key: uuid.UUID, version: int | None, *, local: bool = False) -> None:
-        """Row `key` of `resource` is now at `version` (None: deleted).
-
-        `local`: this worker made the change and applies it at its commit; the database's notification
-        of it, a moment later, then carries nothing new and is skipped (it would only drop the pages
-        read in between, which already include the change).
-        """
+        """Row `key` of `resource` is now at `version` (None: deleted). `local`: this worker made the
+        change and applies it at its commit; the database's notification of it is then skipped (it would
+        only drop the pages read in between, which already include the change)."""
         if local:
             self._own[(resource, key, version)] = None
             if len(self._own) > _OWN_MAX:
@@ -159,7 +156,6 @@ class Announcer:
 
     A background task sends the queued lines, a batch per statement, on a pool connection, outside any
     write: a notifying transaction that writes nothing holds PostgreSQL's notify lock for a moment only.
-    When the database is down the lines wait (at most `_BACKLOG`; beyond that, one "*" replaces them).
     """
 
     def __init__(self, db: Database) -> None:
