@@ -34,10 +34,7 @@ class Roles:
 
     def __init__(self, mapping: Mapping[str, Sequence[str]]) -> None:
         self._map = {role: frozenset(perms) for role, perms in mapping.items()}
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._map)
+        self.names = tuple(self._map)
 
     def permissions(self, role: str) -> frozenset[str]:
         """A role's permissions; an unknown role has none."""

@@ -50,6 +50,9 @@ local row_key = p .. 'row:' .. res .. ':' .. ARGV[3]
 local function version_of(value)  -- and whether it is a row, not a tombstone
   return tonumber(string.match(value, '^%d+')), string.sub(value, -1) ~= ':'
 end
+local function decision_key(version, epoch)  -- in the row scripts (ARGV[4]: the caller)
+  return p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. version .. ':' .. ARGV[4] .. ':' .. epoch
+end
 """
 
 # ARGV: ns, resource, key, caller ('' = sees every row) -> {g, epoch, row or tombstone or nil, decision}
@@ -58,9 +61,7 @@ local epoch = redis.call('GET', p .. 'epoch:' .. res) or '0'
 local row = redis.call('GET', row_key)
 local seen = false
 if row and ARGV[4] ~= '' then
-  local version = string.match(row, '^%d+')
-  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. version .. ':' .. ARGV[4] .. ':' .. epoch
-  seen = redis.call('GET', decision)
+  seen = redis.call('GET', decision_key(string.match(row, '^%d+'), epoch))
 end
 return {g, epoch, row or false, seen or false}
 """
@@ -73,8 +74,7 @@ if not current or version_of(current) < tonumber(ARGV[8]) then
   redis.call('SET', row_key, ARGV[8] .. ':' .. ARGV[9], 'PX', ARGV[7])
 end
 if ARGV[4] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[6] then
-  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[8] .. ':' .. ARGV[4] .. ':' .. ARGV[6]
-  redis.call('SET', decision, ARGV[10], 'PX', ARGV[7])
+  redis.call('SET', decision_key(ARGV[8], ARGV[6]), ARGV[10], 'PX', ARGV[7])
 end
 """
 
