@@ -209,7 +209,6 @@ class RedisQueryCache:
 
     async def _write_changes(self) -> None:
         while True:
-            await self._pending.wait()
             self._pending.clear()
             batch, self._changes = self._changes, []
             applied, self._applied = self._applied, asyncio.Event()
@@ -227,10 +226,9 @@ class RedisQueryCache:
                 self.enabled = self._feed_up and not self._lost
             except Exception:
                 self._failed("applying changes", lost=bool(batch))
-                await asyncio.sleep(_RETRY)
-                self._pending.set()  # try again to get back into use
             finally:
                 applied.set()
+            await (asyncio.sleep(_RETRY) if self._down else self._pending.wait())  # down: try to get back
 
     async def _new_generation(self) -> None:
         await self._client.incr(self._ns + "gen")

@@ -172,7 +172,6 @@ class Announcer:
 
     def start(self) -> None:
         if self._task is None:
-            self._pending.set()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="rampart-announcer")
 
     async def stop(self) -> None:
@@ -183,14 +182,14 @@ class Announcer:
 
     async def _run(self) -> None:
         while True:
-            await self._pending.wait()
             self._pending.clear()
             try:
                 await self._send()
             except Exception:
                 log.warning("announcing row changes failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
-                self._pending.set()
+            else:
+                await self._pending.wait()
 
     async def _send(self) -> None:
         lines, self._lines = self._lines, []
