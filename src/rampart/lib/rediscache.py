@@ -12,10 +12,9 @@ Keys (under the namespace, `{g}` the global generation):
     {g}:dec:{resource}:{key}:{version}:{caller}:{epoch}   "1" / "0"
     {g}:page:{resource}:{list generation}:{digest of the query and caller}
 
-Changes (`changed`) are queued and applied by a background task in pipelined batches; the writer awaits
-`settle()` before answering, so its next read, on any worker, sees the change. Redis failing makes the
-cache step aside (`enabled` False: every read goes to the database) until it answers again and the
-global generation moved on, because changes may have been lost meanwhile.
+Changes (`changed`) are applied by a background task in pipelined batches; the writer awaits `settle()`
+before answering, so its next read, on any worker, sees the change. When Redis fails, the cache steps
+aside (every read goes to the database) until it answers, and after a lost change until `gen` moved on.
 
 Redis must not evict the counters: use `maxmemory-policy volatile-lru` (or `noeviction`).
 """

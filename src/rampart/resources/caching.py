@@ -1,9 +1,9 @@
 """Keeping the row cache true: which change invalidates what, and how every worker hears of it.
 
-Changes are announced on the `rampart_cache` channel as lines "<table> <id> <version>" ("-" for a
-delete; a line "*" means "forget everything"). `CacheFeed` turns them into invalidations of that row,
-and into epoch bumps of the resources whose visibility depends on it (`Policy.depends_on`; a resource
-that does not say depends on every other one). Two sources:
+Changes are announced on the `rampart_cache` channel as lines "<table> <id> <version>" ("-" for a delete;
+a line "*" means "forget everything"). `CacheFeed` turns them into invalidations of that row, and into
+epoch bumps of the resources whose visibility depends on it (`Policy.depends_on`, by default every other
+resource). Two sources:
 
 - **Rampart's own writes** are announced by the writing worker after the commit (`Announcer`), in
   batches, from its pool connections, which carry `rampart.announces=on`. Not from inside the write,
