@@ -44,7 +44,7 @@ class EventBus:
         self._handlers_for = functools.lru_cache(maxsize=1024)(self._resolve)
 
     def on(self, pattern: str, handler: Handler) -> Callable[[], None]:
-        """Subscribe `handler` to event types matching `pattern`; returns an idempotent unsubscriber."""
+        """Subscribe `handler` to the event types `pattern` matches; returns the (idempotent) unsubscribe."""
         compiled = check_pattern(pattern)
         # A token per subscription, so the same handler registered twice unsubscribes one at a time.
         token = object()
