@@ -1,9 +1,8 @@
 """GCRA rate limiting behind one Protocol: per-process memory and shared, atomic Redis backends.
 
-GCRA keeps one number per key, the theoretical arrival time (TAT) of the next request. Each allowed
-request pushes it forward by the emission interval T = period / count; a request is refused when
-that would put the TAT more than count * T ahead of now. That allows a burst of exactly `count`,
-then one request every T.
+GCRA keeps one number per key, the theoretical arrival time (TAT) of the next request. Each allowed request
+pushes it forward by the emission interval T = period / count; a request is refused when that would put
+the TAT more than count * T ahead of now. That allows a burst of exactly `count`, then one every T.
 
 Both backends compute in integer microseconds with the same formulas, so they decide identically:
 float seconds would drift by rounding over a burst and could refuse its last request, and Lua

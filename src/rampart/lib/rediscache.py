@@ -90,9 +90,8 @@ if g == ARGV[4] and (redis.call('GET', p .. 'list:' .. res) or '0') == ARGV[5] t
 end
 """
 
-# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, dependents...
-# The tombstone is skipped for a row already at its new version, and for a new row (nothing older than it
-# can be fetched).
+# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, dependents... No tombstone for a
+# row already at its new version, nor for a new row (nothing older than it can be fetched).
 _CHANGED = f"""
 local function move_on(counter)
   redis.call('INCR', counter)

@@ -94,9 +94,8 @@ def _put(entries: OrderedDict[Any, Any], slot: Any, value: Any, limit: int) -> N
 class RowCache:
     """The in-process `QueryCache`, one per worker (a hit costs no round trip). Rows by (resource, key) as
     (version, JSON; None in a tombstone), decisions by (resource, key, version, caller, epoch), pages by
-    (resource, query and caller) as (list generation, body). A stamp is (generation, epoch or list
-    generation, what was looked up): `generation` moves on at every `forget()`, so nothing fetched before
-    it is kept."""
+    (resource, query and caller) as (list generation, body). A stamp is (generation, epoch or list generation,
+    what was looked up): `generation` moves on at every `forget()`, so nothing fetched before it is kept."""
 
     def __init__(
         self, *, max_rows: int = 20_000, max_decisions: int = 100_000, max_pages: int = 2_000
