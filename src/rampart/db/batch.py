@@ -71,7 +71,13 @@ class RowBatcher:
                 return
             count = len(waiting[0][0])
             columns = [[params[i] for params, _ in waiting] for i in range(count)]
-            rows = await self.db.fetch(self._many_rows(statement, count), *columns)
+            arrays = ", ".join(f"${i}::uuid[]" for i in range(1, count + 1))
+            names = ", ".join(f"p{i}" for i in range(1, count + 1))
+            rows = await self.db.fetch(
+                f"SELECT _miss.ord, q.* FROM unnest({arrays}) WITH ORDINALITY AS _miss({names}, ord)"
+                f" LEFT JOIN LATERAL ({statement}) q ON TRUE",
+                *columns,
+            )
             self.stats.statements += 1
             self.stats.rows += len(waiting)
             for row in rows:
@@ -93,12 +99,3 @@ class RowBatcher:
         """The one-row statement itself ($n placeholders), for a read that goes out on its own."""
         self.stats.alone += 1
         return await self.db.fetchrow(statement.replace(PREFIX, "$"), *params)
-
-    @staticmethod
-    def _many_rows(statement: str, count: int) -> str:
-        arrays = ", ".join(f"${i}::uuid[]" for i in range(1, count + 1))
-        names = ", ".join(f"p{i}" for i in range(1, count + 1))
-        return (
-            f"SELECT _miss.ord, q.* FROM unnest({arrays}) WITH ORDINALITY AS _miss({names}, ord)"
-            f" LEFT JOIN LATERAL ({statement}) q ON TRUE"
-        )

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rampart.cache")
 
 _COUNTER_TTL_MS = 86_400_000  # a day: counters outlive every entry stamped with their value
-_RETRY = 1.0  # seconds between attempts to get a failed Redis back into use
 
 # Begins every script (ARGV: ns, resource, row key or page digest, ...); keys built inside: not for Cluster.
 _PRELUDE = """
@@ -226,7 +225,7 @@ class RedisQueryCache:
                 self._failed("applying changes", lost=bool(batch))
             finally:
                 applied.set()
-            await (asyncio.sleep(_RETRY) if self._down else self._pending.wait())  # down: try to get back
+            await (asyncio.sleep(1.0) if self._down else self._pending.wait())  # down: try again in a second
 
     async def _new_generation(self) -> None:
         await self._client.incr(self._ns + "gen")

@@ -14,8 +14,7 @@ def connect(url: str, *, timeout: float = 1.0) -> redis.asyncio.Redis:
     Bounded: a Redis that stops answering must give quick 503s (or send caches to the database), not hold
     every request. A connection error is retried once, at once, on a new connection: after a restart every
     pooled connection is stale, and each would fail one request (a retried rate-limit script can only make
-    the limit stricter by one hit). A timeout is not retried (`supported_errors`): a hung Redis costs one
-    `timeout`, not two.
+    the limit stricter by one hit). A timeout is not retried (`supported_errors`): a hung Redis costs one.
     """
     # Imported only when Redis is configured: ~6 MB per worker otherwise.
     import redis.asyncio as aioredis

@@ -49,9 +49,8 @@ _TRIGGERED = "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tg
 
 # Also marks the transaction as one that notified: the statement trigger on `events` then sends no
 # notification of its own (the event dispatchers wake on this channel too), so a change costs one NOTIFY.
-# An update that keeps the version is never Rampart's (every Rampart update bumps it): a foreign-key action
-# (ON DELETE SET NULL) or SQL that forgot. It is announced, from any session, as a removal: a cached copy
-# with that version would otherwise look current.
+# An update that keeps the version is not Rampart's, which bumps it (a foreign-key action: ON DELETE SET NULL,
+# or SQL that forgot): it is announced from any session as a removal, as a cached copy would look current.
 FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION rampart_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
