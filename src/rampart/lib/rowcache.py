@@ -45,11 +45,9 @@ class CacheStats:
 
 
 class QueryCache(Protocol):
-    """The cache of rows, visibility decisions and list pages, as the resource managers use it.
-
-    A lookup also returns a *stamp*: what was looked up, and what the cache knew before the database was
-    asked; what a miss keeps with it is dropped if anything it could depend on changed since.
-    """
+    """The cache of rows, visibility decisions and list pages, as the resource managers use it. A lookup
+    also returns a *stamp*: what was looked up, and what the cache knew before the database was asked;
+    what a miss keeps with it is dropped if anything it could depend on changed since."""
 
     enabled: bool
     stats: CacheStats
