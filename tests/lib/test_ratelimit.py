@@ -219,11 +219,11 @@ async def test_memory_drops_keys_whose_bucket_is_full_again() -> None:
     limiter = MemoryRateLimiter(clock=clock)
     for key in ("a", "b", "c"):
         await limiter.hit(key, FAST)
-    assert len(limiter) == 3
+    assert len(limiter._tats) == 3
     clock.now += 1.0
     await limiter.hit("d", FAST)
     await limiter.hit("e", FAST)
-    assert len(limiter) == 2
+    assert len(limiter._tats) == 2
 
 
 async def test_memory_is_bounded_by_max_keys_evicting_least_recently_used() -> None:
@@ -232,7 +232,7 @@ async def test_memory_is_bounded_by_max_keys_evicting_least_recently_used() -> N
         await limiter.hit(key, SLOW)
     await limiter.hit("a", SLOW)  # "a" is now the most recently used
     await limiter.hit("d", SLOW)
-    assert len(limiter) == 3
+    assert len(limiter._tats) == 3
     assert (await limiter.hit("a", SLOW)).remaining == 7  # kept: third hit
     assert (await limiter.hit("b", SLOW)).remaining == 9  # evicted: starts afresh
 

@@ -17,8 +17,7 @@ class Actor:
     role: str
     session_id: uuid.UUID
     permissions: frozenset[str]
-    # The admin acting as `user_id` when the session came from impersonation: every event it writes
-    # names them beside the actor.
+    # The admin acting as `user_id` (a session from impersonation): every event it writes names them too.
     impersonator_id: uuid.UUID | None = None
 
     def can(self, permission: str) -> bool:
@@ -35,10 +34,7 @@ class Roles:
 
     def __init__(self, mapping: Mapping[str, Sequence[str]]) -> None:
         self._map = {role: frozenset(perms) for role, perms in mapping.items()}
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._map)
+        self.names = tuple(self._map)
 
     def permissions(self, role: str) -> frozenset[str]:
         """A role's permissions; an unknown role has none."""

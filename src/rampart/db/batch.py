@@ -1,18 +1,12 @@
-"""Single-row reads asked for in the same event-loop step, answered by one statement.
-
-A cold row cache sends one query per GET it misses, each costing the worker asyncpg's protocol work and
-two system calls, and a pool connection for a round trip (decision 0014 measures it). So the reads of one
-loop step that have the same shape go out together:
+"""Single-row reads asked for in the same event-loop step, answered by one statement (decision 0014):
 
     SELECT _miss.ord, q.* FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS _miss(p1, p2, ord)
     LEFT JOIN LATERAL (<the one-row statement, its parameters written _miss.p1, _miss.p2>) q ON TRUE
 
-Each caller's row is computed by exactly the statement it would have run alone, with its own
-parameters (its key, its user for the visibility rule): batching changes how many statements are sent,
-never what any of them answers. A caller alone in its step runs the one-row statement itself.
-
-Only statements whose parameters are all UUIDs are batched (the array type of each parameter must be
-known; an untyped `$n` lets PostgreSQL infer it from where it is used); others run one by one.
+Each caller's row is computed by exactly the statement it would have run alone, with its own parameters
+(its key, its user for the visibility rule): batching changes how many statements are sent, never what
+any of them answers. Only statements whose parameters are all UUIDs are batched (an array's type must be
+written; an untyped `$n` lets PostgreSQL infer it from where it is used).
 """
 
 from __future__ import annotations
@@ -45,11 +39,9 @@ class RowBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def fetch(self, statement: str, params: Sequence[Any], *, alone: bool = False) -> Any:
-        """The row `statement` returns for `params` (as a record or tuple: index it), or None. The
-        statement's parameters are written PREFIX + position (`rampart.resources.spec.ColumnBinder`).
-
-        `alone`: never batched (on a Citus cluster, which refuses the lateral join, and answers each
-        read pinned to its shard by one worker; decision 0019)."""
+        """The row `statement` (its parameters written PREFIX + position) returns for `params`, as a
+        record or tuple, or None. `alone`: never batched (on a Citus cluster, which refuses the lateral
+        join, and answers each read pinned to its shard by one worker; decision 0019)."""
         if alone or not all(isinstance(p, uuid.UUID) for p in params):
             return await self._alone(statement, params)
         loop = asyncio.get_running_loop()
@@ -79,7 +71,13 @@ class RowBatcher:
                 return
             count = len(waiting[0][0])
             columns = [[params[i] for params, _ in waiting] for i in range(count)]
-            rows = await self.db.fetch(self._many_rows(statement, count), *columns)
+            arrays = ", ".join(f"${i}::uuid[]" for i in range(1, count + 1))
+            names = ", ".join(f"p{i}" for i in range(1, count + 1))
+            rows = await self.db.fetch(
+                f"SELECT _miss.ord, q.* FROM unnest({arrays}) WITH ORDINALITY AS _miss({names}, ord)"
+                f" LEFT JOIN LATERAL ({statement}) q ON TRUE",
+                *columns,
+            )
             self.stats.statements += 1
             self.stats.rows += len(waiting)
             for row in rows:
@@ -101,12 +99,3 @@ class RowBatcher:
         """The one-row statement itself ($n placeholders), for a read that goes out on its own."""
         self.stats.alone += 1
         return await self.db.fetchrow(statement.replace(PREFIX, "$"), *params)
-
-    @staticmethod
-    def _many_rows(statement: str, count: int) -> str:
-        arrays = ", ".join(f"${i}::uuid[]" for i in range(1, count + 1))
-        names = ", ".join(f"p{i}" for i in range(1, count + 1))
-        return (
-            f"SELECT _miss.ord, q.* FROM unnest({arrays}) WITH ORDINALITY AS _miss({names}, ord)"
-            f" LEFT JOIN LATERAL ({statement}) q ON TRUE"
-        )

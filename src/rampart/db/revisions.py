@@ -102,11 +102,10 @@ def _literals(path: Path) -> dict[str, object] | None:
     them is not a literal."""
     values: dict[str, object] = {}
     for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
-        target: ast.expr
-        if isinstance(node, ast.AnnAssign) and node.value is not None:
-            target, value = node.target, node.value
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
         else:
             continue
         if isinstance(target, ast.Name) and target.id in ("revision", "down_revision", "depends_on"):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -11,33 +13,25 @@ Handler = Callable[[Mapping[str, Any]], Awaitable[None] | None]
 
 logger = logging.getLogger("rampart.bus")
 
-# Event types come from code, so there are few; the bound only guards against a caller emitting
-# unbounded ad-hoc types, which would otherwise grow the cache forever.
-_MAX_CACHED_TYPES = 1024
 
-
-def check_pattern(pattern: str) -> tuple[str, ...]:
-    """The segments of a valid event-type pattern ("tasks.*", "*.deleted", "*"); ValueError otherwise."""
-    segments = tuple(pattern.split("."))
+@functools.lru_cache(maxsize=1024)
+def check_pattern(pattern: str) -> re.Pattern[str]:
+    """A valid event-type pattern ("tasks.*", "*.deleted", "*") as a regular expression; ValueError
+    otherwise. `*` matches one segment; as the last segment it matches one or more ("tasks.*")."""
+    segments = pattern.split(".")
     for segment in segments:
         # A "*" inside a segment ("task*") would silently never match; refuse it up front.
         if not segment or ("*" in segment and segment != "*"):
             raise ValueError(
                 f"invalid event pattern {pattern!r}: use dot-separated names, '*' as a whole segment"
             )
-    return segments
-
-
-def _matches(pattern: tuple[str, ...], event_type: tuple[str, ...]) -> bool:
-    """`*` matches one segment; as the last pattern segment it matches one or more ("tasks.*")."""
-    if len(event_type) != len(pattern) and not (pattern[-1] == "*" and len(event_type) > len(pattern)):
-        return False
-    return all(p == "*" or p == e for p, e in zip(pattern, event_type, strict=False))
+    body = r"\.".join("[^.]*" if s == "*" else re.escape(s) for s in segments)
+    return re.compile(body + (r"(\.[^.]*)*" if segments[-1] == "*" else ""))
 
 
 def pattern_matches(pattern: str, event_type: str) -> bool:
     """Whether `event_type` matches `pattern`, with the bus's rules (raises ValueError on a bad pattern)."""
-    return _matches(check_pattern(pattern), tuple(event_type.split(".")))
+    return check_pattern(pattern).fullmatch(event_type) is not None
 
 
 class EventBus:
@@ -45,38 +39,30 @@ class EventBus:
     handler is logged and skipped, because one broken subscriber must not starve the others."""
 
     def __init__(self) -> None:
-        self._subscriptions: dict[object, tuple[tuple[str, ...], Handler]] = {}
-        self._resolved: dict[str, tuple[Handler, ...]] = {}
+        self._subscriptions: dict[object, tuple[re.Pattern[str], Handler]] = {}
+        # Event types come from code, so there are few: the bound only guards against ad-hoc ones.
+        self._handlers_for = functools.lru_cache(maxsize=1024)(self._resolve)
 
     def on(self, pattern: str, handler: Handler) -> Callable[[], None]:
-        """Subscribe `handler` to event types matching `pattern` ("tasks.created", "tasks.*",
-        "*.deleted", "*"). Returns a function that unsubscribes; calling it again does nothing."""
+        """Subscribe `handler` to the event types `pattern` matches; returns the (idempotent) unsubscribe."""
         compiled = check_pattern(pattern)
         # A token per subscription, so the same handler registered twice unsubscribes one at a time.
         token = object()
         self._subscriptions[token] = (compiled, handler)
-        self._resolved.clear()
+        self._handlers_for.cache_clear()
 
         def unsubscribe() -> None:
             if self._subscriptions.pop(token, None) is not None:
-                self._resolved.clear()
+                self._handlers_for.cache_clear()
 
         return unsubscribe
 
-    def _handlers_for(self, event_type: str) -> tuple[Handler, ...]:
-        handlers = self._resolved.get(event_type)
-        if handlers is None:
-            segments = tuple(event_type.split("."))
-            # dicts keep insertion order, so this is registration order.
-            handlers = tuple(h for p, h in self._subscriptions.values() if _matches(p, segments))
-            if len(self._resolved) >= _MAX_CACHED_TYPES:
-                self._resolved.clear()
-            self._resolved[event_type] = handlers
-        return handlers
+    def _resolve(self, event_type: str) -> tuple[Handler, ...]:
+        # dicts keep insertion order, so this is registration order.
+        return tuple(h for p, h in self._subscriptions.values() if p.fullmatch(event_type))
 
     async def emit(self, event: Mapping[str, Any], *, request_id: str | None = None) -> None:
-        """Deliver `event` (which needs a str "type") to every matching handler; never raises
-        because of a handler."""
+        """Deliver `event` (which needs a str "type") to every matching handler."""
         event_type = event.get("type")
         if not isinstance(event_type, str):
             raise ValueError(f"event needs a str 'type', got {event_type!r}")

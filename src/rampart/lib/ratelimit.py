@@ -1,9 +1,8 @@
 """GCRA rate limiting behind one Protocol: per-process memory and shared, atomic Redis backends.
 
-GCRA keeps one number per key, the theoretical arrival time (TAT) of the next request. Each allowed
-request pushes it forward by the emission interval T = period / count; a request is refused when
-that would put the TAT more than count * T ahead of now. That allows a burst of exactly `count`,
-then one request every T.
+GCRA keeps one number per key, the theoretical arrival time (TAT) of the next request. Each allowed request
+pushes it forward by the emission interval T = period / count; a request is refused when that would put
+the TAT more than count * T ahead of now. That allows a burst of exactly `count`, then one every T.
 
 Both backends compute in integer microseconds with the same formulas, so they decide identically:
 float seconds would drift by rounding over a burst and could refuse its last request, and Lua
@@ -26,9 +25,8 @@ from rampart.lib.rates import Rate
 
 _US = 1_000_000
 
-# How many least-recently-used keys one hit inspects for a TAT in the past. Such keys are
-# equivalent to absent ones, so dropping them never changes a decision; a small constant keeps
-# hit() O(1) while stale keys drain as fast as new ones arrive.
+# How many least-recently-used keys one hit inspects for a TAT in the past (as good as absent: dropping
+# it changes no decision). A small constant keeps hit() O(1); stale keys drain as fast as new ones come.
 _SWEEP = 2
 
 
@@ -52,8 +50,7 @@ class RateLimiter(Protocol):
 
 
 def _interval_us(rate: Rate) -> int:
-    # Rounded up to a whole microsecond: the effective period grows by at most `count` µs,
-    # and integer arithmetic keeps decisions exact and identical across backends.
+    # Rounded up to a whole microsecond: the effective period grows by at most `count` µs.
     return max(1, math.ceil(rate.period * _US / rate.count))
 
 
@@ -80,14 +77,12 @@ class MemoryRateLimiter:
         self._tats: OrderedDict[str, int] = OrderedDict()
 
     async def hit(self, key: str, rate: Rate) -> Decision:
-        """Count one request for `key` under `rate`."""
         # No await in here, so concurrent hits on one event loop cannot interleave.
         now = round(self._clock() * _US)
         decision, new_tat = _decide(self._tats.get(key), now, _interval_us(rate), rate.count)
         if new_tat is not None:
             self._tats[key] = new_tat
-        if key in self._tats:
-            self._tats.move_to_end(key)
+        self._tats.move_to_end(key)  # there either way: a refusal means a stored TAT
         for _ in range(_SWEEP):
             oldest = next(iter(self._tats.items()), None)
             if oldest is None or oldest[1] > now:
@@ -99,18 +94,11 @@ class MemoryRateLimiter:
         return decision
 
     async def close(self) -> None:
-        """Forget all keys."""
         self._tats.clear()
-
-    def __len__(self) -> int:
-        """Number of keys currently tracked."""
-        return len(self._tats)
 
 
 # Redis TIME is the clock so every worker and instance agrees on "now" whatever their own clocks
 # say. Scripts are replicated by effects (Redis >= 5), so the non-deterministic TIME is allowed.
-# Every value is an integer below 2**53, so Lua's doubles hold it exactly and redis.call writes it
-# back as plain digits.
 _GCRA_LUA = """
 local interval, count = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -121,25 +109,19 @@ local new_tat = tat + interval
 if new_tat - now > window then
   return {0, 0, tat - now, new_tat - window - now}
 end
-local ttl_ms = math.ceil((new_tat - now) / 1000)
-redis.call('SET', KEYS[1], new_tat, 'PX', ttl_ms)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
 return {1, math.floor((window - (new_tat - now)) / interval), new_tat - now, 0}
 """
 
 
 class RedisRateLimiter:
-    """Limiter shared by every process using the same Redis and prefix; each hit is one atomic script.
-
-    The caller owns the client: close() leaves it open for its other users.
-    """
+    """Limiter shared by every process using the same Redis and prefix; each hit is one atomic script."""
 
     def __init__(self, client: redis.asyncio.Redis, *, prefix: str = "rampart:rl:") -> None:
         self._prefix = prefix
-        # Registered once: later calls send only the SHA (EVALSHA), reloading it if Redis lost it.
         self._script = client.register_script(_GCRA_LUA)
 
     async def hit(self, key: str, rate: Rate) -> Decision:
-        """Count one request for `key` under `rate`."""
         result = await self._script(keys=[self._prefix + key], args=[_interval_us(rate), rate.count])
         allowed, remaining, reset_us, retry_us = (int(v) for v in result)
         return Decision(bool(allowed), rate.count, remaining, reset_us / _US, retry_us / _US)

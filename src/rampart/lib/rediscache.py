@@ -1,8 +1,7 @@
 """The query cache in Redis: rows, visibility decisions and list pages shared by every worker and instance.
 
-The rules of the in-process `RowCache` (versioned rows and tombstones, decisions by row version and
-epoch, pages by list generation: see rampart.lib.rowcache), each check with the write it allows in one
-Lua script, so that they are atomic. Everything is keyed by a global generation too: `reset` moves it
+The rules of the in-process `RowCache` (rampart.lib.rowcache), each check with the write it allows in
+one Lua script, so that they are atomic. Everything is keyed by a global generation too: `reset` moves it
 on, which forgets everything at once (the old keys expire).
 
 Keys (under the namespace, `{g}` the global generation):
@@ -13,13 +12,11 @@ Keys (under the namespace, `{g}` the global generation):
     {g}:dec:{resource}:{key}:{version}:{caller}:{epoch}   "1" / "0"
     {g}:page:{resource}:{list generation}:{digest of the query and caller}
 
-Changes (`changed`) are queued and applied by a background task in pipelined batches; the writer awaits
-`settle()` before answering, so its next read, on any worker, sees the change. Redis failing makes the
-cache step aside (`enabled` False: every read goes to the database) until it answers again and the
-global generation moved on, because changes may have been lost meanwhile.
+Changes (`changed`) are applied by a background task in pipelined batches; the writer awaits `settle()`
+before answering, so its next read, on any worker, sees the change. When Redis fails, the cache steps
+aside (every read goes to the database) until it answers, and after a lost change until `gen` moved on.
 
-Redis must not evict the counters: use `maxmemory-policy volatile-lru` (or `noeviction`). Every entry
-has a ttl; counters and `gen` expire only long after any entry that depends on them.
+Redis must not evict the counters: use `maxmemory-policy volatile-lru` (or `noeviction`).
 """
 
 from __future__ import annotations
@@ -36,53 +33,47 @@ from rampart.lib.rowcache import FIRST_VERSION, CacheStats, Found, floor_after
 
 if TYPE_CHECKING:
     import redis.asyncio
+    from redis.commands.core import AsyncScript
 
 log = logging.getLogger("rampart.cache")
 
 _COUNTER_TTL_MS = 86_400_000  # a day: counters outlive every entry stamped with their value
-_RETRY = 1.0  # seconds between attempts to get a failed Redis back into use
 
-# Begins every script (ARGV: namespace, resource, ...); keys are built inside (one Redis, not Cluster).
+# Begins every script (ARGV: ns, resource, row key or page digest, ...); keys built inside: not for Cluster.
 _PRELUDE = """
 local ns, res = ARGV[1], ARGV[2]
 local g = redis.call('GET', ns .. 'gen') or '0'
 local p = ns .. g .. ':'
-local function version_of(value)
-  local sep = string.find(value, ':', 1, true)
-  return tonumber(string.sub(value, 1, sep - 1)), sep < #value
+local row_key = p .. 'row:' .. res .. ':' .. ARGV[3]
+local function version_of(value)  -- and whether it is a row, not a tombstone
+  return tonumber(string.match(value, '^%d+')), string.sub(value, -1) ~= ':'
+end
+local function decision_key(version, epoch)  -- in the row scripts (ARGV[4]: the caller)
+  return p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. version .. ':' .. ARGV[4] .. ':' .. epoch
 end
 """
 
-# ARGV: ns, resource, key, caller ('' = sees every row) -> {g, epoch, row or nil, decision or nil}
+# ARGV: ns, resource, key, caller ('' = sees every row) -> {g, epoch, row or tombstone or nil, decision}
 _LOOKUP = """
 local epoch = redis.call('GET', p .. 'epoch:' .. res) or '0'
-local row = redis.call('GET', p .. 'row:' .. res .. ':' .. ARGV[3])
+local row = redis.call('GET', row_key)
 local seen = false
-if row then
-  local version, live = version_of(row)
-  if not live then
-    row = false
-  elseif ARGV[4] ~= '' then
-    seen = redis.call('GET', p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. string.format('%d', version)
-      .. ':' .. ARGV[4] .. ':' .. epoch)
-  end
+if row and ARGV[4] ~= '' then
+  seen = redis.call('GET', decision_key(string.match(row, '^%d+'), epoch))
 end
 return {g, epoch, row or false, seen or false}
 """
 
-# ARGV: ns, resource, key, caller, version, payload, visible ('1'/'0'), g, epoch, ttl ms
+# ARGV: ns, resource, key, caller, g, epoch, ttl ms (the lookup's stamp), version, payload, visible ('1'/'0')
 _KEEP = """
-if g ~= ARGV[8] then return 0 end
-local key = p .. 'row:' .. res .. ':' .. ARGV[3]
-local current = redis.call('GET', key)
-if not current or version_of(current) < tonumber(ARGV[5]) then
-  redis.call('SET', key, ARGV[5] .. ':' .. ARGV[6], 'PX', ARGV[10])
+if g ~= ARGV[5] then return end
+local current = redis.call('GET', row_key)
+if not current or version_of(current) < tonumber(ARGV[8]) then
+  redis.call('SET', row_key, ARGV[8] .. ':' .. ARGV[9], 'PX', ARGV[7])
 end
-if ARGV[4] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[9] then
-  local decision = p .. 'dec:' .. res .. ':' .. ARGV[3] .. ':' .. ARGV[5] .. ':' .. ARGV[4] .. ':' .. ARGV[9]
-  redis.call('SET', decision, ARGV[7], 'PX', ARGV[10])
+if ARGV[4] ~= '' and (redis.call('GET', p .. 'epoch:' .. res) or '0') == ARGV[6] then
+  redis.call('SET', decision_key(ARGV[8], ARGV[6]), ARGV[10], 'PX', ARGV[7])
 end
-return 1
 """
 
 # ARGV: ns, resource, digest -> {g, list generation, page or nil}
@@ -91,38 +82,33 @@ local lg = redis.call('GET', p .. 'list:' .. res) or '0'
 return {g, lg, redis.call('GET', p .. 'page:' .. res .. ':' .. lg .. ':' .. ARGV[3]) or false}
 """
 
-# ARGV: ns, resource, digest, body, g, list generation, ttl ms
+# ARGV: ns, resource, digest, g, list generation, ttl ms (the lookup's stamp), body
 _KEEP_PAGE = """
-if g ~= ARGV[5] or (redis.call('GET', p .. 'list:' .. res) or '0') ~= ARGV[6] then return 0 end
-redis.call('SET', p .. 'page:' .. res .. ':' .. ARGV[6] .. ':' .. ARGV[3], ARGV[4], 'PX', ARGV[7])
-return 1
+if g == ARGV[4] and (redis.call('GET', p .. 'list:' .. res) or '0') == ARGV[5] then
+  redis.call('SET', p .. 'page:' .. res .. ':' .. ARGV[5] .. ':' .. ARGV[3], ARGV[7], 'PX', ARGV[6])
+end
 """
 
-# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, dependents...
+# ARGV: ns, resource, key, floor (versions above it may be kept), ttl ms, dependents... No tombstone for a
+# row already at its new version, nor for a new row (nothing older than it can be fetched).
 _CHANGED = f"""
 local function move_on(counter)
   redis.call('INCR', counter)
   redis.call('PEXPIRE', counter, {_COUNTER_TTL_MS})
 end
-local key = p .. 'row:' .. res .. ':' .. ARGV[3]
-local floor = ARGV[4]
-local current = redis.call('GET', key)
-local skip = false
+local floor, current = tonumber(ARGV[4]), redis.call('GET', row_key)
+local version, live = -1, false
 if current then
-  local version, live = version_of(current)
-  if version > tonumber(floor) then
-    if live then skip = true else floor = string.format('%d', version) end
-  end
-elseif tonumber(floor) < {FIRST_VERSION} then
-  skip = true  -- a new row: nothing older than it can be fetched, no tombstone needed
+  version, live = version_of(current)
 end
-if not skip then redis.call('SET', key, floor .. ':', 'PX', ARGV[5]) end
+if not (live and version > floor) and (current or floor >= {FIRST_VERSION}) then
+  redis.call('SET', row_key, string.format('%d', math.max(floor, version)) .. ':', 'PX', ARGV[5])
+end
 move_on(p .. 'list:' .. res)
 for i = 6, #ARGV do
   move_on(p .. 'epoch:' .. ARGV[i])
   move_on(p .. 'list:' .. ARGV[i])
 end
-return 1
 """
 
 
@@ -148,7 +134,7 @@ class RedisQueryCache:
         self.enabled = False
         self.stats = CacheStats()
         self._changes: list[list[str]] = []
-        self._waiters: list[asyncio.Future[None]] = []  # settle() calls, until the changes before them apply
+        self._applied = asyncio.Event()  # set once the changes queued until now are applied
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -159,8 +145,8 @@ class RedisQueryCache:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        _release(self._waiters)
-        self._changes, self._waiters = [], []
+        self._applied.set()
+        self._changes = []
 
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
         args = [self._ns, resource, str(key), "" if caller is None else str(caller)]
@@ -169,29 +155,22 @@ class RedisQueryCache:
         except Exception:
             self._failed("a lookup", lost=False)
             return None, None
-        stamp = (args, g, epoch)
-        if row is None or (caller is not None and seen is None):
+        stamp = [*args, g, epoch, self._ttl_ms]
+        version, _, payload = (row or b"").partition(b":")
+        if not payload or (caller is not None and seen is None):  # no row (or a tombstone), no decision
             self.stats.misses += 1
             return None, stamp
         self.stats.hits += 1
         if seen == b"0":  # None without a caller
             return False, stamp
-        version, _, payload = row.partition(b":")
         return (int(version), payload), stamp
 
     async def keep(self, version: int, payload: bytes, visible: bool, stamp: Any) -> None:
-        if stamp is None or not self.enabled:
-            return
-        args, g, epoch = stamp
-        try:
-            await self._keep(
-                args=[*args, str(version), payload, "1" if visible else "0", g, epoch, self._ttl_ms]
-            )
-        except Exception:
-            self._failed("keeping a row", lost=False)
+        await self._keep_with(self._keep, "a row", stamp, str(version), payload, "1" if visible else "0")
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
-        args = [self._ns, resource, _digest(key)]
+        # The page's key (its query and who asked) at a fixed size.
+        args = [self._ns, resource, hashlib.blake2b(repr(key).encode(), digest_size=20).hexdigest()]
         try:
             g, list_generation, body = await self._lookup_page(args=args)
         except Exception:
@@ -201,16 +180,18 @@ class RedisQueryCache:
             self.stats.page_misses += 1
         else:
             self.stats.page_hits += 1
-        return body, (args, g, list_generation)
+        return body, [*args, g, list_generation, self._ttl_ms]
 
     async def keep_page(self, body: bytes, stamp: Any) -> None:
-        if stamp is None or not self.enabled:
-            return
-        args, g, list_generation = stamp
-        try:
-            await self._keep_page(args=[*args, body, g, list_generation, self._ttl_ms])
-        except Exception:
-            self._failed("keeping a page", lost=False)
+        await self._keep_with(self._keep_page, "a page", stamp, body)
+
+    async def _keep_with(self, script: AsyncScript, what: str, stamp: Any, *values: bytes | str) -> None:
+        """Run a keep script: the lookup's stamp is the first of its arguments."""
+        if stamp is not None and self.enabled:
+            try:
+                await script(args=[*stamp, *values])
+            except Exception:
+                self._failed(f"keeping {what}", lost=False)
 
     def changed(self, resource: str, key: Hashable, version: int | None, dependents: Iterable[str]) -> None:
         args = [self._ns, resource, str(key), str(floor_after(version)), self._ttl_ms, *dependents]
@@ -220,19 +201,14 @@ class RedisQueryCache:
     async def settle(self) -> None:
         if not self._changes or self._task is None:
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(done)
         self._pending.set()
-        await done
+        await self._applied.wait()
 
     async def _write_changes(self) -> None:
-        """Apply queued changes in order, a pipelined batch at a time; when Redis fails, step aside and
-        come back with a new global generation."""
         while True:
-            await self._pending.wait()
             self._pending.clear()
             batch, self._changes = self._changes, []
-            waiters, self._waiters = self._waiters, []
+            applied, self._applied = self._applied, asyncio.Event()
             try:
                 if self._lost and self._feed_up:
                     await self._new_generation()  # covers this batch too: everything is forgotten
@@ -247,10 +223,9 @@ class RedisQueryCache:
                 self.enabled = self._feed_up and not self._lost
             except Exception:
                 self._failed("applying changes", lost=bool(batch))
-                await asyncio.sleep(_RETRY)
-                self._pending.set()  # try again to get back into use
             finally:
-                _release(waiters)
+                applied.set()
+            await (asyncio.sleep(1.0) if self._down else self._pending.wait())  # down: try again in a second
 
     async def _new_generation(self) -> None:
         await self._client.incr(self._ns + "gen")
@@ -259,8 +234,6 @@ class RedisQueryCache:
         self.stats.clears += 1
 
     def _failed(self, what: str, *, lost: bool) -> None:
-        """Step aside (reads go to the database) until Redis answers; after a lost change, until the
-        global generation moved on too."""
         if not self._down:
             log.warning(
                 "query cache: Redis failed during %s; reads go to the database until it is back", what
@@ -287,14 +260,3 @@ class RedisQueryCache:
         self._lost = True
         self.enabled = False
         self._pending.set()
-
-
-def _release(waiters: list[asyncio.Future[None]]) -> None:
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
-
-
-def _digest(key: Hashable) -> str:
-    """A fixed-size key for a page: its query and who asked (never another caller's page)."""
-    return hashlib.blake2b(repr(key).encode(), digest_size=20).hexdigest()

@@ -12,11 +12,9 @@ def connect(url: str, *, timeout: float = 1.0) -> redis.asyncio.Redis:
     """A client whose every command is bounded by `timeout` seconds, and which survives a Redis restart.
 
     Bounded: a Redis that stops answering must give quick 503s (or send caches to the database), not hold
-    every request. A connection error is retried once, at once, on a new connection: after Redis restarts,
-    every pooled connection is stale, and without the retry each one failed one request on its next use,
-    long after Redis was back. A retried script whose first run did count makes a rate limit stricter by
-    one hit, never looser. A timeout is not retried: a hung Redis costs one `timeout`, not two (redis-py's
-    `Retry` retries timeouts too unless told which errors to retry).
+    every request. A connection error is retried once, at once, on a new connection: after a restart every
+    pooled connection is stale, and each would fail one request (a retried rate-limit script can only make
+    the limit stricter by one hit). A timeout is not retried (`supported_errors`): a hung Redis costs one.
     """
     # Imported only when Redis is configured: ~6 MB per worker otherwise.
     import redis.asyncio as aioredis

@@ -1,24 +1,18 @@
-"""A per-process cache of single rows, of "may this caller see this row" decisions, and of list pages.
+"""A per-process cache of single rows, of "may this caller see this row" decisions, and of list pages
+(decision 0009). Correctness rests on four rules, none of which needs a scan or a global flush:
 
-Correctness rests on four rules, none of which needs a scan or a global flush:
-
-- Rows are versioned. An entry is only ever replaced by a newer version, and an invalidation leaves a
+- Rows are versioned: an entry is only replaced by a newer version, and an invalidation leaves a
   tombstone (the lowest version still acceptable), so a reader that fetched an old row just before a
   write commits can never put it back.
-- A visibility decision is keyed by the row's version and by the resource's *epoch*. A change to the row
-  makes its old decisions unreachable; a change to anything the visibility rule depends on (membership,
-  the parent) bumps the epoch, which makes every decision of that resource unreachable at once.
+- A decision is keyed by the row's version and by the resource's *epoch*, which a change to anything
+  the visibility rule depends on (membership, the parent) bumps.
+- A list page is keyed by its query and by who asked, and served only at the resource's *list
+  generation* it was read at, which moves on at any change to one of its rows and at every epoch bump.
 - Whoever feeds invalidations (the database listener) may lose them: `forget()` then drops everything,
-  and `enabled` is False until the feed is back, so nothing is served that might have been missed.
-- A list page is keyed by its query and by who asked (the caller decides visibility), and stamped with
-  the resource's *list generation*, which moves on at any change to one of its rows and at every epoch
-  bump: a page is only served if nothing it could depend on has changed since it was read. Pages of
-  other resources, rows and decisions are untouched.
+  and `enabled` is False until the feed is back.
 
-Memory is bounded: every map is LRU with a fixed number of entries.
-
-`QueryCache` is what the resource managers use: `RowCache` is its in-process backend, and
-`rampart.lib.rediscache.RedisQueryCache` one shared by every worker and instance, with the same rules.
+Every map is LRU with a fixed number of entries. `QueryCache` is what the resource managers use:
+`RowCache` is its in-process backend, `rampart.lib.rediscache.RedisQueryCache` one in Redis.
 """
 
 from __future__ import annotations
@@ -51,12 +45,9 @@ class CacheStats:
 
 
 class QueryCache(Protocol):
-    """The cache of rows, visibility decisions and list pages, as the resource managers use it.
-
-    A lookup also returns a *stamp*: what was looked up, and what the cache knew before the database was
-    asked. Whatever is kept after a miss is kept with that stamp, and dropped if anything it could depend
-    on changed since.
-    """
+    """The cache of rows, visibility decisions and list pages, as the resource managers use it. A lookup
+    also returns a *stamp*: what was looked up, and what the cache knew before the database was asked;
+    what a miss keeps with it is dropped if anything it could depend on changed since."""
 
     enabled: bool
     stats: CacheStats
@@ -99,14 +90,10 @@ def _put(entries: OrderedDict[Any, Any], slot: Any, value: Any, limit: int) -> N
 
 
 class RowCache:
-    """The in-process `QueryCache`: one per worker, fed by the worker's own writes and the database's
-    notifications; nothing is shared, so a hit costs no round trip.
-
-    Rows by (resource, key) as (version, JSON; None in a tombstone), decisions by (resource, key, version,
-    caller, epoch), pages by (resource, query and caller) as (list generation, body). A stamp is
-    (generation, epoch or list generation, what was looked up): `generation` moves on at every `forget()`,
-    so nothing fetched before it is kept.
-    """
+    """The in-process `QueryCache`, one per worker (a hit costs no round trip). Rows by (resource, key) as
+    (version, JSON; None in a tombstone), decisions by (resource, key, version, caller, epoch), pages by
+    (resource, query and caller) as (list generation, body). A stamp is (generation, epoch or list generation,
+    what was looked up): `generation` moves on at every `forget()`, so nothing fetched before it is kept."""
 
     def __init__(
         self, *, max_rows: int = 20_000, max_decisions: int = 100_000, max_pages: int = 2_000
@@ -124,9 +111,8 @@ class RowCache:
         self.stats = CacheStats()
 
     async def lookup(self, resource: str, key: Hashable, caller: Hashable | None) -> tuple[Found, Any]:
+        # No need to look at `enabled`: disabled, the cache is empty (`suspend` forgets, `keep` refuses).
         stamp = (self._generation, self._epochs[resource], resource, key, caller)
-        if not self.enabled:
-            return None, stamp
         slot = (resource, key)
         entry = self._rows.get(slot)
         if entry is None or entry[1] is None:
@@ -155,8 +141,6 @@ class RowCache:
 
     async def lookup_page(self, resource: str, key: Hashable) -> tuple[bytes | None, Any]:
         stamp = (self._generation, self._lists[resource], resource, key)
-        if not self.enabled:
-            return None, stamp
         entry = self._pages.get((resource, key))
         if entry is None or entry[0] != stamp[1]:
             self.stats.page_misses += 1

@@ -1,20 +1,18 @@
 """Keeping the row cache true: which change invalidates what, and how every worker hears of it.
 
-Changes are announced on the `rampart_cache` channel as lines "<table> <id> <version>" ("-" for a
-delete; a line "*" means "forget everything"). `CacheFeed` turns them into invalidations of that row,
-and into epoch bumps of the resources whose visibility depends on it (`Policy.depends_on`; a resource
-that does not say depends on every other one). Two sources:
+Changes are announced on the `rampart_cache` channel as lines "<table> <id> <version>" ("-" for a delete;
+a line "*" means "forget everything"). `CacheFeed` turns them into invalidations of that row, and into
+epoch bumps of the resources whose visibility depends on it (`Policy.depends_on`, by default every other
+resource). Two sources:
 
 - **Rampart's own writes** are announced by the writing worker after the commit (`Announcer`), in
-  batches, from its pool connections, which carry `rampart.announces=on`. Not from inside the write:
-  PostgreSQL serializes the commits of all transactions that NOTIFY, holding a database-wide lock across
-  each one's WAL flush, which capped writes at one commit at a time (decision 0012).
+  batches, from its pool connections, which carry `rampart.announces=on`. Not from inside the write,
+  where a NOTIFY serializes every commit on a database-wide lock (decision 0012).
 - **Anyone else's writes** (psql, another program, a foreign-key action) are announced by a trigger on
-  every resource table, inside their transaction, as before; it stays quiet for Rampart's own sessions.
+  every resource table, inside their transaction; it stays quiet for Rampart's own sessions.
 
-A worker that dies between a commit and its announcement (milliseconds) could leave other workers with
-the old row: every worker therefore announces "*" when it starts, so a crashed worker's replacement
-makes everyone forget what it may have failed to announce.
+A worker that dies between a commit and its announcement could leave other workers with the old row, so
+every worker announces "*" when it starts: everyone forgets what its predecessor failed to announce.
 
 On a Citus cluster the tables Citus keeps on its workers (distributed and reference tables) can have no
 trigger (decision 0019): only the announcer tells of their changes, and the manager announces what a
@@ -51,23 +49,17 @@ _TRIGGERED = "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tg
 
 # Also marks the transaction as one that notified: the statement trigger on `events` then sends no
 # notification of its own (the event dispatchers wake on this channel too), so a change costs one NOTIFY.
-# Rampart's own sessions announce their changes after the commit (see above). An update that keeps the
-# version is never Rampart's (every Rampart update bumps it): a foreign-key action (ON DELETE SET NULL) or
-# SQL that forgot. It is announced, from any session, as a removal: a cached copy with that version
-# would otherwise look current.
+# An update that keeps the version is not Rampart's, which bumps it (a foreign-key action: ON DELETE SET NULL,
+# or SQL that forgot): it is announced from any session as a removal, as a cached copy would look current.
 FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION rampart_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   same_version boolean := TG_OP = 'UPDATE' AND NEW.version = OLD.version;
 BEGIN
-  IF current_setting('rampart.announces', true) = 'on' AND NOT same_version THEN
-    RETURN NULL;
-  END IF;
-  PERFORM set_config('rampart.notified', 'on', true);
-  IF TG_OP = 'DELETE' OR same_version THEN
-    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || OLD.id::text || ' -');
-  ELSE
-    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || NEW.id::text || ' ' || NEW.version::text);
+  IF current_setting('rampart.announces', true) IS DISTINCT FROM 'on' OR same_version THEN
+    PERFORM set_config('rampart.notified', 'on', true);
+    PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME || ' ' || CASE WHEN TG_OP = 'DELETE' OR same_version
+      THEN OLD.id::text || ' -' ELSE NEW.id::text || ' ' || NEW.version::text END);
   END IF;
   RETURN NULL;
 END $$"""
@@ -108,12 +100,9 @@ class CacheFeed:
                 self._dependents.setdefault(dep, set()).add(resource.name)
 
     def changed(self, resource: str, key: uuid.UUID, version: int | None, *, local: bool = False) -> None:
-        """Row `key` of `resource` is now at `version` (None: deleted).
-
-        `local`: this worker made the change and applies it at its commit; the database's notification
-        of it, a moment later, then carries nothing new and is skipped (it would only drop the pages
-        read in between, which already include the change).
-        """
+        """Row `key` of `resource` is now at `version` (None: deleted). `local`: this worker made the
+        change and applies it at its commit; the database's notification of it is then skipped (it would
+        only drop the pages read in between, which already include the change)."""
         if local:
             self._own[(resource, key, version)] = None
             if len(self._own) > _OWN_MAX:
@@ -164,10 +153,8 @@ class CacheFeed:
 class Announcer:
     """Announces this worker's committed row changes to every worker and instance, after the commit.
 
-    Lines queue up and a background task sends them, a batch per statement (`pg_notify` of payloads up
-    to `_PAYLOAD` bytes), on a pool connection, outside any write: a notifying transaction that writes
-    nothing holds PostgreSQL's notify lock for a moment only. When the database is down the lines wait
-    (at most `_BACKLOG`; beyond that, one "*" replaces them: everyone forgets everything).
+    A background task sends the queued lines, a batch per statement, on a pool connection, outside any
+    write: a notifying transaction that writes nothing holds PostgreSQL's notify lock for a moment only.
     """
 
     def __init__(self, db: Database) -> None:
@@ -184,7 +171,6 @@ class Announcer:
 
     def start(self) -> None:
         if self._task is None:
-            self._pending.set()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="rampart-announcer")
 
     async def stop(self) -> None:
@@ -195,29 +181,28 @@ class Announcer:
 
     async def _run(self) -> None:
         while True:
-            await self._pending.wait()
             self._pending.clear()
             try:
                 await self._send()
             except Exception:
                 log.warning("announcing row changes failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
-                self._pending.set()
+            else:
+                await self._pending.wait()
 
     async def _send(self) -> None:
         lines, self._lines = self._lines, []
         if not lines:
             return
         payloads: list[str] = []
-        current: list[str] = []
-        size = 0
-        for line in lines:
-            if current and size + len(line) + 1 > _PAYLOAD:
-                payloads.append("\n".join(current))
-                current, size = [], 0
-            current.append(line)
-            size += len(line) + 1
-        payloads.append("\n".join(current))
+        current = lines[0]
+        for line in lines[1:]:
+            if len(current) + len(line) + 1 > _PAYLOAD:
+                payloads.append(current)
+                current = line
+            else:
+                current += "\n" + line
+        payloads.append(current)
         try:
             await self._db.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", CHANNEL, payloads)
         except BaseException:
