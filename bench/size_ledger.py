@@ -36,6 +36,7 @@ LEAN_RANGES = (
     ("686d994^1", "686d994^2", False),  # lean-resources
     ("1eb2f08^1", "1eb2f08^2", False),  # lean-ops
     ("b6c15f3^1", "b6c15f3^2", False),  # lean-auth
+    ("8f8343e^1", "8f8343e^2", False),  # lean-misc
 )
 LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
