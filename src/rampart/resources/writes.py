@@ -618,20 +618,9 @@ class Writes:
             request_id=ctx.request_id,
             impersonator_id=ctx.actor.impersonator_id,
         )
-        sql = event_insert_from(
-            source,
-            bind,
-            event_id=event_id,
-            event_type=event["type"],
-            resource=self.resource.name,
-            actor_id=ctx.actor.user_id,
-            occurred_at=occurred_at,
-            request_id=ctx.request_id,
-            impersonator_id=ctx.actor.impersonator_id,
-            changes_sql=changes_sql,
-            joined=joined,
+        return event, event_insert_from(
+            source, bind, event, event_id, occurred_at, changes_sql=changes_sql, joined=joined
         )
-        return event, sql
 
     async def _announce(self, ctx: Context, event: dict[str, Any], action: str, row: Row) -> None:
         """After the commit: the row cache, then the bus (subscribers never hear of a rolled-back change)."""
