@@ -45,7 +45,7 @@ from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
 from rampart.db.listener import Listener
-from rampart.errors import FieldError, InvalidQuery, RampartError, RateLimited
+from rampart.errors import RampartError, RateLimited, bad_query
 from rampart.events.dispatcher import CHANNEL
 from rampart.events.log import EventLog, LogQuery, parse_log_query
 from rampart.events.openapi import STREAM_MESSAGE, log_parameters
@@ -246,15 +246,13 @@ class LiveStream:
         the caller's session again at each heartbeat and raises once it is over."""
         actor = call.user
         if "limit" in call.request.query_params:
-            message = "limit does not apply to the stream."
-            raise InvalidQuery(message, errors=[FieldError("limit", "unknown_parameter", message)])
+            raise bad_query("limit", "unknown_parameter", "limit does not apply to the stream.")
         query = parse_log_query(call.request.query_params, sources=self.log.sources)
         last = call.request.headers.get("last-event-id")
         if last is not None:
             resume = parse_uuid(last.strip())
             if resume is None:
-                message = "Last-Event-ID must be an event id."
-                raise InvalidQuery(message, errors=[FieldError("Last-Event-ID", "invalid", message)])
+                raise bad_query("Last-Event-ID", "invalid", "Last-Event-ID must be an event id.")
             query = replace(query, after=resume)
         if sum(stream.actor.user_id == actor.user_id for stream in self._streams) >= self.max_per_user:
             raise TooManyStreams(
