@@ -225,8 +225,7 @@ class Dispatcher:
         self.retry = retry or RetryPolicy()
         self.lease = lease
         self.poll_interval = poll_interval
-        # Rounds start at most this often when woken: under load one round takes the events of many
-        # commits (a wake-up per commit would cost a round per event); an idle dispatcher answers at once.
+        # Woken rounds start at most this often: under load one round takes the events of many commits.
         self.coalesce = coalesce
         self.batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
@@ -250,7 +249,6 @@ class Dispatcher:
         """Look for work now instead of at the next poll."""
         self._wake.set()
 
-    # ----- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Run in the background of the current event loop until `stop()`."""
         if self._task is None:
@@ -284,7 +282,6 @@ class Dispatcher:
                 if early > 0:
                     await asyncio.sleep(early)
 
-    # ----- one round ---------------------------------------------------------------------------------
     async def run_once(self) -> bool:
         """Fan out and deliver one batch each; True when a batch was full (more work is waiting)."""
         subscribers = dict(self._subscribers)

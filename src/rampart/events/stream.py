@@ -126,7 +126,6 @@ class LiveStream:
                 # which announcements may have been missed.
                 listener.subscribe(session_channel, self._sessions_changed, on_up=self._sessions_changed)
 
-    # ----- waking the clients -----------------------------------------------------------------------
     def start(self) -> None:
         """Nothing runs before the first client."""
 
@@ -142,7 +141,6 @@ class LiveStream:
         for stream in self._streams:
             stream.wake.set()
 
-    # ----- following the sessions --------------------------------------------------------------------
     def _sessions_changed(self, *_: Any) -> None:
         # Until the sessions are read again, no stream sends anything: a change committed after this
         # announcement (bob's next task, after the caller's demotion) is announced after it too, so it
@@ -192,7 +190,6 @@ class LiveStream:
                 elif announced == self._announced:
                     stream.cleared.set()
 
-    # ----- the route ---------------------------------------------------------------------------------
     def route_spec(self) -> RouteSpec:
         return RouteSpec(
             "GET",
