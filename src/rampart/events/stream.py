@@ -64,9 +64,7 @@ SessionCheck = Callable[[Collection[uuid.UUID]], Awaitable[Mapping[uuid.UUID, tu
 Recheck = Callable[[], Awaitable[Actor]]
 
 
-class TooManyStreams(RateLimited):
-    code = "too_many_streams"
-    title = "Too many streams"
+class TooManyStreams(RateLimited, code="too_many_streams", title="Too many streams"): ...
 
 
 def _floor(ms: int) -> uuid.UUID:
