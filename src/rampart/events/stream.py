@@ -22,11 +22,10 @@ Polling every `poll_interval` seconds covers a lost listener.
   announced after it, so it never goes out under the old role.
 - **Heartbeats.** A comment line every `heartbeat` seconds keeps proxies from closing an idle stream;
   the caller's token is checked again at the same moment (an expired token ends the stream).
-- **Slow clients.** Events wait for the client in a queue of at most `buffer` events, and one write may
-  take at most `send_timeout` seconds. A client that falls behind either bound is cut off (its memory
-  is bounded); it reconnects with `Last-Event-ID` and loses nothing.
-- **Many streams.** Each open stream costs a reader of the log on every wake-up, so one user may hold
-  at most `max_per_user` streams per worker process; one more gets 429 `too_many_streams`.
+- **Slow clients.** A client more than `buffer` events behind, or whose write takes over `send_timeout`
+  seconds, is cut off (its memory is bounded); it reconnects with `Last-Event-ID` and loses nothing.
+- **Many streams.** Each costs a log read per wake-up: one user holds at most `max_per_user` streams per
+  worker process; one more gets 429 `too_many_streams`.
 """
 
 from __future__ import annotations
