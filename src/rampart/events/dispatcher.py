@@ -49,9 +49,8 @@ Observer = Callable[[str, str], None]
 
 
 class DeliveryFailed(Exception):
-    """An expected failure a subscriber reports (a receiver answered 500): retried, logged without a
-    traceback, as is the database being unavailable (`ServiceUnavailable`: it is down or restarting).
-    Any other exception is retried too, but logged as the bug it probably is."""
+    """An expected failure a subscriber reports (a receiver answered 500): retried and logged without a
+    traceback, like `ServiceUnavailable`; any other exception is retried too, but logged as a bug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +209,6 @@ class Dispatcher:
         self.db = db
         if listener is not None:  # without one the dispatcher only polls
             listener.subscribe(CHANNEL, lambda _payload: self.wake(), on_up=lambda _conn: self.wake())
-            # Channels whose notifications may stand for new events (see `also_wake_on` in create_app).
             for channel in also_wake_on:
                 listener.subscribe(channel, lambda _payload: self.wake())
         self._subscribers = {s.name: s for s in subscribers}
