@@ -630,8 +630,7 @@ class Writes:
             if self.announcer is not None:  # every other worker and instance, in the next batch
                 self.announcer.announce(self.resource.table, current_id(row), version)
             if self.feed is not None:
-                # This worker knows at once (read-your-writes; with a shared cache, every worker does once
-                # it settled).
+                # This worker knows at once (read-your-writes); with a shared cache, all do once settled.
                 self.feed.changed(self.resource.name, current_id(row), version, local=True)
                 await self.feed.cache.settle()
             await self.bus.emit(event, request_id=ctx.request_id)
