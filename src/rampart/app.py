@@ -457,8 +457,7 @@ def create_app(
     specs += key_routes(tokens=tokens)
     # Revocations announced by any worker drop this worker's cached session state at once.
     services.listener.subscribe(REVOCATION_CHANNEL, services.authenticator.on_announcement)
-    metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
-    services.metrics = metrics
+    services.metrics = metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
     if replicas is not None:
         metrics.track_reads(lambda: replicas.counts)
     if services.cache is not None:

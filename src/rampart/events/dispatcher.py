@@ -269,9 +269,7 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._wake.wait()
-                early = self.coalesce - (loop.time() - started)
-                if early > 0:
-                    await asyncio.sleep(early)
+                await asyncio.sleep(self.coalesce - (loop.time() - started))  # at once when negative
 
     async def run_once(self) -> bool:
         """Fan out and deliver one batch each; True when a batch was full (more work is waiting)."""
