@@ -125,10 +125,8 @@ class EventLog:
         self, actor: Actor, query: LogQuery, *, replica: bool = False
     ) -> tuple[list[dict[str, Any]], bool]:
         """Up to `query.limit` visible events after the cursor, oldest first, and whether more exist.
-
-        `replica`: the read may go to a read replica (with read-your-writes for `actor`). The live stream
-        does not ask for it: it is woken by the primary's notifications and must then find the event.
-        """
+        `replica`: the read may go to a read replica (read-your-writes for `actor`); not for the live
+        stream, which is woken by the primary's notifications and must then find the event."""
         if not actor.can(READ_ANY) and await self.db.on_citus():
             statement = await self._page_on_citus(actor, query)
         else:

@@ -234,12 +234,9 @@ class Reads:
         return self.feed is not None and self.feed.cache.enabled and not self.db.in_transaction()
 
     async def _get_through_cache(self, ctx: Context, key: Any) -> tuple[int, bytes]:
-        """(version, JSON) of the row: from the cache when it holds the row and a decision for this caller
-        that they may see it (NotFound when it says they may not), else read and kept.
-
-        A miss reads on the primary, even with replicas: what it fetches is kept until the next change
-        notification, and a replica may be behind notifications already heard (decision 0010).
-        """
+        """(version, JSON) of the row: from the cache when it holds the row and this caller's decision
+        (NotFound when they may not see it), else read and kept. A miss reads on the primary even with
+        replicas: a replica may be behind notifications already heard (decision 0010)."""
         assert self.feed is not None
         cache, name = self.feed.cache, self.resource.name
         caller = None if ctx.actor.can(self.resource.policy.bypass_read) else ctx.actor.user_id
