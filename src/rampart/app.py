@@ -244,11 +244,10 @@ def _query_cache(services: Services) -> CacheFeed:
 def _replicas(services: Services) -> Replicas:
     """Read pools on the replicas; managers read through them, and writes leave the caller's mark."""
     settings = services.settings
-
     # The marks must be seen by every worker and instance: Redis when configured. Without it they hold
     # in this process only (`rampart serve` warns about that with several workers).
     marks = RedisStore(services.redis) if services.redis is not None else MemoryStore()
-    replicas = Replicas(
+    services.replicas = replicas = Replicas(
         services.db,
         [url.get_secret_value() for url in settings.database_replica_urls],
         marks=marks,
@@ -256,7 +255,6 @@ def _replicas(services: Services) -> Replicas:
         make_pool=lambda dsn: _database(settings, dsn),
         transaction_pooling=settings.database_pool_mode == "transaction",
     )
-    services.replicas = replicas
     return replicas
 
 
@@ -459,8 +457,7 @@ def create_app(
     specs += key_routes(tokens=tokens)
     # Revocations announced by any worker drop this worker's cached session state at once.
     services.listener.subscribe(REVOCATION_CHANNEL, services.authenticator.on_announcement)
-    metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
-    services.metrics = metrics
+    services.metrics = metrics = Metrics(pool_stats=db.stats, multiprocess_dir=settings.metrics_multiproc_dir)
     if replicas is not None:
         metrics.track_reads(lambda: replicas.counts)
     if services.cache is not None:

@@ -50,6 +50,11 @@ class MalformedJSON(InvalidRequest, code="malformed_json", title="Malformed JSON
 class InvalidQuery(InvalidRequest, code="invalid_query", title="Invalid query"): ...
 
 
+def bad_query(field: str, code: str, message: str) -> InvalidQuery:
+    """One query parameter (or header) is wrong: its message is the error's detail too."""
+    return InvalidQuery(message, errors=[FieldError(field, code, message)])
+
+
 class InvalidHeader(InvalidRequest, code="invalid_header", title="Invalid header"): ...
 
 

@@ -12,7 +12,6 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -61,7 +60,7 @@ class Pipeline:
         self.app = app
         # The path prefix of browser pages (`/console`): their CSP, and HTML forms as bodies.
         self.pages = pages
-        self.origins = frozenset(o.encode() for o in cors_origins)
+        self.origins = frozenset(o.encode() for o in cors_origins if o)
         self.body_limit = body_limit
         self.timeout = timeout
         self.debug = debug
@@ -77,8 +76,8 @@ class Pipeline:
         incoming = headers.get(b"x-request-id")
         request_id = incoming.decode() if incoming and _REQUEST_ID_RE.fullmatch(incoming) else new_id_text()
         scope["rampart.request_id"] = request_id
-        origin = headers.get(b"origin")
-        cors = origin is not None and origin in self.origins
+        origin = headers.get(b"origin", b"")
+        cors = origin in self.origins
         path: str = scope["path"]
         extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
         if path.startswith("/api/"):  # the hot path: one test
@@ -93,18 +92,17 @@ class Pipeline:
         if scope.get("scheme") == "https":
             extra.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
         if cors:
-            assert origin is not None
             extra += [
                 (b"access-control-allow-origin", origin),
                 (b"vary", b"Origin"),
                 (b"access-control-expose-headers", _EXPOSE),
             ]
-        state = {"status": 0, "started": False}
+        status = 0  # until the response starts
 
         async def send_wrapped(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
-                state["started"] = True
+                status = message["status"]
                 # The router may leave headers for whatever response goes out (RateLimit-*, errors too).
                 message["headers"] = [
                     *message.get("headers", []),
@@ -124,14 +122,9 @@ class Pipeline:
                     body = await self._read_body(scope, headers, receive)
                     scope["rampart.body"] = body
                     await self.app(scope, _replay(body, receive), send_wrapped)
-        except TimeoutError as exc:
-            await self._fail(
-                RequestTimeout("The request took too long."), exc, state, request_id, send_wrapped
-            )
         except Exception as exc:
-            await self._fail(exc, exc, state, request_id, send_wrapped)
+            await self._fail(exc, status != 0, request_id, send_wrapped)
         duration = time.perf_counter() - started
-        status = int(state["status"])
         for observe in self.observers:
             observe(scope, status, duration)
         if self.access_log_enabled:
@@ -204,14 +197,14 @@ class Pipeline:
             and content_type.partition(b";")[0].strip().lower() == _FORM
         )
 
-    async def _fail(
-        self, error: BaseException, cause: BaseException, state: dict[str, Any], request_id: str, send: Send
-    ) -> None:
-        if not isinstance(error, RampartError):
-            log.error("unhandled error", exc_info=cause, extra={"request_id": request_id})
-        elif isinstance(error, RequestTimeout):
+    async def _fail(self, error: Exception, started: bool, request_id: str, send: Send) -> None:
+        if isinstance(error, TimeoutError):  # the time limit (`asyncio.timeout` above) ran out
+            error = RequestTimeout("The request took too long.")
+        if isinstance(error, RequestTimeout):
             log.warning("request timed out", extra={"request_id": request_id})
-        if state["started"]:
+        elif not isinstance(error, RampartError):
+            log.error("unhandled error", exc_info=error, extra={"request_id": request_id})
+        if started:
             return  # the response is on its way; nothing sensible can be sent any more
         status, headers, body = problem(error, request_id=request_id, debug=self.debug)
         headers += [(b"content-type", PROBLEM_TYPE.encode()), (b"content-length", str(len(body)).encode())]

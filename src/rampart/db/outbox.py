@@ -115,18 +115,14 @@ async def write_event(
 def event_insert_from(
     source: str,
     bind: Callable[[Any], str],
-    *,
+    event: dict[str, Any],
     event_id: uuid.UUID,
-    event_type: str,
-    resource: str,
-    actor_id: uuid.UUID | None,
     occurred_at: dt.datetime,
-    request_id: str | None,
-    impersonator_id: uuid.UUID | None = None,
+    *,
     changes_sql: str = "'{}'::jsonb",
     joined: str | None = None,
 ) -> str:
-    """An INSERT of the event of the row in CTE `source`, for the same statement as the change.
+    """An INSERT of `event` (made by `new_event`, with its id and time) about the row in CTE `source`.
 
     `source` holds the row as clients see it (the manager's select list, values already JSON-shaped:
     ids and timestamps as text), so `to_jsonb(source)` equals the JSON `write_event` would store.
@@ -135,8 +131,8 @@ def event_insert_from(
     """
     tables = f"{source}, {joined}" if joined else source
     return (
-        f"INSERT INTO events ({_COLUMNS}) SELECT {bind(event_id)}, {bind(event_type)}, {bind(resource)},"
-        f" {source}.id, {bind(actor_id)}::uuid, {bind(impersonator_id)}::uuid,"
-        f" {bind(occurred_at)}::timestamptz, to_jsonb({source}),"
-        f" {changes_sql}, {bind(request_id)}::text FROM {tables}"
+        f"INSERT INTO events ({_COLUMNS}) SELECT {bind(event_id)}, {bind(event['type'])},"
+        f" {bind(event['resource'])}, {source}.id, {bind(event['actor_id'])}::uuid,"
+        f" {bind(event['impersonator_id'])}::uuid, {bind(occurred_at)}::timestamptz, to_jsonb({source}),"
+        f" {changes_sql}, {bind(event['request_id'])}::text FROM {tables}"
     )

@@ -1,16 +1,10 @@
 """The dispatcher: delivers every committed event to every subscriber at least once, across crashes
-(decision 0008). Two steps, each a short transaction, so none stays open while a subscriber runs:
-
-1. **Fan-out.** A batch of `event_queue` (filled by a trigger on `events`) is claimed by deleting it,
-   and one `event_deliveries` row is written per matching subscriber.
-2. **Delivery.** Due rows are claimed (`FOR UPDATE SKIP LOCKED`) and leased: the claim pushes
-   `next_attempt_at` past the lease and counts the attempt. The outcome is written only while the row
-   still carries that attempt (a fence against a lease that ran out); after a crash the lease runs out
-   and another round retries it.
-
-Failures are retried with exponential backoff and jitter; after `max_attempts` a delivery is `dead`
-until replayed. Each delivery runs in its own task with its own timeout, so a raising or hanging
-subscriber never holds up the others. The event's `id` is the subscribers' idempotency key.
+(decision 0008). A round fans out a batch of `event_queue` (claimed by deleting it) into one
+`event_deliveries` row per matching subscriber, then claims due deliveries and leases them: the claim
+pushes `next_attempt_at` past the lease and counts the attempt, and the outcome is written only while the
+row still carries that attempt. Each step is a short transaction, none open while a subscriber runs, and
+each delivery runs in its own task with its own timeout. Failures are retried with backoff and jitter;
+after `max_attempts` a delivery is `dead` until replayed. The event's `id` is the idempotency key.
 
 On a Citus cluster (decision 0019) `events` and `event_queue` are distributed, and Citus runs no
 `FOR UPDATE` (nor `SKIP LOCKED`) over several shards: the fan-out claims its batch without it, and the
@@ -19,9 +13,8 @@ dispatcher's connection goes to, so two never claim the same events. Deliveries 
 on the coordinator, claimed as above. Nothing there deletes a pruned event's delivery rows for it (a
 local table cannot reference a distributed one): the pruning does.
 
-Wake-ups come from `rampart_events` and the `also_wake_on` channels on the worker's listener (decision
-0012); woken rounds start at most every `coalesce` seconds. Polling every `poll_interval` seconds covers
-a lost listener connection.
+Wake-ups: `rampart_events` and the `also_wake_on` channels on the worker's listener (decision 0012), at
+most every `coalesce` seconds; polling every `poll_interval` seconds covers a lost listener.
 """
 
 from __future__ import annotations
@@ -56,9 +49,8 @@ Observer = Callable[[str, str], None]
 
 
 class DeliveryFailed(Exception):
-    """An expected failure a subscriber reports (a receiver answered 500): retried, logged without a
-    traceback, as is the database being unavailable (`ServiceUnavailable`: it is down or restarting).
-    Any other exception is retried too, but logged as the bug it probably is."""
+    """An expected failure a subscriber reports (a receiver answered 500): retried and logged without a
+    traceback, like `ServiceUnavailable`; any other exception is retried too, but logged as a bug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +209,6 @@ class Dispatcher:
         self.db = db
         if listener is not None:  # without one the dispatcher only polls
             listener.subscribe(CHANNEL, lambda _payload: self.wake(), on_up=lambda _conn: self.wake())
-            # Channels whose notifications may stand for new events (see `also_wake_on` in create_app).
             for channel in also_wake_on:
                 listener.subscribe(channel, lambda _payload: self.wake())
         self._subscribers = {s.name: s for s in subscribers}
@@ -225,8 +216,7 @@ class Dispatcher:
         self.retry = retry or RetryPolicy()
         self.lease = lease
         self.poll_interval = poll_interval
-        # Rounds start at most this often when woken: under load one round takes the events of many
-        # commits (a wake-up per commit would cost a round per event); an idle dispatcher answers at once.
+        # Woken rounds start at most this often: under load one round takes the events of many commits.
         self.coalesce = coalesce
         self.batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
@@ -250,7 +240,6 @@ class Dispatcher:
         """Look for work now instead of at the next poll."""
         self._wake.set()
 
-    # ----- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         """Run in the background of the current event loop until `stop()`."""
         if self._task is None:
@@ -280,11 +269,8 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._wake.wait()
-                early = self.coalesce - (loop.time() - started)
-                if early > 0:
-                    await asyncio.sleep(early)
+                await asyncio.sleep(self.coalesce - (loop.time() - started))  # at once when negative
 
-    # ----- one round ---------------------------------------------------------------------------------
     async def run_once(self) -> bool:
         """Fan out and deliver one batch each; True when a batch was full (more work is waiting)."""
         subscribers = dict(self._subscribers)

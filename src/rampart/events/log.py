@@ -30,7 +30,7 @@ import orjson
 from rampart.access.actor import Actor
 from rampart.db.pool import Database
 from rampart.db.replicas import Replicas
-from rampart.errors import FieldError, InvalidQuery
+from rampart.errors import bad_query
 from rampart.lib.ids import parse_uuid
 from rampart.resources.manager import ResourceManager
 from rampart.resources.spec import Binder
@@ -69,10 +69,6 @@ class LogQuery:
     limit: int = DEFAULT_LIMIT
 
 
-def _bad(param: str, code: str, message: str) -> InvalidQuery:
-    return InvalidQuery(message, errors=[FieldError(param, code, message)])
-
-
 def parse_log_query(params: Any, *, sources: Collection[str] | None = None) -> LogQuery:
     """Parse a Starlette `QueryParams`; every bad parameter is a 400 `invalid_query` naming it.
 
@@ -81,30 +77,30 @@ def parse_log_query(params: Any, *, sources: Collection[str] | None = None) -> L
     values: dict[str, str] = {}
     for key in dict.fromkeys(params.keys()):
         if key not in _PARAMS:
-            raise _bad(key, "unknown_parameter", f"{key!r} is not a parameter of the event log.")
+            raise bad_query(key, "unknown_parameter", f"{key!r} is not a parameter of the event log.")
         got = params.getlist(key)
         if len(got) != 1:
-            raise _bad(key, "repeated_parameter", f"{key} may be given only once.")
+            raise bad_query(key, "repeated_parameter", f"{key} may be given only once.")
         values[key] = got[0]
     resource = values.get("resource")
     if resource is not None and (
         not _NAME_RE.fullmatch(resource) or (sources is not None and resource not in sources)
     ):
-        raise _bad("resource", "invalid", "resource must be a resource name such as 'tasks'.")
+        raise bad_query("resource", "invalid", "resource must be a resource name such as 'tasks'.")
     resource_id = values.get("resource_id")
     # NUL too: PostgreSQL text cannot hold it, so binding it would fail the query (a 500).
     if resource_id is not None and (not 1 <= len(resource_id) <= 200 or "\x00" in resource_id):
-        raise _bad("resource_id", "invalid", "resource_id must be 1 to 200 characters, without NUL.")
+        raise bad_query("resource_id", "invalid", "resource_id must be 1 to 200 characters, without NUL.")
     event_type = values.get("type")
     if event_type is not None and not _TYPE_RE.fullmatch(event_type):
-        raise _bad("type", "invalid", "type must look like 'tasks.updated'.")
+        raise bad_query("type", "invalid", "type must look like 'tasks.updated'.")
     ids = {key: parse_uuid(values[key]) for key in ("actor_id", "after") if key in values}
     for key, what in (("actor_id", "a UUID"), ("after", "an event id")):
         if key in ids and ids[key] is None:
-            raise _bad(key, "invalid", f"{key} must be {what}.")
+            raise bad_query(key, "invalid", f"{key} must be {what}.")
     limit = values.get("limit", str(DEFAULT_LIMIT))
     if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
-        raise _bad("limit", "out_of_range", f"limit must be an integer from 1 to {MAX_LIMIT}.")
+        raise bad_query("limit", "out_of_range", f"limit must be an integer from 1 to {MAX_LIMIT}.")
     return LogQuery(resource, resource_id, event_type, ids.get("actor_id"), ids.get("after"), int(limit))
 
 
@@ -129,10 +125,8 @@ class EventLog:
         self, actor: Actor, query: LogQuery, *, replica: bool = False
     ) -> tuple[list[dict[str, Any]], bool]:
         """Up to `query.limit` visible events after the cursor, oldest first, and whether more exist.
-
-        `replica`: the read may go to a read replica (with read-your-writes for `actor`). The live stream
-        does not ask for it: it is woken by the primary's notifications and must then find the event.
-        """
+        `replica`: the read may go to a read replica (read-your-writes for `actor`); not for the live
+        stream, which is woken by the primary's notifications and must then find the event."""
         if not actor.can(READ_ANY) and await self.db.on_citus():
             statement = await self._page_on_citus(actor, query)
         else:

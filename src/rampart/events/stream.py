@@ -22,11 +22,10 @@ Polling every `poll_interval` seconds covers a lost listener.
   announced after it, so it never goes out under the old role.
 - **Heartbeats.** A comment line every `heartbeat` seconds keeps proxies from closing an idle stream;
   the caller's token is checked again at the same moment (an expired token ends the stream).
-- **Slow clients.** Events wait for the client in a queue of at most `buffer` events, and one write may
-  take at most `send_timeout` seconds. A client that falls behind either bound is cut off (its memory
-  is bounded); it reconnects with `Last-Event-ID` and loses nothing.
-- **Many streams.** Each open stream costs a reader of the log on every wake-up, so one user may hold
-  at most `max_per_user` streams per worker process; one more gets 429 `too_many_streams`.
+- **Slow clients.** A client more than `buffer` events behind, or whose write takes over `send_timeout`
+  seconds, is cut off (its memory is bounded); it reconnects with `Last-Event-ID` and loses nothing.
+- **Many streams.** Each costs a log read per wake-up: one user holds at most `max_per_user` streams per
+  worker process; one more gets 429 `too_many_streams`.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 
 from rampart.access.actor import Actor
 from rampart.db.listener import Listener
-from rampart.errors import FieldError, InvalidQuery, RampartError, RateLimited
+from rampart.errors import RampartError, RateLimited, bad_query
 from rampart.events.dispatcher import CHANNEL
 from rampart.events.log import EventLog, LogQuery, parse_log_query
 from rampart.events.openapi import STREAM_MESSAGE, log_parameters
@@ -64,9 +63,7 @@ SessionCheck = Callable[[Collection[uuid.UUID]], Awaitable[Mapping[uuid.UUID, tu
 Recheck = Callable[[], Awaitable[Actor]]
 
 
-class TooManyStreams(RateLimited):
-    code = "too_many_streams"
-    title = "Too many streams"
+class TooManyStreams(RateLimited, code="too_many_streams", title="Too many streams"): ...
 
 
 def _floor(ms: int) -> uuid.UUID:
@@ -126,7 +123,6 @@ class LiveStream:
                 # which announcements may have been missed.
                 listener.subscribe(session_channel, self._sessions_changed, on_up=self._sessions_changed)
 
-    # ----- waking the clients -----------------------------------------------------------------------
     def start(self) -> None:
         """Nothing runs before the first client."""
 
@@ -142,7 +138,6 @@ class LiveStream:
         for stream in self._streams:
             stream.wake.set()
 
-    # ----- following the sessions --------------------------------------------------------------------
     def _sessions_changed(self, *_: Any) -> None:
         # Until the sessions are read again, no stream sends anything: a change committed after this
         # announcement (bob's next task, after the caller's demotion) is announced after it too, so it
@@ -192,7 +187,6 @@ class LiveStream:
                 elif announced == self._announced:
                     stream.cleared.set()
 
-    # ----- the route ---------------------------------------------------------------------------------
     def route_spec(self) -> RouteSpec:
         return RouteSpec(
             "GET",
@@ -246,15 +240,13 @@ class LiveStream:
         the caller's session again at each heartbeat and raises once it is over."""
         actor = call.user
         if "limit" in call.request.query_params:
-            message = "limit does not apply to the stream."
-            raise InvalidQuery(message, errors=[FieldError("limit", "unknown_parameter", message)])
+            raise bad_query("limit", "unknown_parameter", "limit does not apply to the stream.")
         query = parse_log_query(call.request.query_params, sources=self.log.sources)
         last = call.request.headers.get("last-event-id")
         if last is not None:
             resume = parse_uuid(last.strip())
             if resume is None:
-                message = "Last-Event-ID must be an event id."
-                raise InvalidQuery(message, errors=[FieldError("Last-Event-ID", "invalid", message)])
+                raise bad_query("Last-Event-ID", "invalid", "Last-Event-ID must be an event id.")
             query = replace(query, after=resume)
         if sum(stream.actor.user_id == actor.user_id for stream in self._streams) >= self.max_per_user:
             raise TooManyStreams(

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from rampart.errors import FieldError, InvalidQuery
+from rampart.errors import bad_query
 from rampart.resources.fields import FieldInvalid
 from rampart.resources.spec import Binder, Resource
 
@@ -57,10 +57,6 @@ class ListQuery:
         return ",".join(("-" if desc else "") + name for name, desc in self.sort)
 
 
-def _bad(param: str, code: str, message: str) -> InvalidQuery:
-    return InvalidQuery(message, errors=[FieldError(param, code, message)])
-
-
 class CursorCodec:
     """Opaque, tamper-evident cursors: base64url JSON plus an HMAC over it."""
 
@@ -89,12 +85,12 @@ class CursorCodec:
                 raise ValueError("bad signature")
             data = orjson.loads(payload)
         except (ValueError, binascii.Error, orjson.JSONDecodeError):
-            raise _bad("cursor", "invalid_cursor", "The cursor is malformed or was altered.") from None
+            raise bad_query("cursor", "invalid_cursor", "The cursor is malformed or was altered.") from None
         if data.get("s") != sort_key:
-            raise _bad("cursor", "invalid_cursor", "The cursor belongs to a different sort order.")
+            raise bad_query("cursor", "invalid_cursor", "The cursor belongs to a different sort order.")
         values = data.get("v")
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise _bad("cursor", "invalid_cursor", "The cursor is malformed or was altered.")
+            raise bad_query("cursor", "invalid_cursor", "The cursor is malformed or was altered.")
         return values
 
 
@@ -110,7 +106,7 @@ def _cursor_text(value: Any) -> str | None:
 def _single(params: Any, name: str) -> str:
     values: list[str] = params.getlist(name)
     if len(values) != 1:
-        raise _bad(name, "repeated_parameter", f"{name} may be given only once.")
+        raise bad_query(name, "repeated_parameter", f"{name} may be given only once.")
     return values[0]
 
 
@@ -124,22 +120,22 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
         match = _KEY_RE.fullmatch(key)
         spec = fields.get(match.group(1)) if match else None
         if match is None or spec is None or not spec.operators:
-            raise _bad(key, "unknown_filter", f"{key!r} is not a filterable field of {resource.name}.")
+            raise bad_query(key, "unknown_filter", f"{key!r} is not a filterable field of {resource.name}.")
         name, op = match.group(1), match.group(2) or "eq"
         if op not in spec.operators:
-            raise _bad(key, "unknown_operator", f"Operator {op!r} is not allowed on {name}.")
+            raise bad_query(key, "unknown_operator", f"Operator {op!r} is not allowed on {name}.")
         # An `[in]` list may also be sent as the parameter repeated (what generated clients do).
         raw = ",".join(params.getlist(key)) if op == "in" else _single(params, key)
         try:
             filters.append(Filter(name, op, _parse_filter_value(spec.type, op, raw)))
         except FieldInvalid as exc:
-            raise _bad(key, "invalid_value", f"{key}: {exc.message}") from None
+            raise bad_query(key, "invalid_value", f"{key}: {exc.message}") from None
 
     limit = DEFAULT_LIMIT
     if "limit" in params:
         raw_limit = _single(params, "limit")
         if not re.fullmatch(r"[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
-            raise _bad("limit", "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
+            raise bad_query("limit", "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
         limit = int(raw_limit)
 
     sort_raw = _single(params, "sort") if "sort" in params else resource.default_sort
@@ -147,13 +143,13 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
     parts = sort_raw.split(",")
     if len(parts) > 1 and len(parts) > (most := sort_key_limit(resource)):
         # Repeats are ignored, but not without end: the work (and the answer) must not grow with them.
-        raise _bad("sort", "invalid_sort", f"sort names at most {most} keys (the sortable fields).")
+        raise bad_query("sort", "invalid_sort", f"sort names at most {most} keys (the sortable fields).")
     for part in parts:
         desc = part.startswith("-")
         name = part[1:] if desc else part
         spec = fields.get(name)
         if spec is None or not spec.sort:
-            raise _bad("sort", "invalid_sort", f"Cannot sort {resource.name} by {part!r}.")
+            raise bad_query("sort", "invalid_sort", f"Cannot sort {resource.name} by {part!r}.")
         if all(existing != name for existing, _ in sort):  # named again: the first one decides
             sort.append((name, desc))
     if not any(name == "id" for name, _ in sort):
@@ -165,14 +161,14 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
         if unknown := [n for n in names if n not in resource.shown_fields]:
             # Named up to ten, each cut short: the answer must not grow with what the client sends.
             named = ", ".join(n[:100] for n in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
-            raise _bad("fields", "invalid_fields", f"Unknown fields: {named or '(an empty name)'}.")
+            raise bad_query("fields", "invalid_fields", f"Unknown fields: {named or '(an empty name)'}.")
         sparse = tuple(dict.fromkeys(names))
 
     include_total = False
     if "include_total" in params:
         raw_total = _single(params, "include_total")
         if raw_total not in ("true", "false"):
-            raise _bad("include_total", "invalid_value", "include_total must be true or false.")
+            raise bad_query("include_total", "invalid_value", "include_total must be true or false.")
         include_total = raw_total == "true"
 
     query = ListQuery(tuple(filters), tuple(sort), limit, None, sparse, include_total)
@@ -181,7 +177,7 @@ def parse_list_query(resource: Resource, params: Any, cursors: CursorCodec) -> L
         try:
             after = tuple(fields[name].type.parse(text) for (name, _), text in zip(sort, texts, strict=True))
         except (FieldInvalid, ValueError):  # ValueError: not one value per sort key
-            raise _bad("cursor", "invalid_cursor", "The cursor is malformed or was altered.") from None
+            raise bad_query("cursor", "invalid_cursor", "The cursor is malformed or was altered.") from None
         query = ListQuery(query.filters, query.sort, limit, after, sparse, include_total)
     return query
 

@@ -100,8 +100,7 @@ class Reads:
         if not isinstance(params, QueryParams):
             params = QueryParams(params or {})
         query = parse_list_query(self.resource, params, self.cursors)
-        page, _ = await self._list(ctx, query, parent_id)
-        return page
+        return (await self._list(ctx, query, parent_id))[0]
 
     async def list_json(
         self, ctx: Context, query_string: bytes, *, parent_id: uuid.UUID | None = None
@@ -113,8 +112,7 @@ class Reads:
             ctx.actor.require(self.resource.policy.read_permission)
         if not (self.cached_lists and self._cache_usable()) or self.feed is None:
             query = parse_list_query(self.resource, QueryParams(query_string), self.cursors)
-            page, _ = await self._list(ctx, query, parent_id)
-            return page.to_json()
+            return (await self._list(ctx, query, parent_id))[0].to_json()
         # The page depends on the query, on who asks (visibility), and on the rows: the cache keys it
         # by the first two and drops it when any row of this resource, or of one its visibility reads,
         # changes (see rampart.lib.rowcache). Kept encoded, in an exact-size copy (see _exact).
@@ -236,12 +234,9 @@ class Reads:
         return self.feed is not None and self.feed.cache.enabled and not self.db.in_transaction()
 
     async def _get_through_cache(self, ctx: Context, key: Any) -> tuple[int, bytes]:
-        """(version, JSON) of the row: from the cache when it holds the row and a decision for this caller
-        that they may see it (NotFound when it says they may not), else read and kept.
-
-        A miss reads on the primary, even with replicas: what it fetches is kept until the next change
-        notification, and a replica may be behind notifications already heard (decision 0010).
-        """
+        """(version, JSON) of the row: from the cache when it holds the row and this caller's decision
+        (NotFound when they may not see it), else read and kept. A miss reads on the primary even with
+        replicas: a replica may be behind notifications already heard (decision 0010)."""
         assert self.feed is not None
         cache, name = self.feed.cache, self.resource.name
         caller = None if ctx.actor.can(self.resource.policy.bypass_read) else ctx.actor.user_id
@@ -271,8 +266,7 @@ class Reads:
 
     def _cached_read_sql(self, visible: str, where: Sequence[str]) -> str:
         """The row as its JSON, its version and whether the caller may see it: PostgreSQL writes the JSON
-        (the same bytes orjson would: compact, keys in column order, the same escapes), which spares a
-        miss building the row's Python objects and encoding them again (~20 us of worker CPU)."""
+        (the same bytes orjson would: compact, keys in column order, the same escapes), not the worker."""
         return (
             f"SELECT (SELECT row_to_json(_r)::text FROM (SELECT {self.table.select_all}) _r),"
             f" {self.table.alias}.version, ({visible}) FROM {self.table.from_}{where_sql(where)}"

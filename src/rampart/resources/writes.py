@@ -618,20 +618,9 @@ class Writes:
             request_id=ctx.request_id,
             impersonator_id=ctx.actor.impersonator_id,
         )
-        sql = event_insert_from(
-            source,
-            bind,
-            event_id=event_id,
-            event_type=event["type"],
-            resource=self.resource.name,
-            actor_id=ctx.actor.user_id,
-            occurred_at=occurred_at,
-            request_id=ctx.request_id,
-            impersonator_id=ctx.actor.impersonator_id,
-            changes_sql=changes_sql,
-            joined=joined,
+        return event, event_insert_from(
+            source, bind, event, event_id, occurred_at, changes_sql=changes_sql, joined=joined
         )
-        return event, sql
 
     async def _announce(self, ctx: Context, event: dict[str, Any], action: str, row: Row) -> None:
         """After the commit: the row cache, then the bus (subscribers never hear of a rolled-back change)."""
@@ -641,8 +630,7 @@ class Writes:
             if self.announcer is not None:  # every other worker and instance, in the next batch
                 self.announcer.announce(self.resource.table, current_id(row), version)
             if self.feed is not None:
-                # This worker knows at once (read-your-writes; with a shared cache, every worker does once
-                # it settled).
+                # This worker knows at once (read-your-writes); with a shared cache, all do once settled.
                 self.feed.changed(self.resource.name, current_id(row), version, local=True)
                 await self.feed.cache.settle()
             await self.bus.emit(event, request_id=ctx.request_id)
