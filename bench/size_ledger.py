@@ -37,6 +37,7 @@ LEAN_RANGES = (
     ("1eb2f08^1", "1eb2f08^2", False),  # lean-ops
     ("b6c15f3^1", "b6c15f3^2", False),  # lean-auth
     ("8f8343e^1", "8f8343e^2", False),  # lean-misc
+    ("906e5a5^1", "906e5a5^2", False),  # lean-second
 )
 LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
