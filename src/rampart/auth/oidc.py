@@ -163,12 +163,9 @@ class OIDCClient:
         return body
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
-        """Status and parsed JSON body (`_NOT_JSON` when it is not JSON) of one request to the provider.
-
-        The provider's answers are not trusted to be small or sane: at most `MAX_RESPONSE_BYTES` are read,
-        and orjson parses them (its nesting limit turns a hostile `[[[[…` into an error, where the standard
-        library's parser would raise RecursionError).
-        """
+        """Status and parsed JSON body (`_NOT_JSON` when it is not JSON) of one request to the provider:
+        at most `MAX_RESPONSE_BYTES` are read, and orjson's nesting limit turns a hostile `[[[[…` into an
+        error (the standard library's parser would raise RecursionError)."""
         import httpx
 
         try:

@@ -39,32 +39,21 @@ _ACCESS = {
     "token_type": {"type": "string", "enum": ["Bearer"]},
     "expires_in": {"type": "integer", "description": "Seconds until the access token expires."},
 }
-TOKEN_PAIR = named(
-    "TokenPair",
-    {
-        "type": "object",
-        "required": [*_ACCESS, "refresh_token"],
-        "properties": {
-            **_ACCESS,
-            "refresh_token": {"type": "string", "description": "Exchange at POST /api/v1/auth/refresh."},
-        },
-    },
-)
-REFRESHED = named(
-    "RefreshedTokens",
-    {
-        "type": "object",
-        "required": [*_ACCESS],
-        "properties": {
-            **_ACCESS,
-            "refresh_token": {
-                "type": "string",
-                "description": "The next refresh token; absent when it came as the rampart_refresh cookie "
-                "(a new cookie is set instead).",
-            },
-        },
-    },
-)
+
+
+def _object(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    """An object schema; every property is required unless `required` names some."""
+    return {"type": "object", "required": list(required or properties), "properties": properties}
+
+
+_REFRESH_TOKEN = {"type": "string", "description": "Exchange at POST /api/v1/auth/refresh."}
+TOKEN_PAIR = named("TokenPair", _object({**_ACCESS, "refresh_token": _REFRESH_TOKEN}))
+_NEXT_REFRESH_TOKEN = {
+    "type": "string",
+    "description": "The next refresh token; absent when it came as the rampart_refresh cookie "
+    "(a new cookie is set instead).",
+}
+REFRESHED = named("RefreshedTokens", _object({**_ACCESS, "refresh_token": _NEXT_REFRESH_TOKEN}, *_ACCESS))
 
 _SESSION = {
     "id": UUID,
@@ -80,7 +69,7 @@ _SESSION = {
         "description": "The admin who opened it by impersonating the user, else null",
     },
 }
-SESSION = named("Session", {"type": "object", "required": [*_SESSION], "properties": _SESSION})
+SESSION = named("Session", _object(_SESSION))
 
 
 def session_routes(
@@ -208,11 +197,7 @@ def session_routes(
                     },
                 ],
                 "requestBody": json_body(
-                    {
-                        "type": "object",
-                        "required": ["refresh_token"],
-                        "properties": {"refresh_token": {"type": "string", "minLength": 1}},
-                    },
+                    _object({"refresh_token": {"type": "string", "minLength": 1}}),
                     required=False,
                     description="The refresh token; omit the body to use the rampart_refresh cookie",
                 ),
