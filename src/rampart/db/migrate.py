@@ -109,9 +109,8 @@ def _cached_history(folders: tuple[Path, ...]) -> History:
 
 async def pending_migrations(db: Database, *, app_folders: Folders = ()) -> list[str]:
     """Heads not yet applied to the database (empty when up to date). Read from the version files once."""
-    exists = await db.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
     rows: list[str] = []
-    if exists:
+    if await db.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
         rows = [r["version_num"] for r in await db.fetch("SELECT version_num FROM alembic_version")]
     return _cached_history(version_folders(app_folders)).pending(rows)
 
