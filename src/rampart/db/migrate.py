@@ -102,9 +102,7 @@ def upgrade(dsn: str, *, app_folders: Folders = ()) -> None:
                 command.upgrade(config, head)
 
 
-@functools.cache
-def _cached_history(folders: tuple[Path, ...]) -> History:
-    return read_history(folders)
+_cached_history = functools.cache(read_history)  # the version files do not change while serving
 
 
 async def pending_migrations(db: Database, *, app_folders: Folders = ()) -> list[str]:
