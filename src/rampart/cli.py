@@ -296,8 +296,7 @@ def serve(
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
             timeout_graceful_shutdown=10,
-            # On SIGHUP each new worker must answer before its old one retires. uvicorn's 5 s gave up on
-            # a reload (keeping the old code) when a busy machine slowed the new worker's start-up.
+            # A SIGHUP's new worker must answer before its old one retires: 5 s is short on a busy machine.
             timeout_worker_healthcheck=30,
         )
         if workers > 1 and not reload:  # uvicorn's supervisor, with a liveness check of ours

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import click
 
 from rampart.access.system import system_actor
@@ -147,10 +149,6 @@ def migrate_all(settings: Settings) -> list[str]:
     """Apply migrations; on a Citus coordinator, place the tables as declared (decision 0019); then
     (re)install the change triggers the row cache relies on. Returns the placement's steps (none on one
     PostgreSQL server, and none once everything is placed)."""
-    import asyncio
-
-    import asyncpg
-
     from rampart.access.actor import Roles
     from rampart.db.citus import place_tables
     from rampart.db.migrate import upgrade

@@ -206,7 +206,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_weak_secret_in_production(self) -> Settings:
+    def _check_combinations(self) -> Settings:
+        if self.cache == "redis" and self.redis_url is None:
+            raise ValueError("RAMPART_CACHE=redis needs RAMPART_REDIS_URL")
+        if self.database_pool_mode == "transaction" and self.database_direct_url is None:
+            raise ValueError(
+                "RAMPART_DATABASE_POOL_MODE=transaction needs RAMPART_DATABASE_DIRECT_URL: LISTEN and "
+                "migrations need a session of their own, which a transaction-mode pooler does not keep"
+            )
         if self.env != "production":
             return self
         from rampart.lib.secret_strength import MIN_BITS, estimate
@@ -224,17 +231,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RAMPART_JWT_SECRET is too easy to guess for production: about {strength.bits:.0f} bits, "
                 f"at least {MIN_BITS} are needed{found} ({how})"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _needs(self) -> Settings:
-        if self.cache == "redis" and self.redis_url is None:
-            raise ValueError("RAMPART_CACHE=redis needs RAMPART_REDIS_URL")
-        if self.database_pool_mode == "transaction" and self.database_direct_url is None:
-            raise ValueError(
-                "RAMPART_DATABASE_POOL_MODE=transaction needs RAMPART_DATABASE_DIRECT_URL: LISTEN and "
-                "migrations need a session of their own, which a transaction-mode pooler does not keep"
             )
         return self
 

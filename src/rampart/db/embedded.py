@@ -185,13 +185,11 @@ def _ensure_database(*, bin_dir: Path, socket_dir: Path, port: int) -> None:
             raise RuntimeError(f"psql on the embedded PostgreSQL failed: {done.stderr.strip()}")
         return done.stdout.strip()
 
-    def exists() -> bool:
-        return psql(f"select 1 from pg_database where datname = '{DATABASE}'") == "1"
-
-    if exists():
+    exists = f"select 1 from pg_database where datname = '{DATABASE}'"
+    if psql(exists) == "1":
         return
     try:
         psql(f"create database {DATABASE}")
     except RuntimeError:
-        if not exists():  # else another process created it first
+        if psql(exists) != "1":  # else another process created it first
             raise

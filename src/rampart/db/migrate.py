@@ -102,16 +102,13 @@ def upgrade(dsn: str, *, app_folders: Folders = ()) -> None:
                 command.upgrade(config, head)
 
 
-@functools.cache
-def _cached_history(folders: tuple[Path, ...]) -> History:
-    return read_history(folders)
+_cached_history = functools.cache(read_history)  # the version files do not change while serving
 
 
 async def pending_migrations(db: Database, *, app_folders: Folders = ()) -> list[str]:
     """Heads not yet applied to the database (empty when up to date). Read from the version files once."""
-    exists = await db.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
     rows: list[str] = []
-    if exists:
+    if await db.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
         rows = [r["version_num"] for r in await db.fetch("SELECT version_num FROM alembic_version")]
     return _cached_history(version_folders(app_folders)).pending(rows)
 

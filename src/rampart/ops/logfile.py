@@ -114,9 +114,8 @@ def capture_output(log: LogFile) -> Callable[[], None]:
     def stop() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
+        for target, fd in enumerate(saved, start=1):  # stdout, stderr
+            os.dup2(fd, target)
             os.close(fd)
         stopping.set()
         thread.join(timeout=5)
