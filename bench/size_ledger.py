@@ -38,6 +38,8 @@ LEAN_RANGES = (
     ("b6c15f3^1", "b6c15f3^2", False),  # lean-auth
     ("8f8343e^1", "8f8343e^2", False),  # lean-misc
     ("906e5a5^1", "906e5a5^2", False),  # lean-second
+    ("02b0515^1", "02b0515^2", False),  # lean-final-b
+    ("e839388^1", "e839388^2", False),  # lean-final-a
 )
 LEAN_COMMITS = ("6db818e",)  # session SQL in one place
 
