@@ -236,6 +236,27 @@ def test_transaction_pooling_needs_the_direct_url(monkeypatch: pytest.MonkeyPatc
     assert plain(settings.session_database_url) == "postgresql://app@db:5432/app"
 
 
+def test_settings_that_need_one_another_are_reported_before_a_weak_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RAMPART_ENV", "production")
+    monkeypatch.setenv("RAMPART_JWT_SECRET", "changeme-changeme-changeme-changeme-123")
+    monkeypatch.setenv("RAMPART_CACHE", "redis")
+    monkeypatch.setenv("RAMPART_DATABASE_POOL_MODE", "transaction")
+    steps = [
+        ("RAMPART_REDIS_URL", "redis://cache:6379/0"),
+        ("RAMPART_DATABASE_DIRECT_URL", "postgresql://app@db:5432/app"),
+    ]
+    for missing, value in steps:  # each reported in turn, the weak secret not yet
+        with pytest.raises(ValidationError) as info:
+            load()
+        assert missing in str(info.value)
+        assert "too easy to guess" not in str(info.value)
+        monkeypatch.setenv(missing, value)
+    with pytest.raises(ValidationError, match="too easy to guess"):
+        load()
+
+
 def test_without_a_direct_url_sessions_use_the_main_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAMPART_DATABASE_URL", "postgresql://app@db:5432/app")
     settings = load()
